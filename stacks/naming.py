@@ -1,0 +1,57 @@
+"""Deterministic names of everything mlfleet creates, derived from the environment alone.
+
+Any region's stack, runbook or review can name another region's bucket, cluster or database
+without reading that region's state (principle 1), and a runbook finds what a stack created.
+"""
+from __future__ import annotations
+
+
+def stack_name(env: str, region: str) -> str:
+    return f"{env}-{region}"
+
+
+def global_stack_name(env: str) -> str:
+    return f"{env}-global"
+
+
+def state_bucket(account_id: str, region: str) -> str:
+    """Terraform state lives in the region it describes, one bucket per account and region."""
+    return f"mlfleet-tfstate-{account_id}-{region}"
+
+
+def state_key(env: str, region: str) -> str:
+    return f"{env}/{region}/terraform.tfstate"
+
+
+def artifact_bucket(env: str, account_id: str, region: str) -> str:
+    return f"mlfleet-{env}-{account_id}-{region}"
+
+
+def artifact_key_alias(env: str) -> str:
+    """The same alias in every region, so replication can name the destination key."""
+    return f"mlfleet-{env}-artifacts"
+
+
+def cluster_name(env: str, region: str) -> str:
+    return f"mlfleet-{env}-{region}"
+
+
+def node_group_name(pool: str) -> str:
+    return f"{pool}-gpu"
+
+
+def global_cluster_id(env: str) -> str:
+    return f"mlfleet-{env}-registry"
+
+
+def db_cluster_id(env: str, region: str) -> str:
+    return f"mlfleet-{env}-registry-{region}"
+
+
+def dr_lock_table(env: str) -> str:
+    return f"mlfleet-{env}-dr-locks"
+
+
+def role_name(env: str, region: str, purpose: str) -> str:
+    """IAM is global: role names carry the region so regional stacks never collide."""
+    return f"mlfleet-{env}-{region}-{purpose}"
