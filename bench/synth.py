@@ -1,0 +1,172 @@
+"""Synth cost of mlfleet against a bare cdktn app that creates the same resources.
+
+Run: `make bench` (or `.venv/bin/python bench/synth.py [--runs N]`).
+
+Each measurement is a fresh process, as `cdktn synth` would start one:
+- mlfleet: load + validate the environment, build its stacks with mlfleet's constructs,
+  run the policy pass, synthesize;
+- bare: a plain cdktn app that instantiates, class for class, the same provider resources
+  with the same attributes (replayed from mlfleet's own output), and synthesizes.
+Wall time and peak memory (the Python process plus its jsii node child) are reported as
+medians with the ratio. A second table synthesizes the prod example with 1…4 regions to
+show the cost of each added region. The machine is shared and noisy: read medians and ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PEAK = r"""
+def _peak_kib():
+    """VmHWM of this process plus its children (the jsii node kernel is still running)."""
+    import os
+    def hwm(pid):
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+    me = os.getpid()
+    children = []
+    for task in os.listdir(f"/proc/{me}/task"):
+        try:
+            children += open(f"/proc/{me}/task/{task}/children").read().split()
+        except OSError:
+            pass
+    return hwm(me) + sum(hwm(int(c)) for c in children)
+"""
+
+MLFLEET = PEAK + r"""
+import sys, time, json
+from pathlib import Path
+t0 = time.perf_counter()
+from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
+from mlfleet.stacks.config import load_environment_file
+from mlfleet.stacks.app import synthesize
+env = load_environment_file(Path(sys.argv[1]))
+result = synthesize([env], Path(sys.argv[2]))
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": _peak_kib() / 1024,
+                  "resources": sum(sum(len(v) for v in tf.get("resource", {}).values()) for tf in result.stacks.values())}))
+"""
+
+BARE = PEAK + r"""
+import sys, time, json, importlib, pkgutil
+from pathlib import Path
+t0 = time.perf_counter()
+from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
+from cdktn import App, TerraformStack, S3Backend
+import cdktn_provider_aws
+stacks = json.loads(Path(sys.argv[1]).read_text())
+app = App(outdir=sys.argv[2], stack_traces=False)
+classes = {}
+def resource_class(kind, rtype):
+    key = (kind, rtype)
+    if key not in classes:
+        module_name = ("data_" if kind == "data" else "") + rtype.removeprefix("aws_")
+        module = importlib.import_module(f"cdktn_provider_aws.{module_name}")
+        classes[key] = next(c for c in vars(module).values()
+                            if isinstance(c, type) and getattr(c, "TF_RESOURCE_TYPE", None) == rtype)
+    return classes[key]
+def kwargs(body):
+    return {k: v for k, v in body.items() if k not in ("//", "lifecycle", "depends_on", "provider")}
+count = 0
+for name, tf in stacks.items():
+    stack = TerraformStack(app, name)
+    backend = tf["terraform"].get("backend", {}).get("s3")
+    if backend:
+        S3Backend(stack, **backend)
+    from cdktn_provider_aws.provider import AwsProvider
+    for provider in tf["provider"]["aws"]:
+        AwsProvider(stack, "aws" + (provider.get("alias") or ""), **provider)
+    for kind in ("data", "resource"):
+        for rtype, items in tf.get(kind, {}).items():
+            cls = resource_class(kind, rtype)
+            for rid, body in items.items():
+                cls(stack, rid, **kwargs(body))
+                count += 1
+app.synth()
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": _peak_kib() / 1024, "resources": count}))
+"""
+
+
+def _run(script: str, *args: str) -> dict:
+    """One measurement in a fresh process: wall time (process start included) and peak memory."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"measurement failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall"] = wall
+    return result
+
+
+def _environment_with_regions(base: dict, count: int) -> dict:
+    env = json.loads(json.dumps(base))
+    extra = [("us-west-2", "10.41.0.0/16"), ("us-east-2", "10.42.0.0/16"), ("us-west-1", "10.43.0.0/16")]
+    env["regions"] = env["regions"][:1] + [
+        {"name": name, "role": "standby", "network": {"cidr": cidr}} for name, cidr in extra[: count - 1]]
+    for pool in env["gpu_pools"]:
+        pool["reservations"] = {r: v for r, v in pool.get("reservations", {}).items()
+                                if r in {x["name"] for x in env["regions"]}}
+    return env
+
+
+def main() -> None:
+    import yaml
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    prod = yaml.safe_load((ROOT / "stacks/environments/prod.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env_file = tmp / "prod.yaml"
+        env_file.write_text(yaml.safe_dump(prod))
+        # The bare app replays exactly what mlfleet synthesized.
+        _run(MLFLEET, str(env_file), str(tmp / "ref"))
+        stacks = {p.parent.name: json.loads(p.read_text()) for p in (tmp / "ref").glob("stacks/*/cdk.tf.json")}
+        replay = tmp / "replay.json"
+        replay.write_text(json.dumps(stacks))
+
+        rows = {"mlfleet": [], "bare": []}
+        for i in range(args.runs):  # interleaved, so drift in machine load hits both alike
+            rows["bare"].append(_run(BARE, str(replay), str(tmp / f"bare{i}")))
+            rows["mlfleet"].append(_run(MLFLEET, str(env_file), str(tmp / f"ml{i}")))
+        peak = {k: statistics.median(r["peak_mib"] for r in v) for k, v in rows.items()}
+
+        med = {k: statistics.median(r["wall"] for r in v) for k, v in rows.items()}
+        print(f"prod example: {len(stacks)} stacks, {rows['mlfleet'][0]['resources']} resources; "
+              f"{args.runs} runs each, fresh process per run\n")
+        print(f"{'':10}{'median wall s':>15}{'min':>8}{'max':>8}{'peak MiB':>10}")
+        for name in ("bare", "mlfleet"):
+            walls = [r["wall"] for r in rows[name]]
+            print(f"{name:10}{med[name]:>15.2f}{min(walls):>8.2f}{max(walls):>8.2f}{peak[name]:>10.0f}")
+        print(f"\nratio mlfleet / bare: wall {med['mlfleet'] / med['bare']:.2f}x (target <= 1.2x), "
+              f"peak memory {peak['mlfleet'] / peak['bare']:.2f}x")
+
+        print("\nper added region (prod example with 1..4 regions, median of runs):")
+        per_region = []
+        for count in range(1, 5):
+            f = tmp / f"prod{count}.yaml"
+            f.write_text(yaml.safe_dump(_environment_with_regions(prod, count)))
+            walls = [_run(MLFLEET, str(f), str(tmp / f"r{count}-{i}"))["wall"] for i in range(args.runs)]
+            per_region.append(statistics.median(walls))
+            print(f"  {count} region(s): {per_region[-1]:.2f} s")
+        slope = (per_region[-1] - per_region[0]) / 3
+        print(f"  cost per added region: {slope * 1000:.0f} ms (target < 100 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The policy pass: every rule has a failing and a passing case, and acknowledgements carry
+their reason through the aspect."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlfleet.constructs.policy import RULES, evaluate_terraform
+
+
+def _tf(resources: dict, provider_tags: dict | None = None, data: dict | None = None) -> dict:
+    tags = {"owner": "ml-platform", "cost-center": "ml"} if provider_tags is None else provider_tags
+    return {"provider": {"aws": [{"region": "us-east-1", "default_tags": [{"tags": tags}]}]},
+            "resource": resources, "data": data or {}}
+
+
+def _rules(tf: dict) -> set[str]:
+    return {f.rule for f in evaluate_terraform("s", tf)}
+
+
+GOOD_BUCKET = {
+    "aws_s3_bucket": {"b": {"bucket": "x"}},
+    "aws_s3_bucket_server_side_encryption_configuration": {"e": {
+        "bucket": "${aws_s3_bucket.b.id}",
+        "rule": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": "${aws_kms_key.k.arn}"}}]}},
+    "aws_s3_bucket_public_access_block": {"p": {
+        "bucket": "${aws_s3_bucket.b.id}", "block_public_acls": True, "block_public_policy": True,
+        "ignore_public_acls": True, "restrict_public_buckets": True}},
+}
+GOOD_DB = {"aws_rds_cluster": {"c": {"storage_encrypted": True, "kms_key_id": "${aws_kms_key.k.arn}",
+                                     "deletion_protection": True, "skip_final_snapshot": False}},
+           "aws_rds_cluster_instance": {"i": {"publicly_accessible": False}}}
+GOOD_NODES = {
+    "aws_launch_template": {"lt": {"metadata_options": {"http_tokens": "required"},
+                                   "block_device_mappings": [{"device_name": "/dev/xvda", "ebs": {"encrypted": "true", "kms_key_id": "k"}}]}},
+    "aws_eks_node_group": {"ng": {"taint": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
+                                  "launch_template": {"id": "${aws_launch_template.lt.id}", "version": "1"}}},
+}
+GOOD_IAM = {"aws_iam_role_policy": {"p": {"policy": json.dumps({"Statement": [
+    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::b/*"},
+    {"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]})}}}
+
+
+def _with(base: dict, rtype: str, name: str, **changes) -> dict:
+    out = json.loads(json.dumps(base))
+    out[rtype][name].update(changes)
+    return out
+
+
+@pytest.mark.parametrize("good", [GOOD_BUCKET, GOOD_DB, GOOD_NODES, GOOD_IAM], ids=["s3", "db", "nodes", "iam"])
+def test_secure_resources_pass(good):
+    assert _rules(_tf(good)) == set()
+
+
+CASES = [
+    ("MLF001", {"aws_s3_bucket": {"b": {"bucket": "x"}}, "aws_s3_bucket_public_access_block": GOOD_BUCKET["aws_s3_bucket_public_access_block"]}),
+    ("MLF001", {**GOOD_BUCKET, "aws_s3_bucket_server_side_encryption_configuration": {"e": {
+        "bucket": "${aws_s3_bucket.b.id}", "rule": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}]}}}),
+    ("MLF001", _with(GOOD_DB, "aws_rds_cluster", "c", storage_encrypted=False)),
+    ("MLF001", {"aws_eks_cluster": {"c": {"vpc_config": {"endpoint_public_access": False}}}}),
+    ("MLF001", {"aws_sns_topic": {"t": {"name": "alarms"}}}),
+    ("MLF001", _with(GOOD_NODES, "aws_launch_template", "lt", block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {"encrypted": "false"}}])),
+    ("MLF002", {k: v for k, v in GOOD_BUCKET.items() if k != "aws_s3_bucket_public_access_block"}),
+    ("MLF002", _with(GOOD_DB, "aws_rds_cluster_instance", "i", publicly_accessible=True)),
+    ("MLF002", {"aws_eks_cluster": {"c": {"vpc_config": {"endpoint_public_access": True}, "encryption_config": {"provider": {}}}}}),
+    ("MLF002", {"aws_security_group": {"s": {"ingress": [{"cidr_blocks": ["0.0.0.0/0"], "from_port": 443}]}}}),
+    ("MLF002", {"aws_subnet": {"s": {"map_public_ip_on_launch": True}}}),
+    ("MLF003", _with(GOOD_DB, "aws_rds_cluster", "c", deletion_protection=False)),
+    ("MLF003", _with(GOOD_DB, "aws_rds_cluster", "c", skip_final_snapshot=True)),
+    ("MLF003", _with(GOOD_BUCKET, "aws_s3_bucket", "b", force_destroy=True)),
+    ("MLF003", {"aws_rds_global_cluster": {"g": {"storage_encrypted": True}}}),
+    ("MLF004", _with(GOOD_NODES, "aws_eks_node_group", "ng", taint=[{"key": "nvidia.com/gpu", "effect": "PREFER_NO_SCHEDULE"}])),
+    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))),
+    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": {"Action": "*", "Resource": "*"}}))),
+    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}))),
+    ("MLF007", _with(GOOD_NODES, "aws_launch_template", "lt", metadata_options={"http_tokens": "optional"})),
+    ("MLF007", _with(GOOD_NODES, "aws_eks_node_group", "ng", launch_template=None)),
+]
+
+
+@pytest.mark.parametrize("rule,resources", CASES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(CASES)])
+def test_each_rule_catches_its_violation(rule, resources):
+    assert rule in _rules(_tf(resources))
+
+
+def test_missing_required_tags():
+    assert _rules(_tf({}, provider_tags={"owner": "me"})) == {"MLF006"}
+    assert _rules(_tf({})) == set()
+
+
+def test_every_rule_has_severity_and_fix():
+    for rule in RULES.values():
+        assert rule.severity in {"high", "medium", "low"} and rule.fix
+
+
+def test_aspect_applies_code_and_config_acknowledgements(synth):
+    from cdktn import Aspects, TerraformStack, Testing
+    from cdktn_provider_aws.provider import AwsProvider
+    from cdktn_provider_aws.s3_bucket import S3Bucket
+    from constructs import Construct
+
+    from mlfleet.constructs.acknowledgements import acknowledge
+    from mlfleet.constructs.policy import ConfigAcknowledgement, PolicyAspect
+
+    app = Testing.app()
+    stack = TerraformStack(app, "stack")
+    AwsProvider(stack, "aws", region="us-east-1", default_tags=[{"tags": {"owner": "a", "cost-center": "b"}}])
+    group = Construct(stack, "scratch")
+    acknowledge(group, "MLF001", "scratch data, regenerated nightly")
+    S3Bucket(group, "bucket", bucket="scratch")
+    aspect = PolicyAspect([ConfigAcknowledgement("MLF002", "public dataset mirror", "stack/scratch/*")])
+    Aspects.of(stack).add(aspect)
+    Testing.synth(stack)
+    by_rule = {f.rule: f for f in aspect.findings}
+    assert by_rule["MLF001"].acknowledged == "scratch data, regenerated nightly"
+    assert by_rule["MLF001"].path == "stack/scratch/bucket"
+    assert by_rule["MLF002"].acknowledged == "public dataset mirror"
+    assert aspect.violations == []
+
+
+def test_acknowledgement_needs_a_reason():
+    from cdktn import Testing
+    from constructs import Construct
+
+    from mlfleet.constructs.acknowledgements import acknowledge
+
+    with pytest.raises(ValueError, match="needs a reason"):
+        acknowledge(Construct(Testing.app(), "x"), "MLF001", "  ")
