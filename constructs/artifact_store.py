@@ -1,0 +1,294 @@
+"""The replicated artifact store: one versioned, SSE-KMS S3 bucket per region.
+
+The primary region's bucket replicates every object version, tag and delete marker to each
+standby's bucket, with Replication Time Control (99.99 % of objects within 15 minutes) and
+replication metrics, which the monitoring construct alarms on.
+
+Keys. Every region encrypts its bucket with a key under the same alias, so the primary can name
+each destination key as `arn:aws:kms:<dest>:<account>:alias/<alias>` from config alone. The
+primary's key is a multi-Region primary key. A standby makes a replica of it only when it is
+given `multi_region_key_arn`: a replica key needs the primary key's ARN, whose `mrk-` id is
+random and known only after the primary region is deployed, and reading it from the primary
+region's Terraform state would couple the standby's plan to the primary region (principle 1:
+a standby must plan while the primary is down). Until then a standby gets a regional key under
+the same alias, which is enough for replication: S3 re-encrypts every replica with the
+destination bucket's key, so the replicas never depend on the primary's key material.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cdktn import TerraformOutput
+from cdktn_provider_aws.iam_role import IamRole
+from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+from cdktn_provider_aws.s3_bucket import S3Bucket
+from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
+    S3BucketLifecycleConfiguration, S3BucketLifecycleConfigurationRule,
+    S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
+    S3BucketLifecycleConfigurationRuleExpiration, S3BucketLifecycleConfigurationRuleFilter,
+    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration)
+from cdktn_provider_aws.s3_bucket_object_lock_configuration import (
+    S3BucketObjectLockConfigurationA, S3BucketObjectLockConfigurationRuleA,
+    S3BucketObjectLockConfigurationRuleDefaultRetentionA)
+from cdktn_provider_aws.s3_bucket_ownership_controls import (
+    S3BucketOwnershipControls, S3BucketOwnershipControlsRule)
+from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
+from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
+from cdktn_provider_aws.s3_bucket_replication_configuration import (
+    S3BucketReplicationConfigurationA, S3BucketReplicationConfigurationRule,
+    S3BucketReplicationConfigurationRuleDeleteMarkerReplication,
+    S3BucketReplicationConfigurationRuleDestination,
+    S3BucketReplicationConfigurationRuleDestinationEncryptionConfiguration,
+    S3BucketReplicationConfigurationRuleDestinationMetrics,
+    S3BucketReplicationConfigurationRuleDestinationMetricsEventThreshold,
+    S3BucketReplicationConfigurationRuleDestinationReplicationTime,
+    S3BucketReplicationConfigurationRuleDestinationReplicationTimeTime,
+    S3BucketReplicationConfigurationRuleFilter,
+    S3BucketReplicationConfigurationRuleSourceSelectionCriteria,
+    S3BucketReplicationConfigurationRuleSourceSelectionCriteriaSseKmsEncryptedObjects)
+from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
+    S3BucketServerSideEncryptionConfigurationA, S3BucketServerSideEncryptionConfigurationRuleA,
+    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
+from cdktn_provider_aws.s3_bucket_versioning import (
+    S3BucketVersioningA, S3BucketVersioningVersioningConfiguration)
+from constructs import Construct
+
+from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps, alias_arn
+from mlfleet.constructs.validation import require
+
+# S3 Replication Time Control's commitment, and the threshold its metrics report against.
+RTC_MINUTES = 15
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicaTarget:
+    """A standby region's artifact bucket (created by that region's stack)."""
+    region: str
+    bucket_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectLockProps:
+    """Default retention applied to every new object version (write once, read many)."""
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    days: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactStoreProps:
+    bucket_name: str
+    """Deterministic, globally unique bucket name for this region."""
+    account_id: str
+    region: str
+    """The region this stack deploys to (names the key in IAM conditions)."""
+    role: Literal["primary", "standby"]
+    """The primary owns the multi-Region key and replicates; a standby receives replicas."""
+    key_alias: str
+    """Alias of the artifact key, without `alias/`: the same name in every region."""
+    replicate_to: tuple[ReplicaTarget, ...] = ()
+    """Standby buckets to replicate to (primary only). Each must exist, versioned, before apply."""
+    replication_time_control: bool = True
+    noncurrent_version_expiration_days: int = 90
+    """Days an overwritten or deleted version is kept (a rollback window for artifacts)."""
+    object_lock: ObjectLockProps | None = None
+    multi_region_key_arn: str | None = None
+    """Standby only: the primary's multi-Region key ARN (`…:key/mrk-…`), to make a replica of it."""
+    replication_role_name: str | None = None
+    """IAM role name for replication; default `<bucket_name>-replication` (IAM names are global)."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class ArtifactStore(Construct):
+    """A regional artifact bucket; on the primary, with replication to every standby."""
+
+    def __init__(self, scope: Construct, id_: str, props: ArtifactStoreProps):
+        super().__init__(scope, id_)
+        _validate(self, props)
+        self.bucket_name = props.bucket_name
+        self.bucket_arn = f"arn:aws:s3:::{props.bucket_name}"
+
+        self.key = EncryptionKey(self, "key", EncryptionKeyProps(
+            alias=props.key_alias, account_id=props.account_id,
+            description=f"mlfleet artifacts in {props.bucket_name}",
+            multi_region=props.role == "primary", replica_of_arn=props.multi_region_key_arn,
+            tags=props.tags))
+
+        self.bucket = S3Bucket(
+            self, "bucket", bucket=props.bucket_name, force_destroy=False,
+            object_lock_enabled=True if props.object_lock else None, tags=props.tags or None)
+        bucket_id = self.bucket.id
+        S3BucketOwnershipControls(self, "ownership", bucket=bucket_id, rule=S3BucketOwnershipControlsRule(
+            object_ownership="BucketOwnerEnforced"))
+        S3BucketPublicAccessBlock(self, "public-access-block", bucket=bucket_id, block_public_acls=True,
+                                  block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True)
+        versioning = S3BucketVersioningA(
+            self, "versioning", bucket=bucket_id,
+            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
+        S3BucketServerSideEncryptionConfigurationA(
+            self, "encryption", bucket=bucket_id, rule=[S3BucketServerSideEncryptionConfigurationRuleA(
+                # A bucket key cuts KMS requests (and their cost) by orders of magnitude.
+                bucket_key_enabled=True,
+                apply_server_side_encryption_by_default=(
+                    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                        sse_algorithm="aws:kms", kms_master_key_id=self.key.key_arn)))])
+        S3BucketPolicy(self, "policy", bucket=bucket_id,
+                       policy=_document(_tls_only_statements(self.bucket_arn)))
+        S3BucketLifecycleConfiguration(
+            self, "lifecycle", bucket=bucket_id, depends_on=[versioning], rule=[S3BucketLifecycleConfigurationRule(
+                id="expire-noncurrent-versions", status="Enabled",
+                filter=[S3BucketLifecycleConfigurationRuleFilter()],
+                noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(
+                    noncurrent_days=props.noncurrent_version_expiration_days)],
+                # Delete markers left with no versions behind them only slow down listings.
+                expiration=[S3BucketLifecycleConfigurationRuleExpiration(expired_object_delete_marker=True)],
+                abort_incomplete_multipart_upload=[
+                    S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(days_after_initiation=7)])])
+        if props.object_lock:
+            S3BucketObjectLockConfigurationA(
+                self, "object-lock", bucket=bucket_id, depends_on=[versioning],
+                rule=S3BucketObjectLockConfigurationRuleA(
+                    default_retention=S3BucketObjectLockConfigurationRuleDefaultRetentionA(
+                        mode=props.object_lock.mode, days=props.object_lock.days)))
+
+        self.replication_rule_ids: dict[str, str] = {
+            target.region: f"replicate-to-{target.region}" for target in props.replicate_to}
+        self.replication_role: IamRole | None = None
+        if props.replicate_to:
+            self._replicate(props, versioning)
+
+        output = TerraformOutput(self, "key-arn", value=self.key.key_arn,
+                                 description="Artifact key ARN (the primary's is a standby's multi_region_key_arn)")
+        output.override_logical_id("artifact_key_arn")
+
+    def _replicate(self, props: ArtifactStoreProps, versioning: S3BucketVersioningA) -> None:
+        role_name = props.replication_role_name or f"{props.bucket_name}-replication"
+        self.replication_role = IamRole(
+            self, "replication-role", name=role_name, description=f"S3 replication from {props.bucket_name}",
+            assume_role_policy=_document([{
+                "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": props.account_id},
+                              "ArnLike": {"aws:SourceArn": self.bucket_arn}}}]),
+            tags=props.tags or None)
+        IamRolePolicy(self, "replication-policy", name="replicate-artifacts", role=self.replication_role.id,
+                      policy=_document(_replication_statements(props, self.bucket_arn, self.key.key_arn)))
+
+        rules = []
+        for priority, target in enumerate(props.replicate_to):
+            rtc = props.replication_time_control
+            rules.append(S3BucketReplicationConfigurationRule(
+                id=self.replication_rule_ids[target.region], status="Enabled", priority=priority,
+                filter=S3BucketReplicationConfigurationRuleFilter(),
+                delete_marker_replication=S3BucketReplicationConfigurationRuleDeleteMarkerReplication(
+                    status="Enabled"),
+                source_selection_criteria=S3BucketReplicationConfigurationRuleSourceSelectionCriteria(
+                    sse_kms_encrypted_objects=(
+                        S3BucketReplicationConfigurationRuleSourceSelectionCriteriaSseKmsEncryptedObjects(
+                            status="Enabled"))),
+                destination=S3BucketReplicationConfigurationRuleDestination(
+                    bucket=f"arn:aws:s3:::{target.bucket_name}",
+                    encryption_configuration=(
+                        S3BucketReplicationConfigurationRuleDestinationEncryptionConfiguration(
+                            replica_kms_key_id=alias_arn(target.region, props.account_id, props.key_alias))),
+                    # Metrics feed the ReplicationLatency / OperationsFailedReplication alarms.
+                    metrics=S3BucketReplicationConfigurationRuleDestinationMetrics(
+                        status="Enabled",
+                        event_threshold=S3BucketReplicationConfigurationRuleDestinationMetricsEventThreshold(
+                            minutes=RTC_MINUTES) if rtc else None),
+                    replication_time=S3BucketReplicationConfigurationRuleDestinationReplicationTime(
+                        status="Enabled",
+                        time=S3BucketReplicationConfigurationRuleDestinationReplicationTimeTime(
+                            minutes=RTC_MINUTES)) if rtc else None)))
+        # S3 refuses a replication configuration on a bucket whose versioning is not yet on.
+        S3BucketReplicationConfigurationA(self, "replication", bucket=self.bucket.id,
+                                          role=self.replication_role.arn, rule=rules, depends_on=[versioning])
+
+
+def _validate(scope: Construct, props: ArtifactStoreProps) -> None:
+    require(bool(_BUCKET_NAME.match(props.bucket_name)) and ".." not in props.bucket_name, scope,
+            "bucket_name", f"{props.bucket_name!r} is not a valid S3 bucket name")
+    require(bool(_REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
+    require(props.role in ("primary", "standby"), scope, "role", f"{props.role!r} is not 'primary' or 'standby'")
+    require(not (props.replicate_to and props.role != "primary"), scope, "replicate_to",
+            "only the primary replicates; a standby receives replicas")
+    require(not (props.multi_region_key_arn and props.role != "standby"), scope, "multi_region_key_arn",
+            "only a standby replicates the primary's key; the primary creates it")
+    require(props.noncurrent_version_expiration_days >= 1, scope, "noncurrent_version_expiration_days",
+            "must be at least 1 day")
+    seen: set[str] = set()
+    for i, target in enumerate(props.replicate_to):
+        where = f"replicate_to[{i}]"
+        require(bool(_REGION.match(target.region)), scope, f"{where}.region",
+                f"{target.region!r} is not an AWS region name")
+        require(target.region != props.region, scope, f"{where}.region",
+                f"{target.region} is this bucket's own region")
+        require(target.region not in seen, scope, f"{where}.region", f"{target.region} is listed twice")
+        require(bool(_BUCKET_NAME.match(target.bucket_name)), scope, f"{where}.bucket_name",
+                f"{target.bucket_name!r} is not a valid S3 bucket name")
+        require(target.bucket_name != props.bucket_name, scope, f"{where}.bucket_name",
+                "a bucket cannot replicate to itself")
+        seen.add(target.region)
+    if props.object_lock:
+        require(props.object_lock.mode in ("GOVERNANCE", "COMPLIANCE"), scope, "object_lock.mode",
+                f"{props.object_lock.mode!r} is not GOVERNANCE or COMPLIANCE")
+        require(1 <= props.object_lock.days <= 36500, scope, "object_lock.days", "must be 1 to 36500 days")
+        # Lifecycle cannot expire a version that is still locked: it would silently keep it.
+        require(props.noncurrent_version_expiration_days >= props.object_lock.days, scope,
+                "noncurrent_version_expiration_days",
+                f"{props.noncurrent_version_expiration_days} is shorter than the object lock "
+                f"retention ({props.object_lock.days} days), so lifecycle could not expire locked versions")
+    role_name = props.replication_role_name or f"{props.bucket_name}-replication"
+    if props.replicate_to:
+        require(bool(_ROLE_NAME.match(role_name)), scope, "replication_role_name",
+                f"{role_name!r} is not a valid IAM role name (at most 64 characters); set one explicitly")
+
+
+def _tls_only_statements(bucket_arn: str) -> list[dict]:
+    return [{
+        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }, {
+        "Sid": "DenyOutdatedTls", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+    }]
+
+
+def _replication_statements(props: ArtifactStoreProps, bucket_arn: str, key_arn: str) -> list[dict]:
+    destinations = sorted(props.replicate_to, key=lambda t: t.region)
+    source_object_actions = ["s3:GetObjectVersionAcl", "s3:GetObjectVersionForReplication",
+                             "s3:GetObjectVersionTagging"]
+    if props.object_lock:
+        # Replicas carry the source version's retention and legal hold.
+        source_object_actions += ["s3:GetObjectLegalHold", "s3:GetObjectRetention"]
+    return [{
+        "Sid": "ReadReplicationConfiguration", "Effect": "Allow",
+        "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"], "Resource": bucket_arn,
+    }, {
+        "Sid": "ReadSourceVersions", "Effect": "Allow",
+        "Action": sorted(source_object_actions), "Resource": f"{bucket_arn}/*",
+    }, {
+        "Sid": "WriteReplicas", "Effect": "Allow",
+        "Action": ["s3:ReplicateDelete", "s3:ReplicateObject", "s3:ReplicateTags"],
+        "Resource": [f"arn:aws:s3:::{t.bucket_name}/*" for t in destinations],
+    }, {
+        "Sid": "DecryptSourceObjects", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
+        "Condition": {"StringEquals": {"kms:ViaService": f"s3.{props.region}.amazonaws.com"}},
+    }] + [{
+        # IAM authorizes KMS use on the key, never on an alias ARN: match the destination key
+        # by the alias it carries, in its region and account only.
+        "Sid": f"EncryptReplicas{''.join(p.capitalize() for p in t.region.split('-'))}", "Effect": "Allow",
+        "Action": "kms:Encrypt", "Resource": f"arn:aws:kms:{t.region}:{props.account_id}:key/*",
+        "Condition": {"StringEquals": {"kms:ViaService": f"s3.{t.region}.amazonaws.com"},
+                      "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/{props.key_alias}"}},
+    } for t in destinations]
+
+
+def _document(statements: list[dict]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
