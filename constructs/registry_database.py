@@ -1,0 +1,228 @@
+"""The model registry's database: an Aurora PostgreSQL global database.
+
+`RegistryGlobalCluster` goes in the `<env>-global` stack. Each regional stack adds a
+`RegistryDatabase`: the primary region's cluster is the global writer, every standby's is a
+read-only secondary. Regional clusters join the global cluster by its deterministic
+identifier (a string, never a cross-stack token), so a standby plans while the primary region
+is down. Deploy order on first creation: global stack, primary region, then standbys.
+
+Failover moves the writer outside Terraform (the DR runbooks call the RDS API). Afterwards AWS
+rewrites each member's replication source, and may detach a member from the global cluster:
+both attributes are ignored on every member so that the next plan never "fixes" a failover
+by promoting or re-attaching a cluster.
+
+`rds.global_db_rpo` makes Aurora pause commits on the writer when no secondary is within the
+RPO, so a region loss can never lose more than that: the parameter is set from the RPO target
+on every member, since any of them may become the writer.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
+from cdktn_provider_aws.db_subnet_group import DbSubnetGroup
+from cdktn_provider_aws.rds_cluster import RdsCluster
+from cdktn_provider_aws.rds_cluster_instance import RdsClusterInstance
+from cdktn_provider_aws.rds_cluster_parameter_group import (RdsClusterParameterGroup,
+                                                            RdsClusterParameterGroupParameter)
+from cdktn_provider_aws.rds_global_cluster import RdsGlobalCluster
+from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupIngress
+from constructs import Construct
+
+from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
+from mlfleet.constructs.validation import PropsError, require
+
+ENGINE = "aurora-postgresql"
+PORT = 5432
+MIN_GLOBAL_DB_RPO_SECONDS = 20  # Aurora rejects a smaller rds.global_db_rpo
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_ENGINE_VERSION = re.compile(r"^(\d+)\.\d+$")
+_INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+_SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_VPC = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryGlobalClusterProps:
+    global_cluster_identifier: str
+    engine_version: str = "16.6"
+    """Aurora PostgreSQL version; every regional cluster must use the same one."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class RegistryGlobalCluster(Construct):
+    """The global cluster every region's registry database joins (no data of its own)."""
+
+    def __init__(self, scope: Construct, id_: str, props: RegistryGlobalClusterProps):
+        super().__init__(scope, id_)
+        _require_identifier(self, "global_cluster_identifier", props.global_cluster_identifier)
+        _require_engine_version(self, props.engine_version)
+        self.global_cluster_identifier = props.global_cluster_identifier
+        self.global_cluster = RdsGlobalCluster(
+            self, "global-cluster", global_cluster_identifier=props.global_cluster_identifier,
+            engine=ENGINE, engine_version=props.engine_version, storage_encrypted=True,
+            deletion_protection=True, tags=props.tags or None)
+        TerraformOutput(self, "identifier", value=props.global_cluster_identifier).override_logical_id(
+            "registry_global_cluster_identifier")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryDatabaseProps:
+    role: Literal["primary", "secondary"]
+    """`primary` creates the global writer; `secondary` a read-only replica cluster."""
+    cluster_identifier: str
+    global_cluster_identifier: str
+    """The `RegistryGlobalCluster`'s identifier, as a string (never a token from another stack)."""
+    account_id: str
+    vpc_id: str
+    subnet_ids: tuple[str, ...]
+    """Private subnets in at least two availability zones."""
+    allowed_cidrs: tuple[str, ...]
+    """Private IPv4 ranges that may connect on 5432 (the cluster's VPC, the DR runner's network)."""
+    rpo_seconds: int
+    """RPO target: Aurora blocks commits when no secondary is within it (at least 20 s)."""
+    engine_version: str = "16.6"
+    instance_class: str = "db.r7g.large"
+    instance_count: int = 2
+    backup_retention_days: int = 14
+    """Automated backups and point-in-time recovery window (7 to 35 days)."""
+    database_name: str = "registry"
+    master_username: str = "mlfleet_admin"
+    key_alias: str | None = None
+    """Alias of this region's database key; default `<cluster_identifier>`."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class RegistryDatabase(Construct):
+    """One region's member of the registry's global database, with its own KMS key."""
+
+    def __init__(self, scope: Construct, id_: str, props: RegistryDatabaseProps):
+        super().__init__(scope, id_)
+        _validate(self, props)
+        primary = props.role == "primary"
+        tags = dict(props.tags) or None
+        self.role = props.role
+        self.cluster_identifier = props.cluster_identifier
+        self.global_cluster_identifier = props.global_cluster_identifier
+
+        self.key = EncryptionKey(self, "key", EncryptionKeyProps(
+            alias=props.key_alias or props.cluster_identifier, account_id=props.account_id,
+            description=f"mlfleet registry database {props.cluster_identifier}", tags=props.tags))
+        subnet_group = DbSubnetGroup(
+            self, "subnet-group", name=props.cluster_identifier, subnet_ids=list(props.subnet_ids),
+            description=f"mlfleet registry {props.cluster_identifier}", tags=tags)
+        self.security_group = SecurityGroup(
+            self, "security-group", name=f"{props.cluster_identifier}-db", vpc_id=props.vpc_id,
+            description=f"PostgreSQL to the mlfleet registry {props.cluster_identifier}",
+            ingress=[SecurityGroupIngress(
+                description="PostgreSQL from allowed networks", protocol="tcp", from_port=PORT, to_port=PORT,
+                cidr_blocks=list(props.allowed_cidrs))],
+            # Aurora replicates across regions outside the VPC; the cluster opens no connections.
+            egress=[], tags=tags)
+        major = _ENGINE_VERSION.match(props.engine_version).group(1)
+        parameters = RdsClusterParameterGroup(
+            self, "parameters", name=props.cluster_identifier, family=f"{ENGINE}{major}",
+            description=f"mlfleet registry {props.cluster_identifier}: RPO {props.rpo_seconds}s",
+            parameter=[RdsClusterParameterGroupParameter(
+                name="rds.global_db_rpo", value=str(props.rpo_seconds), apply_method="immediate")],
+            tags=tags)
+
+        self.cluster = RdsCluster(
+            self, "cluster", cluster_identifier=props.cluster_identifier, engine=ENGINE,
+            engine_version=props.engine_version, global_cluster_identifier=props.global_cluster_identifier,
+            db_subnet_group_name=subnet_group.name, vpc_security_group_ids=[self.security_group.id],
+            db_cluster_parameter_group_name=parameters.name, port=PORT,
+            storage_encrypted=True, kms_key_id=self.key.key_arn, deletion_protection=True,
+            backup_retention_period=props.backup_retention_days, copy_tags_to_snapshot=True,
+            skip_final_snapshot=False, final_snapshot_identifier=f"{props.cluster_identifier}-final",
+            delete_automated_backups=False,
+            iam_database_authentication_enabled=True, enabled_cloudwatch_logs_exports=["postgresql"],
+            # Only the writer has credentials: a secondary gets the primary's through replication.
+            database_name=props.database_name if primary else None,
+            master_username=props.master_username if primary else None,
+            manage_master_user_password=True if primary else None,
+            master_user_secret_kms_key_id=self.key.key_arn if primary else None,
+            lifecycle=TerraformResourceLifecycle(
+                ignore_changes=["replication_source_identifier", "global_cluster_identifier"]),
+            tags=tags)
+
+        self.instances = [RdsClusterInstance(
+            self, f"instance-{n}", identifier=f"{props.cluster_identifier}-{n}",
+            cluster_identifier=self.cluster.id, engine=ENGINE, engine_version=props.engine_version,
+            instance_class=props.instance_class, db_subnet_group_name=subnet_group.name,
+            publicly_accessible=False, performance_insights_enabled=True,
+            performance_insights_kms_key_id=self.key.key_arn,
+            # A global database upgrades its members together, through the global cluster.
+            auto_minor_version_upgrade=False, promotion_tier=n - 1, tags=tags)
+            for n in range(1, props.instance_count + 1)]
+
+        for name, value in (("registry_cluster_identifier", props.cluster_identifier),
+                            ("registry_global_cluster_identifier", props.global_cluster_identifier),
+                            ("registry_role", props.role)):
+            TerraformOutput(self, name, value=value).override_logical_id(name)
+
+    @property
+    def cluster_arn(self) -> str:
+        return self.cluster.arn
+
+    @property
+    def writer_endpoint(self) -> str:
+        return self.cluster.endpoint
+
+    @property
+    def reader_endpoint(self) -> str:
+        return self.cluster.reader_endpoint
+
+
+def _validate(scope: Construct, props: RegistryDatabaseProps) -> None:
+    require(props.role in ("primary", "secondary"), scope, "role", f"{props.role!r} is not 'primary' or 'secondary'")
+    _require_identifier(scope, "cluster_identifier", props.cluster_identifier)
+    _require_identifier(scope, "global_cluster_identifier", props.global_cluster_identifier)
+    require(props.cluster_identifier != props.global_cluster_identifier, scope, "cluster_identifier",
+            "must differ from global_cluster_identifier")
+    require(re.fullmatch(r"\d{12}", props.account_id) is not None, scope, "account_id",
+            f"{props.account_id!r} is not a 12-digit AWS account id")
+    _require_engine_version(scope, props.engine_version)
+    require(Token.is_unresolved(props.vpc_id) or bool(_VPC.match(props.vpc_id)), scope, "vpc_id",
+            f"{props.vpc_id!r} is not a VPC id")
+    require(len(props.subnet_ids) >= 2, scope, "subnet_ids",
+            "Aurora needs subnets in at least two availability zones")
+    require(len(set(props.subnet_ids)) == len(props.subnet_ids), scope, "subnet_ids", "lists a subnet twice")
+    for i, subnet in enumerate(props.subnet_ids):
+        require(Token.is_unresolved(subnet) or bool(_SUBNET.match(subnet)), scope, f"subnet_ids[{i}]",
+                f"{subnet!r} is not a subnet id")
+    require(len(props.allowed_cidrs) >= 1, scope, "allowed_cidrs",
+            "name at least one network that may connect, or nothing can reach the registry")
+    for i, cidr in enumerate(props.allowed_cidrs):
+        try:
+            network = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError as exc:
+            raise PropsError(scope, f"allowed_cidrs[{i}]", f"{cidr!r} is not an IPv4 network CIDR ({exc})") from None
+        require(network.is_private, scope, f"allowed_cidrs[{i}]",
+                f"{cidr} is not a private range; the registry is never reachable from the internet")
+    require(props.rpo_seconds >= MIN_GLOBAL_DB_RPO_SECONDS, scope, "rpo_seconds",
+            f"{props.rpo_seconds}s is below Aurora's minimum rds.global_db_rpo of {MIN_GLOBAL_DB_RPO_SECONDS}s")
+    require(7 <= props.backup_retention_days <= 35, scope, "backup_retention_days",
+            f"{props.backup_retention_days} is outside 7 to 35 days")
+    require(1 <= props.instance_count <= 15, scope, "instance_count", f"{props.instance_count} is outside 1 to 15")
+    require(bool(_INSTANCE_CLASS.match(props.instance_class)), scope, "instance_class",
+            f"{props.instance_class!r} is not an RDS instance class like db.r7g.large")
+    require(bool(_SQL_NAME.match(props.database_name)), scope, "database_name",
+            f"{props.database_name!r} is not a PostgreSQL identifier (lowercase, letters, digits, _)")
+    require(bool(_SQL_NAME.match(props.master_username)) and props.master_username not in ("postgres", "rdsadmin"),
+            scope, "master_username", f"{props.master_username!r} is not a usable PostgreSQL user name")
+
+
+def _require_identifier(scope: Construct, prop: str, value: str) -> None:
+    require(len(value) <= 63 and bool(_IDENTIFIER.match(value)), scope, prop,
+            f"{value!r} is not an RDS identifier (lowercase letters, digits and single hyphens, "
+            "starting with a letter, at most 63 characters)")
+
+
+def _require_engine_version(scope: Construct, version: str) -> None:
+    require(bool(_ENGINE_VERSION.match(version)), scope, "engine_version",
+            f"{version!r} is not an Aurora PostgreSQL version like 16.6")
