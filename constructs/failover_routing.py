@@ -1,0 +1,165 @@
+"""DNS failover between regions: Route 53 health checks on each region's failover health, and
+failover or weighted records over the regional endpoints. Lives in the `<env>-global` stack.
+
+A region is healthy only when its runtime answers the failover-health path over HTTPS with a
+body carrying the runtime's token: a load balancer that answers 200 for a runtime that lost
+its champion model does not count.
+
+Failover policy: the PRIMARY record points at the primary endpoint. With one standby, the
+SECONDARY record points at it. With several, SECONDARY is an alias to `standby.<record_name>`,
+a set of weighted records across the standbys, each with its own health check, so that
+failover spreads over the healthy standbys and skips the unhealthy ones.
+
+The DR runbooks read each region's health check id from the `health_check_<region>` outputs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cdktn import TerraformOutput
+from cdktn_provider_aws.route53_health_check import Route53HealthCheck
+from cdktn_provider_aws.route53_record import (Route53Record, Route53RecordAlias,
+                                               Route53RecordFailoverRoutingPolicy,
+                                               Route53RecordWeightedRoutingPolicy)
+from constructs import Construct
+
+from mlfleet.constructs.validation import require
+
+FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
+"""What the runtime's failover-health body contains when the region may take traffic."""
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_ZONE_ID = re.compile(r"^Z[A-Z0-9]{4,32}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegionalEndpoint:
+    region: str
+    hostname: str
+    """The region's serving hostname (its load balancer's name or a record pointing at it)."""
+    role: Literal["primary", "standby"]
+    weight: int = 100
+    """Relative share of traffic among weighted records, 0 to 255 (a 0 record gets traffic only
+    when every non-zero record is unhealthy)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailoverRoutingProps:
+    hosted_zone_id: str
+    record_name: str
+    """The name clients resolve, e.g. `models.example.com` (not the zone apex: it is a CNAME)."""
+    endpoints: tuple[RegionalEndpoint, ...]
+    policy: Literal["failover", "weighted"] = "failover"
+    ttl: int = 60
+    """Seconds resolvers cache an answer: bounds how long clients keep a failed region."""
+    health_path: str = "/v2/health/failover"
+    search_string: str = FAILOVER_OK_TOKEN
+    request_interval: Literal[10, 30] = 10
+    failure_threshold: int = 3
+    """Consecutive failed checks before a region is unhealthy (10 s x 3 = 30 s to detect)."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class FailoverRouting(Construct):
+    """Health-checked DNS records that route clients to the healthy region(s)."""
+
+    def __init__(self, scope: Construct, id_: str, props: FailoverRoutingProps):
+        super().__init__(scope, id_)
+        _validate(self, props)
+        self.record_name = props.record_name
+        self.standby_record_name = f"standby.{props.record_name}"
+
+        self.health_checks: dict[str, Route53HealthCheck] = {}
+        for endpoint in props.endpoints:
+            check = Route53HealthCheck(
+                self, f"health-{endpoint.region}", type="HTTPS_STR_MATCH", fqdn=endpoint.hostname, port=443,
+                enable_sni=True, resource_path=props.health_path, search_string=props.search_string,
+                request_interval=props.request_interval, failure_threshold=props.failure_threshold,
+                measure_latency=True,
+                tags={**props.tags, "Name": f"{props.record_name} {endpoint.region}"})
+            self.health_checks[endpoint.region] = check
+            TerraformOutput(self, f"health-check-{endpoint.region}", value=check.id,
+                            description=f"Route 53 health check of {endpoint.region}").override_logical_id(
+                health_check_output_name(endpoint.region))
+        self.health_check_ids: dict[str, str] = {r: c.id for r, c in self.health_checks.items()}
+
+        if props.policy == "weighted":
+            self._weighted(props, "weighted", props.record_name, props.endpoints)
+        else:
+            self._failover(props)
+
+    def _failover(self, props: FailoverRoutingProps) -> None:
+        primary = next(e for e in props.endpoints if e.role == "primary")
+        standbys = [e for e in props.endpoints if e.role == "standby"]
+        self._cname(props, "primary", props.record_name, primary, set_identifier=primary.region,
+                    failover_routing_policy=Route53RecordFailoverRoutingPolicy(type="PRIMARY"))
+        if len(standbys) == 1:
+            self._cname(props, "secondary", props.record_name, standbys[0], set_identifier=standbys[0].region,
+                        failover_routing_policy=Route53RecordFailoverRoutingPolicy(type="SECONDARY"))
+        elif standbys:
+            self._weighted(props, "standby", self.standby_record_name, standbys)
+            # The alias is healthy while any weighted standby record is: no health check of its own.
+            Route53Record(
+                self, "secondary", zone_id=props.hosted_zone_id, name=props.record_name, type="CNAME",
+                set_identifier="standbys",
+                failover_routing_policy=Route53RecordFailoverRoutingPolicy(type="SECONDARY"),
+                alias=Route53RecordAlias(name=self.standby_record_name, zone_id=props.hosted_zone_id,
+                                         evaluate_target_health=True))
+
+    def _weighted(self, props: FailoverRoutingProps, id_prefix: str, name: str,
+                  endpoints: list[RegionalEndpoint] | tuple[RegionalEndpoint, ...]) -> None:
+        for endpoint in endpoints:
+            self._cname(props, f"{id_prefix}-{endpoint.region}", name, endpoint, set_identifier=endpoint.region,
+                        weighted_routing_policy=Route53RecordWeightedRoutingPolicy(weight=endpoint.weight))
+
+    def _cname(self, props: FailoverRoutingProps, id_: str, name: str, endpoint: RegionalEndpoint,
+               **routing) -> Route53Record:
+        return Route53Record(
+            self, id_, zone_id=props.hosted_zone_id, name=name, type="CNAME", ttl=props.ttl,
+            records=[endpoint.hostname], health_check_id=self.health_checks[endpoint.region].id, **routing)
+
+
+def health_check_output_name(region: str) -> str:
+    """Stable output name of a region's health check id, e.g. `health_check_us_east_1`."""
+    return f"health_check_{region.replace('-', '_')}"
+
+
+def _validate(scope: Construct, props: FailoverRoutingProps) -> None:
+    require(bool(_ZONE_ID.match(props.hosted_zone_id)), scope, "hosted_zone_id",
+            f"{props.hosted_zone_id!r} is not a Route 53 hosted zone id")
+    require(bool(_DNS_NAME.match(props.record_name)), scope, "record_name",
+            f"{props.record_name!r} is not a lowercase DNS name without a trailing dot")
+    require(props.policy in ("failover", "weighted"), scope, "policy", f"{props.policy!r} is not 'failover' or 'weighted'")
+    require(5 <= props.ttl <= 3600, scope, "ttl", f"{props.ttl} is outside 5 to 3600 seconds")
+    require(props.request_interval in (10, 30), scope, "request_interval",
+            f"{props.request_interval} is not 10 or 30 seconds (Route 53's two intervals)")
+    require(1 <= props.failure_threshold <= 10, scope, "failure_threshold", f"{props.failure_threshold} is outside 1 to 10")
+    require(props.health_path.startswith("/") and not any(c.isspace() for c in props.health_path), scope,
+            "health_path", f"{props.health_path!r} is not an absolute URL path")
+    require(0 < len(props.search_string) <= 255, scope, "search_string", "must be 1 to 255 characters")
+    require(len(props.endpoints) >= 1, scope, "endpoints", "name at least the primary region's endpoint")
+
+    regions: dict[str, int] = {}
+    hostnames: dict[str, int] = {}
+    for i, endpoint in enumerate(props.endpoints):
+        where = f"endpoints[{i}]"
+        require(bool(_REGION.match(endpoint.region)), scope, f"{where}.region",
+                f"{endpoint.region!r} is not an AWS region name")
+        require(endpoint.region not in regions, scope, f"{where}.region",
+                f"{endpoint.region} is already endpoints[{regions.get(endpoint.region)}]")
+        require(bool(_DNS_NAME.match(endpoint.hostname)), scope, f"{where}.hostname",
+                f"{endpoint.hostname!r} is not a lowercase DNS name")
+        require(endpoint.hostname not in hostnames, scope, f"{where}.hostname",
+                f"{endpoint.hostname} is already endpoints[{hostnames.get(endpoint.hostname)}]")
+        require(endpoint.hostname not in (props.record_name, f"standby.{props.record_name}"), scope,
+                f"{where}.hostname", "points back at the routed name itself")
+        require(endpoint.role in ("primary", "standby"), scope, f"{where}.role",
+                f"{endpoint.role!r} is not 'primary' or 'standby'")
+        require(0 <= endpoint.weight <= 255, scope, f"{where}.weight", f"{endpoint.weight} is outside 0 to 255")
+        regions[endpoint.region] = i
+        hostnames[endpoint.hostname] = i
+    primaries = [e for e in props.endpoints if e.role == "primary"]
+    require(len(primaries) == 1, scope, "endpoints", f"exactly one must have role primary, found {len(primaries)}")
+
