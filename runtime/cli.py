@@ -1,0 +1,122 @@
+"""`mlfleet serve` (and `python -m mlfleet.runtime`): serve a model repository.
+
+Heavy imports (torch, uvicorn, grpc) happen inside the handler so that registering the
+subcommand costs nothing."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+ADMIN_TOKEN_ENV = "MLFLEET_ADMIN_TOKEN"
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 0..65535")
+    return value
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be positive")
+        return value
+    return parse
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", required=True, metavar="DIR_OR_S3_URL",
+                        help="Triton-layout model repository with manifest.json: a folder or s3://bucket/prefix")
+    parser.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000)")
+    parser.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0 disables)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--region", default=os.environ.get("MLFLEET_REGION", "local"),
+                        help="region reported by failover health (default $MLFLEET_REGION or 'local')")
+    parser.add_argument("--admin-token-file", metavar="PATH",
+                        help=f"bearer token for the pinning endpoint (or ${ADMIN_TOKEN_ENV}); without one, "
+                             "pinning is disabled")
+    parser.add_argument("--max-body-bytes", type=_positive(int), default=64 << 20,
+                        help="largest request body accepted (default 64 MiB)")
+    parser.add_argument("--grace-period", type=_positive(float), default=30.0, metavar="SECONDS",
+                        help="on SIGTERM, exit within this many seconds (default 30)")
+    parser.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="on SIGTERM, keep serving this long with readiness false before closing "
+                             "listeners (default 0)")
+    parser.add_argument("--canary-interval", type=_positive(float), default=30.0, metavar="SECONDS",
+                        help="how often each model's golden canary runs (default 30)")
+    parser.add_argument("--canary-max-age", type=_positive(float), default=None, metavar="SECONDS",
+                        help="failover health fails when no canary passed this recently "
+                             "(default 3 x canary interval)")
+    parser.add_argument("--max-error-rate", type=float, default=0.05,
+                        help="failover health fails above this server-error ratio over 60 s (default 0.05)")
+    parser.add_argument("--max-queue-depth", type=_positive(int), default=256,
+                        help="failover health fails above this many queued requests (default 256)")
+    parser.add_argument("--torch-threads", type=_positive(int), default=None,
+                        help="torch intra-op threads (default: torch's choice)")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("serve", help="serve a model repository over KServe v2 REST and gRPC",
+                                   description=__doc__.splitlines()[0])
+    add_serve_arguments(parser)
+    parser.set_defaults(handler=run_serve)
+    return parser
+
+
+def _admin_token(args) -> str | None:
+    if args.admin_token_file:
+        try:
+            with open(args.admin_token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise ValueError(f"--admin-token-file {args.admin_token_file}: {exc.strerror}") from None
+        if not token:
+            raise ValueError(f"--admin-token-file {args.admin_token_file}: the file is empty")
+        return token
+    return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+
+
+def run_serve(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        token = _admin_token(args)
+    except ValueError as exc:
+        print(f"mlfleet serve: error: {exc}", file=sys.stderr)
+        return 2
+    if not 0 <= args.max_error_rate <= 1:
+        print("mlfleet serve: error: --max-error-rate must be between 0 and 1", file=sys.stderr)
+        return 2
+    import uvloop
+
+    from .health import HealthBounds
+    from .server import ServeOptions, StartupError, serve
+
+    options = ServeOptions(
+        model_repository=args.model_repository, host=args.host, http_port=args.http_port,
+        grpc_port=args.grpc_port, region=args.region, admin_token=token, max_body_bytes=args.max_body_bytes,
+        grace_period_s=args.grace_period, shutdown_delay_s=max(0.0, args.shutdown_delay),
+        canary_interval_s=args.canary_interval, torch_threads=args.torch_threads,
+        bounds=HealthBounds(canary_max_age_s=args.canary_max_age or 3 * args.canary_interval,
+                            max_error_rate=args.max_error_rate, max_queue_depth=args.max_queue_depth))
+    try:
+        uvloop.run(serve(options))
+    except StartupError as exc:
+        print(f"mlfleet serve: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlfleet.runtime", description=__doc__.splitlines()[0])
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv))

@@ -1,0 +1,91 @@
+"""Deterministic example models in a complete, approved model repository: TorchScript MLPs,
+Triton config.pbtxt, golden canaries and the champion manifest. Used by tests, the DR sandbox,
+the demo and the benchmark; the same seed always gives the same bytes and checksums."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .manifest import CANARY_FILE, MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
+
+# name -> (layer widths, max_queue_delay_microseconds, canary atol)
+EXAMPLE_MODELS = {
+    "mlp": ((64, 256, 10), 0, 1e-4),
+    "mlp-large": ((64, 4096, 4096, 10), 2000, 1e-3),
+}
+MAX_BATCH_SIZE = 64
+APPROVED_AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def _seed(model: str, version: str) -> int:
+    return sum(model.encode()) * 1000 + int(version)
+
+
+def build_mlp(widths: tuple[int, ...], seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    layers: list = []
+    for index, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
+        if index:
+            layers.append(torch.nn.ReLU())
+        layers.append(torch.nn.Linear(width_in, width_out))
+    return torch.jit.script(torch.nn.Sequential(*layers).eval())
+
+
+def config_pbtxt(model: str, widths: tuple[int, ...], delay_us: int) -> str:
+    batching = f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}" if delay_us else "dynamic_batching { }"
+    return (f'name: "{model}"\nplatform: "pytorch_libtorch"\nmax_batch_size: {MAX_BATCH_SIZE}\n'
+            f'input [ {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ {widths[0]} ] }} ]\n'
+            f'output [ {{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ {widths[-1]} ] }} ]\n'
+            f"{batching}\n")
+
+
+def _canary(module, widths: tuple[int, ...], seed: int, atol: float) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 7)
+    sample = torch.randn(1, widths[0], generator=generator)
+    with torch.inference_mode():
+        expected = module(sample)
+    return {
+        "inputs": {"INPUT__0": {"datatype": "FP32", "shape": [1, widths[0]], "data": sample.flatten().tolist()}},
+        "outputs": {"OUTPUT__0": {"datatype": "FP32", "shape": list(expected.shape),
+                                  "data": expected.flatten().tolist()}},
+        "atol": atol,
+    }
+
+
+def write_example_repository(root: Path, *, models=("mlp",), versions=("1", "2"), champion="2",
+                             approved_by="ml-review") -> Manifest:
+    """Write `models` x `versions` under `root` with manifest.json naming `champion`."""
+    import torch
+
+    root = Path(root)
+    unknown = [m for m in models if m not in EXAMPLE_MODELS]
+    if unknown:
+        raise ValueError(f"unknown example model(s) {unknown}; choose from {sorted(EXAMPLE_MODELS)}")
+    if champion not in versions:
+        raise ValueError(f"champion {champion!r} is not one of versions {list(versions)}")
+    entries = {}
+    for model in models:
+        widths, delay_us, atol = EXAMPLE_MODELS[model]
+        (root / model).mkdir(parents=True, exist_ok=True)
+        (root / model / "config.pbtxt").write_text(config_pbtxt(model, widths, delay_us))
+        approved = {}
+        for version in versions:
+            folder = root / model / version
+            folder.mkdir(parents=True, exist_ok=True)
+            module = build_mlp(widths, _seed(model, version))
+            torch.jit.save(module, str(folder / MODEL_FILE))
+            (folder / CANARY_FILE).write_text(json.dumps(_canary(module, widths, _seed(model, version), atol)))
+            approved[version] = {
+                "files": {name: sha256_file(folder / name) for name in (MODEL_FILE, CANARY_FILE)},
+                "approved_by": approved_by,
+                "approved_at": APPROVED_AT.isoformat().replace("+00:00", "Z"),
+            }
+        entries[model] = {"champion": champion, "versions": approved}
+    manifest = Manifest.model_validate({"models": entries})
+    (root / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    return manifest

@@ -1,0 +1,170 @@
+"""Model lifecycle: loads the manifest's champion of every model, re-pins on request
+(fetch, verify, load, canary, switch atomically, unload the old), and re-runs the canary
+periodically so failover health knows the model still computes what was approved."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from .artifacts import VerificationError, fetch_verified
+from .batcher import Batcher
+from .canary import Canary, CanaryError
+from .errors import NotFound, ServingError
+from .manifest import Manifest, ManifestError
+from .metrics import Metrics, ModelStats
+from .model_spec import ModelConfigError, ModelSpec, parse_model_config
+from .sources import RepositorySource, SourceError, read_manifest_bytes
+from .torch_model import TorchModel
+
+log = logging.getLogger("mlfleet.runtime")
+
+
+class LoadRefused(Exception):
+    """A version could not be loaded or failed its canary; whatever served before still serves."""
+
+
+class PinConflict(Exception):
+    """Another re-pin of the same model is in progress."""
+
+
+@dataclass
+class ServingModel:
+    spec: ModelSpec
+    version: str
+    batcher: Batcher
+    canary: Canary
+    checksum_verified: bool
+    approved_by: str
+    canary_passed_at: float | None = None  # wall clock, seconds
+    canary_failure: str | None = None
+    stats: ModelStats = field(default=None, repr=False)
+
+
+class ModelManager:
+    def __init__(self, source: RepositorySource, metrics: Metrics, *, canary_interval_s: float = 30.0):
+        self.source = source
+        self.metrics = metrics
+        self.canary_interval_s = canary_interval_s
+        self.manifest: Manifest | None = None
+        self.active: dict[str, ServingModel] = {}
+        self.previous: dict[str, str | None] = {}
+        self._pin_locks: dict[str, asyncio.Lock] = {}
+        self._canary_task: asyncio.Task | None = None
+
+    # -- startup and shutdown ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every model's champion; raises LoadRefused naming the first failure."""
+        self.manifest = await asyncio.to_thread(self._read_manifest)
+        for model, entry in self.manifest.models.items():
+            self.active[model] = await self._load(model, entry.champion, self.manifest)
+            self.previous[model] = None
+            log.info("serving %s version %s (champion, approved by %s)", model, entry.champion,
+                     self.active[model].approved_by)
+        self._canary_task = asyncio.get_running_loop().create_task(self._canary_loop())
+
+    async def close(self) -> None:
+        if self._canary_task:
+            self._canary_task.cancel()
+        for serving in list(self.active.values()):
+            await serving.batcher.close()
+
+    @property
+    def all_loaded(self) -> bool:
+        return self.manifest is not None and all(m in self.active for m in self.manifest.models)
+
+    # -- lookups for the front ends ------------------------------------------------------------
+    def resolve(self, model: str, version: str | None = None) -> ServingModel:
+        serving = self.active.get(model)
+        if serving is None:
+            raise NotFound(f"unknown model {model!r}")
+        if version and version != serving.version:
+            raise NotFound(f"model {model!r} version {version!r} is not loaded (serving version {serving.version})")
+        return serving
+
+    def champion(self, model: str) -> str | None:
+        entry = self.manifest.models.get(model) if self.manifest else None
+        return entry.champion if entry else None
+
+    # -- re-pinning ----------------------------------------------------------------------------
+    async def pin(self, model: str, version: str, *, reload_manifest: bool = False) -> tuple[str, str]:
+        """Serve `version` of `model`. Returns (version, previous). Raises NotFound for a model or
+        version the manifest does not approve, LoadRefused when verification or the canary fails."""
+        lock = self._pin_locks.setdefault(model, asyncio.Lock())
+        if lock.locked():
+            raise PinConflict(f"a re-pin of model {model!r} is already in progress")
+        async with lock:
+            manifest = self.manifest
+            if reload_manifest:
+                try:
+                    manifest = await asyncio.to_thread(self._read_manifest)
+                except LoadRefused as exc:
+                    raise LoadRefused(f"manifest reload refused: {exc}") from None
+            entry = manifest.models.get(model)
+            if entry is None or model not in self.active:
+                raise NotFound(f"unknown model {model!r}")
+            if version not in entry.versions:
+                raise NotFound(f"version {version!r} of model {model!r} is not approved in the manifest "
+                               f"(approved: {sorted(entry.versions)})")
+            old = self.active[model]
+            self.manifest = manifest
+            if old.version == version and not reload_manifest:
+                return version, self.previous.get(model) or version
+            fresh = await self._load(model, version, manifest)
+            self.active[model] = fresh  # the atomic switch: new requests resolve to the new version
+            self.previous[model] = old.version
+            log.info("re-pinned %s from version %s to %s", model, old.version, version)
+            await old.batcher.close()  # requests already queued on the old version finish there
+            return version, old.version
+
+    # -- internals -----------------------------------------------------------------------------
+    def _read_manifest(self) -> Manifest:
+        try:
+            return Manifest.load(read_manifest_bytes(self.source))
+        except SourceError as exc:
+            raise LoadRefused(f"cannot read the manifest: {exc}") from None
+        except ManifestError as exc:
+            raise LoadRefused(str(exc)) from None
+
+    def _fetch_and_load(self, model: str, version: str, manifest: Manifest):
+        verified = fetch_verified(self.source, manifest, model, version)
+        spec = parse_model_config(self.source.read(f"{model}/config.pbtxt"), model)
+        canary = Canary.parse(verified.canary_bytes, spec, f"{model}/{version}/canary.json")
+        return verified, spec, canary, TorchModel.load(spec, version, verified.model_bytes)
+
+    async def _load(self, model: str, version: str, manifest: Manifest) -> ServingModel:
+        try:
+            verified, spec, canary, torch_model = await asyncio.to_thread(
+                self._fetch_and_load, model, version, manifest)
+        except (VerificationError, SourceError, ModelConfigError, CanaryError, ValueError, KeyError) as exc:
+            raise LoadRefused(str(exc).strip("'\"")) from None
+        stats = self.metrics.stats(model, version)
+        serving = ServingModel(spec, version, Batcher(torch_model, stats), canary, checksum_verified=True,
+                               approved_by=verified.approval.approved_by, stats=stats)
+        failure = await self.run_canary(serving)
+        if failure:
+            await serving.batcher.close()
+            raise LoadRefused(f"{model} version {version}: canary failed: {failure}")
+        return serving
+
+    async def run_canary(self, serving: ServingModel) -> str | None:
+        try:
+            outputs = await serving.batcher.infer(serving.canary.inputs, serving.canary.rows)
+            failure = serving.canary.mismatch(outputs)
+        except ServingError as exc:
+            failure = exc.message
+        if failure:
+            serving.canary_failure = failure
+            log.warning("canary failed for %s version %s: %s", serving.spec.name, serving.version, failure)
+        else:
+            serving.canary_failure = None
+            serving.canary_passed_at = time.time()
+        return failure
+
+    async def _canary_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.canary_interval_s)
+            for serving in list(self.active.values()):
+                if self.active.get(serving.spec.name) is serving:
+                    await self.run_canary(serving)

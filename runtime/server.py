@@ -1,0 +1,126 @@
+"""Runs the runtime: loads the champions, serves REST (uvicorn, httptools, uvloop) and gRPC on
+one event loop, and drains on SIGTERM: readiness turns false at once, queued and in-flight
+requests finish, and the process exits within the grace period."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from .grpc_service import build_grpc_server
+from .health import HealthBounds
+from .http_app import RestApp
+from .manager import LoadRefused, ModelManager
+from .metrics import Metrics
+from .sources import SourceError, open_source
+from .state import RuntimeState
+
+log = logging.getLogger("mlfleet.runtime")
+
+
+class StartupError(Exception):
+    """The runtime cannot start: bad repository, manifest, model or port. One line, for the user."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model_repository: str
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001  # 0 disables gRPC
+    region: str = "local"
+    admin_token: str | None = None
+    max_body_bytes: int = 64 << 20
+    grace_period_s: float = 30.0
+    shutdown_delay_s: float = 0.0  # keep serving this long after SIGTERM while endpoints drop the pod
+    canary_interval_s: float = 30.0
+    torch_threads: int | None = None
+    bounds: HealthBounds = field(default_factory=HealthBounds)
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: this module owns SIGTERM and the drain order."""
+
+    @contextmanager
+    def capture_signals(self):
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(options: ServeOptions) -> None:
+    import torch
+
+    if options.torch_threads:
+        torch.set_num_threads(options.torch_threads)
+    loop = asyncio.get_running_loop()
+    try:
+        source = open_source(options.model_repository)
+    except SourceError as exc:
+        raise StartupError(str(exc)) from None
+    metrics = Metrics()
+    manager = ModelManager(source, metrics, canary_interval_s=options.canary_interval_s)
+    try:
+        await manager.start()
+    except LoadRefused as exc:
+        await manager.close()
+        raise StartupError(f"{source.location}: {exc}") from None
+    state = RuntimeState(manager, metrics, region=options.region, admin_token=options.admin_token,
+                         max_body_bytes=options.max_body_bytes, bounds=options.bounds)
+
+    http_socket = _listen(options.host, options.http_port)
+    grpc_server = None
+    if options.grpc_port:
+        try:
+            grpc_server = build_grpc_server(state, f"{options.host}:{options.grpc_port}")
+        except (OSError, RuntimeError) as exc:
+            raise StartupError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from None
+        await grpc_server.start()
+    config = uvicorn.Config(RestApp(state), http="httptools", lifespan="off", access_log=False,
+                            log_level="warning", timeout_graceful_shutdown=max(1, int(options.grace_period_s)),
+                            timeout_keep_alive=30)
+    http_server = _UvicornServer(config)
+    http_task = loop.create_task(http_server.serve(sockets=[http_socket]))
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = http_socket.getsockname()[:2]
+    log.info("mlfleet runtime ready: http %s:%s, grpc %s, region %s", host, port,
+             options.grpc_port or "disabled", options.region)
+    stopped = loop.create_task(stop.wait())
+    await asyncio.wait({stopped, http_task}, return_when=asyncio.FIRST_COMPLETED)
+
+    deadline = time.monotonic() + options.grace_period_s
+    state.draining = True  # readiness and failover health turn false at once
+    log.info("draining: readiness is false; finishing accepted requests")
+    await asyncio.sleep(min(options.shutdown_delay_s, options.grace_period_s))
+    http_server.should_exit = True  # stop accepting; in-flight requests finish
+    remaining = max(0.0, deadline - time.monotonic())
+    if grpc_server is not None:
+        await grpc_server.stop(grace=remaining)
+    try:
+        await asyncio.wait_for(http_task, timeout=max(0.1, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        log.warning("grace period over with requests still in flight")
+    await manager.close()
+    stopped.cancel()
+    log.info("stopped")

@@ -1,0 +1,78 @@
+"""A loaded TorchScript model: runs one batch of requests on its device, in a worker thread."""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+
+from .errors import ModelFailure
+from .model_spec import ModelSpec
+
+# Request bodies arrive as immutable bytes; the model only reads its inputs.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+def pick_device(spec: ModelSpec) -> torch.device:
+    return torch.device("cuda") if spec.wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+class TorchModel:
+    def __init__(self, spec: ModelSpec, version: str, module: torch.jit.ScriptModule, device: torch.device):
+        self.spec = spec
+        self.version = version
+        self.device = device
+        self._module = module
+
+    @classmethod
+    def load(cls, spec: ModelSpec, version: str, model_bytes: bytes) -> "TorchModel":
+        device = pick_device(spec)
+        try:
+            module = torch.jit.load(io.BytesIO(model_bytes), map_location=device)
+        except Exception as exc:  # torch raises RuntimeError and friends for a bad archive
+            raise ValueError(f"{spec.name}/{version}/model.pt is not a loadable TorchScript model: "
+                             f"{str(exc).splitlines()[0]}") from None
+        module.eval()
+        return cls(spec, version, module, device)
+
+    def execute(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        """Run requests (each: arrays in input order) as one forward; outputs per request in
+        output order. Concatenates along the batch dimension when there is more than one."""
+        if len(batch) == 1:
+            joined = batch[0]
+        else:
+            joined = [np.concatenate([request[i] for request in batch]) for i in range(len(self.spec.inputs))]
+        try:
+            with torch.inference_mode():
+                result = self._module(*(torch.from_numpy(a).to(self.device) for a in joined))
+        except Exception as exc:
+            raise ModelFailure(f"model {self.spec.name!r} version {self.version} failed: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        outputs = self._check_outputs(result, joined[0].shape[0] if self.spec.batched else None)
+        if len(batch) == 1:
+            return [outputs]
+        per_request, start = [], 0
+        for request in batch:
+            rows = request[0].shape[0]
+            per_request.append([o[start:start + rows] for o in outputs])
+            start += rows
+        return per_request
+
+    def _check_outputs(self, result, rows: int | None) -> list[np.ndarray]:
+        tensors = list(result) if isinstance(result, (tuple, list)) else [result]
+        specs = self.spec.outputs
+        if len(tensors) != len(specs) or not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise ModelFailure(f"model {self.spec.name!r} returned {len(tensors)} value(s), "
+                               f"its config declares {len(specs)} output tensor(s)")
+        arrays = []
+        for tensor, spec in zip(tensors, specs):
+            array = tensor.detach().cpu().numpy()
+            if array.dtype != spec.numpy_dtype:
+                raise ModelFailure(f"model {self.spec.name!r} output {spec.name!r} is {array.dtype}, "
+                                   f"its config says {spec.datatype}")
+            if rows is not None and (array.ndim == 0 or array.shape[0] != rows):
+                raise ModelFailure(f"model {self.spec.name!r} output {spec.name!r} has shape "
+                                   f"{list(array.shape)}, expected a batch of {rows}")
+            arrays.append(array)
+        return arrays
