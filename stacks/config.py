@@ -182,6 +182,16 @@ class Aws(Model):
     account_id: str = Field(pattern=r"^\d{12}$")
 
 
+_PRINCIPAL = Annotated[str, Field(pattern=r"^arn:aws:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")]
+
+
+class Identities(Model):
+    """Who may assume the training (writes candidate models) and review (approves champions)
+    roles. Serving pods get their own role through EKS Pod Identity."""
+    training_principals: list[_PRINCIPAL] = Field(min_length=1)
+    review_principals: list[_PRINCIPAL] = Field(min_length=1)
+
+
 class Environment(Model):
     name: str = Field(pattern=_NAME)
     aws: Aws
@@ -189,6 +199,7 @@ class Environment(Model):
     gpu_pools: list[GpuPool] = Field(min_length=1)
     artifact_store: ArtifactStore = ArtifactStore()
     registry_database: RegistryDatabase = RegistryDatabase()
+    identities: Identities
     serving: Serving
     targets: Targets
     tags: dict[str, str] = Field(default_factory=dict)
