@@ -25,6 +25,8 @@ def _seed(model: str, version: str) -> int:
 def build_mlp(widths: tuple[int, ...], seed: int):
     import torch
 
+    from . import torch_model  # noqa: F401 - its warning filters cover torch.jit here too
+
     torch.manual_seed(seed)
     layers: list = []
     for index, (width_in, width_out) in enumerate(zip(widths, widths[1:])):

@@ -12,6 +12,8 @@ from .model_spec import ModelSpec
 
 # Request bodies arrive as immutable bytes; the model only reads its inputs.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+# TorchScript is what Triton's libtorch backend serves, so the repository format stays on it.
+warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"`torch\.jit\.")
 
 
 def pick_device(spec: ModelSpec) -> torch.device:

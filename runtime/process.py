@@ -1,0 +1,94 @@
+"""Starts the runtime as a subprocess on free loopback ports, for tests, the DR sandbox and the
+benchmark: `with RuntimeProcess(repo) as runtime: runtime.http_url ...`."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RuntimeProcess:
+    def __init__(self, model_repository: str | Path, *, region: str = "local", admin_token: str | None = None,
+                 extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 startup_timeout_s: float = 60.0, stop_timeout_s: float = 30.0,
+                 command_prefix: Sequence[str] = (), log_path: str | Path | None = None):
+        self.model_repository = str(model_repository)
+        self.region = region
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self._env = {**os.environ, **(env or {})}
+        if admin_token is not None:
+            self._env["MLFLEET_ADMIN_TOKEN"] = admin_token
+        self._args = [*command_prefix, sys.executable, "-m", "mlfleet.runtime",
+                      "--model-repository", self.model_repository, "--region", region,
+                      "--host", "127.0.0.1", "--http-port", str(self.http_port),
+                      "--grpc-port", str(self.grpc_port), *extra_args]
+        self._startup_timeout_s = startup_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._log_path = log_path
+        self._log = None
+        self.process: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    def start(self) -> "RuntimeProcess":
+        self._log = open(self._log_path, "wb") if self._log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(self._args, env=self._env, stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._close_log()
+                raise RuntimeError(f"runtime exited with {self.process.returncode} before it was ready"
+                                   + (f" (log: {self._log_path})" if self._log_path else ""))
+            try:
+                with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"runtime not ready within {self._startup_timeout_s} s")
+
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (the drain starts)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait for the drain, SIGKILL only if the process outlives stop_timeout_s."""
+        if self.process is None:
+            return None
+        self.terminate()
+        try:
+            self.returncode = self.process.wait(timeout=self._stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.returncode = self.process.wait()
+        self._close_log()
+        return self.returncode
+
+    def _close_log(self) -> None:
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        self._log = None
+
+    def __enter__(self) -> "RuntimeProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
