@@ -131,11 +131,13 @@ def _validate(scope: Construct, props: FailoverRoutingProps) -> None:
             f"{props.hosted_zone_id!r} is not a Route 53 hosted zone id")
     require(bool(_DNS_NAME.match(props.record_name)), scope, "record_name",
             f"{props.record_name!r} is not a lowercase DNS name without a trailing dot")
-    require(props.policy in ("failover", "weighted"), scope, "policy", f"{props.policy!r} is not 'failover' or 'weighted'")
+    require(props.policy in ("failover", "weighted"), scope, "policy",
+            f"{props.policy!r} is not 'failover' or 'weighted'")
     require(5 <= props.ttl <= 3600, scope, "ttl", f"{props.ttl} is outside 5 to 3600 seconds")
     require(props.request_interval in (10, 30), scope, "request_interval",
             f"{props.request_interval} is not 10 or 30 seconds (Route 53's two intervals)")
-    require(1 <= props.failure_threshold <= 10, scope, "failure_threshold", f"{props.failure_threshold} is outside 1 to 10")
+    require(1 <= props.failure_threshold <= 10, scope, "failure_threshold",
+            f"{props.failure_threshold} is outside 1 to 10")
     require(props.health_path.startswith("/") and not any(c.isspace() for c in props.health_path), scope,
             "health_path", f"{props.health_path!r} is not an absolute URL path")
     require(0 < len(props.search_string) <= 255, scope, "search_string", "must be 1 to 255 characters")

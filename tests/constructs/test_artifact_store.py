@@ -170,3 +170,8 @@ def test_replication_without_rtc_keeps_metrics_but_no_time_control(synth):
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"artifacts: {prop}: .*{reason}"):
         synth(lambda stack: ArtifactStore(stack, "artifacts", props(**overrides)))
+
+
+def test_synth_is_reproducible(synth):
+    build = lambda stack: ArtifactStore(stack, "artifacts", props(object_lock=ObjectLockProps(days=30)))  # noqa: E731
+    assert json.dumps(synth(build), sort_keys=True) == json.dumps(synth(build), sort_keys=True)

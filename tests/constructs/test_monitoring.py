@@ -56,12 +56,14 @@ def test_artifact_replication_alarms_watch_the_rule_and_ignore_idle_silence(synt
         replication_latency_threshold_seconds=600))))
     dims = {"SourceBucket": SOURCE, "DestinationBucket": WEST, "RuleId": "replicate-to-us-west-2"}
     latency = found[f"{PREFIX}-artifact-replication-latency-replicate-to-us-west-2"]
-    assert (latency["namespace"], latency["metric_name"], latency["statistic"]) == ("AWS/S3", "ReplicationLatency", "Maximum")
+    assert (latency["namespace"], latency["metric_name"], latency["statistic"]) == (
+        "AWS/S3", "ReplicationLatency", "Maximum")
     assert latency["dimensions"] == dims
     assert (latency["comparison_operator"], latency["threshold"]) == ("GreaterThanThreshold", 600)
     assert latency["treat_missing_data"] == "notBreaching"
     failed = found[f"{PREFIX}-artifact-replication-failed-replicate-to-us-west-2"]
-    assert (failed["metric_name"], failed["statistic"], failed["threshold"]) == ("OperationsFailedReplication", "Sum", 0)
+    assert (failed["metric_name"], failed["statistic"], failed["threshold"]) == (
+        "OperationsFailedReplication", "Sum", 0)
     assert failed["dimensions"] == dims and failed["treat_missing_data"] == "notBreaching"
 
 

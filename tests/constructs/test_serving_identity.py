@@ -72,7 +72,8 @@ def policies(tmp_path_factory):
 def test_roles_are_named_per_region_pass_the_policy_pass_and_trust_only_named_principals(policies):
     tf, _ = policies
     assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
-    roles = {r["name"]: json.loads(r["assume_role_policy"])["Statement"][0] for r in resources(tf, "aws_iam_role").values()}
+    roles = {r["name"]: json.loads(r["assume_role_policy"])["Statement"][0]
+             for r in resources(tf, "aws_iam_role").values()}
     assert set(roles) == {"mlfleet-prod-us-east-1-serving", "mlfleet-prod-us-east-1-training",
                           "mlfleet-prod-us-east-1-review"}
     serving = roles["mlfleet-prod-us-east-1-serving"]
