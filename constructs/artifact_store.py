@@ -156,6 +156,8 @@ class ArtifactStore(Construct):
                     default_retention=S3BucketObjectLockConfigurationRuleDefaultRetentionA(
                         mode=props.object_lock.mode, days=props.object_lock.days)))
 
+        self.replicate_to = props.replicate_to
+        # Rule id per destination region (monitoring alarms on each rule's metrics).
         self.replication_rule_ids: dict[str, str] = {
             target.region: f"replicate-to-{target.region}" for target in props.replicate_to}
         self.replication_role: IamRole | None = None

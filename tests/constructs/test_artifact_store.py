@@ -84,6 +84,7 @@ def test_replicates_to_every_standby_with_rtc_metrics_delete_markers_and_destina
     assert set(rules) == {"replicate-to-us-west-2", "replicate-to-us-east-2"}
     assert store.replication_rule_ids == {"us-west-2": "replicate-to-us-west-2",
                                           "us-east-2": "replicate-to-us-east-2"}
+    assert [t.region for t in store.replicate_to] == ["us-west-2", "us-east-2"]
     assert len({r["priority"] for r in rules.values()}) == 2
     west = rules["replicate-to-us-west-2"]
     assert west["delete_marker_replication"] == {"status": "Enabled"}
