@@ -1,0 +1,299 @@
+"""One region's network: a VPC with private subnets per AZ, NAT egress and VPC endpoints, or
+the ids of an existing network (then nothing is created).
+
+Subnets are carved from the CIDR by a fixed rule, so the same props always give the same
+subnets: the CIDR is split into the smallest power of two of equal blocks that is more than
+the number of AZs; block `i` is AZ `i`'s private subnet (large: EKS's VPC CNI gives every pod
+a VPC address) and the last block holds the small public subnets, which exist only for the
+NAT gateways. The blocks in between stay free for later use.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktn_provider_aws.default_security_group import DefaultSecurityGroup
+from cdktn_provider_aws.eip import Eip
+from cdktn_provider_aws.flow_log import FlowLog
+from cdktn_provider_aws.iam_role import IamRole
+from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+from cdktn_provider_aws.internet_gateway import InternetGateway
+from cdktn_provider_aws.nat_gateway import NatGateway
+from cdktn_provider_aws.route import Route
+from cdktn_provider_aws.route_table import RouteTable
+from cdktn_provider_aws.route_table_association import RouteTableAssociation
+from cdktn_provider_aws.security_group import SecurityGroup
+from cdktn_provider_aws.subnet import Subnet
+from cdktn_provider_aws.vpc import Vpc
+from cdktn_provider_aws.vpc_endpoint import VpcEndpoint
+from cdktn_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
+from constructs import Construct
+
+from mlfleet.constructs.acknowledgements import acknowledge
+from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
+from mlfleet.constructs.validation import PropsError, require
+
+MIN_AVAILABILITY_ZONES = 3
+# A public subnet holds one NAT gateway's interface; AWS keeps 5 addresses of every subnet.
+_PUBLIC_PREFIX_MIN, _PUBLIC_PREFIX_MAX = 26, 28
+_AZ = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d)([a-z])$")
+_VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_ENDPOINT_SERVICE = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,47}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExistingNetwork:
+    """A network made elsewhere: its ids are used as they are and nothing is created."""
+    vpc_id: str
+    private_subnet_ids: tuple[str, ...]
+    cidr: str
+    """The VPC's CIDR (security groups of other constructs allow traffic from it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowLogs:
+    """VPC flow logs to a KMS-encrypted CloudWatch log group."""
+    account_id: str
+    name_prefix: str
+    """Names the log group (`/mlfleet/<prefix>/vpc-flow-logs`), the delivery role and the key
+    alias (`<prefix>-flow-logs`); IAM is global, so include the region, e.g. `mlfleet-prod-us-east-1`."""
+    retention_days: int = 365
+    traffic_type: Literal["ACCEPT", "REJECT", "ALL"] = "ALL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkProps:
+    cidr: str | None = None
+    """Private IPv4 range of the VPC to create, e.g. `10.20.0.0/16`."""
+    availability_zones: tuple[str, ...] = ()
+    """AZ names of one region (at least three), e.g. `("us-east-1a", "us-east-1b", "us-east-1c")`."""
+    nat_gateways: Literal["per_az", "single"] = "per_az"
+    """`per_az` keeps egress up when an AZ fails; `single` is cheaper and shares one AZ's fate."""
+    interface_endpoints: tuple[str, ...] = ("ecr.api", "ecr.dkr", "sts")
+    """Services reached through interface endpoints with private DNS (`com.amazonaws.<region>.<name>`)."""
+    flow_logs: FlowLogs | None = None
+    existing: ExistingNetwork | None = None
+    """Import this network instead of creating one (then give no other network props)."""
+    name: str = "mlfleet"
+    """Name tag prefix of the created resources."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Network(Construct):
+    """A private, multi-AZ VPC for GPU clusters, or an imported one (see module docstring)."""
+
+    def __init__(self, scope: Construct, id_: str, props: NetworkProps):
+        super().__init__(scope, id_)
+        if props.existing is not None:
+            _validate_existing(self, props)
+            self.vpc_id = props.existing.vpc_id
+            self.private_subnet_ids = list(props.existing.private_subnet_ids)
+            self.cidr = props.existing.cidr
+            self.region: str | None = None
+            self.private_subnet_cidrs: list[str] = []
+            self.public_subnet_ids: list[str] = []
+            return
+
+        self.region = _validate_created(self, props)
+        plan = plan_subnets(props.cidr, len(props.availability_zones))
+        self.cidr = str(ipaddress.ip_network(props.cidr))
+        self.private_subnet_cidrs = [str(n) for n in plan.private]
+        tags = dict(props.tags)
+
+        def named(name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+            return {**tags, "Name": f"{props.name}-{name}", **(extra or {})}
+
+        self.vpc = Vpc(self, "vpc", cidr_block=self.cidr, enable_dns_support=True,
+                       enable_dns_hostnames=True, tags=named("vpc"))
+        self.vpc_id = self.vpc.id
+        # The default security group is attached to anything launched without one: leave it
+        # with no rules so that a forgotten security group means no traffic, not open traffic.
+        DefaultSecurityGroup(self, "default-security-group", vpc_id=self.vpc_id, ingress=[], egress=[],
+                             tags=named("default-deny"))
+
+        igw = InternetGateway(self, "internet-gateway", vpc_id=self.vpc_id, tags=named("igw"))
+        public_routes = RouteTable(self, "public-routes", vpc_id=self.vpc_id, tags=named("public"))
+        Route(self, "public-default-route", route_table_id=public_routes.id,
+              destination_cidr_block="0.0.0.0/0", gateway_id=igw.id)
+
+        public_subnets, nat_ids = [], []
+        for i, zone in enumerate(props.availability_zones):
+            subnet = Subnet(self, f"public-{zone}", vpc_id=self.vpc_id, availability_zone=zone,
+                            cidr_block=str(plan.public[i]), map_public_ip_on_launch=False,
+                            tags=named(f"public-{zone}"))
+            acknowledge(subnet, "MLF002", "public subnet exists only for a NAT gateway's internet "
+                        "route; instances launched here get no public IP (map_public_ip_on_launch "
+                        "is false) and nothing else is placed in it")
+            RouteTableAssociation(self, f"public-{zone}-routes", subnet_id=subnet.id,
+                                  route_table_id=public_routes.id)
+            public_subnets.append(subnet)
+            if props.nat_gateways == "per_az" or i == 0:
+                eip = Eip(self, f"nat-{zone}-address", domain="vpc", tags=named(f"nat-{zone}"))
+                nat = NatGateway(self, f"nat-{zone}", allocation_id=eip.allocation_id, subnet_id=subnet.id,
+                                 connectivity_type="public", tags=named(f"nat-{zone}"), depends_on=[igw])
+                nat_ids.append(nat.id)
+        self.public_subnet_ids = [s.id for s in public_subnets]
+
+        private_subnets, private_routes = [], []
+        for i, zone in enumerate(props.availability_zones):
+            subnet = Subnet(self, f"private-{zone}", vpc_id=self.vpc_id, availability_zone=zone,
+                            cidr_block=self.private_subnet_cidrs[i], map_public_ip_on_launch=False,
+                            # Internal load balancers for in-cluster services land here.
+                            tags=named(f"private-{zone}", {"kubernetes.io/role/internal-elb": "1"}))
+            routes = RouteTable(self, f"private-{zone}-routes", vpc_id=self.vpc_id, tags=named(f"private-{zone}"))
+            Route(self, f"private-{zone}-default-route", route_table_id=routes.id,
+                  destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat_ids[i if props.nat_gateways == "per_az" else 0])
+            RouteTableAssociation(self, f"private-{zone}-routes-association", subnet_id=subnet.id,
+                                  route_table_id=routes.id)
+            private_subnets.append(subnet)
+            private_routes.append(routes)
+        self.private_subnet_ids = [s.id for s in private_subnets]
+        self.private_route_table_ids = [r.id for r in private_routes]
+
+        # Image layers come from S3: a gateway endpoint keeps those pulls off the NAT gateways.
+        VpcEndpoint(self, "s3-endpoint", vpc_id=self.vpc_id, vpc_endpoint_type="Gateway",
+                    service_name=f"com.amazonaws.{self.region}.s3", route_table_ids=self.private_route_table_ids,
+                    tags=named("s3"))
+        self.endpoint_security_group = SecurityGroup(
+            self, "endpoint-security-group", name=f"{props.name}-vpc-endpoints", vpc_id=self.vpc_id,
+            description="HTTPS from inside the VPC to its interface endpoints", tags=named("vpc-endpoints"))
+        VpcSecurityGroupIngressRule(self, "endpoint-https-from-vpc", security_group_id=self.endpoint_security_group.id,
+                                    ip_protocol="tcp", from_port=443, to_port=443, cidr_ipv4=self.cidr,
+                                    description="HTTPS from the VPC")
+        for service in props.interface_endpoints:
+            VpcEndpoint(self, f"{service.replace('.', '-')}-endpoint", vpc_id=self.vpc_id,
+                        vpc_endpoint_type="Interface", service_name=f"com.amazonaws.{self.region}.{service}",
+                        private_dns_enabled=True, subnet_ids=self.private_subnet_ids,
+                        security_group_ids=[self.endpoint_security_group.id], tags=named(service))
+
+        if props.flow_logs is not None:
+            self._flow_logs(props.flow_logs, tags)
+
+    def _flow_logs(self, flow: FlowLogs, tags: dict[str, str]) -> None:
+        key = EncryptionKey(self, "flow-logs-key", EncryptionKeyProps(
+            alias=f"{flow.name_prefix}-flow-logs", account_id=flow.account_id,
+            description=f"mlfleet VPC flow logs of {flow.name_prefix}",
+            service_principals=(f"logs.{self.region}.amazonaws.com",), tags=tags))
+        log_group_name = f"/mlfleet/{flow.name_prefix}/vpc-flow-logs"
+        log_group = CloudwatchLogGroup(self, "flow-logs", name=log_group_name, kms_key_id=key.key_arn,
+                                       retention_in_days=flow.retention_days, tags=tags or None)
+        log_group_arn = f"arn:aws:logs:{self.region}:{flow.account_id}:log-group:{log_group_name}"
+        role = IamRole(self, "flow-logs-role", name=f"{flow.name_prefix}-flow-logs",
+                       description="VPC flow log delivery", tags=tags or None,
+                       assume_role_policy=_document([{
+                           "Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                           "Action": "sts:AssumeRole",
+                           "Condition": {"StringEquals": {"aws:SourceAccount": flow.account_id}}}]))
+        IamRolePolicy(self, "flow-logs-policy", name="deliver-flow-logs", role=role.id, policy=_document([{
+            "Sid": "DeliverToLogGroup", "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        }]))
+        FlowLog(self, "flow-log", vpc_id=self.vpc_id, traffic_type=flow.traffic_type,
+                log_destination_type="cloud-watch-logs", log_destination=log_group.arn,
+                iam_role_arn=role.arn, max_aggregation_interval=60, tags=tags or None)
+
+
+@dataclass(frozen=True)
+class SubnetPlan:
+    private: list[ipaddress.IPv4Network]
+    public: list[ipaddress.IPv4Network]
+
+
+def plan_subnets(cidr: str, zones: int) -> SubnetPlan:
+    """The subnets of `cidr` for `zones` AZs (see module docstring). Raises ValueError when the
+    range is too small."""
+    network = ipaddress.ip_network(cidr, strict=True)
+    blocks = list(network.subnets(prefixlen_diff=math.ceil(math.log2(zones + 1))))
+    reserved = blocks[-1]
+    public_prefix = max(_PUBLIC_PREFIX_MIN, reserved.prefixlen + math.ceil(math.log2(zones)))
+    if public_prefix > _PUBLIC_PREFIX_MAX:
+        raise ValueError(f"{cidr} is too small for {zones} AZs: public subnets would be smaller "
+                         f"than /{_PUBLIC_PREFIX_MAX}")
+    public = list(reserved.subnets(new_prefix=public_prefix))[:zones]
+    return SubnetPlan(private=blocks[:zones], public=public)
+
+
+def _validate_existing(scope: Construct, props: NetworkProps) -> None:
+    existing = props.existing
+    others = {"cidr": props.cidr is not None, "availability_zones": bool(props.availability_zones),
+              "flow_logs": props.flow_logs is not None}
+    for prop, given in others.items():
+        require(not given, scope, prop, "an existing network is imported as it is: give either "
+                "existing or the props of a network to create, not both")
+    require(bool(_VPC_ID.match(existing.vpc_id)), scope, "existing.vpc_id",
+            f"{existing.vpc_id!r} is not a VPC id (vpc-…)")
+    require(len(existing.private_subnet_ids) >= 2, scope, "existing.private_subnet_ids",
+            "EKS needs private subnets in at least two AZs")
+    for i, subnet in enumerate(existing.private_subnet_ids):
+        require(bool(_SUBNET_ID.match(subnet)), scope, f"existing.private_subnet_ids[{i}]",
+                f"{subnet!r} is not a subnet id (subnet-…)")
+    require(len(set(existing.private_subnet_ids)) == len(existing.private_subnet_ids), scope,
+            "existing.private_subnet_ids", "lists a subnet twice")
+    _private_cidr(scope, "existing.cidr", existing.cidr)
+
+
+def _validate_created(scope: Construct, props: NetworkProps) -> str:
+    """Validate the props of a network to create; returns the region the AZs belong to."""
+    require(props.cidr is not None, scope, "cidr", "give the CIDR of the VPC to create, or existing ids")
+    network = _private_cidr(scope, "cidr", props.cidr)
+    # AWS caps a VPC at /16; below /20 the private subnets run out of pod addresses.
+    require(16 <= network.prefixlen <= 20, scope, "cidr",
+            f"{props.cidr}: use a /16 to /20, room for GPU nodes and their pods in every AZ")
+    zones = props.availability_zones
+    require(len(zones) >= MIN_AVAILABILITY_ZONES, scope, "availability_zones",
+            f"needs at least {MIN_AVAILABILITY_ZONES} AZs so that losing one keeps a majority (got {len(zones)})")
+    regions = set()
+    for i, zone in enumerate(zones):
+        match = _AZ.match(zone)
+        require(match is not None, scope, f"availability_zones[{i}]", f"{zone!r} is not an AZ name like us-east-1a")
+        regions.add(match.group(1))
+    require(len(regions) == 1, scope, "availability_zones", f"AZs of one region only, got {sorted(regions)}")
+    require(len(set(zones)) == len(zones), scope, "availability_zones", "lists an AZ twice")
+    require(props.nat_gateways in ("per_az", "single"), scope, "nat_gateways",
+            f"{props.nat_gateways!r} is not 'per_az' or 'single'")
+    try:
+        plan_subnets(str(network), len(zones))
+    except ValueError as exc:
+        raise PropsError(scope, "cidr", str(exc)) from None
+    require(len(set(props.interface_endpoints)) == len(props.interface_endpoints), scope,
+            "interface_endpoints", "lists a service twice")
+    for i, service in enumerate(props.interface_endpoints):
+        require(bool(_ENDPOINT_SERVICE.match(service)) and service != "s3", scope, f"interface_endpoints[{i}]",
+                f"{service!r} is not a service name like 'ecr.api' (S3 always gets a gateway endpoint)")
+    require(bool(_NAME.match(props.name)), scope, "name", f"{props.name!r}: letters, digits and '-', at most 48")
+    if props.flow_logs is not None:
+        flow = props.flow_logs
+        require(re.fullmatch(r"\d{12}", flow.account_id) is not None, scope, "flow_logs.account_id",
+                f"{flow.account_id!r} is not a 12-digit AWS account id")
+        require(bool(_NAME.match(flow.name_prefix)), scope, "flow_logs.name_prefix",
+                f"{flow.name_prefix!r}: letters, digits and '-', at most 48 (it names an IAM role)")
+        require(flow.retention_days in _LOG_RETENTION_DAYS, scope, "flow_logs.retention_days",
+                f"{flow.retention_days} is not a CloudWatch Logs retention ({', '.join(map(str, _LOG_RETENTION_DAYS))})")
+        require(flow.traffic_type in ("ACCEPT", "REJECT", "ALL"), scope, "flow_logs.traffic_type",
+                f"{flow.traffic_type!r} is not ACCEPT, REJECT or ALL")
+    return regions.pop()
+
+
+def _private_cidr(scope: Construct, prop: str, value: str) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise PropsError(scope, prop, f"{value!r} is not a network CIDR ({exc})") from None
+    require(network.version == 4 and network.is_private, scope, prop, f"{value} is not a private IPv4 range")
+    return network
+
+
+_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                       2192, 2557, 2922, 3288, 3653)
+
+
+def _document(statements: list[dict]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+from conftest import only_resource, resources
+
+from mlfleet.constructs.acknowledgements import acknowledgements_for
+from mlfleet.constructs.network import ExistingNetwork, FlowLogs, Network, NetworkProps, plan_subnets
+from mlfleet.constructs.policy import evaluate_terraform
+from mlfleet.constructs.validation import PropsError
+
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+ACCOUNT = "111111111111"
+
+
+def _by_zone(tf: dict, tier: str) -> dict[str, dict]:
+    return {s["availability_zone"]: s for s in resources(tf, "aws_subnet").values()
+            if s["tags"]["Name"].startswith(f"mlfleet-{tier}-")}
+
+
+def _ref(resource_type: str, tf: dict, body: dict) -> str:
+    """The Terraform reference `${type.name.id}` to one resource of a synthesized stack."""
+    name = next(n for n, b in resources(tf, resource_type).items() if b is body)
+    return f"${{{resource_type}.{name}.id}}"
+
+
+def test_created_network_is_private_per_az_with_nat_and_endpoints_and_passes_the_policy_pass(synth):
+    built = {}
+    tf = synth(lambda stack: built.setdefault("net", Network(stack, "net", NetworkProps(
+        cidr="10.20.0.0/16", availability_zones=ZONES))))
+    net = built["net"]
+
+    private, public = _by_zone(tf, "private"), _by_zone(tf, "public")
+    assert sorted(private) == sorted(public) == sorted(ZONES)
+    assert [private[z]["cidr_block"] for z in ZONES] == ["10.20.0.0/18", "10.20.64.0/18", "10.20.128.0/18"]
+    assert [public[z]["cidr_block"] for z in ZONES] == ["10.20.192.0/26", "10.20.192.64/26", "10.20.192.128/26"]
+    assert all(s["map_public_ip_on_launch"] is False for s in resources(tf, "aws_subnet").values())
+    assert net.cidr == "10.20.0.0/16" and len(net.private_subnet_ids) == 3
+
+    # One NAT gateway per AZ, each private route table routes through its own AZ's gateway.
+    nats = resources(tf, "aws_nat_gateway")
+    assert len(nats) == 3
+    nat_zone = {f"${{aws_nat_gateway.{n}.id}}": next(z for z, s in public.items() if b["subnet_id"] == _ref("aws_subnet", tf, s))
+                for n, b in nats.items()}
+    default_routes = [r for r in resources(tf, "aws_route").values() if "nat_gateway_id" in r]
+    tables = {f"${{aws_route_table.{n}.id}}": b["tags"]["Name"] for n, b in resources(tf, "aws_route_table").items()}
+    assert sorted((tables[r["route_table_id"]], nat_zone[r["nat_gateway_id"]]) for r in default_routes) == [
+        (f"mlfleet-private-{z}", z) for z in ZONES]
+
+    endpoints = {e["service_name"]: e for e in resources(tf, "aws_vpc_endpoint").values()}
+    assert endpoints["com.amazonaws.us-east-1.s3"]["vpc_endpoint_type"] == "Gateway"
+    assert len(endpoints["com.amazonaws.us-east-1.s3"]["route_table_ids"]) == 3
+    for service in ("ecr.api", "ecr.dkr", "sts"):
+        endpoint = endpoints[f"com.amazonaws.us-east-1.{service}"]
+        assert endpoint["vpc_endpoint_type"] == "Interface" and endpoint["private_dns_enabled"] is True
+        assert len(endpoint["subnet_ids"]) == 3 and len(endpoint["security_group_ids"]) == 1
+    ingress = only_resource(tf, "aws_vpc_security_group_ingress_rule")
+    assert (ingress["cidr_ipv4"], ingress["from_port"], ingress["to_port"]) == ("10.20.0.0/16", 443, 443)
+    assert "ingress" not in only_resource(tf, "aws_security_group")
+    assert only_resource(tf, "aws_default_security_group")["ingress"] == []
+
+    assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
+    public_subnet = net.node.find_child("public-us-east-1a")
+    reason = acknowledgements_for(public_subnet, "MLF002")[0].reason
+    assert "NAT gateway" in reason and "map_public_ip_on_launch" in reason
+
+
+def test_single_nat_gateway_serves_every_az(synth):
+    tf = synth(lambda stack: Network(stack, "net", NetworkProps(
+        cidr="10.30.0.0/20", availability_zones=ZONES + ("us-east-1d",), nat_gateways="single")))
+    nat_id = f"${{aws_nat_gateway.{next(iter(resources(tf, 'aws_nat_gateway')))}.id}}"
+    nat_routes = [r["nat_gateway_id"] for r in resources(tf, "aws_route").values() if "nat_gateway_id" in r]
+    assert nat_routes == [nat_id] * 4
+    assert len(resources(tf, "aws_eip")) == 1
+
+
+def test_flow_logs_go_to_an_encrypted_log_group_through_a_scoped_role(synth):
+    tf = synth(lambda stack: Network(stack, "net", NetworkProps(
+        cidr="10.20.0.0/16", availability_zones=ZONES, interface_endpoints=("ecr.api", "ecr.dkr", "sts", "eks-auth"),
+        flow_logs=FlowLogs(account_id=ACCOUNT, name_prefix="mlfleet-prod-us-east-1", retention_days=90))))
+    group = only_resource(tf, "aws_cloudwatch_log_group")
+    assert group["name"] == "/mlfleet/mlfleet-prod-us-east-1/vpc-flow-logs"
+    assert group["retention_in_days"] == 90 and group["kms_key_id"].startswith("${aws_kms_key.")
+    key_policy = json.loads(only_resource(tf, "aws_kms_key")["policy"])
+    assert key_policy["Statement"][1]["Principal"] == {"Service": ["logs.us-east-1.amazonaws.com"]}
+    flow = only_resource(tf, "aws_flow_log")
+    assert flow["traffic_type"] == "ALL" and flow["log_destination_type"] == "cloud-watch-logs"
+    policy = json.loads(only_resource(tf, "aws_iam_role_policy")["policy"])
+    log_group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/mlfleet/mlfleet-prod-us-east-1/vpc-flow-logs"
+    assert policy["Statement"] == [{
+        "Sid": "DeliverToLogGroup", "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+        "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"]}]
+    trust = json.loads(only_resource(tf, "aws_iam_role")["assume_role_policy"])["Statement"][0]
+    assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    services = {e["service_name"] for e in resources(tf, "aws_vpc_endpoint").values()}
+    assert "com.amazonaws.us-east-1.eks-auth" in services
+    assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
+
+
+def test_existing_network_creates_nothing_and_exposes_its_ids(synth):
+    built = {}
+    existing = ExistingNetwork(vpc_id="vpc-0123456789abcdef0", cidr="10.40.0.0/16",
+                               private_subnet_ids=("subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"))
+    tf = synth(lambda stack: built.setdefault("net", Network(stack, "net", NetworkProps(existing=existing))))
+    assert tf.get("resource", {}) == {}
+    net = built["net"]
+    assert (net.vpc_id, net.private_subnet_ids, net.cidr) == (
+        "vpc-0123456789abcdef0", ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"], "10.40.0.0/16")
+
+
+@pytest.mark.parametrize("cidr, zones", [("10.0.0.0/16", 3), ("10.0.0.0/20", 6), ("172.16.0.0/20", 7), ("10.8.0.0/18", 5)])
+def test_subnet_plan_is_disjoint_inside_the_cidr_with_large_private_subnets(cidr, zones):
+    plan = plan_subnets(cidr, zones)
+    network = ipaddress.ip_network(cidr)
+    subnets = plan.private + plan.public
+    assert len(plan.private) == len(plan.public) == zones
+    assert all(s.subnet_of(network) for s in subnets)
+    assert all(not a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
+    assert all(p.num_addresses >= 8 * q.num_addresses for p in plan.private for q in plan.public)
+    assert plan_subnets(cidr, zones) == plan
+
+
+def test_subnet_plan_refuses_public_subnets_below_a_28():
+    with pytest.raises(ValueError, match="too small for 16 AZs"):
+        plan_subnets("10.0.0.0/20", 16)
+
+
+NETWORK = dict(cidr="10.20.0.0/16", availability_zones=ZONES)
+EXISTING = ExistingNetwork(vpc_id="vpc-0123456789abcdef0", cidr="10.40.0.0/16",
+                           private_subnet_ids=("subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"))
+
+
+@pytest.mark.parametrize("props, match", [
+    (dict(cidr="10.20.0.0/16", availability_zones=ZONES[:2]), r"availability_zones: needs at least 3 AZs"),
+    (dict(cidr="10.20.0.0/16", availability_zones=("us-east-1a", "us-east-1b", "us-west-2a")),
+     r"availability_zones: AZs of one region only"),
+    (dict(cidr="10.20.0.0/16", availability_zones=("us-east-1a", "us-east-1a", "us-east-1b")), "lists an AZ twice"),
+    (dict(cidr="10.20.0.0/16", availability_zones=("us-east-1", "us-east-1b", "us-east-1c")),
+     r"availability_zones\[0\]: 'us-east-1' is not an AZ name"),
+    (dict(cidr="8.8.0.0/16", availability_zones=ZONES), r"cidr: 8.8.0.0/16 is not a private IPv4 range"),
+    (dict(cidr="10.20.0.1/16", availability_zones=ZONES), r"cidr: '10.20.0.1/16' is not a network CIDR"),
+    (dict(cidr="10.20.0.0/24", availability_zones=ZONES), r"cidr: 10.20.0.0/24: use a /16 to /20"),
+    (dict(availability_zones=ZONES), r"cidr: give the CIDR"),
+    (dict(**NETWORK, nat_gateways="none"), r"nat_gateways: 'none' is not 'per_az' or 'single'"),
+    (dict(**NETWORK, interface_endpoints=("s3",)), r"interface_endpoints\[0\]: 's3'"),
+    (dict(**NETWORK, flow_logs=FlowLogs(account_id="1234", name_prefix="p")), r"flow_logs.account_id: '1234'"),
+    (dict(**NETWORK, flow_logs=FlowLogs(account_id=ACCOUNT, name_prefix="p", retention_days=100)),
+     r"flow_logs.retention_days: 100 is not a CloudWatch Logs retention"),
+    (dict(existing=EXISTING, cidr="10.20.0.0/16"), r"net: cidr: an existing network is imported as it is"),
+    (dict(existing=ExistingNetwork(vpc_id="vpc-1", cidr="10.40.0.0/16", private_subnet_ids=EXISTING.private_subnet_ids)),
+     r"existing.vpc_id: 'vpc-1' is not a VPC id"),
+    (dict(existing=ExistingNetwork(vpc_id=EXISTING.vpc_id, cidr="10.40.0.0/16", private_subnet_ids=("subnet-0aaaaaaaaaaaaaaa1",))),
+     r"existing.private_subnet_ids: EKS needs private subnets in at least two AZs"),
+    (dict(existing=ExistingNetwork(vpc_id=EXISTING.vpc_id, cidr="10.40.0.0/16", private_subnet_ids=("subnet-1", "subnet-2"))),
+     r"existing.private_subnet_ids\[0\]: 'subnet-1' is not a subnet id"),
+])
+def test_invalid_props_are_rejected_with_the_prop_named(synth, props, match):
+    with pytest.raises(PropsError, match=match):
+        synth(lambda stack: Network(stack, "net", NetworkProps(**props)))
