@@ -1,0 +1,272 @@
+"""The local sandbox: a multi-region world on loopback that the real clients talk to.
+
+`Sandbox(env).up()` starts a moto server (with mlfleet's extensions), the AWS fault proxy in
+front of it, a fake GCP endpoint, one runtime process per region behind its own serving
+proxy, and the control API; creates the environment's resources through boto3; publishes an
+approved champion model to the primary artifact bucket and waits until it has replicated.
+The endpoints are written to `<state_dir>/sandbox/<env>/state.json` (mode 0600: it holds the
+tokens) so that other commands find them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mlfleet.dr.errors import DrUsageError
+from mlfleet.stacks import naming
+from mlfleet.stacks.config import Environment
+
+SANDBOX_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox"}
+EXAMPLE_MODEL = "mlp"
+
+
+@dataclass
+class SandboxState:
+    env: str
+    aws_endpoint: str
+    control_url: str
+    control_token: str
+    admin_token: str
+    gcp_endpoint: str
+    hosted_zone_id: str
+    health_checks: dict[str, str]
+    serving: dict[str, str]
+    """Region -> the serving proxy's URL (what clients and health checks reach)."""
+    pid: int = field(default_factory=os.getpid)
+
+    @staticmethod
+    def path(state_dir: Path, env: str) -> Path:
+        return Path(state_dir) / "sandbox" / env / "state.json"
+
+    def save(self, state_dir: Path) -> Path:
+        path = self.path(state_dir, self.env)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(self), handle, indent=2)
+        return path
+
+    @classmethod
+    def load(cls, state_dir: Path, env: str) -> "SandboxState":
+        path = cls.path(state_dir, env)
+        try:
+            state = cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise DrUsageError(f"no sandbox is running for environment {env!r} (no {path}); "
+                               f"start one with `mlfleet sandbox up --env {env}`") from None
+        except (ValueError, TypeError) as exc:
+            raise DrUsageError(f"{path} is not a sandbox state file ({exc}); remove it and start the sandbox again") from None
+        try:
+            os.kill(state.pid, 0)
+        except ProcessLookupError:
+            raise DrUsageError(f"the sandbox for {env!r} is not running any more (process {state.pid} is gone); "
+                               f"start it again with `mlfleet sandbox up --env {env}`") from None
+        return state
+
+
+class Sandbox:
+    def __init__(self, env: Environment, *, state_dir: Path = Path(".mlfleet"), settings=None,
+                 canary_interval_s: float = 0.5, log=lambda line: None):
+        from mlfleet.dr.sandbox.moto_extensions import Settings
+
+        self.env = env
+        self.state_dir = Path(state_dir)
+        self.settings = settings or Settings()
+        self._defaults = asdict(self.settings)
+        self.canary_interval_s = canary_interval_s
+        self.log = log
+        self.state: SandboxState | None = None
+        self._stack: list = []
+        self._runtimes: dict = {}
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"mlfleet-sandbox-{env.name}-"))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def up(self) -> SandboxState:
+        from moto.server import ThreadedMotoServer
+
+        from mlfleet.dr.sandbox.control import ControlServer
+        from mlfleet.dr.sandbox.fake_gcp import FakeGcp
+        from mlfleet.dr.sandbox.faults import FaultBook, ForwardingProxy, Ledger
+        from mlfleet.dr.sandbox.moto_extensions import Extensions
+
+        started = time.monotonic()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+        try:
+            self.faults, self.ledger = FaultBook(), Ledger()
+            self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self.moto.start()
+            self._stack.append(self.moto.stop)
+            host, port = self.moto.get_host_and_port()
+            self.moto_url = f"http://{host}:{port}"
+            self.extensions = Extensions(self.faults, self.settings)
+            self.extensions.install()
+            self._stack.append(self.extensions.stop)
+            self.aws_proxy = ForwardingProxy("aws", self.moto_url, self.faults, self.ledger).start()
+            self._stack.append(self.aws_proxy.stop)
+            self.serving_proxies = {
+                r.name: ForwardingProxy(f"serving-{r.name}", None, self.faults, self.ledger,
+                                        region=r.name, service="serving").start() for r in self.env.regions}
+            self._stack += [p.stop for p in self.serving_proxies.values()]
+            self.gcp = FakeGcp(self.faults, self.ledger).start()
+            self._stack.append(self.gcp.stop)
+            self.control = ControlServer(secrets.token_urlsafe(24), self.faults, self.settings, self.ledger)
+            self._deploy()
+            self._start_runtimes()
+            self.control.start()
+            self._stack.append(self.control.stop)
+            self.state = SandboxState(
+                env=self.env.name, aws_endpoint=self.aws_proxy.url, control_url=self.control.url,
+                control_token=self.control.token, admin_token=self.admin_token, gcp_endpoint=self.gcp.url,
+                hosted_zone_id=self.outputs["hosted_zone_id"], health_checks=self.outputs["health_checks"],
+                serving={name: proxy.url for name, proxy in self.serving_proxies.items()})
+            self.state_path = self.state.save(self.state_dir)
+            self._stack.append(lambda: self.state_path.unlink(missing_ok=True))
+        except BaseException:
+            self.down()
+            raise
+        self.log(f"sandbox for {self.env.name} up in {time.monotonic() - started:.1f}s")
+        return self.state
+
+    def down(self) -> None:
+        while self._stack:
+            stop = self._stack.pop()
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - tear everything down even if one part fails
+                pass
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> "Sandbox":
+        self.up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def reset(self) -> None:
+        """Back to the state right after `up`: no faults, default settings, a fresh deployment,
+        the champion pinned in every region. Used between tests sharing one sandbox."""
+        self.faults.clear()
+        self.settings.update(self._defaults)
+        request = urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+        self.extensions.reset()
+        self._deploy()
+        for region in self.env.regions:
+            self.pin(region.name, self.champion, reload_manifest=True)
+        self.wait_healthy()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def client(self, service: str, region: str, *, direct: bool = False):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, region_name=region, endpoint_url=self.moto_url if direct else self.aws_proxy.url,
+                            aws_access_key_id=SANDBOX_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                            config=Config(retries={"total_max_attempts": 2}, connect_timeout=2, read_timeout=10))
+
+    def bucket(self, region: str) -> str:
+        return naming.artifact_bucket(self.env.name, self.env.aws.account_id, region)
+
+    def _deploy(self) -> None:
+        from mlfleet.dr.sandbox.world import deploy
+        from mlfleet.runtime.examples import write_example_repository
+
+        ports = {name: proxy.port for name, proxy in self.serving_proxies.items()}
+        self.outputs = deploy(self.env, lambda service, region: self.client(service, region, direct=True), ports)
+        repository = self._workdir / "models"
+        if not (repository / "manifest.json").exists():
+            manifest = write_example_repository(repository, models=(EXAMPLE_MODEL,))
+            self.champion = manifest.models[EXAMPLE_MODEL].champion
+        prefix = self.env.artifact_store.models_prefix
+        s3 = self.client("s3", self.env.primary.name, direct=True)
+        keys = []
+        for path in sorted(p for p in repository.rglob("*") if p.is_file()):
+            key = prefix + path.relative_to(repository).as_posix()
+            s3.put_object(Bucket=self.bucket(self.env.primary.name), Key=key, Body=path.read_bytes())
+            keys.append(key)
+        self.wait_replicated(keys)
+
+    def wait_replicated(self, keys: list[str], timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        for standby in self.env.standbys:
+            s3 = self.client("s3", standby.name, direct=True)
+            for key in keys:
+                while True:
+                    try:
+                        s3.head_object(Bucket=self.bucket(standby.name), Key=key)
+                        break
+                    except s3.exceptions.ClientError:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"{key} did not replicate to {standby.name} within {timeout_s}s")
+                        time.sleep(0.05)
+
+    def _start_runtimes(self) -> None:
+        from mlfleet.runtime.process import RuntimeProcess
+
+        self.admin_token = secrets.token_urlsafe(24)
+        prefix = self.env.artifact_store.models_prefix
+        errors: list[BaseException] = []
+
+        def start(region: str) -> None:
+            runtime = RuntimeProcess(
+                f"s3://{self.bucket(region)}/{prefix}", region=region, admin_token=self.admin_token,
+                extra_args=["--canary-interval", str(self.canary_interval_s), "--torch-threads", "1"],
+                env={"AWS_ENDPOINT_URL": self.aws_proxy.url, "AWS_REGION": region, **SANDBOX_CREDENTIALS},
+                log_path=self._workdir / f"runtime-{region}.log", startup_timeout_s=120, stop_timeout_s=10)
+            try:
+                runtime.start()
+            except BaseException as exc:  # noqa: BLE001 - reported after every region tried
+                errors.append(exc)
+                return
+            self._runtimes[region] = runtime
+            self.serving_proxies[region].set_upstream(runtime.http_url)
+
+        threads = [threading.Thread(target=start, args=(r.name,)) for r in self.env.regions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self._stack += [r.stop for r in self._runtimes.values()]
+        if errors:
+            raise RuntimeError(f"a sandbox runtime did not start: {errors[0]}")
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout_s: float = 60) -> None:
+        """Until every region's runtime reports failover health (its first canary passed)."""
+        deadline = time.monotonic() + timeout_s
+        for region, proxy in self.serving_proxies.items():
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{proxy.url}{self.env.serving.failover_health_path}", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the {region} runtime is not failover-healthy within {timeout_s}s")
+                time.sleep(0.1)
+        # ...and until the simulated Route 53 checks agree (FailureThreshold successes in a row).
+        for region, check_id in self.outputs["health_checks"].items():
+            while not (self.extensions.health(check_id) or {}).get("healthy"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the Route 53 health check of {region} is not healthy within {timeout_s}s")
+                time.sleep(0.05)
+
+    def pin(self, region: str, version: str, *, reload_manifest: bool = False) -> dict:
+        body = json.dumps({"version": version, "reload_manifest": reload_manifest}).encode()
+        request = urllib.request.Request(
+            f"{self._runtimes[region].http_url}/v2/mlfleet/models/{EXAMPLE_MODEL}/pin", data=body, method="POST",
+            headers={"Authorization": f"Bearer {self.admin_token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())

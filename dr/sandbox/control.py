@@ -1,0 +1,127 @@
+"""The sandbox's control API on loopback, guarded by a bearer token from the state file: how a
+drill in another process injects a region fault, tunes the simulation and reads the ledger.
+
+    GET  /state                       faults, settings
+    POST /faults   {"region", "service": "*", "mode": "503"|"timeout"|"drop", "hang_s"}
+    DELETE /faults?region=R           clear one region's faults (all without region)
+    POST /settings {"replication_lag_s", "db_lag_s", "promotion_s", "probe_interval_s", "held_prefixes"}
+    GET  /ledger?since=N              requests seen by the proxies
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from mlfleet.dr.errors import DrUsageError
+from mlfleet.dr.sandbox.faults import Fault, FaultBook, Ledger
+from mlfleet.dr.sandbox.moto_extensions import Settings
+
+
+class ControlServer:
+    def __init__(self, token: str, faults: FaultBook, settings: Settings, ledger: Ledger):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+            def _reply(self, status: int, document: object) -> None:
+                body = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _route(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                presented = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if not hmac.compare_digest(presented.encode(), token.encode()):
+                    return self._reply(401, {"error": "missing or wrong bearer token"})
+                split = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(split.query).items()}
+                try:
+                    body = json.loads(raw) if raw else {}
+                    status, document = outer.handle(self.command, split.path, query, body)
+                except (ValueError, TypeError, KeyError) as exc:
+                    status, document = 400, {"error": str(exc)}
+                self._reply(status, document)
+
+            do_GET = do_POST = do_DELETE = _route
+
+        self.token = token
+        self.faults, self.settings, self.ledger = faults, settings, ledger
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-control", daemon=True)
+
+    def handle(self, method: str, path: str, query: dict, body: dict) -> tuple[int, object]:
+        if (method, path) == ("GET", "/state"):
+            return 200, {"faults": self.faults.as_list(), "settings": asdict(self.settings)}
+        if (method, path) == ("POST", "/faults"):
+            fault = Fault(region=body["region"], service=body.get("service", "*"), mode=str(body.get("mode", "503")),
+                          hang_s=float(body.get("hang_s", 3.0)))
+            self.faults.add(fault)
+            return 200, asdict(fault)
+        if (method, path) == ("DELETE", "/faults"):
+            self.faults.clear(query.get("region"))
+            return 200, {"faults": self.faults.as_list()}
+        if (method, path) == ("POST", "/settings"):
+            self.settings.update(body)
+            return 200, asdict(self.settings)
+        if (method, path) == ("GET", "/ledger"):
+            return 200, self.ledger.since(int(query.get("since", 0)))
+        return 404, {"error": f"no route {method} {path}"}
+
+    def start(self) -> "ControlServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class ControlClient:
+    """Talks to a running sandbox's control API."""
+
+    def __init__(self, url: str, token: str):
+        self.url = url
+        self._token = token
+
+    def _call(self, method: str, path: str, body: object | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise DrUsageError(f"sandbox control {method} {path}: {exc.code} {exc.read().decode()[:200]}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise DrUsageError(f"the sandbox at {self.url} does not answer ({exc}); is `mlfleet sandbox up` running?") from None
+
+    def inject(self, region: str, *, service: str = "*", mode: str = "503", hang_s: float = 3.0) -> dict:
+        return self._call("POST", "/faults", {"region": region, "service": service, "mode": mode, "hang_s": hang_s})
+
+    def clear(self, region: str | None = None) -> None:
+        self._call("DELETE", "/faults" + (f"?region={region}" if region else ""))
+
+    def settings(self, **values) -> dict:
+        return self._call("POST", "/settings", values)
+
+    def state(self) -> dict:
+        return self._call("GET", "/state")
+
+    def ledger(self, since: int = 0) -> list[dict]:
+        return self._call("GET", f"/ledger?since={since}")

@@ -1,0 +1,167 @@
+"""A fake Google Cloud endpoint for exactly the calls the GCP actions make, over HTTP on
+loopback, reached by the real google-cloud-compute and google-cloud-container clients (REST
+transport) and by authenticated REST for Cloud SQL. Operations finish at once (status DONE);
+a region fault from the fault book fails calls for that region with 503.
+
+    GKE      GET  /v1/projects/P/locations/L/clusters/C/nodePools/N
+             POST /v1/projects/P/locations/L/clusters/C/nodePools/N:setSize   {"nodeCount"}
+             GET  /v1/projects/P/locations/L/operations/O
+    Compute  GET|PATCH /compute/v1/projects/P/regions/R/backendServices/B
+             GET  /compute/v1/projects/P/regions/R/operations/O
+    SQL      GET  /v1/projects/P/instances/I
+             POST /v1/projects/P/instances/I/promoteReplica
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from mlfleet.dr.sandbox.faults import FaultBook, Ledger
+
+_ROUTES = [
+    ("gke", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+)$")),
+    ("gke", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+):setSize$")),
+    ("gke", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/operations/(?P<o>[^/]+)$")),
+    ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
+    ("compute", "PATCH", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
+    ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/operations/(?P<o>[^/]+)$")),
+    ("sqladmin", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
+    ("sqladmin", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/promoteReplica$")),
+]
+
+
+def _region(location: str) -> str:
+    """us-central1-a (a zone) and us-central1 (a region) are both in us-central1."""
+    return re.sub(r"-[a-z]$", "", location)
+
+
+class FakeGcp:
+    def __init__(self, faults: FaultBook, ledger: Ledger):
+        self.faults, self.ledger = faults, ledger
+        self.node_pools: dict[tuple, dict] = {}
+        self.backend_services: dict[tuple, dict] = {}
+        self.sql_instances: dict[tuple, dict] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+            def _route(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                status, document = outer.handle(self.command, urlsplit(self.path).path, body)
+                payload = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = _route
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-gcp", daemon=True)
+
+    # -- seeding (what a deployment would have created) -----------------------------------
+    def add_node_pool(self, project: str, location: str, cluster: str, pool: str, node_count: int) -> None:
+        self.node_pools[(project, location, cluster, pool)] = {
+            "name": pool, "initialNodeCount": node_count, "status": "RUNNING"}
+
+    def add_backend_service(self, project: str, region: str, name: str, groups: list[str]) -> None:
+        self.backend_services[(project, region, name)] = {
+            "name": name, "fingerprint": "f0", "backends": [{"group": g, "capacityScaler": 0.0} for g in groups]}
+
+    def add_sql_instance(self, project: str, name: str, *, replica_of: str | None, region: str) -> None:
+        self.sql_instances[(project, name)] = {
+            "name": name, "region": region, "state": "RUNNABLE",
+            "instanceType": "READ_REPLICA_INSTANCE" if replica_of else "CLOUD_SQL_INSTANCE",
+            **({"masterInstanceName": replica_of} if replica_of else {})}
+
+    # -- requests ----------------------------------------------------------------------------
+    def handle(self, method: str, path: str, body: dict) -> tuple[int, dict]:
+        for service, verb, pattern in _ROUTES:
+            match = pattern.fullmatch(path)
+            if match and verb == method:
+                break
+        else:
+            return 404, {"error": {"code": 404, "message": f"no fake for {method} {path}", "status": "NOT_FOUND"}}
+        params = match.groupdict()
+        region = _region(params.get("l", "")) or self._sql_region(params)
+        self.ledger.record(proxy="gcp", region=region, service=service, method=method, path=path,
+                           action=f"{method} {path}")
+        if region and self.faults.match(region, service):
+            return 503, {"error": {"code": 503, "message": "region unavailable (sandbox fault)", "status": "UNAVAILABLE"}}
+        with self._lock:
+            return getattr(self, f"_{service}")(method, path, params, body)
+
+    def _sql_region(self, params: dict) -> str:
+        instance = self.sql_instances.get((params.get("p"), params.get("i")))
+        return instance["region"] if instance else ""
+
+    def _operation(self, kind: str, target: str, location: str) -> dict:
+        number = next(self._ids)
+        return {"name": f"operation-{number}", "operationType": kind, "status": "DONE", "targetLink": target,
+                "selfLink": f"{self.url}/operations/operation-{number}", "zone": location}
+
+    def _gke(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
+        if "o" in p:
+            return 200, {"name": p["o"], "status": 3}  # container.v1 Operation.Status.DONE
+        key = (p["p"], p["l"], p["c"], p["n"])
+        pool = self.node_pools.get(key)
+        if pool is None:
+            return 404, {"error": {"code": 404, "message": f"node pool {p['n']} not found", "status": "NOT_FOUND"}}
+        if method == "GET":
+            return 200, pool
+        count = int(body.get("nodeCount", -1))
+        if count < 0:
+            return 400, {"error": {"code": 400, "message": "nodeCount must be >= 0", "status": "INVALID_ARGUMENT"}}
+        pool["initialNodeCount"] = count
+        return 200, {"name": f"operation-{next(self._ids)}", "operationType": 15, "status": 3, "targetLink": path}
+
+    def _compute(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
+        if "o" in p:
+            return 200, {"name": p["o"], "status": "DONE"}
+        key = (p["p"], p["l"], p["b"])
+        service = self.backend_services.get(key)
+        if service is None:
+            return 404, {"error": {"code": 404, "message": f"backend service {p['b']} not found", "status": "NOT_FOUND"}}
+        if method == "GET":
+            return 200, service
+        if body.get("fingerprint") not in (None, service["fingerprint"]):
+            return 412, {"error": {"code": 412, "message": "fingerprint mismatch", "status": "FAILED_PRECONDITION"}}
+        if "backends" in body:
+            service["backends"] = body["backends"]
+        service["fingerprint"] = f"f{next(self._ids)}"
+        return 200, self._operation("patch", path, p["l"])
+
+    def _sqladmin(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
+        instance = self.sql_instances.get((p["p"], p["i"]))
+        if instance is None:
+            return 404, {"error": {"code": 404, "message": f"instance {p['i']} not found", "status": "NOT_FOUND"}}
+        if method == "GET":
+            return 200, instance
+        if instance["instanceType"] != "READ_REPLICA_INSTANCE":
+            return 400, {"error": {"code": 400, "message": f"{p['i']} is not a read replica", "status": "FAILED_PRECONDITION"}}
+        instance["instanceType"] = "CLOUD_SQL_INSTANCE"
+        instance.pop("masterInstanceName", None)
+        return 200, {"kind": "sql#operation", "name": f"operation-{next(self._ids)}", "status": "DONE",
+                     "operationType": "PROMOTE_REPLICA"}
+
+    def start(self) -> "FakeGcp":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,266 @@
+"""Simulation added to moto 5.2.5 for what the runbooks need and moto lacks. Everything here is
+a simulation with the sandbox's own timings, never a real cloud's (see dr/SANDBOX.md).
+
+Installed in the sandbox process only, by patching moto's response and backend classes:
+
+- RDS `SwitchoverGlobalCluster` / `FailoverGlobalCluster`: the global cluster goes to
+  `switching-over` / `failing-over` with a `FailoverState`, and after `promotion_s` the
+  writer moves to the target member. A switchover needs the current writer's region up.
+- Aurora replication lag: `AuroraGlobalDBRPOLag` datapoints (ms) published to CloudWatch for
+  every secondary cluster, with the configured lag.
+- S3 replication: an object put into a bucket with a replication configuration is copied to
+  each rule's destination after `replication_lag_s`, unless its source region is down or its
+  key matches a held prefix; `x-amz-replication-status` is PENDING, then COMPLETED on the
+  source and REPLICA on the copy.
+- Route 53 health checks: a prober requests each check's `IPAddress:Port/ResourcePath` every
+  `probe_interval_s`; a check turns unhealthy after `FailureThreshold` consecutive failures
+  (and healthy again after as many successes). `GetHealthCheckStatus` reports what it saw.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from mlfleet.dr.sandbox.faults import FaultBook
+
+DEFAULT_ACCOUNT = "123456789012"
+
+
+@dataclass
+class Settings:
+    replication_lag_s: float = 0.3
+    db_lag_s: float = 0.5
+    promotion_s: float = 0.3
+    probe_interval_s: float = 0.25
+    held_prefixes: list[str] = field(default_factory=list)
+
+    def update(self, values: dict) -> None:
+        for name, value in values.items():
+            if not hasattr(self, name):
+                raise ValueError(f"unknown sandbox setting {name!r}")
+            setattr(self, name, list(value) if name == "held_prefixes" else float(value))
+
+
+class Extensions:
+    def __init__(self, faults: FaultBook, settings: Settings, account_id: str = DEFAULT_ACCOUNT):
+        self.faults = faults
+        self.settings = settings
+        self.account_id = account_id
+        self._health: dict[str, dict] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def install(self) -> None:
+        _install_rds(self)
+        _install_s3(self)
+        _install_route53(self)
+        for target, name in ((self._probe_loop, "health-prober"), (self._lag_loop, "db-lag")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def reset(self) -> None:
+        self._health.clear()
+
+    # -- Route 53 health checks -------------------------------------------------------------
+    def health(self, check_id: str) -> dict | None:
+        return self._health.get(check_id)
+
+    def _probe_loop(self) -> None:
+        from moto.route53.models import route53_backends
+
+        while not self._stop.wait(self.settings.probe_interval_s):
+            try:
+                checks = list(route53_backends[self.account_id]["global"].health_checks.values())
+            except KeyError:
+                continue
+            for check in checks:
+                self._probe(check)
+
+    def _probe(self, check) -> None:
+        kind = (check.type_ or "HTTP").upper()
+        scheme = "https" if kind.startswith("HTTPS") else "http"
+        host = check.ip_address or check.fqdn
+        url = f"{scheme}://{host}:{check.port}{check.resource_path or '/'}"
+        ok, observed = False, ""
+        try:
+            with urllib.request.urlopen(url, timeout=min(1.0, self.settings.probe_interval_s * 4)) as response:
+                text = response.read(5120).decode("utf-8", "replace")
+                ok = 200 <= response.status < 400 and (
+                    not kind.endswith("STR_MATCH") or (check.search_string or "") in text)
+                observed = f"HTTP Status Code: {response.status}" + ("" if ok else ", search string not found")
+        except urllib.error.HTTPError as exc:
+            observed = f"HTTP Status Code: {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            observed = f"connection failed: {getattr(exc, 'reason', exc)}"
+        state = self._health.setdefault(check.id, {"healthy": True, "streak": 0})
+        threshold = int(check.failure_threshold or 3)
+        if ok == state["healthy"]:
+            state["streak"] = 0
+        else:
+            state["streak"] += 1
+            if state["streak"] >= threshold:
+                state["healthy"], state["streak"] = ok, 0
+        state.update(last_ok=ok, observed=observed, checked=datetime.now(timezone.utc), ip=host)
+
+    # -- Aurora replication lag -------------------------------------------------------------
+    def _lag_loop(self) -> None:
+        from moto.cloudwatch.models import cloudwatch_backends
+        from moto.rds.models import rds_backends
+
+        while not self._stop.wait(max(0.2, self.settings.probe_interval_s)):
+            try:
+                clusters = list(rds_backends[self.account_id]["us-east-1"].global_clusters.values())
+            except KeyError:
+                continue
+            for global_cluster in clusters:
+                for member in global_cluster.members:
+                    if member.is_writer:
+                        continue
+                    cloudwatch_backends[self.account_id][member.region].put_metric_data(
+                        "AWS/RDS", [{"MetricName": "AuroraGlobalDBRPOLag", "Value": self.settings.db_lag_s * 1000,
+                                     "Unit": "Milliseconds",
+                                     "Dimensions": [{"Name": "DBClusterIdentifier",
+                                                     "Value": member.db_cluster_identifier}]}])
+
+
+def _region_of_arn(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 3 else ""
+
+
+def _install_rds(ext: Extensions) -> None:
+    from moto.core.responses import ActionResult
+    from moto.rds.exceptions import RDSClientError
+    from moto.rds.responses import RDSResponse
+
+    def switch(self, kind: str) -> ActionResult:
+        params = self.params
+        global_id = params.get("GlobalClusterIdentifier", "")
+        target = params.get("TargetDbClusterIdentifier", "")
+        global_cluster = self.global_backend.global_clusters.get(global_id)
+        if global_cluster is None:
+            raise RDSClientError("GlobalClusterNotFoundFault", f"Global cluster {global_id} not found")
+        member = next((m for m in global_cluster.members
+                       if target in (m.db_cluster_arn, m.db_cluster_identifier)), None)
+        if member is None:
+            raise RDSClientError("InvalidParameterValue", f"{target} is not a member of global cluster {global_id}")
+        if global_cluster.status != "available":
+            raise RDSClientError("InvalidGlobalClusterStateFault",
+                                 f"global cluster {global_id} is {global_cluster.status}")
+        writer = next((m for m in global_cluster.members if m.is_writer), None)
+        if member is writer:
+            raise RDSClientError("InvalidParameterValue", f"{target} is already the primary cluster")
+        if kind == "switchover" and writer is not None and ext.faults.region_down(writer.region):
+            raise RDSClientError("InvalidGlobalClusterStateFault",
+                                 f"switchover needs the primary cluster, and {writer.region} is unavailable; "
+                                 "use FailoverGlobalCluster with AllowDataLoss")
+        allow_loss = str(params.get("AllowDataLoss", "false")).lower() == "true"
+        if kind == "failover" and not allow_loss and str(params.get("Switchover", "false")).lower() != "true":
+            raise RDSClientError("InvalidParameterCombination", "set AllowDataLoss or Switchover")
+        global_cluster.status = "failing-over" if kind == "failover" else "switching-over"
+        global_cluster.failover_state = {
+            "Status": "pending", "FromDbClusterArn": writer.db_cluster_arn if writer else "",
+            "ToDbClusterArn": member.db_cluster_arn, "IsDataLossAllowed": allow_loss}
+
+        def promote() -> None:
+            if writer is not None:
+                writer.is_writer = False
+            member.is_writer = True
+            global_cluster.status = "available"
+            global_cluster.failover_state = None
+
+        threading.Timer(ext.settings.promotion_s, promote).start()
+        return ActionResult({"GlobalCluster": global_cluster})
+
+    RDSResponse.switchover_global_cluster = lambda self: switch(self, "switchover")
+    RDSResponse.failover_global_cluster = lambda self: switch(self, "failover")
+
+
+def _install_s3(ext: Extensions) -> None:
+    from moto.s3.models import FakeKey, S3Backend
+
+    if getattr(S3Backend.put_object, "_mlfleet", False):
+        return
+    original_put = S3Backend.put_object
+    original_headers = FakeKey.response_dict
+
+    def response_dict(self) -> dict:
+        headers = original_headers.fget(self)
+        status = getattr(self, "mlfleet_replication_status", None)
+        if status:
+            headers["x-amz-replication-status"] = status
+        return headers
+
+    def put_object(self, bucket_name: str, key_name: str, value: bytes, *args, **kwargs):
+        key = original_put(self, bucket_name, key_name, value, *args, **kwargs)
+        bucket = self.get_bucket(bucket_name)
+        rules = [r for r in (getattr(bucket, "replication", None) or {}).get("Rule", []) if r.get("Status") == "Enabled"]
+        destinations = [r["Destination"]["Bucket"].split(":::")[-1] for r in rules
+                        if key_name.startswith(_rule_prefix(r))]
+        if destinations:
+            key.mlfleet_replication_status = "PENDING"
+            _schedule(ext, self, bucket, key, destinations)
+        return key
+
+    put_object._mlfleet = True
+    S3Backend.put_object = put_object
+    FakeKey.response_dict = property(response_dict)
+
+
+def _rule_prefix(rule: dict) -> str:
+    filter_ = rule.get("Filter") or {}
+    return filter_.get("Prefix") or (filter_.get("And") or {}).get("Prefix") or rule.get("Prefix") or ""
+
+
+def _schedule(ext: Extensions, backend, bucket, key, destinations: list[str], delay: float | None = None) -> None:
+    def replicate() -> None:
+        if ext._stop.is_set():
+            return
+        held = any(key.name.startswith(p) for p in ext.settings.held_prefixes)
+        if held or ext.faults.region_down(bucket.region_name):
+            _schedule(ext, backend, bucket, key, destinations, delay=0.1)  # waits for the region to return
+            return
+        if backend.buckets.get(bucket.name) is not bucket:
+            return  # the sandbox was reset
+        for destination in destinations:
+            if destination not in backend.buckets:
+                key.mlfleet_replication_status = "FAILED"
+                return
+            copy = backend.put_object(destination, key.name, key.value, disable_notification=True)
+            copy.mlfleet_replication_status = "REPLICA"
+        key.mlfleet_replication_status = "COMPLETED"
+
+    timer = threading.Timer(ext.settings.replication_lag_s if delay is None else delay, replicate)
+    timer.daemon = True
+    timer.start()
+
+
+def _install_route53(ext: Extensions) -> None:
+    from moto.core.responses import ActionResult
+    from moto.route53.responses import Route53
+
+    def get_health_check_status(self) -> ActionResult:
+        check_id = self._get_param("HealthCheckId")
+        self.backend.get_health_check(check_id)
+        state = ext.health(check_id)
+        if state is None:
+            status, checked, ip = "Unknown: not probed yet", datetime.now(timezone.utc), "127.0.0.1"
+        else:
+            # Route 53's verdict after FailureThreshold consecutive results, as seen by one checker.
+            word = "Success" if state["healthy"] else "Failure"
+            status, checked, ip = f"{word}: {state['observed']}", state["checked"], state["ip"]
+        return ActionResult({"HealthCheckObservations": [
+            {"Region": "us-east-1", "IPAddress": ip, "StatusReport": {"Status": status, "CheckedTime": checked}}]})
+
+    Route53.get_health_check_status = get_health_check_status
