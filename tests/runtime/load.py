@@ -21,11 +21,11 @@ class LoadGenerator:
     """`clients` threads, each with a keep-alive connection, POSTing until stop() is called.
     Records every request it began: its status, or the exception if no response came."""
 
-    def __init__(self, url: str, model: str, clients: int):
+    def __init__(self, url: str, model: str, clients: int, rows: int = 1):
         self._host, port = url.removeprefix("http://").split(":")
         self._port = int(port)
         self._path = f"/v2/models/{model}/infer"
-        self._body, self._headers = binary_infer_body()
+        self._body, self._headers = binary_infer_body(rows)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.statuses: list[int] = []

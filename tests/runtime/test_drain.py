@@ -11,7 +11,8 @@ from runtime_helpers import request
 
 def test_sigterm_drains_queued_and_in_flight_requests(example_repo):
     runtime = RuntimeProcess(example_repo, extra_args=["--grace-period", "10", "--grpc-port", "0"]).start()
-    load = LoadGenerator(runtime.http_url, "mlp-large", clients=16).start()
+    # 16 clients x 8 rows = two full batches of the large model queued or running at any time
+    load = LoadGenerator(runtime.http_url, "mlp-large", clients=16, rows=8).start()
     try:
         time.sleep(1.0)
         load.stop_issuing()  # clients send nothing new from here on...
