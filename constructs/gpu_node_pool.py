@@ -1,0 +1,317 @@
+"""A pool of GPU nodes: an EKS managed node group on a launch template of mlfleet's making.
+
+- Only NVIDIA AMI types, and every node carries the `nvidia.com/gpu=<value>:NoSchedule` taint,
+  so only pods that ask for GPUs land on (and pay for) GPU nodes.
+- The launch template requires IMDSv2 and encrypts the root volume (gp3) with a KMS key. An Auto
+  Scaling group launches the nodes as its service-linked role, which a key policy naming only
+  the account does not let use the key: a KMS grant gives it exactly the EBS operations.
+- Capacity: on-demand, spot, on-demand capacity reservations (one reservation or a resource
+  group of them) or a Capacity Block; EFA interfaces in a cluster placement group.
+- Scale-from-zero: the cluster autoscaler cannot see a node that does not exist, so the node
+  group's Auto Scaling group carries node-template tags for its labels, its GPU taint and its
+  GPU count (EKS tags the group for auto-discovery itself).
+- Desired size belongs to the autoscaler and the DR runbooks after creation; Terraform ignores it.
+  A standby pool runs `warm_size` nodes; a failover raises it to `failover_size`. Both are
+  Terraform outputs, so the runbooks read them from the region's own state.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
+from cdktn_provider_aws.autoscaling_group_tag import AutoscalingGroupTagA, AutoscalingGroupTagTag
+from cdktn_provider_aws.eks_node_group import (
+    EksNodeGroup, EksNodeGroupLaunchTemplate, EksNodeGroupNodeRepairConfig, EksNodeGroupScalingConfig,
+    EksNodeGroupTaint, EksNodeGroupUpdateConfig)
+from cdktn_provider_aws.kms_grant import KmsGrant
+from cdktn_provider_aws.launch_template import (
+    LaunchTemplate, LaunchTemplateBlockDeviceMappings, LaunchTemplateBlockDeviceMappingsEbs,
+    LaunchTemplateCapacityReservationSpecification,
+    LaunchTemplateCapacityReservationSpecificationCapacityReservationTarget, LaunchTemplateInstanceMarketOptions,
+    LaunchTemplateMetadataOptions, LaunchTemplateNetworkInterfaces, LaunchTemplatePlacement,
+    LaunchTemplateTagSpecifications)
+from cdktn_provider_aws.placement_group import PlacementGroup
+from constructs import Construct
+
+from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
+from mlfleet.constructs.validation import require
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# AMI type -> the EBS devices it boots from. Bottlerocket keeps its OS and its data (images,
+# container storage) on two volumes; both are encrypted, the data volume gets the size.
+NVIDIA_AMI_DEVICES: dict[str, tuple[str, ...]] = {
+    "AL2023_x86_64_NVIDIA": ("/dev/xvda",),
+    "AL2023_ARM_64_NVIDIA": ("/dev/xvda",),
+    "BOTTLEROCKET_x86_64_NVIDIA": ("/dev/xvda", "/dev/xvdb"),
+    "BOTTLEROCKET_ARM_64_NVIDIA": ("/dev/xvda", "/dev/xvdb"),
+}
+CAPACITY_TYPES = ("ON_DEMAND", "SPOT", "CAPACITY_BLOCK")
+AUTOSCALER_PREFIX = "k8s.io/cluster-autoscaler"
+# The operations EC2 Auto Scaling needs on a customer key to launch instances with encrypted volumes.
+EBS_GRANT_OPERATIONS = ("CreateGrant", "Decrypt", "DescribeKey", "Encrypt", "GenerateDataKey",
+                        "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom", "ReEncryptTo")
+MAX_EFA_INTERFACES = 32  # p5.48xlarge: one per network card
+
+_NODE_GROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
+_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8,17}$")
+_RESOURCE_GROUP = re.compile(r"^arn:aws[a-z-]*:resource-groups:[a-z0-9-]+:\d{12}:group/[A-Za-z0-9_.-]+$")
+_KMS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/\S+$")
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReservationTarget:
+    """On-demand capacity the pool launches into: one reservation, or a resource group of them."""
+    capacity_reservation_ids: tuple[str, ...] = ()
+    """At most one: a launch template targets a single reservation (group several in a resource group)."""
+    resource_group_arn: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuNodePoolProps:
+    cluster_name: str
+    """The cluster's name; pass the cluster construct's `cluster_name` so the pool is created after it."""
+    node_role_arn: str
+    subnet_ids: tuple[str, ...]
+    name: str
+    """Node group name, unique in the cluster; also names the pool's outputs."""
+    account_id: str
+    instance_types: tuple[str, ...]
+    gpus_per_node: int
+    """GPUs on each node (the smallest of the instance types): the autoscaler's scale-from-zero template."""
+    max_size: int
+    min_size: int = 0
+    """Nodes the pool always runs when it serves (in a standby: once failed over)."""
+    ami_type: str = "AL2023_x86_64_NVIDIA"
+    capacity_type: Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"] = "ON_DEMAND"
+    reservation: ReservationTarget | None = None
+    """Capacity reservation to launch into (ON_DEMAND), or the Capacity Block (CAPACITY_BLOCK, required)."""
+    standby: bool = False
+    """A standby pool runs `warm_size` nodes until a failover scales it to `failover_size`."""
+    warm_size: int = 0
+    failover_size: int | None = None
+    """Standby: the size a failover scales to; default `min_size`."""
+    labels: dict[str, str] = field(default_factory=dict)
+    gpu_taint_value: str = "present"
+    efa_interfaces: int = 0
+    """EFA interfaces per node, one per network card (p5.48xlarge: 32, p4d.24xlarge: 4); 0: no EFA.
+    Every instance type of the pool needs that many network cards."""
+    security_group_ids: tuple[str, ...] = ()
+    """Node security groups (default: EKS's cluster security group). Required with EFA, whose
+    traffic needs a group that admits its own members, as the cluster security group does."""
+    kms_key_arn: str | None = None
+    """Key for the node volumes; default: a key created for the pool."""
+    volume_key_alias: str | None = None
+    """Alias of the created volume key; default `<cluster_name>-<name>-volumes`."""
+    root_volume_size_gib: int = 200
+    """Room for CUDA images and model caches (Bottlerocket: the data volume)."""
+    node_auto_repair: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class GpuNodePool(Construct):
+    """A tainted, IMDSv2-only, encrypted GPU node group (see module docstring)."""
+
+    def __init__(self, scope: Construct, id_: str, props: GpuNodePoolProps):
+        super().__init__(scope, id_)
+        _validate(self, props)
+        tags = dict(props.tags)
+        output_prefix = props.name.replace("-", "_")
+        qualified_name = f"{props.cluster_name}-{props.name}"
+        capacity_block = props.capacity_type == "CAPACITY_BLOCK"
+
+        self.warm_size = props.warm_size if props.standby else None
+        self.failover_size = (props.failover_size if props.failover_size is not None else props.min_size) \
+            if props.standby else None
+        self.scaling_minimum = props.warm_size if props.standby else props.min_size
+        """The size Terraform creates the pool at, and the in-service floor to alarm below."""
+
+        if props.kms_key_arn is not None:
+            self.key_arn = props.kms_key_arn
+        else:
+            self.key_arn = EncryptionKey(self, "volume-key", EncryptionKeyProps(
+                alias=props.volume_key_alias or f"{props.cluster_name}-{props.name}-volumes",
+                account_id=props.account_id, description=f"mlfleet GPU node volumes of {props.name}",
+                tags=tags)).key_arn
+        grant = KmsGrant(
+            self, "autoscaling-volume-grant", name=f"{props.name}-ebs", key_id=self.key_arn,
+            grantee_principal=(f"arn:aws:iam::{props.account_id}:role/aws-service-role/"
+                               "autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"),
+            operations=list(EBS_GRANT_OPERATIONS), retire_on_delete=True)
+
+        self.placement_group = None
+        if props.efa_interfaces:
+            self.placement_group = PlacementGroup(self, "placement-group", name=qualified_name, strategy="cluster",
+                                                  tags=tags or None)
+        devices = NVIDIA_AMI_DEVICES[props.ami_type]
+        reservation = props.reservation
+        instance_tags = {**tags, "Name": qualified_name, "mlfleet:pool": props.name}
+        self.launch_template = LaunchTemplate(
+            self, "launch-template", name=qualified_name, update_default_version=True,
+            description=f"mlfleet GPU pool {props.name}",
+            # Pods get AWS credentials from EKS Pod Identity, not from the node's instance
+            # profile: a hop limit of 1 keeps IMDS (and the node role) out of pods' reach;
+            # host-network agents such as the VPC CNI are on the node's hop and unaffected.
+            metadata_options=LaunchTemplateMetadataOptions(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
+                instance_metadata_tags="disabled"),
+            block_device_mappings=[LaunchTemplateBlockDeviceMappings(
+                device_name=device, ebs=LaunchTemplateBlockDeviceMappingsEbs(
+                    volume_type="gp3", encrypted="true", kms_key_id=self.key_arn, delete_on_termination="true",
+                    volume_size=props.root_volume_size_gib if device == devices[-1] else None))
+                for device in devices],
+            # A Capacity Block's instance type is fixed by the block; EKS wants it here, not on the group.
+            instance_type=props.instance_types[0] if capacity_block else None,
+            instance_market_options=LaunchTemplateInstanceMarketOptions(market_type="capacity-block")
+            if capacity_block else None,
+            capacity_reservation_specification=LaunchTemplateCapacityReservationSpecification(
+                capacity_reservation_target=LaunchTemplateCapacityReservationSpecificationCapacityReservationTarget(
+                    capacity_reservation_id=reservation.capacity_reservation_ids[0]
+                    if reservation.capacity_reservation_ids else None,
+                    capacity_reservation_resource_group_arn=reservation.resource_group_arn))
+            if reservation else None,
+            network_interfaces=[LaunchTemplateNetworkInterfaces(
+                device_index=0 if card == 0 else 1, network_card_index=card, interface_type="efa",
+                delete_on_termination="true", security_groups=list(props.security_group_ids))
+                for card in range(props.efa_interfaces)] or None,
+            vpc_security_group_ids=list(props.security_group_ids) if props.security_group_ids and not props.efa_interfaces
+            else None,
+            placement=LaunchTemplatePlacement(group_name=self.placement_group.name) if self.placement_group else None,
+            tag_specifications=[LaunchTemplateTagSpecifications(resource_type=kind, tags=instance_tags)
+                                for kind in ("instance", "volume", "network-interface")],
+            tags=tags or None)
+
+        template_tags = self._node_template_tags(props)
+        self.node_group = EksNodeGroup(
+            self, "node-group", cluster_name=props.cluster_name, node_group_name=props.name,
+            node_role_arn=props.node_role_arn, subnet_ids=list(props.subnet_ids), ami_type=props.ami_type,
+            capacity_type=props.capacity_type, instance_types=None if capacity_block else list(props.instance_types),
+            labels=dict(props.labels) or None,
+            taint=[EksNodeGroupTaint(key=GPU_RESOURCE, value=props.gpu_taint_value, effect="NO_SCHEDULE")],
+            launch_template=EksNodeGroupLaunchTemplate(id=self.launch_template.id,
+                                                       version=Token.as_string(self.launch_template.latest_version)),
+            scaling_config=EksNodeGroupScalingConfig(
+                min_size=self.scaling_minimum, desired_size=self.scaling_minimum, max_size=props.max_size),
+            # One GPU node at a time: a serving pool loses the least capacity during an update.
+            update_config=EksNodeGroupUpdateConfig(max_unavailable=1),
+            node_repair_config=EksNodeGroupNodeRepairConfig(enabled=props.node_auto_repair),
+            tags={**tags, f"{AUTOSCALER_PREFIX}/enabled": "true",
+                  f"{AUTOSCALER_PREFIX}/{props.cluster_name}": "owned", **template_tags},
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["scaling_config[0].desired_size"]),
+            depends_on=[grant])
+
+        self.node_group_name = props.name
+        self.node_group_arn = self.node_group.arn
+        self.autoscaling_group_name: str = self.node_group.resources.get(0).autoscaling_groups.get(0).name
+        """The node group's Auto Scaling group, as a reference (known once EKS created it)."""
+        # EKS does not copy node group tags to its Auto Scaling group, where the autoscaler reads them.
+        for key, value in template_tags.items():
+            AutoscalingGroupTagA(self, f"asg-tag-{re.sub(r'[^A-Za-z0-9-]', '-', key.split('/node-template/')[1])}",
+                                 autoscaling_group_name=self.autoscaling_group_name,
+                                 tag=AutoscalingGroupTagTag(key=key, value=value, propagate_at_launch=False))
+
+        outputs = [("node_group_name", self.node_group.node_group_name, "EKS node group of the pool")]
+        if props.standby:
+            outputs += [("warm_size", self.warm_size, "Nodes the standby pool keeps running before a failover"),
+                        ("failover_size", self.failover_size, "Nodes a failover scales the standby pool to")]
+        for suffix, value, description in outputs:
+            name = f"{output_prefix}_{suffix}"
+            TerraformOutput(self, name, value=value, description=description).override_logical_id(name)
+
+    @staticmethod
+    def _node_template_tags(props: GpuNodePoolProps) -> dict[str, str]:
+        template = f"{AUTOSCALER_PREFIX}/node-template"
+        tags = {f"{template}/label/{k}": v for k, v in sorted(props.labels.items())}
+        tags[f"{template}/taint/{GPU_RESOURCE}"] = f"{props.gpu_taint_value}:NoSchedule"
+        tags[f"{template}/resources/{GPU_RESOURCE}"] = str(props.gpus_per_node)
+        return tags
+
+
+def _validate(scope: Construct, p: GpuNodePoolProps) -> None:
+    require(bool(_NODE_GROUP_NAME.match(p.name)), scope, "name",
+            f"{p.name!r}: letters, digits, '-' and '_', starting with a letter or digit, at most 63 characters")
+    if not Token.is_unresolved(p.cluster_name):
+        require(bool(_CLUSTER_NAME.match(p.cluster_name)), scope, "cluster_name",
+                f"{p.cluster_name!r} is not an EKS cluster name")
+    require(bool(_ACCOUNT.match(p.account_id)), scope, "account_id", f"{p.account_id!r} is not a 12-digit AWS account id")
+    require(bool(p.subnet_ids), scope, "subnet_ids", "give at least one subnet")
+    require(p.ami_type in NVIDIA_AMI_DEVICES, scope, "ami_type",
+            f"{p.ami_type!r} is not an NVIDIA AMI type; use one of {', '.join(NVIDIA_AMI_DEVICES)}")
+    require(bool(p.instance_types), scope, "instance_types", "give at least one instance type")
+    for i, instance_type in enumerate(p.instance_types):
+        require(bool(_INSTANCE_TYPE.match(instance_type)), scope, f"instance_types[{i}]",
+                f"{instance_type!r} is not an EC2 instance type")
+    require(len(set(p.instance_types)) == len(p.instance_types), scope, "instance_types", "lists a type twice")
+    require(p.gpus_per_node >= 1, scope, "gpus_per_node", "a GPU node has at least one GPU")
+    _validate_sizes(scope, p)
+    _validate_capacity(scope, p)
+    for key, value in p.labels.items():
+        require(bool(_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
+        require(bool(_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+                f"{value!r} is not a Kubernetes label value (63 characters: letters, digits, '-', '_', '.')")
+    require(bool(p.gpu_taint_value) and bool(_LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
+            f"{p.gpu_taint_value!r} is not a taint value (63 characters: letters, digits, '-', '_', '.')")
+    require(16 <= p.root_volume_size_gib <= 16384, scope, "root_volume_size_gib", "must be 16 to 16384 GiB (gp3)")
+    if p.kms_key_arn is not None and not Token.is_unresolved(p.kms_key_arn):
+        require(bool(_KMS_KEY.match(p.kms_key_arn)), scope, "kms_key_arn", f"{p.kms_key_arn!r} is not a KMS key ARN")
+    require(p.kms_key_arn is None or p.volume_key_alias is None, scope, "volume_key_alias",
+            "names a key the pool would create, but kms_key_arn is given")
+    if p.kms_key_arn is None and p.volume_key_alias is None:
+        require(not Token.is_unresolved(p.cluster_name), scope, "volume_key_alias",
+                "needed to name the pool's volume key when cluster_name is a reference (or pass kms_key_arn)")
+
+
+def _validate_sizes(scope: Construct, p: GpuNodePoolProps) -> None:
+    require(p.max_size >= 1, scope, "max_size", "an EKS node group holds at least one node")
+    require(0 <= p.min_size <= p.max_size, scope, "min_size", f"{p.min_size} is not between 0 and max_size ({p.max_size})")
+    require(0 <= p.warm_size <= p.min_size, scope, "warm_size",
+            f"{p.warm_size} is not between 0 and min_size ({p.min_size})")
+    if p.failover_size is not None:
+        require(p.min_size <= p.failover_size <= p.max_size, scope, "failover_size",
+                f"{p.failover_size} is not between min_size ({p.min_size}) and max_size ({p.max_size}): a failover "
+                "restores at least the pool's serving minimum")
+
+
+def _validate_capacity(scope: Construct, p: GpuNodePoolProps) -> None:
+    require(p.capacity_type in CAPACITY_TYPES, scope, "capacity_type",
+            f"{p.capacity_type!r} is not one of {', '.join(CAPACITY_TYPES)}")
+    reservation = p.reservation
+    if reservation is not None:
+        require(p.capacity_type != "SPOT", scope, "reservation", "capacity reservations hold on-demand capacity, not spot")
+        ids, group = reservation.capacity_reservation_ids, reservation.resource_group_arn
+        require(bool(ids) != (group is not None), scope, "reservation",
+                "give capacity_reservation_ids or resource_group_arn, not both and not neither")
+        require(len(ids) <= 1, scope, "reservation.capacity_reservation_ids",
+                f"a launch template targets one reservation, got {len(ids)}; put them in a resource group "
+                "and give resource_group_arn")
+        for reservation_id in ids:
+            require(bool(_RESERVATION_ID.match(reservation_id)), scope, "reservation.capacity_reservation_ids",
+                    f"{reservation_id!r} is not a capacity reservation id (cr-…)")
+        if group is not None:
+            require(bool(_RESOURCE_GROUP.match(group)), scope, "reservation.resource_group_arn",
+                    f"{group!r} is not a resource group ARN")
+    if p.capacity_type == "CAPACITY_BLOCK":
+        require(reservation is not None and len(reservation.capacity_reservation_ids) == 1, scope, "reservation",
+                "a CAPACITY_BLOCK pool launches into its Capacity Block: give its reservation id")
+        require(len(p.instance_types) == 1, scope, "instance_types",
+                "a CAPACITY_BLOCK pool takes exactly one instance type, the block's")
+    require(0 <= p.efa_interfaces <= MAX_EFA_INTERFACES, scope, "efa_interfaces",
+            f"{p.efa_interfaces} is not between 0 and {MAX_EFA_INTERFACES}")
+    if p.efa_interfaces:
+        placement = "EFA nodes share a cluster placement group"
+        require(p.capacity_type != "CAPACITY_BLOCK", scope, "efa_interfaces",
+                f"conflicts with capacity_type CAPACITY_BLOCK: {placement}, and a Capacity Block's instances "
+                "are already placed by the block")
+        require(reservation is None, scope, "efa_interfaces",
+                f"conflicts with reservation: {placement}, which cannot launch into a reservation made outside it")
+        require(len(p.subnet_ids) == 1, scope, "subnet_ids",
+                f"{placement}, which lives in one AZ: give exactly one subnet")
+        require(bool(p.security_group_ids), scope, "security_group_ids",
+                "EFA interfaces need a security group that admits its own members (e.g. the cluster security group)")
