@@ -209,7 +209,8 @@ def _validate(scope: Construct, props: GpuClusterProps) -> None:
         require(props.public_access_reason is None, scope, "public_access_reason",
                 "given without endpoint_public_access_cidrs: the endpoint is private")
     require(props.log_retention_days in _LOG_RETENTION_DAYS, scope, "log_retention_days",
-            f"{props.log_retention_days} is not a CloudWatch Logs retention ({', '.join(map(str, _LOG_RETENTION_DAYS))})")
+            f"{props.log_retention_days} is not a CloudWatch Logs retention "
+            f"({', '.join(map(str, _LOG_RETENTION_DAYS))})")
     pairs: set[tuple[str, str]] = set()
     for i, entry in enumerate(props.access_entries):
         where = f"access_entries[{i}]"
@@ -221,7 +222,8 @@ def _validate(scope: Construct, props: GpuClusterProps) -> None:
         require(entry.scope in ("cluster", "namespace"), scope, f"{where}.scope",
                 f"{entry.scope!r} is not 'cluster' or 'namespace'")
         if entry.scope == "namespace":
-            require(bool(entry.namespaces), scope, f"{where}.namespaces", "a namespace-scoped entry lists its namespaces")
+            require(bool(entry.namespaces), scope, f"{where}.namespaces",
+                    "a namespace-scoped entry lists its namespaces")
         else:
             require(not entry.namespaces, scope, f"{where}.namespaces",
                     "a cluster-scoped entry covers every namespace; use scope 'namespace' to limit it")

@@ -181,8 +181,8 @@ class GpuNodePool(Construct):
                 device_index=0 if card == 0 else 1, network_card_index=card, interface_type="efa",
                 delete_on_termination="true", security_groups=list(props.security_group_ids))
                 for card in range(props.efa_interfaces)] or None,
-            vpc_security_group_ids=list(props.security_group_ids) if props.security_group_ids and not props.efa_interfaces
-            else None,
+            # With EFA the groups go on each interface: EC2 refuses them in both places.
+            vpc_security_group_ids=None if props.efa_interfaces else list(props.security_group_ids) or None,
             placement=LaunchTemplatePlacement(group_name=self.placement_group.name) if self.placement_group else None,
             tag_specifications=[LaunchTemplateTagSpecifications(resource_type=kind, tags=instance_tags)
                                 for kind in ("instance", "volume", "network-interface")],
@@ -240,7 +240,8 @@ def _validate(scope: Construct, p: GpuNodePoolProps) -> None:
     if not Token.is_unresolved(p.cluster_name):
         require(bool(_CLUSTER_NAME.match(p.cluster_name)), scope, "cluster_name",
                 f"{p.cluster_name!r} is not an EKS cluster name")
-    require(bool(_ACCOUNT.match(p.account_id)), scope, "account_id", f"{p.account_id!r} is not a 12-digit AWS account id")
+    require(bool(_ACCOUNT.match(p.account_id)), scope, "account_id",
+            f"{p.account_id!r} is not a 12-digit AWS account id")
     require(bool(p.subnet_ids), scope, "subnet_ids", "give at least one subnet")
     require(p.ami_type in NVIDIA_AMI_DEVICES, scope, "ami_type",
             f"{p.ami_type!r} is not an NVIDIA AMI type; use one of {', '.join(NVIDIA_AMI_DEVICES)}")
@@ -270,7 +271,8 @@ def _validate(scope: Construct, p: GpuNodePoolProps) -> None:
 
 def _validate_sizes(scope: Construct, p: GpuNodePoolProps) -> None:
     require(p.max_size >= 1, scope, "max_size", "an EKS node group holds at least one node")
-    require(0 <= p.min_size <= p.max_size, scope, "min_size", f"{p.min_size} is not between 0 and max_size ({p.max_size})")
+    require(0 <= p.min_size <= p.max_size, scope, "min_size",
+            f"{p.min_size} is not between 0 and max_size ({p.max_size})")
     require(0 <= p.warm_size <= p.min_size, scope, "warm_size",
             f"{p.warm_size} is not between 0 and min_size ({p.min_size})")
     if p.failover_size is not None:
@@ -284,7 +286,8 @@ def _validate_capacity(scope: Construct, p: GpuNodePoolProps) -> None:
             f"{p.capacity_type!r} is not one of {', '.join(CAPACITY_TYPES)}")
     reservation = p.reservation
     if reservation is not None:
-        require(p.capacity_type != "SPOT", scope, "reservation", "capacity reservations hold on-demand capacity, not spot")
+        require(p.capacity_type != "SPOT", scope, "reservation",
+                "capacity reservations hold on-demand capacity, not spot")
         ids, group = reservation.capacity_reservation_ids, reservation.resource_group_arn
         require(bool(ids) != (group is not None), scope, "reservation",
                 "give capacity_reservation_ids or resource_group_arn, not both and not neither")

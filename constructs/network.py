@@ -149,7 +149,8 @@ class Network(Construct):
                             tags=named(f"private-{zone}", {"kubernetes.io/role/internal-elb": "1"}))
             routes = RouteTable(self, f"private-{zone}-routes", vpc_id=self.vpc_id, tags=named(f"private-{zone}"))
             Route(self, f"private-{zone}-default-route", route_table_id=routes.id,
-                  destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat_ids[i if props.nat_gateways == "per_az" else 0])
+                  destination_cidr_block="0.0.0.0/0",
+                  nat_gateway_id=nat_ids[i if props.nat_gateways == "per_az" else 0])
             RouteTableAssociation(self, f"private-{zone}-routes-association", subnet_id=subnet.id,
                                   route_table_id=routes.id)
             private_subnets.append(subnet)
@@ -276,7 +277,8 @@ def _validate_created(scope: Construct, props: NetworkProps) -> str:
         require(bool(_NAME.match(flow.name_prefix)), scope, "flow_logs.name_prefix",
                 f"{flow.name_prefix!r}: letters, digits and '-', at most 48 (it names an IAM role)")
         require(flow.retention_days in _LOG_RETENTION_DAYS, scope, "flow_logs.retention_days",
-                f"{flow.retention_days} is not a CloudWatch Logs retention ({', '.join(map(str, _LOG_RETENTION_DAYS))})")
+                f"{flow.retention_days} is not a CloudWatch Logs retention "
+                f"({', '.join(map(str, _LOG_RETENTION_DAYS))})")
         require(flow.traffic_type in ("ACCEPT", "REJECT", "ALL"), scope, "flow_logs.traffic_type",
                 f"{flow.traffic_type!r} is not ACCEPT, REJECT or ALL")
     return regions.pop()

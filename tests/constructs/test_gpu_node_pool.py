@@ -216,3 +216,28 @@ def test_a_created_volume_key_needs_an_alias_when_the_cluster_name_is_a_referenc
 
     with pytest.raises(PropsError, match=r"volume_key_alias: needed to name the pool's volume key"):
         synth(build)
+
+
+def test_network_cluster_and_efa_pool_synthesize_identically_twice_and_pass_the_policy_pass(synth):
+    from mlfleet.constructs.gpu_cluster import GpuCluster, GpuClusterProps
+    from mlfleet.constructs.network import Network, NetworkProps
+
+    def build(stack):
+        network = Network(stack, "network", NetworkProps(cidr="10.20.0.0/16",
+                                                         availability_zones=("us-east-1a", "us-east-1b", "us-east-1c")))
+        cluster = GpuCluster(stack, "cluster", GpuClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
+                                                               subnet_ids=tuple(network.private_subnet_ids)))
+        GpuNodePool(stack, "pool", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
+                                         subnet_ids=tuple(network.private_subnet_ids[:1]), instance_types=("p5.48xlarge",),
+                                         gpus_per_node=8, efa_interfaces=32, security_group_ids=(cluster.security_group_id,),
+                                         kms_key_arn=cluster.key.key_arn))
+
+    first, second = synth(build), synth(build)
+    assert first == second
+    group = only_resource(first, "aws_eks_node_group")
+    assert group["subnet_ids"] == ["${aws_subnet.%s.id}" % n for n, s in resources(first, "aws_subnet").items()
+                                   if s["availability_zone"] == "us-east-1a" and s["tags"]["Name"].startswith("mlfleet-private")]
+    interfaces = only_resource(first, "aws_launch_template")["network_interfaces"]
+    assert interfaces[0]["security_groups"] == [
+        "${aws_eks_cluster.%s.vpc_config[0].cluster_security_group_id}" % next(iter(resources(first, "aws_eks_cluster")))]
+    assert [f for f in evaluate_terraform("test", first) if f.rule != "MLF006"] == []
