@@ -14,7 +14,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, field_validator, model_validator)
 
-from mlfleet.stacks.errors import ConfigError
+from mlfleet.stacks.errors import ConfigError, MlfleetError
 from mlfleet.stacks.offerings import GpuOfferings
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
@@ -119,7 +119,9 @@ class GpuPool(Model):
     min_size: int = Field(ge=0)
     warm_standby: int = Field(ge=0)
     max_size: int = Field(ge=1)
-    efa: bool = False
+    efa_interfaces: int = Field(
+        default=0, ge=0, le=32,
+        description="EFA interfaces per node, one per network card (p5.48xlarge: 32, p4d.24xlarge: 4); 0: no EFA")
     labels: dict[str, str] = Field(default_factory=dict)
     reservations: dict[str, Reservation] = Field(
         default_factory=dict, description="Capacity reservations by region name")
@@ -294,10 +296,10 @@ def _check_pools(env: Environment) -> None:
             if region_name not in region_names:
                 raise _FieldError(("gpu_pools", p, "reservations", region_name),
                                   f"{region_name} is not one of this environment's regions")
-        if pool.efa and pool.reservations:
-            raise _FieldError(("gpu_pools", p, "efa"),
+        if pool.efa_interfaces and pool.reservations:
+            raise _FieldError(("gpu_pools", p, "efa_interfaces"),
                               "EFA puts nodes in a cluster placement group, which cannot target "
-                              "capacity reservations; drop efa or reservations")
+                              "capacity reservations; drop EFA or the reservations")
         if pool.capacity_type == "CAPACITY_BLOCK":
             missing = sorted(region_names - set(pool.reservations))
             if missing:
@@ -375,7 +377,8 @@ def load_environment(name: str) -> Environment:
     """Load a shipped environment by name (stacks/environments/<name>.yaml)."""
     path = ENVIRONMENTS_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(name, [("--env", f"no environment {name!r}; known: {', '.join(environment_names())}")])
+        raise MlfleetError(f"no environment {name!r}; known: {', '.join(environment_names())} "
+                           "(or give a file with --config)")
     return load_environment_file(path)
 
 

@@ -75,8 +75,8 @@ INVALID = {
     "reservation for unknown region": (
         lambda d: d["gpu_pools"][0]["reservations"].update({"eu-west-1": {"capacity_reservation_ids": ["cr-0123456789abcdef0"]}}),
         "gpu_pools[0].reservations.eu-west-1: eu-west-1 is not one of this environment's regions"),
-    "efa with reservations": (lambda d: d["gpu_pools"][0].update(efa=True),
-                              "gpu_pools[0].efa: EFA puts nodes in a cluster placement group"),
+    "efa with reservations": (lambda d: d["gpu_pools"][0].update(efa_interfaces=2),
+                              "gpu_pools[0].efa_interfaces: EFA puts nodes in a cluster placement group"),
     "missing field": (lambda d: d.pop("serving"), "serving: Field required"),
 }
 

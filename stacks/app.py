@@ -1,0 +1,88 @@
+"""Synthesis: environments → one CDK app → one Terraform stack per environment × region.
+
+Everything is validated before anything is written: the environment model first, then the
+policy pass during synth into a temporary directory that replaces `outdir` only on success.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlfleet.stacks.config import Environment
+from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.node_runtime import use_project_node
+
+
+# The Terraform releases the synthesized stacks need: S3 native state locking arrived in
+# 1.10. The same value stands in cdktf.json for the CLI; a test keeps the two equal.
+TARGET_VERSIONS = {"terraform": ">=1.10.0", "opentofu": ">=1.10.0"}
+
+
+class PolicyViolation(MlfleetError):
+    exit_code = 3
+
+    def __init__(self, findings):
+        self.findings = findings
+        lines = [f"{len(findings)} policy finding(s) not acknowledged; nothing was written:"]
+        lines += [f"  {f.rule} [{f.severity}] {f.stack}: {f.path}: {f.message} (fix: {f.fix})" for f in findings]
+        lines.append("  To accept one knowingly, add it to the environment's acknowledgements with a reason.")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    outdir: Path
+    environments: list[Environment]
+    stacks: dict[str, dict]          # stack name → Terraform JSON
+    findings: list                   # every policy finding, acknowledged ones included
+
+
+def build_app(environments: list[Environment], outdir: Path, context: dict | None = None):
+    """The CDK app with every stack of `environments` and the policy aspect on each."""
+    use_project_node()
+    from cdktn import App, Aspects
+
+    from mlfleet.constructs.policy import ConfigAcknowledgement, PolicyAspect
+    from mlfleet.stacks.global_stack import GlobalStack
+    from mlfleet.stacks.regional_stack import RegionalStack
+
+    app = App(outdir=str(outdir), context={"targetVersions": TARGET_VERSIONS, **(context or {})},
+              stack_traces=False)
+    aspects = []
+    for env in environments:
+        acks = [ConfigAcknowledgement(a.rule, a.reason, a.resource) for a in env.acknowledgements]
+        stacks = [RegionalStack(app, env, region) for region in env.regions]
+        stacks.append(GlobalStack(app, env))
+        aspect = PolicyAspect(acks)
+        for stack in stacks:
+            Aspects.of(stack).add(aspect)
+        aspects.append(aspect)
+    return app, aspects
+
+
+def synthesize(environments: list[Environment], outdir: Path) -> SynthResult:
+    names = [e.name for e in environments]
+    if len(set(names)) != len(names):
+        raise MlfleetError(f"environment names must be unique, got {names}")
+    outdir = outdir.resolve()
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        app, aspects = build_app(environments, staging)
+        app.synth()
+        findings = [f for a in aspects for f in a.findings]
+        violations = [f for f in findings if f.acknowledged is None]
+        if violations:
+            raise PolicyViolation(violations)
+        stacks = {p.parent.name: json.loads(p.read_text())
+                  for p in sorted(staging.glob("stacks/*/cdk.tf.json"))}
+        if outdir.exists():
+            shutil.rmtree(outdir)
+        staging.rename(outdir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return SynthResult(outdir, environments, stacks, findings)

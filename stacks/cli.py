@@ -1,0 +1,127 @@
+"""The `mlfleet` command line.
+
+Subcommands of other parts (`serve` from the runtime, the DR runbooks and sandbox) register
+themselves here; each handler returns its exit code. A user mistake is one clear message on
+stderr and exit code 2 (or the error's own code), never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.node_runtime import use_project_node
+
+
+def _environments(args: argparse.Namespace):
+    from mlfleet.stacks.config import environment_names, load_environment, load_environment_file
+
+    if getattr(args, "config", None):
+        return [load_environment_file(Path(args.config))]
+    if getattr(args, "all", False):
+        return [load_environment(name) for name in environment_names()]
+    return [load_environment(args.env)]
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from mlfleet.stacks.app import synthesize
+    from mlfleet.stacks.summary import render_summary
+
+    envs = _environments(args)  # validated before the CDK is even imported
+    result = synthesize(envs, Path(args.outdir))
+    print(render_summary(result), end="")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from mlfleet.stacks.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _cmd_capacity_refresh(args: argparse.Namespace) -> int:
+    import boto3
+
+    from mlfleet.stacks.offerings import AWS_TABLE, refresh_aws_table
+
+    session = boto3.Session(profile_name=args.profile) if args.profile else boto3.Session()
+    source = args.source or "EC2 DescribeInstanceTypes and DescribeInstanceTypeOfferings via `mlfleet capacity refresh`"
+    table = refresh_aws_table(session, args.regions, source, Path(args.out) if args.out else AWS_TABLE)
+    print(f"{len(table['instance_types'])} GPU instance types in {len(table['regions'])} regions "
+          f"written to {args.out or 'the shipped table'} ({table['generated_at']})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mlfleet.dr.demo import run_demo
+    from mlfleet.stacks.app import synthesize
+    from mlfleet.stacks.config import environment_names, load_environment
+    from mlfleet.stacks.summary import render_summary
+
+    print("== 1. synthesize every example environment\n")
+    result = synthesize([load_environment(n) for n in environment_names()], Path(args.outdir))
+    print(render_summary(result))
+    print(f"== 2. region-outage drill on the {args.env} example, in the local sandbox\n")
+    sys.stdout.flush()
+    return run_demo(args.env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlfleet", description="Multi-region ML serving platforms: infrastructure, DR runbooks, runtime.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = sub.add_parser("synth", help="synthesize Terraform JSON for environments (one stack per region)")
+    which = synth.add_mutually_exclusive_group(required=True)
+    which.add_argument("--env", help="a shipped environment (stacks/environments/NAME.yaml)")
+    which.add_argument("--config", metavar="FILE", help="an environment file anywhere")
+    which.add_argument("--all", action="store_true", help="every shipped environment")
+    synth.add_argument("--outdir", default="cdktf.out", help="output directory (default: cdktf.out)")
+    synth.set_defaults(handler=_cmd_synth)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of environment files")
+    schema.set_defaults(handler=_cmd_schema)
+
+    capacity = sub.add_parser("capacity", help="GPU capacity data")
+    capacity_sub = capacity.add_subparsers(dest="capacity_command", required=True, metavar="ACTION")
+    refresh = capacity_sub.add_parser("refresh", help="rebuild the GPU offerings table from EC2")
+    refresh.add_argument("--regions", nargs="+", help="regions to query (default: all enabled)")
+    refresh.add_argument("--profile", help="AWS profile")
+    refresh.add_argument("--out", help="write here instead of the shipped table")
+    refresh.add_argument("--source", help="source text recorded in the table")
+    refresh.set_defaults(handler=_cmd_capacity_refresh)
+
+    demo = sub.add_parser("demo", help="synthesize the examples, then run a region-outage drill in the sandbox")
+    demo.add_argument("--env", default="prod", help="environment to drill (default: prod)")
+    demo.add_argument("--outdir", default="cdktf.out")
+    demo.set_defaults(handler=_cmd_demo)
+
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def _registrars():
+    from mlfleet.runtime.cli import register as register_runtime
+
+    return [register_runtime]
+
+
+def main(argv: list[str] | None = None) -> int:
+    use_project_node()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except MlfleetError as exc:
+        print(f"mlfleet: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mlfleet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

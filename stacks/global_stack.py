@@ -1,0 +1,38 @@
+"""`<env>-global`: what has no region of its own — Route 53 routing and health checks, and the
+Aurora global cluster the regional registry databases join."""
+from __future__ import annotations
+
+from cdktn import TerraformStack
+from constructs import Construct
+
+from mlfleet.constructs.failover_routing import FailoverRouting, FailoverRoutingProps, RegionalEndpoint
+from mlfleet.constructs.registry_database import RegistryGlobalCluster, RegistryGlobalClusterProps
+from mlfleet.stacks import naming
+from mlfleet.stacks.config import Environment
+from mlfleet.stacks.stack_base import configure_aws_stack
+
+
+def global_state_region(env: Environment) -> str:
+    """The global stack's state lives in the first standby: routing is what must still be
+    plannable when the primary region is down. A single-region environment has only one place."""
+    return env.standbys[0].name if env.standbys else env.primary.name
+
+
+class GlobalStack(TerraformStack):
+    def __init__(self, scope: Construct, env: Environment):
+        super().__init__(scope, naming.global_stack_name(env.name))
+        # The global cluster is created through the primary region's RDS endpoint; Route 53 is
+        # global whatever the provider's region.
+        configure_aws_stack(self, env, env.primary.name, state_region=global_state_region(env),
+                            state_name="global")
+        self.global_cluster = RegistryGlobalCluster(self, "registry", RegistryGlobalClusterProps(
+            global_cluster_identifier=naming.global_cluster_id(env.name),
+            engine_version=env.registry_database.engine_version))
+        serving = env.serving
+        self.routing = FailoverRouting(self, "routing", FailoverRoutingProps(
+            hosted_zone_id=serving.hosted_zone_id, record_name=serving.dns_name,
+            endpoints=tuple(RegionalEndpoint(region=r.name, hostname=env.endpoint(r), role=r.role)
+                            for r in env.regions),
+            policy=serving.routing, ttl=serving.record_ttl, health_path=serving.failover_health_path,
+            request_interval=serving.health_check_interval,
+            failure_threshold=serving.health_check_failure_threshold))

@@ -1,0 +1,173 @@
+"""Whole-environment checks on the synthesized JSON of every example environment: one stack
+per region plus a global one, failure domains kept apart, everything secure by default, and
+output that is reproducible on any machine."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mlfleet.stacks.app import synthesize
+from mlfleet.stacks.config import environment_names, load_environment
+
+REGION = re.compile(r"\b(?:us|eu|ap|sa|ca|me|af|il)-[a-z]+-\d\b")
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory):
+    """Every example environment, synthesized once for the session."""
+    envs = [load_environment(n) for n in environment_names()]
+    return synthesize(envs, tmp_path_factory.mktemp("synth") / "cdktf.out")
+
+
+def _res(tf: dict, rtype: str) -> dict:
+    return tf.get("resource", {}).get(rtype, {})
+
+
+def test_one_stack_per_region_plus_global(synthesized):
+    expected = {"dev-us-east-2", "dev-global",
+                "staging-us-east-1", "staging-us-west-2", "staging-global",
+                "prod-us-east-1", "prod-us-west-2", "prod-us-east-2", "prod-global"}
+    assert set(synthesized.stacks) == expected
+    for name in expected:
+        assert (synthesized.outdir / "stacks" / name / "cdk.tf.json").is_file()
+
+
+def test_regional_stacks_keep_to_their_region(synthesized):
+    for name, tf in synthesized.stacks.items():
+        assert "terraform_remote_state" not in json.dumps(tf.get("data", {})), name
+        if name.endswith("-global"):
+            continue
+        region = name.split("-", 1)[1]
+        backend = tf["terraform"]["backend"]["s3"]
+        assert backend["region"] == region and backend["bucket"].endswith(region)
+        assert backend["encrypt"] is True and backend["use_lockfile"] is True
+        assert [p["region"] for p in tf["provider"]["aws"]] == [region]
+        # Other regions appear only as deterministic names (replica buckets and their key
+        # aliases on the primary), never as resources or state of another region.
+        for rtype, items in tf["resource"].items():
+            for rid, body in items.items():
+                for other in set(REGION.findall(json.dumps(body))) - {region}:
+                    assert rtype in {"aws_s3_bucket_replication_configuration", "aws_iam_role_policy",
+                                     "aws_cloudwatch_metric_alarm"}, (name, rtype, rid, other)
+
+
+def test_global_state_survives_the_primary(synthesized):
+    prod = synthesized.stacks["prod-global"]["terraform"]["backend"]["s3"]
+    assert prod["region"] == "us-west-2"  # the first standby, not the primary us-east-1
+    assert synthesized.stacks["dev-global"]["terraform"]["backend"]["s3"]["region"] == "us-east-2"
+
+
+def test_every_bucket_encrypted_and_private(synthesized):
+    for name, tf in synthesized.stacks.items():
+        buckets = _res(tf, "aws_s3_bucket")
+        encryption = _res(tf, "aws_s3_bucket_server_side_encryption_configuration")
+        blocks = _res(tf, "aws_s3_bucket_public_access_block")
+        for bid in buckets:
+            ref = f"${{aws_s3_bucket.{bid}.id}}"
+            enc = [e for e in encryption.values() if e["bucket"] == ref]
+            assert enc and enc[0]["rule"][0]["apply_server_side_encryption_by_default"]["sse_algorithm"] == "aws:kms", name
+            pab = [b for b in blocks.values() if b["bucket"] == ref]
+            assert pab and all(pab[0][k] is True for k in ("block_public_acls", "block_public_policy",
+                                                          "ignore_public_acls", "restrict_public_buckets"))
+            assert buckets[bid].get("force_destroy") in (None, False)
+
+
+def test_every_database_protected(synthesized):
+    clusters = [(n, c) for n, tf in synthesized.stacks.items() for c in _res(tf, "aws_rds_cluster").values()]
+    assert len(clusters) == 6  # one per region
+    for name, cluster in clusters:
+        assert cluster["deletion_protection"] is True and cluster["storage_encrypted"] is True, name
+        assert cluster["kms_key_id"] and cluster["backup_retention_period"] >= 7
+        assert cluster["skip_final_snapshot"] is False
+    for tf in synthesized.stacks.values():
+        for instance in _res(tf, "aws_rds_cluster_instance").values():
+            assert instance["publicly_accessible"] is False
+
+
+def test_every_gpu_pool_tainted_and_standbys_warm(synthesized):
+    prod = load_environment("prod")
+    pools = {p.name: p for p in prod.gpu_pools}
+    for name, tf in synthesized.stacks.items():
+        for group in _res(tf, "aws_eks_node_group").values():
+            taints = group["taint"]
+            assert {"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}.items() <= taints[0].items(), name
+            assert group["ami_type"] in ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
+    for region in prod.regions:
+        tf = synthesized.stacks[f"prod-{region.name}"]
+        for group in _res(tf, "aws_eks_node_group").values():
+            pool = pools[group["node_group_name"].removesuffix("-gpu")]
+            scaling = group["scaling_config"]
+            expected = pool.min_size if region.role == "primary" else pool.warm_standby
+            assert scaling["desired_size"] == expected and scaling["max_size"] == pool.max_size
+
+
+def test_primary_replicates_to_every_standby_with_rtc(synthesized):
+    tf = synthesized.stacks["prod-us-east-1"]
+    (config,) = _res(tf, "aws_s3_bucket_replication_configuration").values()
+    destinations = {r["destination"]["bucket"]: r for r in config["rule"]}
+    assert set(destinations) == {"arn:aws:s3:::mlfleet-prod-333333333333-us-west-2",
+                                 "arn:aws:s3:::mlfleet-prod-333333333333-us-east-2"}
+    for rule in destinations.values():
+        assert rule["destination"]["replication_time"]["status"] == "Enabled"
+        assert rule["destination"]["metrics"]["status"] == "Enabled"
+        assert rule["delete_marker_replication"]["status"] == "Enabled"
+    for standby in ("prod-us-west-2", "prod-us-east-2"):
+        assert not _res(synthesized.stacks[standby], "aws_s3_bucket_replication_configuration")
+
+
+def test_routing_probes_each_region(synthesized):
+    tf = synthesized.stacks["prod-global"]
+    checks = _res(tf, "aws_route53_health_check")
+    assert {c["fqdn"] for c in checks.values()} == {
+        "us-east-1.models.example.com", "us-west-2.models.example.com", "us-east-2.models.example.com"}
+    for check in checks.values():
+        assert check["type"] == "HTTPS_STR_MATCH" and check["request_interval"] == 10
+        assert check["resource_path"] == "/v2/health/failover"
+    assert len(_res(tf, "aws_rds_global_cluster")) == 1
+
+
+def test_output_is_reproducible(synthesized, tmp_path):
+    text = "".join(p.read_text() for p in sorted(synthesized.outdir.rglob("*.json")))
+    assert str(synthesized.outdir) not in text and str(Path.home()) not in text
+    assert not re.search(r"20\d\d-\d\d-\d\dT\d\d:\d\d", text), "no timestamps"
+    again = synthesize([load_environment("dev")], tmp_path / "again")
+    for name in ("dev-us-east-2", "dev-global"):
+        first = (synthesized.outdir / "stacks" / name / "cdk.tf.json").read_text()
+        assert (again.outdir / "stacks" / name / "cdk.tf.json").read_text() == first
+
+
+def test_unacknowledged_finding_fails_synth_and_writes_nothing(tmp_path, monkeypatch):
+    from cdktn_provider_aws.s3_bucket import S3Bucket
+
+    from mlfleet.stacks import app as app_module
+    from mlfleet.stacks import regional_stack
+
+    original = regional_stack.RegionalStack.__init__
+
+    def with_scratch_bucket(self, scope, env, region):
+        original(self, scope, env, region)
+        S3Bucket(self, "scratch", bucket=f"scratch-{region.name}")  # unencrypted, not private
+
+    monkeypatch.setattr(regional_stack.RegionalStack, "__init__", with_scratch_bucket)
+    outdir = tmp_path / "cdktf.out"
+    with pytest.raises(app_module.PolicyViolation) as info:
+        synthesize([load_environment("dev")], outdir)
+    rules = {(f.rule, f.path) for f in info.value.findings}
+    assert rules == {("MLF001", "dev-us-east-2/scratch"), ("MLF002", "dev-us-east-2/scratch")}
+    assert not outdir.exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_synth_prints_a_summary_per_stack(tmp_path, capsys):
+    from mlfleet.stacks.cli import main
+
+    assert main(["synth", "--env", "prod", "--outdir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "Synthesized 4 stacks" in out
+    assert "prod-us-east-1" in out and "prod-global" in out
+    assert re.search(r"gpu pool inference-gpu: g6e\.2xlarge/g6e\.4xlarge on_demand, 1 GPU/node, nodes min 4 desired 4 max 16", out)
+    assert re.search(r"gpu pool inference-gpu: .* min 2 desired 2 max 16", out)  # a warm standby
+    assert "bucket mlfleet-prod-333333333333-us-west-2" in out
+    assert "database mlfleet-prod-registry (global)" in out
