@@ -127,7 +127,11 @@ async def drive(port: int, request: bytes, concurrency: int, duration_s: float, 
     async def client(connection: _Connection):
         nonlocal errors
         while (started := time.perf_counter()) < stop_at:
-            status = await connection.roundtrip(request)
+            try:
+                status = await connection.roundtrip(request)
+            except ConnectionError:  # the server gave up on this connection: count it, stop this client
+                errors += 1
+                return
             if status != 200:
                 errors += 1
             elif started >= measuring_from:

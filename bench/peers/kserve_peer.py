@@ -23,7 +23,7 @@ class TorchScriptModel(kserve.Model):
         output = InferOutput(name="OUTPUT__0", shape=list(result.shape), datatype="FP32")
         output.set_data_from_numpy(result, binary_data=payload.inputs[0].parameters is not None
                                    and "binary_data_size" in (payload.inputs[0].parameters or {}))
-        return InferResponse(model_name=name, infer_outputs=[output], response_id=payload.id)
+        return InferResponse(model_name=name, infer_outputs=[output], response_id=payload.id or "bench")
 
 
 kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_docs_url=False).start([TorchScriptModel()])
