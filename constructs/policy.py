@@ -77,25 +77,35 @@ class ConfigAcknowledgement:
 
 @jsii.implements(IAspect)
 class PolicyAspect:
-    """Records the rule pack's findings for every stack it visits (see module docstring)."""
+    """Puts every stack it visits under the rule pack (see module docstring).
+
+    References between resources resolve only in a stack's synthesized JSON, so the rules
+    run there: after synth, `evaluate(stack_name, terraform_json)` returns the stack's
+    findings with their acknowledgements and records them in `findings`.
+    """
 
     def __init__(self, acknowledgements: Iterable[ConfigAcknowledgement] = ()):
         self._config_acks = list(acknowledgements)
+        self._stacks: dict[str, TerraformStack] = {}
         self.findings: list[Finding] = []
 
     def visit(self, node: IConstruct) -> None:
         if isinstance(node, TerraformStack):
-            self.findings.extend(self.evaluate(node))
+            self._stacks[node.node.id] = node
 
-    def evaluate(self, stack: TerraformStack) -> list[Finding]:
-        constructs_by_path = {c.node.path: c for c in stack.node.find_all()}
-        results = []
-        for finding in evaluate_terraform(stack.node.id, stack.to_terraform()):
-            reason = self._acknowledgement(finding, constructs_by_path.get(finding.path))
-            results.append(Finding(**{**finding.__dict__, "acknowledged": reason}))
+    @property
+    def stack_names(self) -> list[str]:
+        return list(self._stacks)
+
+    def evaluate(self, stack_name: str, tf: dict) -> list[Finding]:
+        stack = self._stacks[stack_name]
+        results = [Finding(**{**f.__dict__, "acknowledged": self._acknowledgement(stack, f)})
+                   for f in evaluate_terraform(stack_name, tf)]
+        self.findings.extend(results)
         return results
 
-    def _acknowledgement(self, finding: Finding, construct: IConstruct | None) -> str | None:
+    def _acknowledgement(self, stack: TerraformStack, finding: Finding) -> str | None:
+        construct = _find(stack, finding.path)
         if construct is not None:
             found = acknowledgements_for(construct, finding.rule)
             if found:
@@ -108,6 +118,16 @@ class PolicyAspect:
     @property
     def violations(self) -> list[Finding]:
         return [f for f in self.findings if f.acknowledged is None]
+
+
+def _find(stack: TerraformStack, path: str) -> IConstruct | None:
+    """The construct at `path` (`<stack>/<id>/<id>…`), or None (e.g. a provider block)."""
+    node: IConstruct = stack
+    for part in path.split("/")[1:]:
+        node = node.node.try_find_child(part)
+        if node is None:
+            return None
+    return node
 
 
 # --- the rule pack, on resolved Terraform JSON --------------------------------------------

@@ -73,12 +73,13 @@ def synthesize(environments: list[Environment], outdir: Path) -> SynthResult:
     try:
         app, aspects = build_app(environments, staging)
         app.synth()
-        findings = [f for a in aspects for f in a.findings]
+        stacks = {p.parent.name: json.loads(p.read_text())
+                  for p in sorted(staging.glob("stacks/*/cdk.tf.json"))}
+        findings = [f for aspect in aspects for name in aspect.stack_names
+                    for f in aspect.evaluate(name, stacks[name])]
         violations = [f for f in findings if f.acknowledged is None]
         if violations:
             raise PolicyViolation(violations)
-        stacks = {p.parent.name: json.loads(p.read_text())
-                  for p in sorted(staging.glob("stacks/*/cdk.tf.json"))}
         if outdir.exists():
             shutil.rmtree(outdir)
         staging.rename(outdir)
