@@ -99,13 +99,16 @@ class Region(Model):
 
 
 class Reservation(Model):
-    capacity_reservation_ids: list[Annotated[str, Field(pattern=r"^cr-[0-9a-f]{8,17}$")]] = Field(default_factory=list)
-    resource_group_arn: str | None = None
+    """Where a pool's nodes launch into reserved capacity: one capacity reservation (or
+    Capacity Block), or a resource group of reservations when there are several."""
+    capacity_reservation_id: str | None = Field(default=None, pattern=r"^cr-[0-9a-f]{8,17}$")
+    resource_group_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:resource-groups:[a-z0-9-]+:\d{12}:group/[A-Za-z0-9_.-]+$")
 
     @model_validator(mode="after")
-    def _not_empty(self) -> Reservation:
-        if not self.capacity_reservation_ids and self.resource_group_arn is None:
-            raise ValueError("give capacity_reservation_ids or resource_group_arn")
+    def _exactly_one(self) -> Reservation:
+        if (self.capacity_reservation_id is None) == (self.resource_group_arn is None):
+            raise ValueError("give capacity_reservation_id or resource_group_arn (one of them)")
         return self
 
 

@@ -38,9 +38,14 @@ class RegionalStack(TerraformStack):
         self.pools = []
         for pool in env.gpu_pools:
             reservation = pool.reservations.get(region.name)
+            subnets = tuple(self.network.private_subnet_ids)
             self.pools.append(GpuNodePool(self, f"pool-{pool.name}", GpuNodePoolProps(
                 cluster_name=self.cluster.cluster_name, node_role_arn=self.cluster.node_role_arn,
-                subnet_ids=tuple(self.network.private_subnet_ids), name=naming.node_group_name(pool.name),
+                # EFA's cluster placement group lives in one AZ, and its traffic needs a
+                # security group that admits its own members (the cluster's does).
+                subnet_ids=subnets[:1] if pool.efa_interfaces else subnets,
+                security_group_ids=(self.cluster.security_group_id,) if pool.efa_interfaces else (),
+                name=naming.node_group_name(pool.name),
                 instance_types=tuple(pool.instance_types), ami_type=pool.ami_type,
                 capacity_type=pool.capacity_type,
                 gpus_per_node=min(offerings.gpus(t) for t in pool.instance_types),
@@ -48,7 +53,8 @@ class RegionalStack(TerraformStack):
                 standby=not primary, warm_size=pool.warm_standby, failover_size=pool.min_size,
                 labels=dict(pool.labels), efa_interfaces=pool.efa_interfaces, account_id=account,
                 reservation=ReservationTarget(
-                    capacity_reservation_ids=tuple(reservation.capacity_reservation_ids),
+                    capacity_reservation_ids=(reservation.capacity_reservation_id,)
+                    if reservation.capacity_reservation_id else (),
                     resource_group_arn=reservation.resource_group_arn) if reservation else None,
                 kms_key_arn=self.cluster.key.key_arn)))
 

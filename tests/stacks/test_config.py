@@ -73,11 +73,15 @@ INVALID = {
                     "regions[0].network.cidr: 8.8.0.0/16 is not a private range"),
     "missing tags": (lambda d: d["tags"].pop("owner"), "tags: required tags missing: owner"),
     "reservation for unknown region": (
-        lambda d: d["gpu_pools"][0]["reservations"].update({"eu-west-1": {"capacity_reservation_ids": ["cr-0123456789abcdef0"]}}),
+        lambda d: d["gpu_pools"][0]["reservations"].update({"eu-west-1": {"capacity_reservation_id": "cr-0123456789abcdef0"}}),
         "gpu_pools[0].reservations.eu-west-1: eu-west-1 is not one of this environment's regions"),
     "efa with reservations": (lambda d: d["gpu_pools"][0].update(efa_interfaces=2),
                               "gpu_pools[0].efa_interfaces: EFA puts nodes in a cluster placement group"),
     "missing field": (lambda d: d.pop("serving"), "serving: Field required"),
+    "reservation with both targets": (
+        lambda d: d["gpu_pools"][0]["reservations"]["us-east-1"].update(
+            resource_group_arn="arn:aws:resource-groups:us-east-1:333333333333:group/gpu"),
+        "gpu_pools[0].reservations.us-east-1: give capacity_reservation_id or resource_group_arn (one of them)"),
 }
 
 

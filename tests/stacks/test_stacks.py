@@ -171,3 +171,24 @@ def test_cli_synth_prints_a_summary_per_stack(tmp_path, capsys):
     assert re.search(r"gpu pool inference-gpu: .* min 2 desired 2 max 16", out)  # a warm standby
     assert "bucket mlfleet-prod-333333333333-us-west-2" in out
     assert "database mlfleet-prod-registry (global)" in out
+
+
+def test_efa_pool_gets_one_zone_a_placement_group_and_the_cluster_security_group(tmp_path):
+    import yaml
+
+    from mlfleet.stacks.config import ENVIRONMENTS_DIR, parse_environment
+
+    data = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
+    data["gpu_pools"].append({"name": "training", "instance_types": ["p5.48xlarge"], "min_size": 0,
+                              "warm_standby": 0, "max_size": 2, "efa_interfaces": 32})
+    result = synthesize([parse_environment(data, "dev+efa")], tmp_path / "out")
+    tf = result.stacks["dev-us-east-2"]
+    group = next(g for g in _res(tf, "aws_eks_node_group").values() if g["node_group_name"] == "training-gpu")
+    assert len(group["subnet_ids"]) == 1
+    (placement,) = _res(tf, "aws_placement_group").values()
+    assert placement["strategy"] == "cluster"
+    template = next(t for t in _res(tf, "aws_launch_template").values() if "training" in t["name"])
+    interfaces = template["network_interfaces"]
+    assert len(interfaces) == 32 and {i["interface_type"] for i in interfaces} == {"efa"}
+    assert all(len(i["security_groups"]) == 1 and "cluster_security_group_id" in i["security_groups"][0]
+               for i in interfaces)
