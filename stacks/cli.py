@@ -35,6 +35,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from mlfleet.stacks import naming
+    from mlfleet.stacks.app import synthesize
+    from mlfleet.stacks.deploy import deploy_stack
+
+    env = _environments(args)[0]
+    regions = [r.name for r in env.regions]
+    if args.region != "global" and args.region not in regions:
+        raise MlfleetError(f"environment {env.name} has no region {args.region!r}; "
+                           f"choose one of {', '.join(regions + ['global'])}")
+    stack = (naming.global_stack_name(env.name) if args.region == "global"
+             else naming.stack_name(env.name, args.region))
+    result = synthesize([env], Path(args.outdir))
+    deploy_stack(result.outdir / "stacks" / stack, stack, plan_only=args.plan, auto_approve=args.auto_approve)
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from mlfleet.stacks.config import json_schema
 
@@ -81,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every shipped environment")
     synth.add_argument("--outdir", default="cdktf.out", help="output directory (default: cdktf.out)")
     synth.set_defaults(handler=_cmd_synth)
+
+    deploy = sub.add_parser("deploy", help="synthesize, then terraform init + apply one region's stack")
+    which = deploy.add_mutually_exclusive_group(required=True)
+    which.add_argument("--env", help="a shipped environment")
+    which.add_argument("--config", metavar="FILE", help="an environment file anywhere")
+    deploy.add_argument("--region", required=True, help="a region of the environment, or 'global'")
+    deploy.add_argument("--plan", action="store_true", help="terraform plan only")
+    deploy.add_argument("--auto-approve", action="store_true", help="apply without asking")
+    deploy.add_argument("--outdir", default="cdktf.out")
+    deploy.set_defaults(handler=_cmd_deploy)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of environment files")
     schema.set_defaults(handler=_cmd_schema)
