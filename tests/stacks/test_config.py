@@ -134,3 +134,12 @@ def test_schema_matches_the_model_and_documents_fields(capsys):
     assert printed == json_schema()
     assert set(printed["required"]) >= {"name", "aws", "regions", "gpu_pools", "serving", "targets"}
     assert printed["$defs"]["GpuPool"]["additionalProperties"] is False
+
+
+def test_shipped_schema_file_is_current():
+    """Editors validate environment files against stacks/environment.schema.json; regenerate
+    it with `mlfleet schema > stacks/environment.schema.json` when the model changes."""
+    import json
+
+    shipped = json.loads((ENVIRONMENTS_DIR.parent / "environment.schema.json").read_text())
+    assert shipped == json_schema()
