@@ -12,6 +12,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from runtime_helpers import reference_forward, request, request_json
+from runtime_helpers import example_repo, runtime  # noqa: F401 - fixtures
 
 RNG = np.random.default_rng(3)
 

@@ -7,6 +7,7 @@ import time
 from load import LoadGenerator
 from mlfleet.runtime.process import RuntimeProcess
 from runtime_helpers import request
+from runtime_helpers import example_repo  # noqa: F401 - fixtures
 
 
 def test_sigterm_drains_queued_and_in_flight_requests(example_repo):

@@ -8,6 +8,7 @@ import pytest
 from load import LoadGenerator
 from mlfleet.runtime.process import RuntimeProcess
 from runtime_helpers import request, request_json
+from runtime_helpers import example_repo, runtime  # noqa: F401 - fixtures
 
 
 def test_health_endpoints_stay_fast_while_inference_saturates(runtime):

@@ -7,6 +7,7 @@ import numpy as np
 import tritonclient.http as httpclient
 
 from runtime_helpers import request, request_json
+from runtime_helpers import example_repo, runtime  # noqa: F401 - fixtures
 
 TRITON_NAMES = ["nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
                 "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",

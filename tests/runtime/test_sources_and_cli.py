@@ -17,6 +17,7 @@ from mlfleet.runtime.cli import register
 from mlfleet.runtime.manifest import ManifestError, Manifest
 from mlfleet.runtime.process import RuntimeProcess, free_port
 from runtime_helpers import reference_forward, request_json
+from runtime_helpers import example_repo  # noqa: F401 - fixtures
 
 BUCKET = "models-eu-west-1"
 
