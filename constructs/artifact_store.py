@@ -16,7 +16,6 @@ destination bucket's key, so the replicas never depend on the primary's key mate
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -57,12 +56,12 @@ from cdktn_provider_aws.s3_bucket_versioning import (
 from constructs import Construct
 
 from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps, alias_arn
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.iam_policy import policy_document
+from mlfleet.constructs.validation import REGION, require
 
 # S3 Replication Time Control's commitment, and the threshold its metrics report against.
 RTC_MINUTES = 15
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 
 
@@ -138,7 +137,7 @@ class ArtifactStore(Construct):
                     S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
                         sse_algorithm="aws:kms", kms_master_key_id=self.key.key_arn)))])
         S3BucketPolicy(self, "policy", bucket=bucket_id,
-                       policy=_document(_tls_only_statements(self.bucket_arn)))
+                       policy=policy_document(_tls_only_statements(self.bucket_arn)))
         S3BucketLifecycleConfiguration(
             self, "lifecycle", bucket=bucket_id, depends_on=[versioning], rule=[S3BucketLifecycleConfigurationRule(
                 id="expire-noncurrent-versions", status="Enabled",
@@ -172,13 +171,13 @@ class ArtifactStore(Construct):
         role_name = props.replication_role_name or f"{props.bucket_name}-replication"
         self.replication_role = IamRole(
             self, "replication-role", name=role_name, description=f"S3 replication from {props.bucket_name}",
-            assume_role_policy=_document([{
+            assume_role_policy=policy_document([{
                 "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole",
                 "Condition": {"StringEquals": {"aws:SourceAccount": props.account_id},
                               "ArnLike": {"aws:SourceArn": self.bucket_arn}}}]),
             tags=props.tags or None)
         IamRolePolicy(self, "replication-policy", name="replicate-artifacts", role=self.replication_role.id,
-                      policy=_document(_replication_statements(props, self.bucket_arn, self.key.key_arn)))
+                      policy=policy_document(_replication_statements(props, self.bucket_arn, self.key.key_arn)))
 
         rules = []
         for priority, target in enumerate(props.replicate_to):
@@ -214,7 +213,7 @@ class ArtifactStore(Construct):
 def _validate(scope: Construct, props: ArtifactStoreProps) -> None:
     require(bool(_BUCKET_NAME.match(props.bucket_name)) and ".." not in props.bucket_name, scope,
             "bucket_name", f"{props.bucket_name!r} is not a valid S3 bucket name")
-    require(bool(_REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
+    require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
     require(props.role in ("primary", "standby"), scope, "role", f"{props.role!r} is not 'primary' or 'standby'")
     require(not (props.replicate_to and props.role != "primary"), scope, "replicate_to",
             "only the primary replicates; a standby receives replicas")
@@ -225,7 +224,7 @@ def _validate(scope: Construct, props: ArtifactStoreProps) -> None:
     seen: set[str] = set()
     for i, target in enumerate(props.replicate_to):
         where = f"replicate_to[{i}]"
-        require(bool(_REGION.match(target.region)), scope, f"{where}.region",
+        require(bool(REGION.match(target.region)), scope, f"{where}.region",
                 f"{target.region!r} is not an AWS region name")
         require(target.region != props.region, scope, f"{where}.region",
                 f"{target.region} is this bucket's own region")
@@ -291,6 +290,3 @@ def _replication_statements(props: ArtifactStoreProps, bucket_arn: str, key_arn:
                       "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/{props.key_alias}"}},
     } for t in destinations]
 
-
-def _document(statements: list[dict]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)

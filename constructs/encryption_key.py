@@ -15,7 +15,7 @@ from cdktn_provider_aws.kms_key import KmsKey
 from cdktn_provider_aws.kms_replica_key import KmsReplicaKey
 from constructs import Construct
 
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import ACCOUNT_ID, require
 
 _ALIAS = re.compile(r"^[a-zA-Z0-9/_-]{1,250}$")
 
@@ -48,7 +48,7 @@ class EncryptionKey(Construct):
         super().__init__(scope, id_)
         require(bool(_ALIAS.match(props.alias)) and not props.alias.startswith("aws/"), self,
                 "alias", f"{props.alias!r} is not a valid customer key alias")
-        require(re.fullmatch(r"\d{12}", props.account_id) is not None, self, "account_id",
+        require(ACCOUNT_ID.match(props.account_id) is not None, self, "account_id",
                 f"{props.account_id!r} is not a 12-digit AWS account id")
         require(7 <= props.deletion_window_days <= 30, self, "deletion_window_days",
                 "must be between 7 and 30 days")

@@ -25,12 +25,11 @@ from cdktn_provider_aws.route53_record import (Route53Record, Route53RecordAlias
                                                Route53RecordWeightedRoutingPolicy)
 from constructs import Construct
 
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import REGION, require
 
 FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
 """What the runtime's failover-health body contains when the region may take traffic."""
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ZONE_ID = re.compile(r"^Z[A-Z0-9]{4,32}$")
 
 
@@ -147,7 +146,7 @@ def _validate(scope: Construct, props: FailoverRoutingProps) -> None:
     hostnames: dict[str, int] = {}
     for i, endpoint in enumerate(props.endpoints):
         where = f"endpoints[{i}]"
-        require(bool(_REGION.match(endpoint.region)), scope, f"{where}.region",
+        require(bool(REGION.match(endpoint.region)), scope, f"{where}.region",
                 f"{endpoint.region!r} is not an AWS region name")
         require(endpoint.region not in regions, scope, f"{where}.region",
                 f"{endpoint.region} is already endpoints[{regions.get(endpoint.region)}]")

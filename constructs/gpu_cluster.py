@@ -10,7 +10,6 @@ each node pool, so that every pool of the cluster shares one access entry.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,7 +30,8 @@ from constructs import Construct
 
 from mlfleet.constructs.acknowledgements import acknowledge
 from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
-from mlfleet.constructs.validation import PropsError, require
+from mlfleet.constructs.iam_policy import policy_document
+from mlfleet.constructs.validation import ACCOUNT_ID, PropsError, REGION, require
 
 DEFAULT_KUBERNETES_VERSION = "1.33"
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
@@ -41,8 +41,6 @@ POD_IDENTITY_AGENT = "eks-pod-identity-agent"
 
 # Role names are `<cluster>-cluster` / `<cluster>-node` and IAM allows 64 characters.
 _CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,56}$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _VERSION = re.compile(r"^1\.\d{2}$")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
 _ACCESS_POLICY = re.compile(r"^arn:aws[a-z-]*:eks::aws:cluster-access-policy/[A-Za-z0-9]+$")
@@ -102,7 +100,7 @@ class GpuCluster(Construct):
 
         self.cluster_role = IamRole(
             self, "cluster-role", name=f"{props.name}-cluster", description=f"EKS control plane of {props.name}",
-            assume_role_policy=_document([{
+            assume_role_policy=policy_document([{
                 "Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"},
                 "Action": ["sts:AssumeRole", "sts:TagSession"]}]), tags=tags)
         cluster_role_ready = [IamRolePolicyAttachment(
@@ -110,14 +108,14 @@ class GpuCluster(Construct):
             for policy in CLUSTER_MANAGED_POLICIES]
         cluster_role_ready.append(IamRolePolicy(
             self, "cluster-role-secrets-key", name="envelope-encrypt-secrets", role=self.cluster_role.id,
-            policy=_document([{
+            policy=policy_document([{
                 "Sid": "EnvelopeEncryptSecrets", "Effect": "Allow",
                 "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:ListGrants"],
                 "Resource": self.key.key_arn}])))
 
         self.node_role = IamRole(
             self, "node-role", name=f"{props.name}-node", description=f"GPU nodes of {props.name}",
-            assume_role_policy=_document([{
+            assume_role_policy=policy_document([{
                 "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]),
             tags=tags)
         node_role_ready = [IamRolePolicyAttachment(
@@ -187,9 +185,9 @@ def _validate(scope: Construct, props: GpuClusterProps) -> None:
     require(bool(_CLUSTER_NAME.match(props.name)), scope, "name",
             f"{props.name!r}: letters, digits, '-' and '_', starting with a letter or digit, at most 57 "
             "characters (it names the cluster's IAM roles)")
-    require(bool(_ACCOUNT.match(props.account_id)), scope, "account_id",
+    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
-    require(bool(_REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
+    require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
     require(bool(_VERSION.match(props.kubernetes_version)), scope, "kubernetes_version",
             f"{props.kubernetes_version!r} is not a Kubernetes minor version like '1.33'")
     require(len(props.subnet_ids) >= 2, scope, "subnet_ids", "EKS needs subnets in at least two AZs")
@@ -238,6 +236,3 @@ def _validate(scope: Construct, props: GpuClusterProps) -> None:
 def _managed_policy(name: str) -> str:
     return f"arn:aws:iam::aws:policy/{name}"
 
-
-def _document(statements: list[dict]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)

@@ -10,7 +10,6 @@ NAT gateways. The blocks in between stay free for later use.
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from constructs import Construct
 
 from mlfleet.constructs.acknowledgements import acknowledge
 from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
+from mlfleet.constructs.iam_policy import policy_document
 from mlfleet.constructs.validation import PropsError, require
 
 MIN_AVAILABILITY_ZONES = 3
@@ -188,11 +188,11 @@ class Network(Construct):
         log_group_arn = f"arn:aws:logs:{self.region}:{flow.account_id}:log-group:{log_group_name}"
         role = IamRole(self, "flow-logs-role", name=f"{flow.name_prefix}-flow-logs",
                        description="VPC flow log delivery", tags=tags or None,
-                       assume_role_policy=_document([{
+                       assume_role_policy=policy_document([{
                            "Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
                            "Action": "sts:AssumeRole",
                            "Condition": {"StringEquals": {"aws:SourceAccount": flow.account_id}}}]))
-        IamRolePolicy(self, "flow-logs-policy", name="deliver-flow-logs", role=role.id, policy=_document([{
+        IamRolePolicy(self, "flow-logs-policy", name="deliver-flow-logs", role=role.id, policy=policy_document([{
             "Sid": "DeliverToLogGroup", "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
             "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
@@ -296,6 +296,3 @@ def _private_cidr(scope: Construct, prop: str, value: str) -> ipaddress.IPv4Netw
 _LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
                        2192, 2557, 2922, 3288, 3653)
 
-
-def _document(statements: list[dict]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)

@@ -12,7 +12,6 @@ read unapproved models or write anything. IAM is global: role names carry the re
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -22,14 +21,14 @@ from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from constructs import Construct
 
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.iam_policy import policy_document
+from mlfleet.constructs.validation import REGION, require
 
 STAGE_TAG = "mlfleet:stage"
 CHAMPION = "champion"
 MANIFEST_NAME = "manifest.json"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9/_-]*/$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PRINCIPAL = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]+)$")
@@ -130,9 +129,9 @@ class ServingIdentity(Construct):
     def _role(self, props: ServingIdentityProps, purpose: str, description: str, trust: dict,
               statements: list[dict], tags: dict[str, str] | None) -> IamRole:
         role = IamRole(self, f"{purpose}-role", name=role_name(props.name_prefix, props.region, purpose),
-                       description=description, assume_role_policy=_document([trust]), tags=tags)
+                       description=description, assume_role_policy=policy_document([trust]), tags=tags)
         IamRolePolicy(self, f"{purpose}-policy", name=f"mlfleet-{purpose}", role=role.id,
-                      policy=_document(statements))
+                      policy=policy_document(statements))
         return role
 
 
@@ -144,14 +143,11 @@ def _assumed_by(principals: tuple[str, ...]) -> dict:
     return {"Effect": "Allow", "Principal": {"AWS": sorted(principals)}, "Action": "sts:AssumeRole"}
 
 
-def _document(statements: list[dict]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
-
 
 def _validate(scope: Construct, props: ServingIdentityProps) -> None:
     require(re.fullmatch(r"\d{12}", props.account_id) is not None, scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
-    require(bool(_REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
+    require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
     longest = role_name(props.name_prefix, props.region, "training")
     require(bool(_ROLE_NAME.match(longest)), scope, "name_prefix",
             f"{longest!r} is not a valid IAM role name (letters, digits, +=,.@_-; at most 64 characters)")

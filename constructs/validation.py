@@ -1,7 +1,13 @@
 """Validation of construct props: one error type that names the construct, the prop and the reason."""
 from __future__ import annotations
 
+import re
+
 from constructs import Construct
+
+# Shapes of AWS identifiers that props commonly carry.
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 
 
 class PropsError(ValueError):
