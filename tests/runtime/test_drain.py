@@ -12,8 +12,9 @@ from runtime_helpers import example_repo  # noqa: F401 - fixtures
 
 def test_sigterm_drains_queued_and_in_flight_requests(example_repo):
     runtime = RuntimeProcess(example_repo, extra_args=["--grace-period", "10", "--grpc-port", "0"]).start()
-    # 16 clients x 8 rows = two full batches of the large model queued or running at any time
-    load = LoadGenerator(runtime.http_url, "mlp-large", clients=16, rows=8).start()
+    # 16 clients x 64 rows: each request is a full batch of the large model, so at any moment
+    # about a second of work is queued behind the one running
+    load = LoadGenerator(runtime.http_url, "mlp-large", clients=16, rows=64).start()
     try:
         time.sleep(1.0)
         load.stop_issuing()  # clients send nothing new from here on...
