@@ -205,7 +205,7 @@ class Peer:
 
 def mlfleet_runtime(repo: Path, log: Path) -> RuntimeProcess:
     return RuntimeProcess(repo, command_prefix=["taskset", "-c", SERVER_CPU], extra_args=["--torch-threads", "1"],
-                          log_path=log).start()
+                          log_path=log)
 
 
 def unbatched_copy(repo: Path, target: Path) -> Path:

@@ -88,7 +88,9 @@ class RuntimeProcess:
         self._log = None
 
     def __enter__(self) -> "RuntimeProcess":
-        return self.start()
+        # `with RuntimeProcess(...).start() as runtime` must not launch a second process: it would
+        # fail to bind the same ports while the first one, never stopped, kept running.
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
