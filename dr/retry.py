@@ -30,7 +30,8 @@ class NotImplementedByProvider(Exception):
 
 def classify(exc: BaseException) -> str:
     from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                     EndpointConnectionError, ReadTimeoutError, ResponseParserError)
+                                     EndpointConnectionError, ReadTimeoutError)
+    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, NotImplementedByProvider):
         return NOT_IMPLEMENTED
@@ -46,7 +47,7 @@ def classify(exc: BaseException) -> str:
             return TRANSIENT
         return PERMANENT
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError,
-                        ConnectionError, TimeoutError)):
+                        ConnectionError, TimeoutError, OSError)):
         return TRANSIENT
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(status, int):

@@ -1,0 +1,255 @@
+"""AWS actions the runbooks compose (boto3). Each reads the world before it changes it, so a
+repeated call after a crash is a no-op; each cloud call goes through `ctx.call` (retries for
+transient failures, time counted as waiting)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from mlfleet.dr.engine import RunContext, StepFailed
+from mlfleet.dr.target import Target
+from mlfleet.stacks import naming
+
+LAG_METRIC = "AuroraGlobalDBRPOLag"
+
+
+# -- registry database (Aurora global database) -------------------------------------------
+def describe_global_cluster(target: Target, ctx: RunContext, via_region: str) -> dict:
+    rds = target.client("rds", via_region)
+    global_id = naming.global_cluster_id(target.env.name)
+    clusters = ctx.call(f"describe global cluster {global_id}", rds.describe_global_clusters,
+                        GlobalClusterIdentifier=global_id)["GlobalClusters"]
+    if not clusters:
+        raise StepFailed(f"global cluster {global_id} not found")
+    return clusters[0]
+
+
+def region_of(arn: str) -> str:
+    return arn.split(":")[3]
+
+
+def writer_region(cluster: dict) -> str | None:
+    return next((region_of(m["DBClusterArn"]) for m in cluster.get("GlobalClusterMembers", []) if m["IsWriter"]), None)
+
+
+def replication_lag_s(target: Target, ctx: RunContext, region: str) -> float | None:
+    """The newest `AuroraGlobalDBRPOLag` of the region's secondary cluster; None without data."""
+    cloudwatch = target.client("cloudwatch", region)
+    now = datetime.now(timezone.utc)
+    points = ctx.call(f"read {LAG_METRIC} in {region}", cloudwatch.get_metric_statistics,
+                      Namespace="AWS/RDS", MetricName=LAG_METRIC,
+                      Dimensions=[{"Name": "DBClusterIdentifier", "Value": naming.db_cluster_id(target.env.name, region)}],
+                      StartTime=now - timedelta(minutes=2), EndTime=now + timedelta(seconds=1), Period=60,
+                      Statistics=["Maximum"])["Datapoints"]
+    if not points:
+        return None
+    newest = max(points, key=lambda p: p["Timestamp"])
+    return newest["Maximum"] / 1000.0
+
+
+def request_promotion(target: Target, ctx: RunContext, to_region: str, *, planned: bool) -> str:
+    """Switchover (planned, no data loss) or failover with AllowDataLoss (unplanned)."""
+    rds = target.client("rds", to_region)
+    cluster = describe_global_cluster(target, ctx, to_region)
+    if writer_region(cluster) == to_region:
+        return "already the writer"
+    if cluster.get("Status") in ("switching-over", "failing-over"):
+        state = cluster.get("FailoverState") or {}
+        if region_of(state.get("ToDbClusterArn", "::::")) == to_region:
+            return "promotion already in progress"
+        raise StepFailed(f"global cluster is {cluster['Status']} toward {state.get('ToDbClusterArn')}")
+    arn = next(m["DBClusterArn"] for m in cluster["GlobalClusterMembers"] if region_of(m["DBClusterArn"]) == to_region)
+    global_id = cluster["GlobalClusterIdentifier"]
+    if planned:
+        ctx.call("switchover global cluster", rds.switchover_global_cluster,
+                 GlobalClusterIdentifier=global_id, TargetDbClusterIdentifier=arn)
+        return "switchover requested"
+    ctx.call("failover global cluster", rds.failover_global_cluster,
+             GlobalClusterIdentifier=global_id, TargetDbClusterIdentifier=arn, AllowDataLoss=True)
+    return "failover (AllowDataLoss) requested"
+
+
+def promotion_done(target: Target, ctx: RunContext, to_region: str) -> bool | str:
+    cluster = describe_global_cluster(target, ctx, to_region)
+    writer = writer_region(cluster)
+    if writer == to_region and cluster.get("Status") == "available":
+        return True
+    return f"writer {writer}, status {cluster.get('Status')}"
+
+
+# -- model artifacts ---------------------------------------------------------------------
+@dataclass
+class ChampionChoice:
+    pins: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _exists(s3, bucket: str, key: str, ctx: RunContext) -> bool:
+    try:
+        ctx.call(f"head s3://{bucket}/{key}", s3.head_object, Bucket=bucket, Key=key)
+        return True
+    except Exception as exc:  # noqa: BLE001 - a 404 means "not replicated", anything else is raised
+        cause = getattr(exc, "cause", exc)
+        code = getattr(cause, "response", {}).get("Error", {}).get("Code")
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def choose_versions(target: Target, ctx: RunContext, region: str) -> ChampionChoice:
+    """For each model: the champion if all its files are in the region's bucket, else the newest
+    approved version whose files all are; StepFailed if a model has none."""
+    from mlfleet.runtime.manifest import Manifest, ManifestError
+
+    s3 = target.client("s3", region)
+    bucket = target.bucket(region)
+    prefix = target.env.artifact_store.models_prefix
+    raw = ctx.call(f"read manifest in {region}", s3.get_object, Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+    try:
+        manifest = Manifest.load(raw)
+    except ManifestError as exc:
+        raise StepFailed(f"manifest in s3://{bucket}/{prefix}: {exc}") from None
+    choice = ChampionChoice()
+    for model, entry in sorted(manifest.models.items()):
+        candidates = [entry.champion] + sorted((v for v in entry.versions if v != entry.champion),
+                                               key=int, reverse=True)
+        for version in candidates:
+            files = entry.versions[version].files
+            missing = [f for f in files if not _exists(s3, bucket, f"{prefix}{model}/{version}/{f}", ctx)]
+            if not missing:
+                choice.pins[model] = version
+                if version != entry.champion:
+                    choice.notes.append(
+                        f"{model}: champion v{entry.champion} is not fully replicated to {region}; "
+                        f"using v{version}, the newest approved version that is")
+                break
+        else:
+            raise StepFailed(f"{model}: no approved version is fully replicated to {region}")
+    return choice
+
+
+def pending_replication(target: Target, ctx: RunContext, region: str) -> list[str]:
+    """Keys in the region's bucket whose replication is still PENDING (or FAILED)."""
+    s3 = target.client("s3", region)
+    bucket = target.bucket(region)
+    pending = []
+    listing = ctx.call(f"list s3://{bucket}", s3.list_objects_v2, Bucket=bucket)
+    for item in listing.get("Contents", []):
+        head = ctx.call(f"head {item['Key']}", s3.head_object, Bucket=bucket, Key=item["Key"])
+        if head.get("ReplicationStatus") in ("PENDING", "FAILED"):
+            pending.append(item["Key"])
+    return pending
+
+
+# -- GPU capacity (EKS node groups) -------------------------------------------------------
+def node_group_sizes(target: Target, ctx: RunContext, region: str) -> dict[str, dict]:
+    eks = target.client("eks", region)
+    cluster = naming.cluster_name(target.env.name, region)
+    sizes = {}
+    for pool in target.env.gpu_pools:
+        group = ctx.call(f"describe node group {pool.name} in {region}", eks.describe_nodegroup,
+                         clusterName=cluster, nodegroupName=naming.node_group_name(pool.name))["nodegroup"]
+        sizes[pool.name] = {**group["scalingConfig"], "status": group.get("status", "ACTIVE")}
+    return sizes
+
+
+def scale_node_groups(target: Target, ctx: RunContext, region: str, desired: dict[str, int]) -> list[str]:
+    eks = target.client("eks", region)
+    cluster = naming.cluster_name(target.env.name, region)
+    current = node_group_sizes(target, ctx, region)
+    changed = []
+    for pool in target.env.gpu_pools:
+        want = desired[pool.name]
+        have = current[pool.name]
+        if have["desiredSize"] == want and have["minSize"] == want:
+            continue
+        ctx.call(f"scale node group {pool.name} in {region}", eks.update_nodegroup_config,
+                 clusterName=cluster, nodegroupName=naming.node_group_name(pool.name),
+                 scalingConfig={"minSize": want, "maxSize": max(have["maxSize"], want), "desiredSize": want})
+        changed.append(f"{pool.name} {have['desiredSize']}->{want}")
+    return changed
+
+
+def node_groups_at(target: Target, ctx: RunContext, region: str, desired: dict[str, int]) -> bool | str:
+    sizes = node_group_sizes(target, ctx, region)
+    off = [f"{name} {s['desiredSize']}/{desired[name]} {s['status']}" for name, s in sizes.items()
+           if s["desiredSize"] != desired[name] or s["status"] != "ACTIVE"]
+    return True if not off else "; ".join(off)
+
+
+# -- routing (Route 53 failover records) -------------------------------------------------
+def _records(target: Target, ctx: RunContext) -> list[dict]:
+    route53 = target.client("route53", "us-east-1")
+    names = {target.env.serving.dns_name + ".", f"standby.{target.env.serving.dns_name}."}
+    records = ctx.call("list records", route53.list_resource_record_sets,
+                       HostedZoneId=target.hosted_zone_id)["ResourceRecordSets"]
+    return [r for r in records if r["Name"] in names and "SetIdentifier" in r]
+
+
+def routed_region(target: Target, ctx: RunContext) -> str | None:
+    """The region the PRIMARY failover record points at."""
+    for record in _records(target, ctx):
+        if record.get("Failover") == "PRIMARY":
+            return record["SetIdentifier"]
+    return None
+
+
+def health_check_id(target: Target, ctx: RunContext, region: str) -> str | None:
+    return next((r.get("HealthCheckId") for r in _records(target, ctx) if r["SetIdentifier"] == region), None)
+
+
+def region_healthy(target: Target, ctx: RunContext, check_id: str) -> tuple[bool, str]:
+    route53 = target.client("route53", "us-east-1")
+    observations = ctx.call("read health check", route53.get_health_check_status,
+                            HealthCheckId=check_id)["HealthCheckObservations"]
+    statuses = [o["StatusReport"]["Status"] for o in observations]
+    healthy = sum(s.startswith("Success") for s in statuses) > len(statuses) / 2
+    return healthy, statuses[0] if statuses else "no observations"
+
+
+def flip_routing(target: Target, ctx: RunContext, from_region: str, to_region: str) -> str:
+    """Swap the two regions' places in the failover records, in one atomic change batch: the
+    PRIMARY record names `to_region`, and `from_region` takes `to_region`'s standby place."""
+    if target.env.serving.routing != "failover":
+        raise StepFailed("routing is 'weighted': every healthy region already takes traffic; "
+                         "nothing to flip (set weights with your own change)")
+    records = _records(target, ctx)
+    if next((r["SetIdentifier"] for r in records if r.get("Failover") == "PRIMARY"), None) == to_region:
+        return f"PRIMARY already routes to {to_region}"
+    by_region = {r["SetIdentifier"]: r for r in records}
+    if from_region not in by_region or to_region not in by_region:
+        raise StepFailed(f"no failover records for {from_region} and {to_region} in zone {target.hosted_zone_id}")
+    old_from, old_to = by_region[from_region], by_region[to_region]
+    swap_keys = ("SetIdentifier", "ResourceRecords", "HealthCheckId")
+    new_from = {**old_from, **{k: old_to[k] for k in swap_keys if k in old_to}}
+    new_to = {**old_to, **{k: old_from[k] for k in swap_keys if k in old_from}}
+    # UPSERT, not CREATE, for the new pair: equally atomic in one batch, and moto refuses to
+    # CREATE a record identical to one it created earlier (as a failback does).
+    changes = [{"Action": "DELETE", "ResourceRecordSet": old_from}, {"Action": "DELETE", "ResourceRecordSet": old_to},
+               {"Action": "UPSERT", "ResourceRecordSet": new_from}, {"Action": "UPSERT", "ResourceRecordSet": new_to}]
+    route53 = target.client("route53", "us-east-1")
+    ctx.call("flip failover records", route53.change_resource_record_sets, HostedZoneId=target.hosted_zone_id,
+             ChangeBatch={"Comment": f"mlfleet: route {target.env.serving.dns_name} to {to_region}", "Changes": changes})
+    return f"PRIMARY {from_region} -> {to_region}"
+
+
+def resolve(target: Target, ctx: RunContext) -> tuple[str, str]:
+    """(region, url) the service name routes to, read from the records (the sandbox has no DNS)."""
+    region = routed_region(target, ctx)
+    if region is None:
+        raise StepFailed(f"no PRIMARY record for {target.env.serving.dns_name}")
+    return region, target.serving_urls[region]
+
+
+def write_marker(target: Target, region: str, key: str, body: dict) -> None:
+    """An artifact-store write the drills use to measure RPO (no retries: a failed write is data)."""
+    target.client("s3", region).put_object(Bucket=target.bucket(region), Key=key, Body=json.dumps(body).encode())
+
+
+def marker_present(target: Target, region: str, key: str) -> bool:
+    try:
+        target.client("s3", region).head_object(Bucket=target.bucket(region), Key=key)
+        return True
+    except Exception:  # noqa: BLE001 - absent or unreachable: either way it is not there now
+        return False

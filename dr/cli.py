@@ -1,0 +1,250 @@
+"""`mlfleet failover | failback | readiness | drill | audit verify | sandbox up/down/status`.
+
+Exit codes: 0 success or verdict pass; 1 runbook aborted (compensated), verdict fail or audit
+log tampered; 2 usage or configuration error; 3 refused by a gate (RPO budget, lock held,
+readiness check failed)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlfleet.dr.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, DrUsageError
+
+
+def register(subparsers) -> None:
+    def common(parser, target=True):
+        parser.add_argument("--env", required=True, help="a shipped environment")
+        parser.add_argument("--state-dir", default=".mlfleet", help="sandbox state, journals, audit log (default .mlfleet)")
+        if target:
+            parser.add_argument("--target", choices=("sandbox", "aws"), default="sandbox",
+                                help="the running sandbox (default) or the deployed AWS environment")
+
+    p = subparsers.add_parser("failover", help="fail serving over to another region")
+    common(p)
+    p.add_argument("--to", required=True, metavar="REGION")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--planned", action="store_true", default=True, help="switchover, no data loss (default)")
+    mode.add_argument("--unplanned", action="store_true", help="failover while the writer region is lost")
+    p.add_argument("--dry-run", action="store_true", help="plan only: evaluate preconditions, change nothing")
+    p.add_argument("--allow-data-loss", action="store_true", help="accept replication lag beyond the RPO budget")
+    p.add_argument("--report", metavar="FILE", help="write the report (FILE.md and FILE.json)")
+    p.set_defaults(handler=_failover)
+
+    p = subparsers.add_parser("failback", help="switch back to the environment's configured primary")
+    common(p)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--report", metavar="FILE")
+    p.set_defaults(handler=_failback)
+
+    p = subparsers.add_parser("readiness", help="the checks that would block a failover, now")
+    common(p)
+    p.set_defaults(handler=_readiness)
+
+    p = subparsers.add_parser("drill", help="inject a fault in the sandbox and measure RTO and RPO")
+    common(p)
+    p.add_argument("--scenario", default="region-outage", choices=("region-outage",))
+    p.add_argument("--region", required=True)
+    p.add_argument("--fault", choices=("503", "timeout", "drop"), default="503")
+    p.add_argument("--no-failback", action="store_true", help="leave the standby serving afterwards")
+    p.add_argument("--report", metavar="FILE")
+    p.set_defaults(handler=_drill)
+
+    p = subparsers.add_parser("audit", help="the DR audit log")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    v = audit_sub.add_parser("verify", help="check the hash chain of an audit log")
+    v.add_argument("file")
+    v.add_argument("--expect-head", help="the head hash a run report recorded")
+    v.set_defaults(handler=_audit_verify)
+
+    p = subparsers.add_parser("sandbox", help="the local multi-region sandbox")
+    sandbox_sub = p.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
+    for action, handler, text in (("up", _sandbox_up, "start it in the foreground until Ctrl-C"),
+                                  ("down", _sandbox_down, "stop the one running for --env"),
+                                  ("status", _sandbox_status, "show its endpoints and faults")):
+        sp = sandbox_sub.add_parser(action, help=text)
+        common(sp, target=False)
+        sp.set_defaults(handler=handler)
+
+
+def _target(args):
+    from mlfleet.dr.target import Target
+    from mlfleet.stacks.config import load_environment
+
+    env = load_environment(args.env)
+    if len(env.regions) < 2:
+        raise DrUsageError(f"environment {env.name} has one region: there is nothing to fail over to")
+    state_dir = Path(args.state_dir)
+    return Target.sandbox(env, state_dir) if args.target == "sandbox" else Target.aws(env, state_dir)
+
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
+def _run(target, runbook, args, kind: str) -> int:
+    from mlfleet.dr import report as reports
+    from mlfleet.dr.audit import AuditLog
+    from mlfleet.dr.engine import RunContext
+    from mlfleet.dr.errors import Refused, RunbookAborted
+
+    ctx = RunContext(retry=target.retry, progress=_progress, poll_interval_s=target.poll_interval_s)
+    if args.dry_run:
+        print(f"plan: {runbook.name} ({runbook.key}); nothing will be changed")
+        blocked = 0
+        for line in runbook.plan(ctx):
+            mark = "ok " if line.ok else ("REFUSED" if line.gate else "BLOCKED")
+            blocked += not line.ok
+            print(f"  [{mark}] {line.step}: {line.summary}\n        precondition: {line.precondition}\n"
+                  f"        change: {line.change}")
+        return EXIT_OK if not blocked else EXIT_REFUSED
+    lock_region = runbook.key.split(":")[2]
+    try:
+        result = runbook.execute(ctx, state_dir=target.runs_dir, lock=target.lock(lock_region),
+                                 audit=AuditLog(target.audit_path))
+    except (Refused, RunbookAborted) as exc:
+        result = getattr(exc, "result", None) or getattr(exc, "report", None)
+        if result is not None:
+            _emit(reports.build(target.env, kind=kind, result=result, timeline=result.timeline,
+                                waiting_s=result.waiting_s, rpo_s=None, notes=[],
+                                sandbox=target.kind == "sandbox"), args)
+        raise
+    report = reports.build(target.env, kind=kind, result=result, timeline=result.timeline, waiting_s=result.waiting_s,
+                           rpo_s=0.0 if "drain-replication" in [s.name for s in result.steps] else None,
+                           notes=result.facts.get("notes", []), sandbox=target.kind == "sandbox")
+    _emit(report, args)
+    return EXIT_OK
+
+
+def _emit(report: dict, args) -> None:
+    from mlfleet.dr import report as reports
+
+    print()
+    print(reports.to_markdown(report))
+    if getattr(args, "report", None):
+        base = Path(args.report)
+        base.with_suffix(".md").write_text(reports.to_markdown(report))
+        base.with_suffix(".json").write_text(reports.to_json(report))
+        print(f"report written to {base.with_suffix('.md')} and {base.with_suffix('.json')}")
+
+
+def _failover(args) -> int:
+    from mlfleet.dr.runbooks import failover
+
+    target = _target(args)
+    target.region(args.to)
+    planned = not args.unplanned
+    runbook = failover(target, args.to, planned=planned, allow_data_loss=args.allow_data_loss)
+    return _run(target, runbook, args, f"{'planned' if planned else 'unplanned'} failover to {args.to}")
+
+
+def _failback(args) -> int:
+    from mlfleet.dr.runbooks import failback
+
+    target = _target(args)
+    return _run(target, failback(target), args, f"failback to {target.env.primary.name}")
+
+
+def _readiness(args) -> int:
+    from mlfleet.dr.engine import RunContext
+    from mlfleet.dr.runbooks import readiness
+
+    target = _target(args)
+    results = readiness(target, RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s))
+    for region, check, ok, detail in results:
+        print(f"  [{'ok ' if ok else 'FAIL'}] {region:<14} {check:<24} {detail}")
+    failed = sum(not ok for *_, ok, _ in results)
+    print(f"{'ready' if not failed else f'{failed} check(s) would block a failover'}")
+    return EXIT_OK if not failed else EXIT_REFUSED
+
+
+def drill_report(target, region: str, outcome: dict) -> dict:
+    from mlfleet.dr import report as reports
+
+    result = outcome["result"]
+    extra = {"scenario": {"name": "region-outage", "region": region, "new_region": outcome["new_region"],
+                          "writes_before_fault": outcome["writes_before_fault"],
+                          "writes_missing": outcome["writes_missing"]}}
+    if outcome.get("failback") is not None:
+        extra["failback"] = {"status": outcome["failback"].status, "run_id": outcome["failback"].run_id}
+    return reports.build(target.env, kind=f"region-outage drill in {region}", result=result,
+                         timeline=outcome["ctx"].timeline.marks, waiting_s=outcome["ctx"].clock.waiting_s,
+                         rpo_s=outcome["rpo_s"], notes=outcome["notes"], sandbox=True, extra=extra)
+
+
+def _drill(args) -> int:
+    from mlfleet.dr.drill import run_drill
+
+    target = _target(args)
+    outcome = run_drill(target, args.region, scenario=args.scenario, fault_mode=args.fault,
+                        do_failback=not args.no_failback, progress=_progress)
+    report = drill_report(target, args.region, outcome)
+    _emit(report, args)
+    return EXIT_OK if report["verdict"] == "pass" else EXIT_FAILED
+
+
+def _audit_verify(args) -> int:
+    from mlfleet.dr.audit import verify
+
+    verified = verify(Path(args.file), expect_head=args.expect_head)
+    print(f"{args.file}: {verified.records} records, chain intact, head {verified.head}")
+    return EXIT_OK
+
+
+def _sandbox_up(args) -> int:
+    import signal
+    import threading
+
+    from mlfleet.dr.sandbox import Sandbox, SandboxState
+    from mlfleet.stacks.config import load_environment
+
+    env = load_environment(args.env)
+    path = SandboxState.path(Path(args.state_dir), env.name)
+    if path.exists():
+        try:
+            SandboxState.load(Path(args.state_dir), env.name)
+            raise DrUsageError(f"a sandbox for {env.name} is already running ({path})")
+        except DrUsageError as exc:
+            if "already running" in str(exc):
+                raise
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Sandbox(env, state_dir=Path(args.state_dir), log=_progress) as sandbox:
+        print(f"AWS endpoint (fault proxy): {sandbox.state.aws_endpoint}")
+        for region, url in sandbox.state.serving.items():
+            print(f"serving {region}: {url}")
+        print(f"state: {sandbox.state_path}; Ctrl-C to stop", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    print("sandbox stopped")
+    return EXIT_OK
+
+
+def _sandbox_down(args) -> int:
+    import os
+    import signal
+
+    from mlfleet.dr.sandbox import SandboxState
+
+    state = SandboxState.load(Path(args.state_dir), args.env)
+    os.kill(state.pid, signal.SIGTERM)
+    print(f"asked the sandbox for {args.env} (process {state.pid}) to stop")
+    return EXIT_OK
+
+
+def _sandbox_status(args) -> int:
+    from mlfleet.dr.sandbox import SandboxState
+    from mlfleet.dr.sandbox.control import ControlClient
+
+    state = SandboxState.load(Path(args.state_dir), args.env)
+    live = ControlClient(state.control_url, state.control_token).state()
+    print(f"sandbox for {state.env} (process {state.pid})")
+    print(f"  AWS endpoint: {state.aws_endpoint}\n  GCP endpoint: {state.gcp_endpoint}")
+    for region, url in state.serving.items():
+        print(f"  serving {region}: {url}")
+    print(f"  faults: {live['faults'] or 'none'}\n  settings: {live['settings']}")
+    return EXIT_OK
+
+

@@ -1,0 +1,31 @@
+"""`mlfleet demo`'s drill part: bring the sandbox up, run a region-outage drill on the
+environment's primary, print the report, tear down."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+
+def run_demo(env_name: str = "prod", out=sys.stdout) -> int:
+    from mlfleet.dr import report as reports
+    from mlfleet.dr.cli import drill_report
+    from mlfleet.dr.drill import run_drill
+    from mlfleet.dr.sandbox import Sandbox
+    from mlfleet.dr.target import Target
+    from mlfleet.stacks.config import load_environment
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    env = load_environment(env_name)
+    with tempfile.TemporaryDirectory(prefix="mlfleet-demo-") as state_dir:
+        say(f"bringing up the {env.name} sandbox ({len(env.regions)} regions, one runtime each)…")
+        with Sandbox(env, state_dir=Path(state_dir), log=say):
+            target = Target.sandbox(env, Path(state_dir))
+            outcome = run_drill(target, env.primary.name, progress=say)
+            report = drill_report(target, env.primary.name, outcome)
+            say("")
+            say(reports.to_markdown(report))
+        say("sandbox torn down")
+    return 0 if report["verdict"] == "pass" else 1

@@ -1,0 +1,84 @@
+"""Run and drill reports, in JSON (for machines) and Markdown (for people): the timeline, the
+measured RTO and RPO against the environment's targets, waiting versus orchestration time and
+a verdict."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from mlfleet.dr.engine import PHASES, RunResult
+from mlfleet.stacks.config import Environment
+
+SANDBOX_NOTE = ("Measured in the local sandbox: loopback networking and simulated control planes with "
+                "sandbox timings, not a cloud's. Real RTO adds DNS TTLs, health-check intervals, node "
+                "provisioning and Aurora promotion times.")
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def build(env: Environment, *, kind: str, result: RunResult | None, timeline: dict[str, float],
+          waiting_s: float, rpo_s: float | None, notes: list[str], sandbox: bool, extra: dict | None = None) -> dict:
+    start = timeline.get("fault_injected") or timeline.get("declared")
+    end_inference = timeline.get("first_inference")
+    rto_s = (end_inference - start) if start and end_inference else None
+    total_s = (max(timeline.values()) - start) if start and timeline else None
+    ok_rto = rto_s is not None and rto_s <= env.targets.rto
+    ok_rpo = rpo_s is not None and rpo_s <= env.targets.rpo
+    completed = result is None or result.status == "completed"
+    verdict = "pass" if completed and ok_rto and ok_rpo else "fail"
+    return {
+        "environment": env.name, "kind": kind, "verdict": verdict,
+        "run": {"runbook": result.runbook, "run_id": result.run_id, "status": result.status,
+                "resumed": result.resumed, "error": result.error, "audit_head": result.audit_head,
+                "steps": [s.as_dict() for s in result.steps]} if result else None,
+        "timeline": [{"phase": p, "at": _iso(timeline[p]), "offset_s": round(timeline[p] - start, 3)}
+                     for p in PHASES if p in timeline and start],
+        "measured": {"rto_s": _round(rto_s), "rpo_s": _round(rpo_s), "total_s": _round(total_s),
+                     "waiting_s": _round(waiting_s),
+                     "orchestration_s": _round(max(0.0, total_s - waiting_s) if total_s is not None else None)},
+        "targets": {"rto_s": env.targets.rto, "rpo_s": env.targets.rpo},
+        "notes": notes + ([SANDBOX_NOTE] if sandbox else []),
+        **(extra or {}),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=2, default=str)
+
+
+def to_markdown(report: dict) -> str:
+    m, t = report["measured"], report["targets"]
+    lines = [f"# {report['kind']} — {report['environment']}: **{report['verdict'].upper()}**", ""]
+    lines += ["| measure | value | target |", "|---|---|---|",
+              f"| RTO (fault or declaration → first inference in the new region) | {_s(m['rto_s'])} | {t['rto_s']} s |",
+              f"| RPO (writes before the fault missing after it) | {_s(m['rpo_s'])} | {t['rpo_s']} s |",
+              f"| total (to SLO recovered) | {_s(m['total_s'])} | |",
+              f"| waiting on cloud APIs and health checks | {_s(m['waiting_s'])} | |",
+              f"| mlfleet orchestration | {_s(m['orchestration_s'])} | |", ""]
+    if report["timeline"]:
+        lines += ["## Timeline", "", "| phase | at (UTC) | +s |", "|---|---|---|"]
+        lines += [f"| {p['phase']} | {p['at']} | {p['offset_s']:.3f} |" for p in report["timeline"]]
+        lines.append("")
+    run = report.get("run")
+    if run:
+        lines += [f"## Steps ({run['runbook']} {run['run_id']}, {run['status']})", "",
+                  "| step | status | s | detail |", "|---|---|---|---|"]
+        lines += [f"| {s['step']} | {s['status']} | {'' if s['seconds'] is None else s['seconds']} | {s['detail']} |"
+                  for s in run["steps"]]
+        lines.append("")
+        if run.get("error"):
+            lines += [f"Error: {run['error']}", ""]
+        lines += [f"Audit log head: `{run['audit_head']}`", ""]
+    if report["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} s"

@@ -1,0 +1,105 @@
+"""The runtime, seen from a runbook: failover health, champion pinning (admin API) and a real
+inference through tritonclient against a region's serving endpoint."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from mlfleet.dr.errors import DrUsageError
+
+
+class ServingError(Exception):
+    def __init__(self, message: str, status_code: int | None = None):
+        self.status_code = status_code
+        super().__init__(message)
+
+
+def _request(url: str, *, method: str = "GET", body: dict | None = None, token: str | None = None,
+             timeout: float = 5.0) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            document = json.loads(exc.read() or b"{}")
+        except ValueError:
+            document = {}
+        return exc.code, document
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def failover_health(base_url: str, path: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """(healthy, detail): healthy only on 200 with the failover token in the body."""
+    try:
+        status, document = _request(base_url + path, timeout=timeout)
+    except ConnectionError as exc:
+        return False, str(exc)
+    if status == 200 and "MLFLEET_FAILOVER_OK" in json.dumps(document):
+        return True, "failover-healthy"
+    return False, f"HTTP {status}: {', '.join(document.get('reasons', [])) or document.get('error', 'not healthy')}"
+
+
+def current_pin(base_url: str, model: str) -> str | None:
+    status, document = _request(f"{base_url}/v2/mlfleet/models/{model}/pin")
+    if status != 200:
+        raise ServingError(f"GET pin of {model}: HTTP {status} {document.get('error', '')}", status)
+    return document.get("version")
+
+
+def pin(base_url: str, model: str, version: str, token: str | None, *, reload_manifest: bool = True) -> dict:
+    if not token:
+        raise DrUsageError("pinning a model needs the runtime's admin token: set MLFLEET_ADMIN_TOKEN")
+    status, document = _request(f"{base_url}/v2/mlfleet/models/{model}/pin", method="POST", token=token,
+                                body={"version": version, "reload_manifest": reload_manifest}, timeout=30)
+    if status != 200:
+        raise ServingError(f"pin {model} v{version}: HTTP {status} {document.get('error', '')}", status)
+    return document
+
+
+def infer(base_url: str, model: str, *, timeout: float = 5.0) -> dict:
+    """One real inference with tritonclient, shaped from the model's own metadata."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    parsed = urlsplit(base_url)
+    client = triton.InferenceServerClient(url=parsed.netloc, ssl=parsed.scheme == "https",
+                                          connection_timeout=timeout, network_timeout=timeout)
+    try:
+        metadata = client.get_model_metadata(model)
+        inputs = []
+        for spec in metadata["inputs"]:
+            shape = [1 if d < 0 else d for d in spec["shape"]]
+            tensor = triton.InferInput(spec["name"], shape, spec["datatype"])
+            tensor.set_data_from_numpy(np.zeros(shape, dtype=_numpy_type(spec["datatype"])))
+            inputs.append(tensor)
+        result = client.infer(model, inputs)
+        response = result.get_response()
+        return {"model": response.get("model_name", model), "version": response.get("model_version"),
+                "outputs": [o["name"] for o in response.get("outputs", [])]}
+    except InferenceServerException as exc:
+        raise ServingError(f"inference on {model} at {base_url}: {exc.message()}", _status(exc)) from None
+    finally:
+        client.close()
+
+
+def _status(exc) -> int | None:
+    try:
+        return int(exc.status())
+    except (TypeError, ValueError):
+        return None
+
+
+def _numpy_type(datatype: str):
+    from tritonclient.utils import triton_to_np_dtype
+
+    return triton_to_np_dtype(datatype)

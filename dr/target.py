@@ -1,0 +1,104 @@
+"""Where a runbook acts: the sandbox (the default: endpoints from its state file) or a deployed
+AWS environment (the default credential chain; regional serving endpoints over HTTPS).
+
+Clients are cached per service and region and never retry on their own: the engine decides
+what is worth retrying (see retry.py)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlfleet.dr.errors import DrUsageError
+from mlfleet.dr.locks import DynamoDbLock, FileLock, RunLock
+from mlfleet.dr.retry import RetryPolicy
+from mlfleet.stacks import naming
+from mlfleet.stacks.config import Environment
+
+SANDBOX, AWS = "sandbox", "aws"
+
+
+@dataclass
+class Target:
+    env: Environment
+    kind: str
+    state_dir: Path
+    hosted_zone_id: str
+    serving_urls: dict[str, str]
+    admin_token: str | None
+    aws_endpoint: str | None = None
+    control: object | None = None
+    """The sandbox's ControlClient (fault injection for drills); None against a cloud."""
+    gcp_endpoint: str | None = None
+    poll_interval_s: float = 5.0
+    retry: RetryPolicy = RetryPolicy()
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    _clients: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def sandbox(cls, env: Environment, state_dir: Path) -> "Target":
+        from mlfleet.dr.sandbox import SandboxState
+        from mlfleet.dr.sandbox.control import ControlClient
+
+        state = SandboxState.load(state_dir, env.name)
+        return cls(env=env, kind=SANDBOX, state_dir=Path(state_dir), hosted_zone_id=state.hosted_zone_id,
+                   serving_urls=dict(state.serving), admin_token=state.admin_token, aws_endpoint=state.aws_endpoint,
+                   control=ControlClient(state.control_url, state.control_token), gcp_endpoint=state.gcp_endpoint,
+                   poll_interval_s=0.05, retry=RetryPolicy(attempts=4, base_s=0.05, cap_s=0.5),
+                   connect_timeout_s=1.0, read_timeout_s=2.0)
+
+    @classmethod
+    def aws(cls, env: Environment, state_dir: Path) -> "Target":
+        return cls(env=env, kind=AWS, state_dir=Path(state_dir), hosted_zone_id=env.serving.hosted_zone_id,
+                   serving_urls={r.name: f"https://{env.endpoint(r)}" for r in env.regions},
+                   admin_token=os.environ.get("MLFLEET_ADMIN_TOKEN"))
+
+    def region(self, name: str):
+        try:
+            return self.env.region(name)
+        except KeyError:
+            raise DrUsageError(f"{name} is not a region of environment {self.env.name} "
+                               f"(regions: {', '.join(r.name for r in self.env.regions)})") from None
+
+    def client(self, service: str, region: str):
+        key = (service, region)
+        if key not in self._clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(retries={"total_max_attempts": 1}, connect_timeout=self.connect_timeout_s,
+                            read_timeout=self.read_timeout_s)
+            if self.kind == SANDBOX:
+                from mlfleet.dr.sandbox import SANDBOX_CREDENTIALS
+
+                self._clients[key] = boto3.client(
+                    service, region_name=region, endpoint_url=self.aws_endpoint, config=config,
+                    aws_access_key_id=SANDBOX_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+            else:
+                self._clients[key] = boto3.client(service, region_name=region, config=config)
+        return self._clients[key]
+
+    def warm(self) -> None:
+        """Build every client a failover needs now, not on the clock after a fault."""
+        for region in self.env.regions:
+            for service in ("s3", "rds", "eks", "cloudwatch", "dynamodb"):
+                self.client(service, region.name)
+        self.client("route53", "us-east-1")
+
+    def lock(self, region: str) -> RunLock:
+        if self.kind == SANDBOX:
+            return FileLock(self.state_dir / "locks" / f"{self.env.name}.lock")
+        return DynamoDbLock(self.client("dynamodb", region), naming.dr_lock_table(self.env.name), f"{self.env.name}/dr")
+
+    def bucket(self, region: str) -> str:
+        return naming.artifact_bucket(self.env.name, self.env.aws.account_id, region)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "dr" / self.env.name
+
+    @property
+    def audit_path(self) -> Path:
+        return self.state_dir / "audit" / f"{self.env.name}.jsonl"
