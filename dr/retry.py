@@ -50,6 +50,8 @@ def classify(exc: BaseException) -> str:
                         ConnectionError, TimeoutError, OSError)):
         return TRANSIENT
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    if status is None and type(exc).__module__.startswith("google.api_core"):
+        status = getattr(exc, "code", None)  # GoogleAPICallError: the HTTP status
     if isinstance(status, int):
         if status == 501:
             return NOT_IMPLEMENTED

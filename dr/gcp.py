@@ -1,0 +1,130 @@
+"""GCP actions for a region on Google Cloud: resize the standby GKE node pool, set a regional
+backend service's capacity, promote the Cloud SQL replica.
+
+GKE and Compute go through their client libraries (google-cloud-container,
+google-cloud-compute) over REST. Cloud SQL has no maintained Python admin client library, so
+replica promotion is authenticated REST (`POST .../instances/I/promoteReplica` on the SQL
+Admin API v1) through google-auth's AuthorizedSession. Compute calls use the `*_unary`
+variants: the extended-operation helpers poll a client built without our endpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlfleet.dr.engine import RunContext, StepFailed
+
+SQL_ADMIN = "https://sqladmin.googleapis.com"
+# The engine retries (and knows what not to retry); the libraries' own retries would hide a
+# region's 503s for their whole default deadline.
+NO_LIBRARY_RETRY = {"retry": None, "timeout": 30.0}
+
+
+@dataclass
+class GcpClients:
+    endpoint: str | None = None
+    """None for Google's endpoints; the fake's URL in the sandbox."""
+    credentials: object | None = None
+
+    def _options(self):
+        from google.api_core.client_options import ClientOptions
+
+        return ClientOptions(api_endpoint=self.endpoint) if self.endpoint else None
+
+    def _credentials(self):
+        if self.credentials is not None:
+            return self.credentials
+        if self.endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            return AnonymousCredentials()
+        import google.auth
+
+        return google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])[0]
+
+    def container(self):
+        from google.cloud import container_v1
+
+        return container_v1.ClusterManagerClient(credentials=self._credentials(), transport="rest",
+                                                 client_options=self._options())
+
+    def backend_services(self):
+        from google.cloud import compute_v1
+
+        return compute_v1.RegionBackendServicesClient(credentials=self._credentials(), transport="rest",
+                                                      client_options=self._options())
+
+    def sql_session(self):
+        from google.auth.transport.requests import AuthorizedSession
+
+        return AuthorizedSession(self._credentials())
+
+    @property
+    def sql_base(self) -> str:
+        return self.endpoint or SQL_ADMIN
+
+
+def node_pool_path(project: str, location: str, cluster: str, pool: str) -> str:
+    return f"projects/{project}/locations/{location}/clusters/{cluster}/nodePools/{pool}"
+
+
+def node_pool_size(clients: GcpClients, ctx: RunContext, path: str) -> int:
+    pool = ctx.call(f"get node pool {path}", clients.container().get_node_pool, name=path, **NO_LIBRARY_RETRY)
+    return pool.initial_node_count
+
+
+def resize_node_pool(clients: GcpClients, ctx: RunContext, path: str, size: int) -> str:
+    if node_pool_size(clients, ctx, path) == size:
+        return f"{path} already at {size}"
+    from google.cloud import container_v1
+
+    operation = ctx.call(f"resize {path}", clients.container().set_node_pool_size,
+                         request=container_v1.SetNodePoolSizeRequest(name=path, node_count=size), **NO_LIBRARY_RETRY)
+    return f"{path} -> {size} ({operation.name})"
+
+
+def set_backend_capacity(clients: GcpClients, ctx: RunContext, project: str, region: str, service: str,
+                         capacity: float) -> str:
+    """Set every backend's capacityScaler (0 drains a region, 1 gives it full share)."""
+    from google.cloud import compute_v1
+
+    api = clients.backend_services()
+    current = ctx.call(f"get backend service {service}", api.get, project=project, region=region,
+                       backend_service=service, **NO_LIBRARY_RETRY)
+    if all(abs(b.capacity_scaler - capacity) < 1e-9 for b in current.backends):
+        return f"{service} already at capacity {capacity}"
+    patch = compute_v1.BackendService(
+        fingerprint=current.fingerprint,
+        backends=[compute_v1.Backend(group=b.group, capacity_scaler=capacity) for b in current.backends])
+    operation = ctx.call(f"patch backend service {service}", api.patch_unary, project=project, region=region,
+                         backend_service=service, backend_service_resource=patch, **NO_LIBRARY_RETRY)
+    return f"{service} capacity {capacity} ({operation.name})"
+
+
+def promote_sql_replica(clients: GcpClients, ctx: RunContext, project: str, instance: str) -> str:
+    session = clients.sql_session()
+    url = f"{clients.sql_base}/v1/projects/{project}/instances/{instance}"
+
+    def get() -> dict:
+        response = session.get(url, timeout=10)
+        if response.status_code >= 400:
+            raise _HttpError(response.status_code, response.text)
+        return response.json()
+
+    if ctx.call(f"get Cloud SQL instance {instance}", get).get("instanceType") != "READ_REPLICA_INSTANCE":
+        return f"{instance} is already a primary"
+
+    def promote() -> dict:
+        response = session.post(f"{url}/promoteReplica", timeout=30)
+        if response.status_code >= 400:
+            raise _HttpError(response.status_code, response.text)
+        return response.json()
+
+    operation = ctx.call(f"promote Cloud SQL replica {instance}", promote)
+    if operation.get("status") not in ("DONE", "RUNNING", "PENDING"):
+        raise StepFailed(f"promoteReplica of {instance}: {operation}")
+    return f"{instance} promoted ({operation.get('name')})"
+
+
+class _HttpError(Exception):
+    def __init__(self, status_code: int, text: str):
+        self.status_code = status_code
+        super().__init__(f"HTTP {status_code}: {text[:200]}")
