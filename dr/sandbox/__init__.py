@@ -161,6 +161,9 @@ class Sandbox:
         urllib.request.urlopen(request, timeout=10).close()
         self.extensions.reset()
         self._deploy()
+        self.state.hosted_zone_id = self.outputs["hosted_zone_id"]
+        self.state.health_checks = self.outputs["health_checks"]
+        self.state.save(self.state_dir)
         for region in self.env.regions:
             self.pin(region.name, self.champion, reload_manifest=True)
         self.wait_healthy()
