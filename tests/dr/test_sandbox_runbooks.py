@@ -1,0 +1,243 @@
+"""Runbooks against the sandbox over real sockets: boto3 → fault proxy → moto (with mlfleet's
+extensions), urllib and tritonclient → serving proxy → runtime process. One sandbox (the
+two-region staging environment) is shared by the module and reset between tests."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from mlfleet.dr import aws
+from mlfleet.dr.audit import AuditLog, verify
+from mlfleet.dr.drill import run_drill
+from mlfleet.dr.engine import RunContext
+from mlfleet.dr.errors import LockHeld, Refused, RunbookAborted
+from mlfleet.dr.retry import NOT_IMPLEMENTED, GaveUp, RetryPolicy, call_with_retry
+from mlfleet.dr.runbooks import failback, failover, readiness
+from mlfleet.dr.target import Target
+from mlfleet.stacks.config import load_environment
+
+PRIMARY, STANDBY = "us-east-1", "us-west-2"
+
+
+class Crash(BaseException):
+    pass
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    from mlfleet.dr.sandbox import Sandbox
+
+    state_dir = tmp_path_factory.mktemp("sandbox")
+    with Sandbox(load_environment("staging"), state_dir=state_dir) as box:
+        yield box
+
+
+@pytest.fixture
+def target(sandbox, tmp_path):
+    sandbox.reset()
+    t = Target.sandbox(sandbox.env, sandbox.state_dir)
+    t.state_dir = tmp_path  # journals, locks and the audit log per test
+    return t
+
+
+def _ctx(target):
+    return RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s)
+
+
+def _execute(target, runbook, **kw):
+    return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=target.lock(STANDBY),
+                           audit=AuditLog(target.audit_path), **kw)
+
+
+def _writer(target):
+    return aws.writer_region(aws.describe_global_cluster(target, _ctx(target), STANDBY))
+
+
+def test_planned_switchover_moves_everything_with_zero_rpo_then_failback_restores(sandbox, target):
+    keys = [f"registry/events/{i}" for i in range(5)]
+    for key in keys:
+        aws.write_marker(target, PRIMARY, key, {"key": key})
+    result = _execute(target, failover(target, STANDBY, planned=True))
+    assert result.status == "completed"
+    assert _writer(target) == STANDBY
+    assert aws.routed_region(target, _ctx(target)) == STANDBY
+    assert all(aws.marker_present(target, STANDBY, k) for k in keys), "a planned switchover loses no write"
+    sizes = aws.node_group_sizes(target, _ctx(target), STANDBY)
+    assert sizes["inference"]["desiredSize"] == sandbox.env.gpu_pools[0].min_size
+    assert set(result.timeline) >= {"declared", "registry_writable", "routing_flipped", "first_inference"}
+    assert result.orchestration_s < 1.0
+
+    back = failback(target).execute(_ctx(target), state_dir=target.runs_dir, lock=target.lock(PRIMARY),
+                                    audit=AuditLog(target.audit_path))
+    assert back.status == "completed"
+    assert _writer(target) == PRIMARY and aws.routed_region(target, _ctx(target)) == PRIMARY
+    assert aws.node_group_sizes(target, _ctx(target), STANDBY)["inference"]["desiredSize"] == \
+        sandbox.env.gpu_pools[0].warm_standby
+    assert verify(target.audit_path).records > 10
+
+
+def test_unplanned_failover_within_the_rpo_budget_completes(sandbox, target):
+    sandbox.settings.update({"db_lag_s": 5})
+    time.sleep(0.6)  # a fresh lag datapoint
+    sandbox.faults.add(__import__("mlfleet.dr.sandbox.faults", fromlist=["Fault"]).Fault(region=PRIMARY))
+    result = _execute(target, failover(target, STANDBY, planned=False))
+    assert result.status == "completed" and result.facts["replication_lag_s"] == pytest.approx(5)
+    assert _writer(target) == STANDBY
+
+
+def test_unplanned_failover_beyond_the_rpo_budget_needs_the_flag(sandbox, target):
+    sandbox.settings.update({"db_lag_s": sandbox.env.targets.rpo + 300})
+    time.sleep(0.6)
+    before = sandbox.ledger.count(action="FailoverGlobalCluster")
+    with pytest.raises(Refused, match="exceeds the RPO budget") as caught:
+        _execute(target, failover(target, STANDBY, planned=False))
+    assert caught.value.exit_code == 3
+    assert sandbox.ledger.count(action="FailoverGlobalCluster") == before and _writer(target) == PRIMARY
+    result = _execute(target, failover(target, STANDBY, planned=False, allow_data_loss=True))
+    assert result.status == "completed" and _writer(target) == STANDBY
+
+
+def _effects(sandbox, since: int) -> dict:
+    entries = sandbox.ledger.since(since)
+    return {
+        "scale": sum(e["action"].endswith("/update-config") for e in entries),
+        "switchover": sum(e["action"] == "SwitchoverGlobalCluster" for e in entries),
+        "flip": sum(e["method"] == "POST" and "/rrset" in e["path"] for e in entries),
+        "pin": sum(e["method"] == "POST" and e["path"].endswith("/pin") for e in entries),
+    }
+
+
+@pytest.mark.parametrize("crash_step", ["declare", "replication-gate", "champion-in-replica", "drain-replication",
+                                        "scale-standby", "promote-registry", "pin-champion", "flip-routing",
+                                        "first-inference", "slo-check"])
+def test_crash_at_every_step_then_resume_repeats_no_side_effect(sandbox, target, crash_step):
+    since = len(sandbox.ledger.since())
+
+    def crash(step, event):
+        if (step, event) == (crash_step, "applied"):  # the side effect happened, the journal says so last
+            raise Crash()
+
+    with pytest.raises(Crash):
+        _execute(target, failover(target, STANDBY, planned=True), on_event=crash)
+    result = _execute(target, failover(target, STANDBY, planned=True))
+    assert result.resumed and result.status == "completed"
+    assert _effects(sandbox, since) == {"scale": 1, "switchover": 1, "flip": 1, "pin": 0}, \
+        "the champion was already pinned in the standby: no pin call at all"
+    assert _writer(target) == STANDBY
+
+
+def test_two_concurrent_runs_one_is_refused(sandbox, target):
+    inside, release = threading.Event(), threading.Event()
+    outcome = {}
+
+    def hold(step, event):
+        if (step, event) == ("scale-standby", "applied"):
+            inside.set()
+            release.wait(30)
+
+    def first():
+        outcome["first"] = _execute(target, failover(target, STANDBY, planned=True), on_event=hold)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(30)
+    with pytest.raises(LockHeld):
+        _execute(target, failback(target))
+    release.set()
+    thread.join()
+    assert outcome["first"].status == "completed"
+
+
+def test_transient_503s_mid_runbook_are_retried(sandbox, target):
+    from mlfleet.dr.sandbox.faults import Fault
+
+    def flap(step, event):
+        if (step, event) == ("scale-standby", "done"):
+            sandbox.faults.add(Fault(region=STANDBY, service="rds", mode="503"))
+            threading.Timer(0.12, lambda: sandbox.faults.clear(STANDBY)).start()
+
+    since = len(sandbox.ledger.since())
+    result = _execute(target, failover(target, STANDBY, planned=True), on_event=flap)
+    assert result.status == "completed"
+    assert any(e["service"] == "rds" and e["region"] == STANDBY for e in sandbox.ledger.since(since))
+
+
+def test_a_region_that_times_out_aborts_and_compensates(sandbox, target):
+    from mlfleet.dr.sandbox.faults import Fault
+
+    def fail(step, event):
+        if (step, event) == ("scale-standby", "done"):
+            sandbox.faults.add(Fault(region=STANDBY, service="rds", mode="timeout", hang_s=2.5))
+
+    with pytest.raises(RunbookAborted) as caught:
+        _execute(target, failover(target, STANDBY, planned=True), on_event=fail)
+    sandbox.faults.clear()
+    assert caught.value.step == "promote-registry"
+    assert "scale-standby" in caught.value.compensated
+    assert aws.node_group_sizes(target, _ctx(target), STANDBY)["inference"]["desiredSize"] == \
+        sandbox.env.gpu_pools[0].warm_standby
+    assert _writer(target) == PRIMARY
+
+
+def test_champion_missing_in_the_replica_pins_the_newest_replicated_version(sandbox, target):
+    s3 = sandbox.client("s3", PRIMARY, direct=True)
+    bucket, prefix = sandbox.bucket(PRIMARY), sandbox.env.artifact_store.models_prefix
+    sandbox.settings.update({"held_prefixes": [f"{prefix}mlp/3/"]})
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}manifest.json")["Body"].read())
+    for name in manifest["models"]["mlp"]["versions"]["2"]["files"]:
+        body = s3.get_object(Bucket=bucket, Key=f"{prefix}mlp/2/{name}")["Body"].read()
+        s3.put_object(Bucket=bucket, Key=f"{prefix}mlp/3/{name}", Body=body)
+    manifest["models"]["mlp"]["versions"]["3"] = manifest["models"]["mlp"]["versions"]["2"]
+    manifest["models"]["mlp"]["champion"] = "3"
+    s3.put_object(Bucket=bucket, Key=f"{prefix}manifest.json", Body=json.dumps(manifest).encode())
+    replica = sandbox.client("s3", STANDBY, direct=True)
+    deadline = time.monotonic() + 10
+    while json.loads(replica.get_object(Bucket=sandbox.bucket(STANDBY), Key=f"{prefix}manifest.json")["Body"]
+                     .read())["models"]["mlp"]["champion"] != "3":
+        assert time.monotonic() < deadline, "the new manifest did not replicate"
+        time.sleep(0.05)
+
+    checks = {(r, c): (ok, d) for r, c, ok, d in readiness(target, _ctx(target))}
+    assert checks[(STANDBY, "champion in replica")][0] is False
+    result = _execute(target, failover(target, STANDBY, planned=False))
+    assert result.facts["pins"] == {"mlp": "2"}
+    assert "champion v3 is not fully replicated" in result.facts["notes"][0]
+
+
+def test_an_unimplemented_action_is_not_retried(target):
+    ec2 = target.client("ec2", STANDBY)
+    calls = []
+
+    def reserve():
+        calls.append(1)
+        return ec2.create_capacity_reservation(InstanceType="g6e.xlarge", InstancePlatform="Linux/UNIX",
+                                               AvailabilityZone=f"{STANDBY}a", InstanceCount=1)
+
+    with pytest.raises(GaveUp) as caught:
+        call_with_retry("reserve capacity", reserve, RetryPolicy(attempts=4, base_s=0.01))
+    assert caught.value.kind == NOT_IMPLEMENTED and len(calls) == 1
+
+
+def test_readiness_passes_on_a_fresh_sandbox(target):
+    results = readiness(target, _ctx(target))
+    assert {c for _, c, _, _ in results} == {"replica lag", "champion in replica", "standby capacity",
+                                            "runtime failover health"}
+    assert all(ok for *_, ok, _ in results), results
+
+
+def test_region_outage_drill_meets_the_sandbox_figures(sandbox, target):
+    from mlfleet.dr.cli import drill_report
+
+    outcome = run_drill(target, PRIMARY)
+    report = drill_report(target, PRIMARY, outcome)
+    assert report["verdict"] == "pass", report
+    assert report["measured"]["rto_s"] <= 10
+    assert report["measured"]["orchestration_s"] <= 1
+    assert report["measured"]["rpo_s"] <= sandbox.settings.replication_lag_s + 0.5
+    assert [p["phase"] for p in report["timeline"]] == ["fault_injected", "fault_detected", "declared",
+                                                        "registry_writable", "routing_flipped",
+                                                        "first_inference", "slo_recovered"]
+    assert outcome["failback"].status == "completed" and _writer(target) == PRIMARY
