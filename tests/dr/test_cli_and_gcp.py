@@ -1,0 +1,106 @@
+"""The DR command line's user errors and exit codes, and the GCP actions through the real
+Google clients against the sandbox's fake endpoint."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from mlfleet.dr.audit import AuditLog
+from mlfleet.dr.cli import register
+from mlfleet.dr.engine import RunContext
+from mlfleet.dr.retry import RetryPolicy
+from mlfleet.stacks.errors import MlfleetError
+
+
+def mlfleet(argv: list[str], capsys) -> tuple[int, str, str]:
+    """What `mlfleet` does with a handler: its exit code, or the error's, without a traceback."""
+    parser = argparse.ArgumentParser(prog="mlfleet")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        code = args.handler(args)
+    except MlfleetError as exc:
+        print(f"mlfleet: error: {exc}", file=__import__("sys").stderr)
+        code = exc.exit_code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_unknown_environment_is_a_usage_error(capsys, tmp_path):
+    code, _, err = mlfleet(["readiness", "--env", "nope", "--state-dir", str(tmp_path)], capsys)
+    assert code == 2 and "no environment 'nope'" in err
+
+
+def test_single_region_environment_has_nothing_to_fail_over_to(capsys, tmp_path):
+    code, _, err = mlfleet(["failover", "--env", "dev", "--to", "us-west-2", "--state-dir", str(tmp_path)], capsys)
+    assert code == 2 and "one region" in err
+
+
+def test_no_running_sandbox_says_how_to_start_one(capsys, tmp_path):
+    code, _, err = mlfleet(["failover", "--env", "prod", "--to", "us-west-2", "--state-dir", str(tmp_path)], capsys)
+    assert code == 2 and "mlfleet sandbox up --env prod" in err
+
+
+def test_audit_verify_exit_codes(capsys, tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl", actor="oncall@test")
+    for action in ("scale", "promote", "flip"):
+        log.append(run_id="r1", action=action, target="prod", result="ok")
+    code, out, _ = mlfleet(["audit", "verify", str(log.path)], capsys)
+    assert code == 0 and "3 records, chain intact" in out
+    lines = log.path.read_text().splitlines()
+    record = json.loads(lines[2])
+    record["actor"] = "someone-else"
+    log.path.write_text("\n".join(lines[:2] + [json.dumps(record)]) + "\n")
+    code, _, err = mlfleet(["audit", "verify", str(log.path)], capsys)
+    assert code == 1 and ":3: content does not match its hash" in err
+
+
+@pytest.fixture
+def fake_gcp():
+    from mlfleet.dr.sandbox.fake_gcp import FakeGcp
+    from mlfleet.dr.sandbox.faults import FaultBook, Ledger
+
+    faults = FaultBook()
+    fake = FakeGcp(faults, Ledger()).start()
+    fake.add_node_pool("ml", "us-central1", "serving", "gpu", 1)
+    fake.add_backend_service("ml", "us-central1", "models", ["ig-a", "ig-b"])
+    fake.add_sql_instance("ml", "registry-replica", replica_of="registry", region="us-central1")
+    yield fake, faults
+    fake.stop()
+
+
+def test_gcp_actions_through_the_real_clients(fake_gcp):
+    from mlfleet.dr import gcp
+
+    fake, _ = fake_gcp
+    clients = gcp.GcpClients(endpoint=fake.url)
+    ctx = RunContext(retry=RetryPolicy(attempts=2, base_s=0.01))
+    path = gcp.node_pool_path("ml", "us-central1", "serving", "gpu")
+
+    assert "-> 4" in gcp.resize_node_pool(clients, ctx, path, 4)
+    assert gcp.node_pool_size(clients, ctx, path) == 4
+    assert "already" in gcp.resize_node_pool(clients, ctx, path, 4)
+
+    assert "capacity 1.0" in gcp.set_backend_capacity(clients, ctx, "ml", "us-central1", "models", 1.0)
+    assert [b["capacityScaler"] for b in fake.backend_services[("ml", "us-central1", "models")]["backends"]] == [1.0, 1.0]
+
+    assert "promoted" in gcp.promote_sql_replica(clients, ctx, "ml", "registry-replica")
+    assert fake.sql_instances[("ml", "registry-replica")]["instanceType"] == "CLOUD_SQL_INSTANCE"
+    assert "already a primary" in gcp.promote_sql_replica(clients, ctx, "ml", "registry-replica")
+
+
+def test_gcp_region_fault_is_retried_then_reported(fake_gcp):
+    from mlfleet.dr import gcp
+    from mlfleet.dr.retry import TRANSIENT, GaveUp
+    from mlfleet.dr.sandbox.faults import Fault
+
+    fake, faults = fake_gcp
+    faults.add(Fault(region="us-central1", service="gke"))
+    ctx = RunContext(retry=RetryPolicy(attempts=3, base_s=0.01))
+    with pytest.raises(GaveUp) as caught:
+        gcp.resize_node_pool(gcp.GcpClients(endpoint=fake.url), ctx,
+                             gcp.node_pool_path("ml", "us-central1", "serving", "gpu"), 2)
+    assert caught.value.kind == TRANSIENT
+    assert fake.ledger.count(service="gke", method="GET") == 3
