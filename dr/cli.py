@@ -199,14 +199,12 @@ def _sandbox_up(args) -> int:
     from mlfleet.stacks.config import load_environment
 
     env = load_environment(args.env)
-    path = SandboxState.path(Path(args.state_dir), env.name)
-    if path.exists():
-        try:
-            SandboxState.load(Path(args.state_dir), env.name)
-            raise DrUsageError(f"a sandbox for {env.name} is already running ({path})")
-        except DrUsageError as exc:
-            if "already running" in str(exc):
-                raise
+    try:
+        running = SandboxState.load(Path(args.state_dir), env.name)
+    except DrUsageError:
+        running = None  # none, or a stale state file from a sandbox that died: start afresh
+    if running is not None:
+        raise DrUsageError(f"a sandbox for {env.name} is already running (process {running.pid})")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Sandbox(env, state_dir=Path(args.state_dir), log=_progress) as sandbox:

@@ -230,7 +230,7 @@ class Runbook:
         started = header.get("at", time.time())
         records = {s.name: StepRecord(s.name, "pending") for s in self.steps}
         done = journal.done_steps()
-        applied = [s for s in journal.applied_steps()]
+        applied = journal.applied_steps()
         ctx.audit(action=f"{self.name}.{'resume' if resumed else 'begin'}", target=self.key, result="ok")
 
         def finish(status: str, error: str | None) -> RunResult:
