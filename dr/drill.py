@@ -70,9 +70,7 @@ def run_drill(target: Target, region: str, *, scenario: str = "region-outage", f
     target.control.inject(region, mode=fault_mode, hang_s=2.0)
     fault_at = time.time()
     ctx.timeline.mark("fault_injected", fault_at)
-    writer.halt.set()
-    writer.join()
-    before_fault = [(k, t) for k, t in writer.writes if t < fault_at]
+    writer.halt.set()  # joined after recovery: a write in flight may hang in the faulted region
 
     result: RunResult | None = None
     notes: list[str] = []
@@ -92,6 +90,8 @@ def run_drill(target: Target, region: str, *, scenario: str = "region-outage", f
             notes += result.facts.get("notes", [])
         else:
             notes.append(f"{region} was not serving ({routed} was); no failover needed")
+        writer.join()
+        before_fault = [(k, t) for k, t in writer.writes if t < fault_at]
         missing = [(k, t) for k, t in before_fault if not aws.marker_present(target, new_region, k)]
         rpo_s = (fault_at - min(t for _, t in missing)) if missing else 0.0
     finally:
