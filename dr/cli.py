@@ -5,8 +5,6 @@ log tampered; 2 usage or configuration error; 3 refused by a gate (RPO budget, l
 readiness check failed)."""
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from mlfleet.dr.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, DrUsageError
@@ -109,9 +107,13 @@ def _run(target, runbook, args, kind: str) -> int:
                                 waiting_s=result.waiting_s, rpo_s=None, notes=[],
                                 sandbox=target.kind == "sandbox"), args)
         raise
+    planned = "drain-replication" in [s.name for s in result.steps]
+    notes = list(result.facts.get("notes", []))
+    if not planned:
+        notes.append("RPO is bounded by the replication lag measured at the gate (no writes were traced)")
     report = reports.build(target.env, kind=kind, result=result, timeline=result.timeline, waiting_s=result.waiting_s,
-                           rpo_s=0.0 if "drain-replication" in [s.name for s in result.steps] else None,
-                           notes=result.facts.get("notes", []), sandbox=target.kind == "sandbox")
+                           rpo_s=0.0 if planned else result.facts.get("replication_lag_s"),
+                           notes=notes, sandbox=target.kind == "sandbox")
     _emit(report, args)
     return EXIT_OK
 

@@ -19,7 +19,6 @@ Installed in the sandbox process only, by patching moto's response and backend c
 from __future__ import annotations
 
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
