@@ -241,3 +241,22 @@ def test_region_outage_drill_meets_the_sandbox_figures(sandbox, target):
                                                         "registry_writable", "routing_flipped",
                                                         "first_inference", "slo_recovered"]
     assert outcome["failback"].status == "completed" and _writer(target) == PRIMARY
+
+
+def test_dynamodb_lock_refuses_another_run_and_lets_the_owner_resume(sandbox, target):
+    from mlfleet.dr.locks import DynamoDbLock
+    from mlfleet.stacks import naming
+
+    def lock():
+        return DynamoDbLock(target.client("dynamodb", STANDBY), naming.dr_lock_table(sandbox.env.name), "staging/dr")
+
+    lock().acquire("run-a")
+    with pytest.raises(LockHeld) as caught:
+        lock().acquire("run-b")
+    assert caught.value.holder["run_id"] == "run-a"
+    lock().acquire("run-a")  # the same run, resumed after a crash
+    lock().release("run-b")  # not the owner: no effect
+    with pytest.raises(LockHeld):
+        lock().acquire("run-b")
+    lock().release("run-a")
+    lock().acquire("run-b")
