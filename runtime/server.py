@@ -94,7 +94,10 @@ async def serve(options: ServeOptions) -> None:
         except (OSError, RuntimeError) as exc:
             raise StartupError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from None
         await grpc_server.start()
+    # No X-Forwarded-* rewriting (nothing here reads the client address, and trusting it would be a
+    # hole) and no Server header: each is per-request work on the hot path.
     config = uvicorn.Config(RestApp(state), http="httptools", lifespan="off", access_log=False,
+                            proxy_headers=False, server_header=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, int(options.grace_period_s)),
                             timeout_keep_alive=30)
     http_server = _UvicornServer(config)
