@@ -2,9 +2,8 @@
 
 - Only NVIDIA AMI types, and every node carries the `nvidia.com/gpu=<value>:NoSchedule` taint,
   so only pods that ask for GPUs land on (and pay for) GPU nodes.
-- The launch template requires IMDSv2 and encrypts the root volume (gp3) with a KMS key. An Auto
-  Scaling group launches the nodes as its service-linked role, which a key policy naming only
-  the account does not let use the key: a KMS grant gives it exactly the EBS operations.
+- The launch template every mlfleet pool shares (`node_launch_template`): IMDSv2
+  only, gp3 volumes encrypted with a KMS key that the Auto Scaling role holds a grant on.
 - Capacity: on-demand, spot, on-demand capacity reservations (one reservation or a resource
   group of them) or a Capacity Block; EFA interfaces in a cluster placement group.
 - Scale-from-zero: the cluster autoscaler cannot see a node that does not exist, so the node
@@ -20,50 +19,31 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
+from cdktn import TerraformOutput, TerraformResourceLifecycle
 from cdktn_provider_aws.autoscaling_group_tag import AutoscalingGroupTagA, AutoscalingGroupTagTag
 from cdktn_provider_aws.eks_node_group import (
-    EksNodeGroup, EksNodeGroupLaunchTemplate, EksNodeGroupNodeRepairConfig, EksNodeGroupScalingConfig,
-    EksNodeGroupTaint, EksNodeGroupUpdateConfig)
-from cdktn_provider_aws.kms_grant import KmsGrant
+    EksNodeGroup, EksNodeGroupNodeRepairConfig, EksNodeGroupScalingConfig, EksNodeGroupTaint,
+    EksNodeGroupUpdateConfig)
 from cdktn_provider_aws.launch_template import (
-    LaunchTemplate, LaunchTemplateBlockDeviceMappings, LaunchTemplateBlockDeviceMappingsEbs,
     LaunchTemplateCapacityReservationSpecification,
     LaunchTemplateCapacityReservationSpecificationCapacityReservationTarget, LaunchTemplateInstanceMarketOptions,
-    LaunchTemplateMetadataOptions, LaunchTemplateNetworkInterfaces, LaunchTemplatePlacement,
-    LaunchTemplateTagSpecifications)
+    LaunchTemplateNetworkInterfaces, LaunchTemplatePlacement)
 from cdktn_provider_aws.placement_group import PlacementGroup
 from constructs import Construct
 
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
+from mlfleet.constructs.node_launch_template import (
+    AMI_DEVICES, LABEL_VALUE, NodeLaunchTemplateProps, add_node_launch_template, validate_node_pool_props)
 from mlfleet.constructs.validation import require
 
 GPU_RESOURCE = "nvidia.com/gpu"
-# AMI type -> the EBS devices it boots from. Bottlerocket keeps its OS and its data (images,
-# container storage) on two volumes; both are encrypted, the data volume gets the size.
 NVIDIA_AMI_DEVICES: dict[str, tuple[str, ...]] = {
-    "AL2023_x86_64_NVIDIA": ("/dev/xvda",),
-    "AL2023_ARM_64_NVIDIA": ("/dev/xvda",),
-    "BOTTLEROCKET_x86_64_NVIDIA": ("/dev/xvda", "/dev/xvdb"),
-    "BOTTLEROCKET_ARM_64_NVIDIA": ("/dev/xvda", "/dev/xvdb"),
-}
+    ami_type: devices for ami_type, devices in AMI_DEVICES.items() if ami_type.endswith("_NVIDIA")}
 CAPACITY_TYPES = ("ON_DEMAND", "SPOT", "CAPACITY_BLOCK")
 AUTOSCALER_PREFIX = "k8s.io/cluster-autoscaler"
-# The operations EC2 Auto Scaling needs on a customer key to launch instances with encrypted volumes.
-EBS_GRANT_OPERATIONS = ("CreateGrant", "Decrypt", "DescribeKey", "Encrypt", "GenerateDataKey",
-                        "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom", "ReEncryptTo")
 MAX_EFA_INTERFACES = 32  # p5.48xlarge: one per network card
 
-_NODE_GROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
-_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8,17}$")
 _RESOURCE_GROUP = re.compile(r"^arn:aws[a-z-]*:resource-groups:[a-z0-9-]+:\d{12}:group/[A-Za-z0-9_.-]+$")
-_KMS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/\S+$")
-_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
-_LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
-_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,40 +113,16 @@ class GpuNodePool(Construct):
         self.scaling_minimum = props.warm_size if props.standby else props.min_size
         """The size Terraform creates the pool at, and the in-service floor to alarm below."""
 
-        if props.kms_key_arn is not None:
-            self.key_arn = props.kms_key_arn
-        else:
-            self.key_arn = EncryptionKey(self, "volume-key", EncryptionKeyProps(
-                alias=props.volume_key_alias or f"{props.cluster_name}-{props.name}-volumes",
-                account_id=props.account_id, description=f"mlfleet GPU node volumes of {props.name}",
-                tags=tags)).key_arn
-        grant = KmsGrant(
-            self, "autoscaling-volume-grant", name=f"{props.name}-ebs", key_id=self.key_arn,
-            grantee_principal=(f"arn:aws:iam::{props.account_id}:role/aws-service-role/"
-                               "autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"),
-            operations=list(EBS_GRANT_OPERATIONS), retire_on_delete=True)
-
         self.placement_group = None
         if props.efa_interfaces:
             self.placement_group = PlacementGroup(self, "placement-group", name=qualified_name, strategy="cluster",
                                                   tags=tags or None)
-        devices = NVIDIA_AMI_DEVICES[props.ami_type]
         reservation = props.reservation
-        instance_tags = {**tags, "Name": qualified_name, "mlfleet:pool": props.name}
-        self.launch_template = LaunchTemplate(
-            self, "launch-template", name=qualified_name, update_default_version=True,
-            description=f"mlfleet GPU pool {props.name}",
-            # Pods get AWS credentials from EKS Pod Identity, not from the node's instance
-            # profile: a hop limit of 1 keeps IMDS (and the node role) out of pods' reach;
-            # host-network agents such as the VPC CNI are on the node's hop and unaffected.
-            metadata_options=LaunchTemplateMetadataOptions(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
-                instance_metadata_tags="disabled"),
-            block_device_mappings=[LaunchTemplateBlockDeviceMappings(
-                device_name=device, ebs=LaunchTemplateBlockDeviceMappingsEbs(
-                    volume_type="gp3", encrypted="true", kms_key_id=self.key_arn, delete_on_termination="true",
-                    volume_size=props.root_volume_size_gib if device == devices[-1] else None))
-                for device in devices],
+        template = add_node_launch_template(self, NodeLaunchTemplateProps(
+            cluster_name=props.cluster_name, pool_name=props.name, account_id=props.account_id,
+            ami_type=props.ami_type, volume_size_gib=props.root_volume_size_gib,
+            description=f"mlfleet GPU pool {props.name}", key_description=f"mlfleet GPU node volumes of {props.name}",
+            kms_key_arn=props.kms_key_arn, volume_key_alias=props.volume_key_alias, tags=tags,
             # A Capacity Block's instance type is fixed by the block; EKS wants it here, not on the group.
             instance_type=props.instance_types[0] if capacity_block else None,
             instance_market_options=LaunchTemplateInstanceMarketOptions(market_type="capacity-block")
@@ -177,16 +133,15 @@ class GpuNodePool(Construct):
                     if reservation.capacity_reservation_ids else None,
                     capacity_reservation_resource_group_arn=reservation.resource_group_arn))
             if reservation else None,
-            network_interfaces=[LaunchTemplateNetworkInterfaces(
+            network_interfaces=tuple(LaunchTemplateNetworkInterfaces(
                 device_index=0 if card == 0 else 1, network_card_index=card, interface_type="efa",
                 delete_on_termination="true", security_groups=list(props.security_group_ids))
-                for card in range(props.efa_interfaces)] or None,
+                for card in range(props.efa_interfaces)),
             # With EFA the groups go on each interface: EC2 refuses them in both places.
-            vpc_security_group_ids=None if props.efa_interfaces else list(props.security_group_ids) or None,
-            placement=LaunchTemplatePlacement(group_name=self.placement_group.name) if self.placement_group else None,
-            tag_specifications=[LaunchTemplateTagSpecifications(resource_type=kind, tags=instance_tags)
-                                for kind in ("instance", "volume", "network-interface")],
-            tags=tags or None)
+            vpc_security_group_ids=() if props.efa_interfaces else props.security_group_ids,
+            placement=LaunchTemplatePlacement(group_name=self.placement_group.name) if self.placement_group else None))
+        self.key_arn = template.key_arn
+        self.launch_template = template.launch_template
 
         template_tags = self._node_template_tags(props)
         self.node_group = EksNodeGroup(
@@ -195,8 +150,7 @@ class GpuNodePool(Construct):
             capacity_type=props.capacity_type, instance_types=None if capacity_block else list(props.instance_types),
             labels=dict(props.labels) or None,
             taint=[EksNodeGroupTaint(key=GPU_RESOURCE, value=props.gpu_taint_value, effect="NO_SCHEDULE")],
-            launch_template=EksNodeGroupLaunchTemplate(id=self.launch_template.id,
-                                                       version=Token.as_string(self.launch_template.latest_version)),
+            launch_template=template.for_node_group,
             scaling_config=EksNodeGroupScalingConfig(
                 min_size=self.scaling_minimum, desired_size=self.scaling_minimum, max_size=props.max_size),
             # One GPU node at a time: a serving pool loses the least capacity during an update.
@@ -205,7 +159,7 @@ class GpuNodePool(Construct):
             tags={**tags, f"{AUTOSCALER_PREFIX}/enabled": "true",
                   f"{AUTOSCALER_PREFIX}/{props.cluster_name}": "owned", **template_tags},
             lifecycle=TerraformResourceLifecycle(ignore_changes=["scaling_config[0].desired_size"]),
-            depends_on=[grant])
+            depends_on=[template.volume_grant])
 
         self.node_group_name = props.name
         self.node_group_arn = self.node_group.arn
@@ -235,38 +189,14 @@ class GpuNodePool(Construct):
 
 
 def _validate(scope: Construct, p: GpuNodePoolProps) -> None:
-    require(bool(_NODE_GROUP_NAME.match(p.name)), scope, "name",
-            f"{p.name!r}: letters, digits, '-' and '_', starting with a letter or digit, at most 63 characters")
-    if not Token.is_unresolved(p.cluster_name):
-        require(bool(_CLUSTER_NAME.match(p.cluster_name)), scope, "cluster_name",
-                f"{p.cluster_name!r} is not an EKS cluster name")
-    require(bool(_ACCOUNT.match(p.account_id)), scope, "account_id",
-            f"{p.account_id!r} is not a 12-digit AWS account id")
-    require(bool(p.subnet_ids), scope, "subnet_ids", "give at least one subnet")
+    validate_node_pool_props(scope, p)
     require(p.ami_type in NVIDIA_AMI_DEVICES, scope, "ami_type",
             f"{p.ami_type!r} is not an NVIDIA AMI type; use one of {', '.join(NVIDIA_AMI_DEVICES)}")
-    require(bool(p.instance_types), scope, "instance_types", "give at least one instance type")
-    for i, instance_type in enumerate(p.instance_types):
-        require(bool(_INSTANCE_TYPE.match(instance_type)), scope, f"instance_types[{i}]",
-                f"{instance_type!r} is not an EC2 instance type")
-    require(len(set(p.instance_types)) == len(p.instance_types), scope, "instance_types", "lists a type twice")
     require(p.gpus_per_node >= 1, scope, "gpus_per_node", "a GPU node has at least one GPU")
     _validate_sizes(scope, p)
     _validate_capacity(scope, p)
-    for key, value in p.labels.items():
-        require(bool(_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
-        require(bool(_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
-                f"{value!r} is not a Kubernetes label value (63 characters: letters, digits, '-', '_', '.')")
-    require(bool(p.gpu_taint_value) and bool(_LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
+    require(bool(p.gpu_taint_value) and bool(LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
             f"{p.gpu_taint_value!r} is not a taint value (63 characters: letters, digits, '-', '_', '.')")
-    require(16 <= p.root_volume_size_gib <= 16384, scope, "root_volume_size_gib", "must be 16 to 16384 GiB (gp3)")
-    if p.kms_key_arn is not None and not Token.is_unresolved(p.kms_key_arn):
-        require(bool(_KMS_KEY.match(p.kms_key_arn)), scope, "kms_key_arn", f"{p.kms_key_arn!r} is not a KMS key ARN")
-    require(p.kms_key_arn is None or p.volume_key_alias is None, scope, "volume_key_alias",
-            "names a key the pool would create, but kms_key_arn is given")
-    if p.kms_key_arn is None and p.volume_key_alias is None:
-        require(not Token.is_unresolved(p.cluster_name), scope, "volume_key_alias",
-                "needed to name the pool's volume key when cluster_name is a reference (or pass kms_key_arn)")
 
 
 def _validate_sizes(scope: Construct, p: GpuNodePoolProps) -> None:
