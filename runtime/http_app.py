@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from .errors import BadRequest, NotFound, PayloadTooLarge, ServingError
 from .health import HEALTHY_TOKEN, failover_health
 from .manager import LoadRefused, PinConflict
-from .rest_codec import decompress, encode_response, parse_request, split_body
+from .rest_codec import decompress, encode_json, encode_response, parse_request, split_body
 from .state import EXTENSIONS, SERVER_NAME, SERVER_VERSION, RuntimeState
 
 log = logging.getLogger("mlfleet.runtime.http")
@@ -24,7 +24,7 @@ _TEXT_METRICS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
 
 
 def _dumps(document) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+    return encode_json(document).encode()
 
 
 class MethodNotAllowed(ServingError):

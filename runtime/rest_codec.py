@@ -13,6 +13,9 @@ from .errors import BadRequest, PayloadTooLarge
 from .model_spec import ModelSpec
 from .tensors import array_from_bytes, array_from_json, check_input_header, order_inputs, requested_outputs
 
+# One compact encoder for every response: json.dumps with options builds a new encoder per call.
+encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
 
 @dataclass
 class ParsedRequest:
@@ -48,10 +51,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, memoryview
             raise BadRequest("Inference-Header-Content-Length must be an integer") from None
         if not 0 <= length <= len(body):
             raise BadRequest(f"Inference-Header-Content-Length {length} is outside the {len(body)}-byte body")
-        view = memoryview(body)
-        json_part, tail = view[:length], view[length:]
+        json_part, tail = body[:length], memoryview(body)[length:]
     try:
-        header = json.loads(bytes(json_part) if isinstance(json_part, memoryview) else json_part)
+        header = json.loads(json_part)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -122,7 +124,7 @@ def encode_response(spec: ModelSpec, version: str, request: ParsedRequest,
     response = {"model_name": spec.name, "model_version": version, "outputs": entries}
     if request.request_id is not None:
         response["id"] = request.request_id
-    head = json.dumps(response, separators=(",", ":")).encode()
+    head = encode_json(response).encode()
     if not chunks:
         return head, None
     return b"".join([head, *chunks]), len(head)
