@@ -245,13 +245,43 @@ def _network_exposure(tf: dict):
             yield "MLF001", address, "Kubernetes secrets are not envelope-encrypted with KMS"
 
 
+# NVIDIA GPU instance families (the part of an instance type before the dot).
+GPU_INSTANCE_FAMILY = re.compile(r"g4dn|g5g?|g6[ef]?|gr6f?|g7e?|p3(dn)?|p4de?|p5(e|en)?|p6e?-[a-z0-9]+")
+
+
+def is_gpu_instance_type(instance_type: str) -> bool:
+    return bool(GPU_INSTANCE_FAMILY.fullmatch(instance_type.split(".", 1)[0]))
+
+
+def _gpu_node_group_reason(body: dict, templates: dict[str, dict]) -> str | None:
+    """Why a node group may run GPU nodes, or None when it does not: an NVIDIA (or legacy AL2 GPU)
+    AMI type, a GPU instance type, or an AMI or instance type only known at apply (fail closed)."""
+    ami_type = body.get("ami_type") or ""
+    if "NVIDIA" in ami_type or "GPU" in ami_type:
+        return f"ami_type {ami_type}"
+    # A Capacity Block's instance type is on the launch template, not the node group.
+    instance_types = body.get("instance_types") or []
+    instance_types = [instance_types] if isinstance(instance_types, str) else list(instance_types)
+    for template in _refs(body.get("launch_template"), "aws_launch_template"):
+        if templates.get(template, {}).get("instance_type"):
+            instance_types.append(templates[template]["instance_type"])
+    for value in [ami_type, *instance_types]:
+        if "${" in value:
+            return f"{value} is only known at apply, so the group may be a GPU group"
+    gpu_types = [t for t in instance_types if is_gpu_instance_type(t)]
+    return f"GPU instance types {', '.join(gpu_types)}" if gpu_types else None
+
+
 @_check
 def _gpu_nodes(tf: dict):
     templates = dict(_resources(tf, "aws_launch_template"))
     for address, body in _resources(tf, "aws_eks_node_group"):
         taints = _blocks(body.get("taint"))
-        if not any(t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NO_SCHEDULE" for t in taints):
-            yield "MLF004", address, "no nvidia.com/gpu taint with effect NO_SCHEDULE"
+        gpu_reason = _gpu_node_group_reason(body, templates)
+        if gpu_reason and not any(t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NO_SCHEDULE"
+                                  for t in taints):
+            yield ("MLF004", address,
+                   f"GPU node group ({gpu_reason}) has no nvidia.com/gpu taint with effect NO_SCHEDULE")
         if not _refs(body.get("launch_template"), "aws_launch_template"):
             yield "MLF007", address, "no launch template, so IMDSv2 and volume encryption are not enforced"
     for address, body in templates.items():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlfleet.constructs.policy import RULES, evaluate_terraform
+from mlfleet.constructs.policy import RULES, evaluate_terraform, is_gpu_instance_type
 
 
 def _tf(resources: dict, provider_tags: dict | None = None, data: dict | None = None) -> dict:
@@ -17,6 +17,12 @@ def _tf(resources: dict, provider_tags: dict | None = None, data: dict | None = 
 
 def _rules(tf: dict) -> set[str]:
     return {f.rule for f in evaluate_terraform("s", tf)}
+
+
+def _with(base: dict, rtype: str, name: str, **changes) -> dict:
+    out = json.loads(json.dumps(base))
+    out[rtype][name].update(changes)
+    return out
 
 
 GOOD_BUCKET = {
@@ -34,7 +40,14 @@ GOOD_DB = {"aws_rds_cluster": {"c": {"storage_encrypted": True, "kms_key_id": "$
 GOOD_NODES = {
     "aws_launch_template": {"lt": {"metadata_options": {"http_tokens": "required"},
                                    "block_device_mappings": [{"device_name": "/dev/xvda", "ebs": {"encrypted": "true", "kms_key_id": "k"}}]}},
-    "aws_eks_node_group": {"ng": {"taint": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
+    "aws_eks_node_group": {"ng": {"ami_type": "AL2023_x86_64_NVIDIA", "instance_types": ["g6.12xlarge"],
+                                  "taint": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
+                                  "launch_template": {"id": "${aws_launch_template.lt.id}", "version": "1"}}},
+}
+# System nodes (standard AMI, general-purpose instances) need no GPU taint.
+GOOD_SYSTEM_NODES = {
+    "aws_launch_template": GOOD_NODES["aws_launch_template"],
+    "aws_eks_node_group": {"ng": {"ami_type": "AL2023_x86_64_STANDARD", "instance_types": ["m7i.large", "m6i.large"],
                                   "launch_template": {"id": "${aws_launch_template.lt.id}", "version": "1"}}},
 }
 GOOD_IAM = {"aws_iam_role_policy": {"p": {"policy": json.dumps({"Statement": [
@@ -42,13 +55,8 @@ GOOD_IAM = {"aws_iam_role_policy": {"p": {"policy": json.dumps({"Statement": [
     {"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]})}}}
 
 
-def _with(base: dict, rtype: str, name: str, **changes) -> dict:
-    out = json.loads(json.dumps(base))
-    out[rtype][name].update(changes)
-    return out
-
-
-@pytest.mark.parametrize("good", [GOOD_BUCKET, GOOD_DB, GOOD_NODES, GOOD_IAM], ids=["s3", "db", "nodes", "iam"])
+@pytest.mark.parametrize("good", [GOOD_BUCKET, GOOD_DB, GOOD_NODES, GOOD_SYSTEM_NODES, GOOD_IAM],
+                         ids=["s3", "db", "nodes", "system-nodes", "iam"])
 def test_secure_resources_pass(good):
     assert _rules(_tf(good)) == set()
 
@@ -71,6 +79,11 @@ CASES = [
     ("MLF003", _with(GOOD_BUCKET, "aws_s3_bucket", "b", force_destroy=True)),
     ("MLF003", {"aws_rds_global_cluster": {"g": {"storage_encrypted": True}}}),
     ("MLF004", _with(GOOD_NODES, "aws_eks_node_group", "ng", taint=[{"key": "nvidia.com/gpu", "effect": "PREFER_NO_SCHEDULE"}])),
+    ("MLF004", _with(GOOD_SYSTEM_NODES, "aws_eks_node_group", "ng", instance_types=["m7i.large", "g6e.xlarge"])),
+    ("MLF004", _with(GOOD_NODES, "aws_eks_node_group", "ng", instance_types=["m7i.large"], taint=None)),
+    ("MLF004", _with(GOOD_SYSTEM_NODES, "aws_eks_node_group", "ng", instance_types="${var.node_types}")),
+    ("MLF004", _with(_with(GOOD_SYSTEM_NODES, "aws_launch_template", "lt", instance_type="p5.48xlarge"),
+                     "aws_eks_node_group", "ng", instance_types=None)),
     ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))),
     ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": {"Action": "*", "Resource": "*"}}))),
     ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}))),
@@ -82,6 +95,24 @@ CASES = [
 @pytest.mark.parametrize("rule,resources", CASES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(CASES)])
 def test_each_rule_catches_its_violation(rule, resources):
     assert rule in _rules(_tf(resources))
+
+
+def test_untainted_gpu_node_group_with_a_standard_ami_is_named_by_its_instance_type():
+    tf = _tf(_with(GOOD_SYSTEM_NODES, "aws_eks_node_group", "ng", instance_types=["g6e.xlarge"]))
+    [finding] = evaluate_terraform("s", tf)
+    assert (finding.rule, finding.address) == ("MLF004", "aws_eks_node_group.ng")
+    assert "g6e.xlarge" in finding.message
+
+
+@pytest.mark.parametrize("instance_type, gpu", [
+    *((t, True) for t in ("g4dn.xlarge", "g5.48xlarge", "g6.12xlarge", "g6e.2xlarge", "gr6.4xlarge", "g7e.8xlarge",
+                          "p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge",
+                          "p5en.48xlarge", "p6-b200.48xlarge")),
+    *((t, False) for t in ("m7i.large", "m6i.large", "c7gn.xlarge", "t3.medium", "inf2.xlarge", "trn1.2xlarge",
+                           "g4ad.xlarge", "p5x.large", "gp6.large")),
+])
+def test_gpu_instance_families(instance_type, gpu):
+    assert is_gpu_instance_type(instance_type) is gpu
 
 
 def test_missing_required_tags():
