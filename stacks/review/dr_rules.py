@@ -1,0 +1,153 @@
+"""DR review rules (MLF020+): what no per-resource scanner can see, because the evidence spans
+the environment's stacks (a global cluster in `<env>-global`, its members in the regional
+stacks) or the environment's targets.
+
+They run on the synthesized JSON of all the environment's stacks together, at review time,
+and cover the Google resource types too so that they hold when GCP stacks land. A finding is
+acknowledged by the environment file's `acknowledgements` (rule and construct-path glob).
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Iterator
+
+from mlfleet.constructs.policy import Rule
+from mlfleet.stacks.config import Environment
+from mlfleet.stacks.review.findings import ReviewFinding, acknowledgement
+from mlfleet.stacks.review.inventory import stack_region
+
+# Below this RTO target a cold standby is a gamble: GPU capacity is not guaranteed to exist
+# in the standby region when the primary's whole fleet is looking for it at once.
+SHORT_RTO_SECONDS = 3600
+# Google's predefined dual-regions; a custom dual-region is a `custom_placement_config`.
+GCS_PREDEFINED_DUAL_REGIONS = frozenset({"ASIA1", "EUR4", "EUR5", "EUR7", "EUR8", "NAM4"})
+
+DR_RULES: dict[str, Rule] = {r.id: r for r in (
+    Rule("MLF020", "S3 replication without Replication Time Control and metrics", "high",
+         "enable replication_time (15 minutes) and metrics on every replication rule; without them "
+         "replication has no time bound and its lag is invisible"),
+    Rule("MLF021", "global database without a secondary region", "high",
+         "add a secondary cluster in a standby region to the global cluster"),
+    Rule("MLF022", "short RTO target without warm standby or reserved capacity", "high",
+         "keep warm_standby nodes in each standby region, or reserve capacity there"),
+    Rule("MLF023", "dual-region bucket without turbo replication", "high",
+         'set rpo = "ASYNC_TURBO" (15-minute replication objective) on the dual-region bucket'),
+    Rule("MLF024", "Cloud SQL primary without a cross-region DR replica", "high",
+         "create a read replica in another region whose master_instance_name is the primary"),
+)}
+
+
+def evaluate(env: Environment, stacks: dict[str, dict]) -> list[ReviewFinding]:
+    """Every DR finding of the environment's stacks, acknowledged where the file says so."""
+    paths = {(stack, f"{rtype}.{name}"): body.get("//", {}).get("metadata", {}).get("path", f"{rtype}.{name}")
+             for stack, tf in stacks.items()
+             for rtype, items in tf.get("resource", {}).items() for name, body in items.items()}
+    findings = []
+    for check in (_replication_time_control, _global_cluster_secondaries, _short_rto_capacity,
+                  _dual_region_turbo, _cloud_sql_dr_replica):
+        for rule_id, stack, address, message in check(env, stacks):
+            rule = DR_RULES[rule_id]
+            path = paths.get((stack, address), address)
+            findings.append(ReviewFinding("mlfleet", rule_id, rule.title, rule.severity, stack, address, path,
+                                          message, rule.fix, acknowledgement(env, rule_id, path)))
+    return sorted(findings, key=ReviewFinding.sort_key)
+
+
+Hit = Iterator[tuple[str, str, str, str]]   # (rule, stack, address, message)
+
+
+def _resources(stacks: dict[str, dict], rtype: str) -> Iterator[tuple[str, str, dict]]:
+    for stack, tf in sorted(stacks.items()):
+        for name, body in sorted(tf.get("resource", {}).get(rtype, {}).items()):
+            yield stack, f"{rtype}.{name}", body
+
+
+def _blocks(value) -> list:
+    return value if isinstance(value, list) else ([value] if value else [])
+
+
+def _status(block) -> str | None:
+    found = _blocks(block)
+    return found[0].get("status") if found else None
+
+
+def _replication_time_control(env: Environment, stacks: dict[str, dict]) -> Hit:
+    for stack, address, body in _resources(stacks, "aws_s3_bucket_replication_configuration"):
+        for rule in _blocks(body.get("rule")):
+            if rule.get("status") != "Enabled":
+                continue
+            destination = (_blocks(rule.get("destination")) or [{}])[0]
+            missing = [name for name, block in (("Replication Time Control", "replication_time"),
+                                                ("replication metrics", "metrics"))
+                       if _status(destination.get(block)) != "Enabled"]
+            if missing:
+                yield ("MLF020", stack, address,
+                       f"rule {rule.get('id', '?')} to {destination.get('bucket', '?')} has no {' and no '.join(missing)}")
+
+
+def _global_cluster_secondaries(env: Environment, stacks: dict[str, dict]) -> Hit:
+    members: dict[str, set[str]] = {}
+    for stack, _, body in _resources(stacks, "aws_rds_cluster"):
+        if body.get("global_cluster_identifier"):
+            members.setdefault(body["global_cluster_identifier"], set()).add(stack_region(stacks[stack]) or stack)
+    for stack, address, body in _resources(stacks, "aws_rds_global_cluster"):
+        regions = members.get(body.get("global_cluster_identifier"), set())
+        if len(regions) < 2:
+            where = f"only {', '.join(sorted(regions))}" if regions else "no member cluster"
+            yield ("MLF021", stack, address,
+                   f"global cluster {body.get('global_cluster_identifier')} has {where}: "
+                   "losing that region loses the registry")
+
+
+def _short_rto_capacity(env: Environment, stacks: dict[str, dict]) -> Hit:
+    if env.targets.rto >= SHORT_RTO_SECONDS:
+        return
+    if not env.standbys:
+        yield ("MLF022", f"{env.name}-global", "environment",
+               f"RTO target {env.targets.rto} s with no standby region to fail over to")
+        return
+    standby_regions = {r.name for r in env.standbys}
+    for stack, tf in sorted(stacks.items()):
+        if stack_region(tf) not in standby_regions or not tf.get("resource", {}).get("aws_eks_node_group"):
+            continue
+        outputs = tf.get("output", {})
+        templates = tf.get("resource", {}).get("aws_launch_template", {})
+        for _, address, body in _resources({stack: tf}, "aws_eks_node_group"):
+            name = body.get("node_group_name", "")
+            failover = outputs.get(f"{name.replace('-', '_')}_failover_size", {}).get("value", 0)
+            warm = (_blocks(body.get("scaling_config")) or [{}])[0].get("min_size", 0)
+            if failover and not warm and not _reserved(body, templates):
+                yield ("MLF022", stack, address,
+                       f"node group {name} keeps no warm node and has no reservation, but a failover needs "
+                       f"{failover} node(s) within the {env.targets.rto} s RTO target")
+
+
+def _reserved(node_group: dict, templates: dict) -> bool:
+    referenced = set(re.findall(r"\$\{aws_launch_template\.([A-Za-z0-9_-]+)\.", json.dumps(node_group.get("launch_template"))))
+    return any(_blocks(templates.get(name, {}).get("capacity_reservation_specification")) for name in referenced) \
+        or node_group.get("capacity_type") == "CAPACITY_BLOCK"
+
+
+def _dual_region_turbo(env: Environment, stacks: dict[str, dict]) -> Hit:
+    for stack, address, body in _resources(stacks, "google_storage_bucket"):
+        placement = (_blocks(body.get("custom_placement_config")) or [{}])[0]
+        dual = len(placement.get("data_locations") or []) == 2 \
+            or str(body.get("location", "")).upper() in GCS_PREDEFINED_DUAL_REGIONS
+        if dual and body.get("rpo") != "ASYNC_TURBO":
+            yield ("MLF023", stack, address,
+                   f"dual-region bucket {body.get('name', '?')} replicates with the default RPO (up to 12 hours)")
+
+
+def _cloud_sql_dr_replica(env: Environment, stacks: dict[str, dict]) -> Hit:
+    instances = list(_resources(stacks, "google_sql_database_instance"))
+    for stack, address, body in instances:
+        if body.get("master_instance_name"):
+            continue
+        name = body.get("name")
+        # A replica names its primary literally or through a reference to the primary's name.
+        references = {name, f"${{{address}.name}}", f"${{{address}.id}}"} - {None}
+        replicas = [b for _, _, b in instances if b.get("master_instance_name") in references]
+        if not any(r.get("region") != body.get("region") for r in replicas):
+            found = "only same-region replicas" if replicas else "no replica"
+            yield ("MLF024", stack, address, f"Cloud SQL primary {name or address} has {found}")

@@ -1,0 +1,284 @@
+"""`mlfleet review`: everything a reviewer reads about one environment, in Markdown fit for a
+pull-request comment (tables, long lists folded) or JSON for machines."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlfleet.stacks.config import Environment
+from mlfleet.stacks.review import checkov, cost, dr_rules, rto
+from mlfleet.stacks.review.diff import Diff, compare
+from mlfleet.stacks.review.findings import ReviewFinding, from_policy
+from mlfleet.stacks.review.inventory import PoolCapacity, pool_capacity, resources_by_type, stack_region
+from mlfleet.stacks.review.synth import synthesize_for_review
+
+# Consumed by the config model's RPO check, not by a rule over resources.
+CONFIG_RULES = frozenset({"MLF010"})
+
+
+@dataclass(frozen=True)
+class Review:
+    env: Environment
+    stacks: dict[str, dict]
+    findings: list[ReviewFinding]
+    checkov: checkov.CheckovRun
+    capacity: list[PoolCapacity]
+    cost: cost.CostEstimate
+    rto: rto.RtoBudget
+    rpo: rto.RpoBudget
+    diff: Diff | None
+    unused_acknowledgements: list[str]
+
+    @property
+    def blocking(self) -> list[ReviewFinding]:
+        return [f for f in self.findings if f.blocking]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.blocking else 0
+
+
+def build_review(env: Environment, *, base: tuple[dict[str, dict], str] | None = None,
+                 run_checkov: bool = True, synthesized: tuple[dict[str, dict], list] | None = None) -> Review:
+    """Synthesize `env` (or take `synthesized`: stacks and policy findings) and review it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlfleet-review-") as tmp:
+        stacks, policy_findings = synthesized or synthesize_for_review(env, Path(tmp))
+        scan = (checkov.run(_stack_files(stacks, Path(tmp)))
+                if run_checkov else checkov.CheckovRun(False, None, [], "checkov was not run (disabled)"))
+    findings = sorted([from_policy(f) for f in policy_findings] + dr_rules.evaluate(env, stacks) + scan.findings,
+                      key=ReviewFinding.sort_key)
+    rpo = rto.rpo_budget(env, stacks)
+    used = {f.rule for f in findings if f.acknowledged} | ({"MLF010"} if rpo.acknowledgement else set())
+    unused = [f"{a.rule} ({a.resource}): {a.reason}" for a in env.acknowledgements if a.rule not in used]
+    return Review(
+        env=env, stacks=stacks, findings=findings, checkov=scan,
+        capacity=[p for name, tf in sorted(stacks.items(), key=lambda kv: _region_order(env, kv[1]))
+                  for p in pool_capacity(name, tf)],
+        cost=cost.estimate(stacks), rto=rto.rto_budget(env, stacks), rpo=rpo,
+        diff=compare(base[0], stacks, base[1]) if base is not None else None,
+        unused_acknowledgements=unused)
+
+
+def _stack_files(stacks: dict[str, dict], directory: Path) -> dict[str, Path]:
+    """Each stack's JSON on disk for checkov (written again when the synth was handed in)."""
+    files = {}
+    for name, tf in stacks.items():
+        path = directory / "stacks" / name / "cdk.tf.json"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(tf, indent=2))
+        files[name] = path
+    return files
+
+
+def _region_order(env: Environment, tf: dict) -> tuple[int, str]:
+    names = [r.name for r in (env.primary, *env.standbys)]
+    region = stack_region(tf)
+    return (names.index(region) if region in names else len(names), region or "")
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+def _usd(value: float | None) -> str:
+    return "n/a" if value is None else f"${value:,.2f}"
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "unbounded"
+    minutes, rest = divmod(seconds, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min" + (f" {rest} s" if rest else "") + f" ({seconds} s)"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(review: Review, diagram: str | None = None) -> str:
+    env = review.env
+    out = [f"# mlfleet review: {env.name}", ""]
+    standbys = ", ".join(r.name for r in env.standbys) or "none"
+    resources = sum(sum(resources_by_type(tf).values()) for tf in review.stacks.values())
+    out.append(f"Primary **{env.primary.name}**, standby {standbys}; {len(review.stacks)} stacks, "
+               f"{resources} resources. RTO target {_duration(env.targets.rto)}, RPO target {_duration(env.targets.rpo)}.")
+    out.append("")
+    blocking = review.blocking
+    if blocking:
+        out.append(f"**Blocked: {len(blocking)} unacknowledged high-severity finding(s).** Fix them, or acknowledge "
+                   "each in the environment file with a reason.")
+    else:
+        out.append("**No unacknowledged high-severity finding.**")
+    out.append("")
+    if review.diff is not None:
+        out += _diff_section(review.diff)
+    out += _findings_section(review)
+    out += _recovery_section(review)
+    out += _capacity_section(review)
+    out += _cost_section(review)
+    out += _resources_section(review)
+    if diagram:
+        out += ["## Architecture", "", f"![{env.name} architecture]({diagram})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _diff_section(diff: Diff) -> list[str]:
+    out = ["## Changes", "", f"Against {diff.base}.", ""]
+    for change in diff.warnings:
+        what = "DELETES" if change.action == "removed" else "REPLACES"
+        reason = change.note or "the resource is no longer in the code"
+        out.append(f"> **WARNING: this change {what} stateful resource `{change.address}` in {change.stack}** "
+                   f"({reason}). Its data goes with it unless it is moved or retained first.")
+        out.append("")
+    if diff.stacks_added:
+        out += [f"Stacks added: {', '.join(diff.stacks_added)}", ""]
+    if diff.stacks_removed:
+        out += [f"**Stacks removed: {', '.join(diff.stacks_removed)}**", ""]
+    if not diff.changes:
+        return out + ["No resource changes.", ""]
+    counts = {a: sum(1 for c in diff.changes if c.action == a) for a in ("added", "removed", "changed", "replaced")}
+    out += [", ".join(f"{n} {a}" for a, n in counts.items()), ""]
+    rows = []
+    for c in diff.changes:
+        paths = ", ".join(f"`{p}`" + (" (ignored by lifecycle)" if p in c.ignored else "") for p in c.paths[:8])
+        if len(c.paths) > 8:
+            paths += f", … {len(c.paths) - 8} more"
+        rows.append([c.action + (" (stateful)" if c.stateful else ""), c.stack, f"`{c.address}`",
+                     "; ".join(x for x in (paths, c.note) if x)])
+    big = len(rows) > 20
+    if big:
+        out += ["<details><summary>All resource changes</summary>", ""]
+    out += _table(["action", "stack", "resource", "attributes"], rows)
+    out += ["", "</details>", ""] if big else [""]
+    return out
+
+
+def _findings_section(review: Review) -> list[str]:
+    out = ["## Findings", ""]
+    if review.findings:
+        out += _table(["severity", "rule", "source", "stack", "resource", "finding", "fix", "acknowledged"],
+                      [[f.severity, f.rule, f.source, f.stack, f"`{f.path}`", f"{f.title}: {f.message}", f.fix,
+                        f.acknowledged or "**no**"] for f in review.findings])
+    else:
+        out.append("No findings from mlfleet's rule pack (MLF001–MLF007) or its DR rules (MLF020–MLF024).")
+    out += ["", review.checkov.note + "."]
+    if review.unused_acknowledgements:
+        out += ["", "Acknowledgements in the environment file that match no finding (stale?):", ""]
+        out += [f"- {a}" for a in review.unused_acknowledgements]
+    return out + [""]
+
+
+def _recovery_section(review: Review) -> list[str]:
+    out = ["## Recovery budget", ""]
+    budget = review.rto
+    if not budget.parts:
+        out += [f"RTO: n/a — no standby region; losing {review.env.primary.name} means redeploying elsewhere "
+                f"(target {_duration(budget.target)}).", ""]
+    else:
+        out += _table(["RTO component", "time", "basis"],
+                      [[p.name, _duration(p.seconds), p.basis] for p in budget.parts]
+                      + [["**total**", f"**{_duration(budget.total)}**", f"target {_duration(budget.target)}"]])
+        out += ["", f"RTO verdict: **{budget.verdict}** ({_duration(budget.total)} against {_duration(budget.target)}).",
+                ""]
+    rpo = review.rpo
+    if not rpo.parts:
+        return out + ["RPO: n/a — nothing is replicated to another region.", ""]
+    out += _table(["data", "RPO deliverable", "basis"], [[p.data, _duration(p.seconds), p.basis] for p in rpo.parts])
+    out += ["", f"RPO verdict: **{rpo.verdict}** ({_duration(rpo.deliverable)} against {_duration(rpo.target)})."
+            + (f" Acknowledged (MLF010): {rpo.acknowledgement}" if rpo.acknowledgement and rpo.verdict != "pass" else ""),
+            ""]
+    return out
+
+
+def _capacity_section(review: Review) -> list[str]:
+    out = ["## GPU capacity", "", "Warm: what runs before a failover (the primary runs its minimum). "
+           "Min: what the region serves with once it is primary.", ""]
+    out += _table(["region", "pool", "instance types", "GPU", "capacity", "GPUs/node", "GPUs warm", "GPUs min", "GPUs max"],
+                  [[p.region, p.pool, ", ".join(p.instance_types), p.gpu, p.capacity_type.lower(), p.gpus_per_node,
+                    p.gpus_warm, p.gpus_min, p.gpus_max] for p in review.capacity])
+    return out + [""]
+
+
+def _cost_section(review: Review) -> list[str]:
+    estimate = review.cost
+    table = estimate.table
+    out = ["## Estimated monthly cost", "",
+           f"**Estimate** from the price table of {table.generated_at} ({table.source}). {table.estimate} "
+           f"Monthly = hourly × {table.hours_per_month}.", ""]
+    hours = table.hours_per_month
+    out += _table(["region", "item", "priced as", "USD/hour", "units warm", "monthly warm", "units min", "monthly min"],
+                  [[line.region, line.item, line.priced_as, "n/a" if line.hourly is None else f"{line.hourly:g}",
+                    line.units_warm, _usd(line.monthly(line.units_warm, hours)), line.units_min,
+                    _usd(line.monthly(line.units_min, hours))] for line in estimate.lines])
+    out += ["", f"Steady state (primary at minimum, standbys warm): **{_usd(estimate.total('warm'))}** per month. "
+            f"Every region at its minimum (after a failover scales the standbys): **{_usd(estimate.total('min'))}** per month."]
+    for line in estimate.unpriced:
+        out.append(f"Not priced (absent from the price table): {line.item} in {line.region} ({line.priced_as}).")
+    return out + [""]
+
+
+def _resources_section(review: Review) -> list[str]:
+    names = sorted(review.stacks)
+    counts = {name: resources_by_type(tf) for name, tf in review.stacks.items()}
+    types = sorted({t for c in counts.values() for t in c})
+    out = ["## Resources", ""]
+    out += _table(["stack", "region", "resources"],
+                  [[n, stack_region(review.stacks[n]) or "", sum(counts[n].values())] for n in names])
+    out += ["", "<details><summary>Resources by type</summary>", ""]
+    out += _table(["type", *names], [[t, *[counts[n].get(t, 0) for n in names]] for t in types])
+    return out + ["", "</details>", ""]
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+def to_json(review: Review, diagram: str | None = None) -> dict:
+    env = review.env
+    hours = review.cost.table.hours_per_month
+    return {
+        "environment": env.name,
+        "primary": env.primary.name,
+        "standbys": [r.name for r in env.standbys],
+        "blocking": len(review.blocking),
+        "findings": [{k: getattr(f, k) for k in ("severity", "rule", "title", "source", "stack", "address", "path",
+                                                   "message", "fix", "acknowledged")} for f in review.findings],
+        "checkov": {"ran": review.checkov.ran, "version": review.checkov.version, "note": review.checkov.note},
+        "unused_acknowledgements": review.unused_acknowledgements,
+        "rto": {"target_s": review.rto.target, "budget_s": review.rto.total if review.rto.parts else None,
+                "verdict": review.rto.verdict,
+                "parts": [{"name": p.name, "seconds": p.seconds, "basis": p.basis} for p in review.rto.parts]},
+        "rpo": {"target_s": review.rpo.target, "deliverable_s": review.rpo.deliverable, "verdict": review.rpo.verdict,
+                "acknowledgement": review.rpo.acknowledgement,
+                "parts": [{"data": p.data, "seconds": p.seconds, "basis": p.basis} for p in review.rpo.parts]},
+        "gpu_capacity": [{"region": p.region, "stack": p.stack, "pool": p.pool, "instance_types": list(p.instance_types),
+                          "gpu": p.gpu, "capacity_type": p.capacity_type, "gpus_per_node": p.gpus_per_node,
+                          "nodes": {"warm": p.nodes_warm, "min": p.nodes_min, "max": p.nodes_max},
+                          "gpus": {"warm": p.gpus_warm, "min": p.gpus_min, "max": p.gpus_max}}
+                         for p in review.capacity],
+        "cost_estimate": {
+            "estimate": True, "price_table_date": review.cost.table.generated_at, "source": review.cost.table.source,
+            "caveats": review.cost.table.estimate, "currency": "USD", "hours_per_month": hours,
+            "monthly_warm": review.cost.total("warm"), "monthly_min": review.cost.total("min"),
+            "lines": [{"region": line.region, "item": line.item, "priced_as": line.priced_as, "hourly": line.hourly,
+                       "units_warm": line.units_warm, "units_min": line.units_min,
+                       "monthly_warm": line.monthly(line.units_warm, hours),
+                       "monthly_min": line.monthly(line.units_min, hours)} for line in review.cost.lines]},
+        "resources": {name: resources_by_type(tf) for name, tf in sorted(review.stacks.items())},
+        "diff": None if review.diff is None else {
+            "base": review.diff.base, "stacks_added": review.diff.stacks_added,
+            "stacks_removed": review.diff.stacks_removed,
+            "warnings": [f"{c.stack}: {c.action} {c.address}" for c in review.diff.warnings],
+            "changes": [{"stack": c.stack, "address": c.address, "action": c.action, "stateful": c.stateful,
+                         "paths": list(c.paths), "ignored_paths": list(c.ignored), "note": c.note}
+                        for c in review.diff.changes]},
+        "diagram": diagram,
+    }
