@@ -10,7 +10,7 @@ from mlfleet.stacks import naming
 from mlfleet.stacks.config import Environment
 from mlfleet.stacks.review.inventory import pool_capacity
 
-COLUMN = 300
+COLUMN = 320
 MARGIN = 20
 BOX_WIDTH = COLUMN - 2 * MARGIN
 LINE = 16
@@ -41,7 +41,8 @@ def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
         y = top + 34
         lines = [f"EKS {naming.cluster_name(env.name, region.name)}"]
         for p in pools:
-            lines += [f"{p.pool}: {'/'.join(p.instance_types)} {p.capacity_type.lower()}",
+            lines += [f"pool {p.pool} ({p.capacity_type.lower().replace('_', '-')})",
+                      f"  {', '.join(p.instance_types)}",
                       f"  nodes warm {p.nodes_warm} / min {p.nodes_min} / max {p.nodes_max}"]
         height = 10 + LINE * len(lines)
         body.append(_box(x, y, BOX_WIDTH, height, colour, lines))

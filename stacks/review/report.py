@@ -89,6 +89,8 @@ def _usd(value: float | None) -> str:
 def _duration(seconds: int | None) -> str:
     if seconds is None:
         return "unbounded"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds // 3600} h ({seconds} s)"
     minutes, rest = divmod(seconds, 60)
     if not minutes:
         return f"{rest} s"

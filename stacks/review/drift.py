@@ -1,0 +1,356 @@
+"""`mlfleet drift`: the live platform, read through boto3, against the synthesized intent.
+
+What is compared (what a failover or an RPO depends on):
+- EKS node groups: scaling minimum and maximum, AMI type, capacity type, instance types,
+  taints and labels (the desired size belongs to the autoscaler: the stacks ignore it too);
+- artifact buckets: versioning, default encryption, public access block, and the replication
+  rules of each source bucket (destinations, status, Replication Time Control, metrics);
+- the Aurora global cluster: its member clusters and which one is the writer;
+- Route 53: the failover records (type, TTL, values, routing policy, alias, health check)
+  and the health checks they use (type, port, path, interval, threshold, search string).
+
+Values Terraform resolves at apply (a key's ARN) cannot be compared with a literal; those are
+checked for presence only. Every difference says where it is, what is live and what the code says.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+from botocore.exceptions import ClientError
+
+from mlfleet.stacks import naming
+from mlfleet.stacks.config import Environment
+from mlfleet.stacks.review.inventory import stack_region
+
+
+@dataclass(frozen=True)
+class Drift:
+    region: str        # the region, or "global"
+    resource: str      # what, in words a reader can find in the console
+    attribute: str
+    live: str
+    code: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str | None = None) -> list[Drift]:
+    """Every difference between the live platform and `stacks` (the synthesized intent)."""
+    drifts: list[Drift] = []
+    for region in env.regions:
+        if only not in (None, region.name):
+            continue
+        tf = stacks[naming.stack_name(env.name, region.name)]
+        drifts += _node_groups(region.name, tf, session.client("eks", region_name=region.name))
+        drifts += _buckets(region.name, tf, session.client("s3", region_name=region.name))
+    if only in (None, "global"):
+        tf = stacks[naming.global_stack_name(env.name)]
+        drifts += _global_cluster(env, stacks, tf, session.client("rds", region_name=env.primary.name))
+        drifts += _routing(tf, session.client("route53", region_name="us-east-1"))
+    return drifts
+
+
+def render_text(env: Environment, drifts: list[Drift], only: str | None) -> str:
+    scope = f"{env.name}" + (f" ({only})" if only else "")
+    if not drifts:
+        return f"no drift: the live platform of {scope} matches the code\n"
+    lines = [f"drift in {scope}: {len(drifts)} difference(s)"]
+    for d in drifts:
+        lines.append(f"  [{d.region}] {d.resource}: {d.attribute} is {d.live}, the code says {d.code}")
+    return "\n".join(lines) + "\n"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _blocks(value) -> list:
+    return value if isinstance(value, list) else ([value] if value else [])
+
+
+def _resources(tf: dict, rtype: str) -> Iterator[tuple[str, dict]]:
+    for name, body in sorted(tf.get("resource", {}).get(rtype, {}).items()):
+        yield name, body
+
+
+def _unresolved(value) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def _show(value) -> str:
+    if value is None:
+        return "absent"
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, bool)) else str(value)
+
+
+def _missing(error: ClientError, *codes: str) -> bool:
+    return error.response.get("Error", {}).get("Code") in codes
+
+
+def _compare(region: str, resource: str, pairs: list[tuple[str, object, object]]) -> list[Drift]:
+    return [Drift(region, resource, attribute, _show(live), _show(code))
+            for attribute, live, code in pairs if live != code]
+
+
+# --- EKS -------------------------------------------------------------------------------------
+
+def _node_groups(region: str, tf: dict, eks) -> list[Drift]:
+    clusters = [body.get("name") for _, body in _resources(tf, "aws_eks_cluster")]
+    if not clusters:
+        return []
+    cluster = clusters[0]
+    drifts = []
+    for _, body in _resources(tf, "aws_eks_node_group"):
+        name = body.get("node_group_name")
+        resource = f"node group {name} in EKS cluster {cluster}"
+        try:
+            live = eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]
+        except ClientError as exc:
+            if _missing(exc, "ResourceNotFoundException"):
+                drifts.append(Drift(region, resource, "existence", "missing", "exists"))
+                continue
+            raise
+        scaling = (_blocks(body.get("scaling_config")) or [{}])[0]
+        live_scaling = live.get("scalingConfig", {})
+        drifts += _compare(region, resource, [
+            ("scaling minimum", live_scaling.get("minSize"), scaling.get("min_size")),
+            ("scaling maximum", live_scaling.get("maxSize"), scaling.get("max_size")),
+            ("AMI type", live.get("amiType"), body.get("ami_type")),
+            ("capacity type", live.get("capacityType"), body.get("capacity_type", "ON_DEMAND")),
+            ("instance types", sorted(live.get("instanceTypes") or []), sorted(body.get("instance_types") or [])),
+            ("labels", live.get("labels") or {}, body.get("labels") or {}),
+            ("taints", sorted(f"{t.get('key')}={t.get('value', '')}:{t.get('effect')}" for t in live.get("taints") or []),
+             sorted(f"{t.get('key')}={t.get('value', '')}:{t.get('effect')}" for t in _blocks(body.get("taint")))),
+        ])
+    return drifts
+
+
+# --- S3 --------------------------------------------------------------------------------------
+
+def _for_bucket(tf: dict, rtype: str, logical: str) -> dict | None:
+    """The `rtype` resource whose `bucket` references the bucket with logical id `logical`."""
+    for _, body in _resources(tf, rtype):
+        if body.get("bucket") == f"${{aws_s3_bucket.{logical}.id}}":
+            return body
+    return None
+
+
+def _buckets(region: str, tf: dict, s3) -> list[Drift]:
+    drifts = []
+    for logical, body in _resources(tf, "aws_s3_bucket"):
+        name = body.get("bucket")
+        resource = f"bucket {name}"
+        try:
+            s3.head_bucket(Bucket=name)
+        except ClientError as exc:
+            if _missing(exc, "404", "NoSuchBucket", "NotFound"):
+                drifts.append(Drift(region, resource, "existence", "missing", "exists"))
+                continue
+            raise
+        versioning = _for_bucket(tf, "aws_s3_bucket_versioning", logical)
+        if versioning is not None:
+            code = (_blocks(versioning.get("versioning_configuration")) or [{}])[0].get("status")
+            drifts += _compare(region, resource, [("versioning", s3.get_bucket_versioning(Bucket=name).get("Status"), code)])
+        drifts += _encryption(region, resource, s3, name, _for_bucket(tf, "aws_s3_bucket_server_side_encryption_configuration", logical))
+        drifts += _public_access(region, resource, s3, name, _for_bucket(tf, "aws_s3_bucket_public_access_block", logical))
+        drifts += _replication(region, resource, s3, name, _for_bucket(tf, "aws_s3_bucket_replication_configuration", logical))
+    return drifts
+
+
+def _encryption(region: str, resource: str, s3, name: str, code: dict | None) -> list[Drift]:
+    if code is None:
+        return []
+    try:
+        rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
+    except ClientError as exc:
+        if not _missing(exc, "ServerSideEncryptionConfigurationNotFoundError"):
+            raise
+        rules = []
+    live = (rules[0] if rules else {}).get("ApplyServerSideEncryptionByDefault", {})
+    wanted = ((_blocks(code.get("rule")) or [{}])[0].get("apply_server_side_encryption_by_default") or {})
+    wanted = (_blocks(wanted) or [{}])[0]
+    pairs = [("default encryption", live.get("SSEAlgorithm"), wanted.get("sse_algorithm"))]
+    key = wanted.get("kms_master_key_id")
+    if _unresolved(key):
+        pairs.append(("KMS key", "set" if live.get("KMSMasterKeyID") else None, "set"))
+    elif key:
+        pairs.append(("KMS key", live.get("KMSMasterKeyID"), key))
+    return _compare(region, resource, pairs)
+
+
+def _public_access(region: str, resource: str, s3, name: str, code: dict | None) -> list[Drift]:
+    if code is None:
+        return []
+    try:
+        live = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+    except ClientError as exc:
+        if not _missing(exc, "NoSuchPublicAccessBlockConfiguration"):
+            raise
+        live = {}
+    keys = {"block_public_acls": "BlockPublicAcls", "block_public_policy": "BlockPublicPolicy",
+            "ignore_public_acls": "IgnorePublicAcls", "restrict_public_buckets": "RestrictPublicBuckets"}
+    return _compare(region, resource, [(f"public access block {k}", live.get(v, False), bool(code.get(k)))
+                                       for k, v in keys.items()])
+
+
+def _replication(region: str, resource: str, s3, name: str, code: dict | None) -> list[Drift]:
+    try:
+        live_rules = s3.get_bucket_replication(Bucket=name)["ReplicationConfiguration"].get("Rules", [])
+    except ClientError as exc:
+        if not _missing(exc, "ReplicationConfigurationNotFoundError"):
+            raise
+        live_rules = []
+    if code is None and not live_rules:
+        return []
+
+    def destination(rule: dict) -> str:
+        return (rule.get("Destination") or {}).get("Bucket", "?")
+
+    live = {destination(r): r for r in live_rules}
+    wanted = {}
+    for rule in _blocks((code or {}).get("rule")):
+        target = (_blocks(rule.get("destination")) or [{}])[0]
+        wanted[target.get("bucket", "?")] = (rule, target)
+    drifts = []
+    for bucket_arn in sorted(set(wanted) - set(live)):
+        drifts.append(Drift(region, resource, f"replication to {bucket_arn}", "missing", "enabled"))
+    for bucket_arn in sorted(set(live) - set(wanted)):
+        drifts.append(Drift(region, resource, f"replication to {bucket_arn}", "present", "not in the code"))
+    for bucket_arn in sorted(set(live) & set(wanted)):
+        rule, target = wanted[bucket_arn]
+        live_rule = live[bucket_arn]
+        live_target = live_rule.get("Destination") or {}
+        code_time = (_blocks(target.get("replication_time")) or [{}])[0].get("status", "Disabled")
+        code_metrics = (_blocks(target.get("metrics")) or [{}])[0].get("status", "Disabled")
+        drifts += _compare(region, resource, [
+            (f"replication to {bucket_arn}: status", live_rule.get("Status"), rule.get("status")),
+            (f"replication to {bucket_arn}: Replication Time Control",
+             (live_target.get("ReplicationTime") or {}).get("Status", "Disabled"), code_time),
+            (f"replication to {bucket_arn}: metrics", (live_target.get("Metrics") or {}).get("Status", "Disabled"),
+             code_metrics),
+        ])
+    return drifts
+
+
+# --- Aurora global cluster --------------------------------------------------------------------
+
+_CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:rds:([a-z0-9-]+):\d+:cluster:(.+)$")
+
+
+def _global_cluster(env: Environment, stacks: dict[str, dict], tf: dict, rds) -> list[Drift]:
+    drifts = []
+    for _, body in _resources(tf, "aws_rds_global_cluster"):
+        identifier = body.get("global_cluster_identifier")
+        resource = f"Aurora global cluster {identifier}"
+        try:
+            found = rds.describe_global_clusters(GlobalClusterIdentifier=identifier)["GlobalClusters"]
+        except ClientError as exc:
+            if _missing(exc, "GlobalClusterNotFoundFault"):
+                found = []
+            else:
+                raise
+        if not found:
+            drifts.append(Drift("global", resource, "existence", "missing", "exists"))
+            continue
+        live_members, live_writer = set(), None
+        for member in found[0].get("GlobalClusterMembers", []):
+            match = _CLUSTER_ARN.match(member.get("DBClusterArn", ""))
+            if match:
+                live_members.add(f"{match.group(2)} ({match.group(1)})")
+                if member.get("IsWriter"):
+                    live_writer = f"{match.group(2)} ({match.group(1)})"
+        code_members = {f"{c.get('cluster_identifier')} ({stack_region(stacks[name])})"
+                        for name, stack in stacks.items() for _, c in _resources(stack, "aws_rds_cluster")
+                        if c.get("global_cluster_identifier") == identifier}
+        primary = naming.db_cluster_id(env.name, env.primary.name)
+        code_writer = f"{primary} ({env.primary.name})"
+        drifts += _compare("global", resource, [("members", sorted(live_members), sorted(code_members)),
+                                                 ("writer", live_writer, code_writer)])
+    return drifts
+
+
+# --- Route 53 ---------------------------------------------------------------------------------
+
+def _fqdn(name: str | None) -> str:
+    return (name or "").rstrip(".").lower()
+
+
+def _routing(tf: dict, route53) -> list[Drift]:
+    checks = {name: body for name, body in _resources(tf, "aws_route53_health_check")}
+    records = list(_resources(tf, "aws_route53_record"))
+    if not records:
+        return []
+    drifts: list[Drift] = []
+    live_checks = {}
+    for page in route53.get_paginator("list_health_checks").paginate():
+        for check in page["HealthChecks"]:
+            live_checks[check["Id"]] = check["HealthCheckConfig"]
+    by_fqdn = {_fqdn(c.get("FullyQualifiedDomainName")): c for c in live_checks.values()}
+    for _, body in sorted(checks.items()):
+        drifts += _health_check(body, by_fqdn.get(_fqdn(body.get("fqdn"))))
+    for zone_id in sorted({body.get("zone_id") for _, body in records}):
+        try:
+            live = [r for page in route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
+                    for r in page["ResourceRecordSets"]]
+        except ClientError as exc:
+            if _missing(exc, "NoSuchHostedZone"):
+                drifts.append(Drift("global", f"hosted zone {zone_id}", "existence", "missing", "exists"))
+                continue
+            raise
+        drifts += _records(zone_id, [b for _, b in records if b.get("zone_id") == zone_id], live, checks, live_checks)
+    return drifts
+
+
+def _health_check(code: dict, live: dict | None) -> list[Drift]:
+    resource = f"Route 53 health check for {code.get('fqdn')}"
+    if live is None:
+        return [Drift("global", resource, "existence", "missing", "exists")]
+    return _compare("global", resource, [
+        ("type", live.get("Type"), code.get("type")),
+        ("port", live.get("Port"), code.get("port")),
+        ("path", live.get("ResourcePath"), code.get("resource_path")),
+        ("request interval", live.get("RequestInterval"), code.get("request_interval")),
+        ("failure threshold", live.get("FailureThreshold"), code.get("failure_threshold")),
+        ("search string", live.get("SearchString"), code.get("search_string")),
+    ])
+
+
+def _records(zone_id: str, code_records: list[dict], live: list[dict], checks: dict, live_checks: dict) -> list[Drift]:
+    def key(name, rtype, identifier) -> tuple:
+        return (_fqdn(name), rtype, identifier or "")
+
+    live_by_key = {key(r["Name"], r["Type"], r.get("SetIdentifier")): r for r in live}
+    names = {_fqdn(b.get("name")) for b in code_records}
+    drifts = []
+    seen = set()
+    for body in code_records:
+        k = key(body.get("name"), body.get("type"), body.get("set_identifier"))
+        seen.add(k)
+        resource = f"record {k[0]} {k[1]}" + (f" ({k[2]})" if k[2] else "") + f" in zone {zone_id}"
+        record = live_by_key.get(k)
+        if record is None:
+            drifts.append(Drift("global", resource, "existence", "missing", "exists"))
+            continue
+        alias = (_blocks(body.get("alias")) or [None])[0]
+        live_alias = record.get("AliasTarget")
+        check_ref = re.match(r"^\$\{aws_route53_health_check\.([A-Za-z0-9_-]+)\.id\}$", body.get("health_check_id") or "")
+        code_check = checks.get(check_ref.group(1), {}).get("fqdn") if check_ref else body.get("health_check_id")
+        live_check = live_checks.get(record.get("HealthCheckId"), {}).get("FullyQualifiedDomainName") \
+            if record.get("HealthCheckId") else None
+        drifts += _compare("global", resource, [
+            ("TTL", record.get("TTL"), body.get("ttl")),
+            ("values", sorted(_fqdn(v["Value"]) for v in record.get("ResourceRecords") or []),
+             sorted(_fqdn(v) for v in body.get("records") or [])),
+            ("failover", record.get("Failover"), (body.get("failover_routing_policy") or {}).get("type")),
+            ("weight", record.get("Weight"), (body.get("weighted_routing_policy") or {}).get("weight")),
+            ("alias target", _fqdn(live_alias.get("DNSName")) if live_alias else None,
+             _fqdn(alias.get("name")) if alias else None),
+            ("health check (by FQDN)", _fqdn(live_check) or None, _fqdn(code_check) or None),
+        ])
+    for k, record in sorted(live_by_key.items()):
+        if k[0] in names and k not in seen and k[1] not in ("NS", "SOA"):
+            drifts.append(Drift("global", f"record {k[0]} {k[1]}" + (f" ({k[2]})" if k[2] else "") +
+                                f" in zone {zone_id}", "existence", "present", "not in the code"))
+    return drifts
