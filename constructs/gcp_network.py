@@ -1,0 +1,191 @@
+"""The Google Cloud network: one global VPC, and in each region a subnet with secondary ranges
+for GKE pods and services, Private Google Access, and Cloud NAT for egress without public IPs.
+
+A VPC is global and survives the loss of any region, so it is made once (`GcpVpc`, in the
+environment's global stack) together with the private services access range that Cloud SQL's
+private IPs come from. Each regional stack makes its own subnet, router and NAT
+(`GcpRegionalNetwork`) and names the VPC by its deterministic self link
+(`network_self_link(project, name)`), never by a reference into another stack.
+
+Existing networks are used as they are: skip `GcpVpc` and give the VPC's name, and set
+`existing_subnet` to use a subnet (and its secondary ranges) made outside mlfleet.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from cdktn import TerraformOutput, Token
+from cdktn_provider_google.compute_global_address import ComputeGlobalAddress
+from cdktn_provider_google.compute_network import ComputeNetwork
+from cdktn_provider_google.compute_router import ComputeRouter
+from cdktn_provider_google.compute_router_nat import ComputeRouterNat, ComputeRouterNatLogConfig
+from cdktn_provider_google.compute_subnetwork import (ComputeSubnetwork, ComputeSubnetworkLogConfig,
+                                                      ComputeSubnetworkSecondaryIpRange)
+from cdktn_provider_google.service_networking_connection import ServiceNetworkingConnection
+from constructs import Construct
+
+from mlfleet.constructs.gcp_kms_key import PROJECT_ID, REGION, RESOURCE_NAME
+from mlfleet.constructs.validation import PropsError, require
+
+PRIVATE_RANGES = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                          "100.64.0.0/10"))
+
+
+def network_self_link(project: str, name: str) -> str:
+    return f"projects/{project}/global/networks/{name}"
+
+
+def subnetwork_self_link(project: str, region: str, name: str) -> str:
+    return f"projects/{project}/regions/{region}/subnetworks/{name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcpVpcProps:
+    project_id: str
+    name: str
+    private_services_cidr: str = "10.250.0.0/16"
+    """Range Google allocates Cloud SQL private IPs from (private services access), in every region."""
+
+
+class GcpVpc(Construct):
+    """A custom-mode, globally routed VPC with private services access."""
+
+    def __init__(self, scope: Construct, id_: str, props: GcpVpcProps):
+        super().__init__(scope, id_)
+        _require_project(self, props.project_id)
+        _require_name(self, "name", props.name)
+        services = _require_private_cidr(self, "private_services_cidr", props.private_services_cidr)
+        require(services.prefixlen <= 24, self, "private_services_cidr",
+                "private services access needs at least a /24")
+
+        self.network = ComputeNetwork(
+            self, "network", project=props.project_id, name=props.name, auto_create_subnetworks=False,
+            # GLOBAL: a regional subnet's routes reach every region, so a DR region's clients reach
+            # a Cloud SQL instance promoted there without a network change.
+            routing_mode="GLOBAL")
+        address = ComputeGlobalAddress(
+            self, "private-services-range", project=props.project_id, name=f"{props.name}-private-services",
+            purpose="VPC_PEERING", address_type="INTERNAL", address=str(services.network_address),
+            prefix_length=services.prefixlen, network=self.network.id)
+        self.private_services_connection = ServiceNetworkingConnection(
+            self, "private-services", network=self.network.id, service="servicenetworking.googleapis.com",
+            reserved_peering_ranges=[address.name])
+        self.name = props.name
+        self.self_link = network_self_link(props.project_id, props.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcpRegionalNetworkProps:
+    project_id: str
+    region: str
+    network_name: str
+    """The VPC (made by `GcpVpc` in the global stack, or an existing one)."""
+    subnet_name: str
+    subnet_cidr: str | None = None
+    """Primary range of the nodes. Required unless `existing_subnet`."""
+    pods_cidr: str | None = None
+    """Secondary range for pod IPs. Required unless `existing_subnet`."""
+    services_cidr: str | None = None
+    """Secondary range for Service IPs. Required unless `existing_subnet`."""
+    pods_range_name: str | None = None
+    """Name of the pods secondary range; default `<subnet_name>-pods`."""
+    services_range_name: str | None = None
+    """Name of the services secondary range; default `<subnet_name>-services`."""
+    existing_subnet: bool = False
+    """Use a subnet made outside mlfleet (it needs Private Google Access and the two ranges)."""
+    nat: bool = True
+    """Cloud NAT for egress of nodes without public IPs (image pulls from outside Google)."""
+    flow_logs: bool = True
+
+
+class GcpRegionalNetwork(Construct):
+    """One region's subnet (with pod and service ranges, Private Google Access), router and NAT."""
+
+    def __init__(self, scope: Construct, id_: str, props: GcpRegionalNetworkProps):
+        super().__init__(scope, id_)
+        _validate_regional(self, props)
+        project, region = props.project_id, props.region
+        self.network_self_link = network_self_link(project, props.network_name)
+        self.pods_range_name = props.pods_range_name or f"{props.subnet_name}-pods"
+        self.services_range_name = props.services_range_name or f"{props.subnet_name}-services"
+        self.region = region
+
+        self.subnetwork = None
+        if props.existing_subnet:
+            self.subnetwork_self_link = subnetwork_self_link(project, region, props.subnet_name)
+        else:
+            self.subnetwork = ComputeSubnetwork(
+                self, "subnet", project=project, region=region, name=props.subnet_name,
+                network=self.network_self_link, ip_cidr_range=props.subnet_cidr, private_ip_google_access=True,
+                secondary_ip_range=[
+                    ComputeSubnetworkSecondaryIpRange(range_name=self.pods_range_name, ip_cidr_range=props.pods_cidr),
+                    ComputeSubnetworkSecondaryIpRange(range_name=self.services_range_name,
+                                                      ip_cidr_range=props.services_cidr)],
+                log_config=ComputeSubnetworkLogConfig(aggregation_interval="INTERVAL_5_SEC", flow_sampling=0.5,
+                                                      metadata="INCLUDE_ALL_METADATA")
+                if props.flow_logs else None)
+            self.subnetwork_self_link = self.subnetwork.id
+
+        self.router = self.nat = None
+        if props.nat:
+            self.router = ComputeRouter(self, "router", project=project, region=region,
+                                        name=f"{props.subnet_name}-router", network=self.network_self_link)
+            self.nat = ComputeRouterNat(
+                self, "nat", project=project, region=region, name=f"{props.subnet_name}-nat",
+                router=self.router.name, nat_ip_allocate_option="AUTO_ONLY",
+                source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+                log_config=ComputeRouterNatLogConfig(enable=True, filter="ERRORS_ONLY"))
+
+        TerraformOutput(self, "gcp_subnetwork", value=self.subnetwork_self_link,
+                        description="The region's subnetwork").override_logical_id("gcp_subnetwork")
+
+
+def _require_project(scope: Construct, project_id: str) -> None:
+    require(bool(PROJECT_ID.match(project_id)), scope, "project_id",
+            f"{project_id!r} is not a Google Cloud project id")
+
+
+def _require_name(scope: Construct, prop: str, value: str) -> None:
+    require(bool(RESOURCE_NAME.match(value)), scope, prop,
+            f"{value!r}: lowercase letters, digits and '-', starting with a letter, at most 63 characters")
+
+
+def _require_private_cidr(scope: Construct, prop: str, value: str | None) -> ipaddress.IPv4Network:
+    require(value is not None, scope, prop, "required when mlfleet makes the subnet")
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError as error:
+        raise PropsError(scope, prop, f"{value!r} is not an IPv4 CIDR block ({error})") from None
+    require(any(network.subnet_of(r) for r in PRIVATE_RANGES), scope, prop,
+            f"{value} is not in a private range (10/8, 172.16/12, 192.168/16, 100.64/10)")
+    return network
+
+
+def _validate_regional(scope: Construct, p: GcpRegionalNetworkProps) -> None:
+    _require_project(scope, p.project_id)
+    require(bool(REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    if not Token.is_unresolved(p.network_name):
+        _require_name(scope, "network_name", p.network_name)
+    _require_name(scope, "subnet_name", p.subnet_name)
+    for prop in ("pods_range_name", "services_range_name"):
+        if getattr(p, prop) is not None:
+            _require_name(scope, prop, getattr(p, prop))
+    if p.existing_subnet:
+        for prop in ("subnet_cidr", "pods_cidr", "services_cidr"):
+            require(getattr(p, prop) is None, scope, prop,
+                    "an existing subnet keeps its own ranges: leave it unset (name the ranges instead)")
+        return
+    ranges = {prop: _require_private_cidr(scope, prop, getattr(p, prop))
+              for prop in ("subnet_cidr", "pods_cidr", "services_cidr")}
+    require(ranges["subnet_cidr"].prefixlen <= 29, scope, "subnet_cidr", "a subnet is at most a /29")
+    require(ranges["pods_cidr"].prefixlen <= 24, scope, "pods_cidr",
+            "GKE gives each node a /24 of pod IPs by default: use at least a /24 (a /14 to /20 is typical)")
+    names = list(ranges)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            require(not ranges[first].overlaps(ranges[second]), scope, second,
+                    f"{ranges[second]} overlaps {first} ({ranges[first]})")
+    pods = p.pods_range_name or f"{p.subnet_name}-pods"
+    require((p.services_range_name or f"{p.subnet_name}-services") != pods, scope, "services_range_name",
+            f"must differ from the pods range name ({pods!r})")

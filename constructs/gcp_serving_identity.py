@@ -1,0 +1,157 @@
+"""Separate Google identities for the three parties that touch model artifacts.
+
+- serving: the runtime's pods, through Workload Identity (their Kubernetes service account
+  impersonates this Google service account), read only the champion artifacts and the manifest;
+- training writes candidate artifacts, and nothing else;
+- review reads every artifact, and publishes champions and the manifest.
+
+How "champion only" is enforced: on AWS the serving role reads objects tagged champion. Cloud
+Storage IAM Conditions cannot test an object's metadata, only its name, so the bucket has a
+dedicated champion prefix instead: `<models_prefix>champion/` (with the manifest at
+`<models_prefix>champion/manifest.json`), writable by review only. Serving's read grant carries
+the condition `resource.name.startsWith(".../objects/<models_prefix>champion/")`; training's
+create grant is conditioned on `<models_prefix>candidates/`. Approving a version is a
+server-side copy from `candidates/` into `champion/` by review, which also makes the approved
+bytes immutable to training. The conditions need uniform bucket-level access, which
+`GcsArtifactStore` enforces.
+
+So a compromised training job cannot get a model served, and a compromised serving pod cannot
+read unapproved models or write anything. No identity needs a Cloud KMS grant: Cloud Storage
+encrypts and decrypts with the bucket's key as its own service agent.
+
+Workload Identity binds `PROJECT.svc.id.goog[namespace/service_account]`, a name shared by
+every cluster of the project: give each region's runtime the same namespace and Kubernetes
+service account, and one serving identity serves them all (IAM is global, like the bucket).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cdktn import TerraformOutput
+from cdktn_provider_google.service_account import ServiceAccount
+from cdktn_provider_google.service_account_iam_member import ServiceAccountIamMember
+from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember, StorageBucketIamMemberCondition
+from constructs import Construct
+
+from mlfleet.constructs.gcp_kms_key import PROJECT_ID, SERVICE_ACCOUNT_ID
+from mlfleet.constructs.validation import require
+
+CANDIDATES = "candidates/"
+CHAMPION = "champion/"
+MANIFEST_NAME = "manifest.json"
+WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
+IMPERSONATE = "roles/iam.serviceAccountTokenCreator"
+OBJECT_VIEWER = "roles/storage.objectViewer"
+OBJECT_CREATOR = "roles/storage.objectCreator"
+OBJECT_USER = "roles/storage.objectUser"
+PURPOSES = ("serving", "training", "review")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9/_-]*/$")
+_K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Named principals only: no allUsers, allAuthenticatedUsers or whole domains.
+_PRINCIPAL = re.compile(r"^(user|group|serviceAccount):[^\s@]+@[^\s@]+\.[a-z]{2,}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcpServingIdentityProps:
+    project_id: str
+    name_prefix: str
+    """Start of the service account ids: `<prefix>-serving`, `-training`, `-review` (at most 30 characters)."""
+    bucket_name: str
+    """The artifact bucket (`GcsArtifactStore.bucket_name`)."""
+    training_principals: tuple[str, ...]
+    """Who may impersonate the training account: `user:`, `group:` or `serviceAccount:` emails."""
+    review_principals: tuple[str, ...]
+    """Who may impersonate the review account: `user:`, `group:` or `serviceAccount:` emails."""
+    models_prefix: str = "models/"
+    namespace: str = "mlfleet"
+    service_account: str = "mlfleet-runtime"
+    """The runtime's Kubernetes service account."""
+
+
+class GcpServingIdentity(Construct):
+    """Serving (Workload Identity), training and review service accounts over the artifact bucket."""
+
+    def __init__(self, scope: Construct, id_: str, props: GcpServingIdentityProps):
+        super().__init__(scope, id_)
+        _validate(self, props)
+        project, bucket = props.project_id, props.bucket_name
+        self.candidates_prefix = f"{props.models_prefix}{CANDIDATES}"
+        self.champion_prefix = f"{props.models_prefix}{CHAMPION}"
+        self.manifest_key = f"{self.champion_prefix}{MANIFEST_NAME}"
+        self.workload_identity_member = \
+            f"serviceAccount:{project}.svc.id.goog[{props.namespace}/{props.service_account}]"
+
+        accounts = {purpose: ServiceAccount(
+            self, f"{purpose}-account", project=project, account_id=f"{props.name_prefix}-{purpose}",
+            display_name=f"mlfleet {purpose}", description=description)
+            for purpose, description in (
+                ("serving", "mlfleet runtime pods: read champion models"),
+                ("training", "mlfleet training: write candidate models"),
+                ("review", "mlfleet review: approve champion models"))}
+        self.serving_account, self.training_account, self.review_account = (accounts[p] for p in PURPOSES)
+
+        ServiceAccountIamMember(self, "serving-workload-identity", service_account_id=self.serving_account.name,
+                                role=WORKLOAD_IDENTITY_USER, member=self.workload_identity_member)
+        for purpose, principals in (("training", props.training_principals), ("review", props.review_principals)):
+            for principal in sorted(principals):
+                ServiceAccountIamMember(self, f"{purpose}-impersonator-{_slug(principal)}",
+                                        service_account_id=accounts[purpose].name, role=IMPERSONATE, member=principal)
+
+        def objects(prefix: str) -> str:
+            return f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}")'
+
+        listing = 'resource.type == "storage.googleapis.com/Bucket"'
+        grants = (
+            ("serving", OBJECT_VIEWER, "champion-read", objects(self.champion_prefix),
+             "Read champion artifacts and the manifest only"),
+            ("training", OBJECT_CREATOR, "candidate-write", objects(self.candidates_prefix),
+             "Create candidate artifacts only (no overwrite, no champion)"),
+            # Listing is checked on the bucket, not on objects: review lists names, reads models.
+            ("review", OBJECT_VIEWER, "models-read", f"{listing} || {objects(props.models_prefix)}",
+             "List the bucket and read every model artifact"),
+            ("review", OBJECT_USER, "champion-publish", objects(self.champion_prefix),
+             "Publish champion artifacts and the manifest"),
+        )
+        self.bucket_grants = [StorageBucketIamMember(
+            self, f"{purpose}-{title}", bucket=bucket, role=role,
+            member=f"serviceAccount:{accounts[purpose].email}",
+            condition=StorageBucketIamMemberCondition(title=title, description=description, expression=expression))
+            for purpose, role, title, expression, description in grants]
+
+        self.serving_email: str = self.serving_account.email
+        self.training_email: str = self.training_account.email
+        self.review_email: str = self.review_account.email
+        for purpose in PURPOSES:
+            name = f"{purpose}_service_account"
+            TerraformOutput(self, name, value=accounts[purpose].email,
+                            description=f"Google service account of mlfleet {purpose}").override_logical_id(name)
+
+
+def _slug(principal: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", principal.lower())
+
+
+def _validate(scope: Construct, p: GcpServingIdentityProps) -> None:
+    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id",
+            f"{p.project_id!r} is not a Google Cloud project id")
+    longest = f"{p.name_prefix}-training"
+    require(bool(SERVICE_ACCOUNT_ID.match(longest)), scope, "name_prefix",
+            f"{p.name_prefix!r} makes {longest!r}, not a service account id "
+            "(6 to 30 lowercase letters, digits and '-', starting with a letter)")
+    require(bool(_BUCKET_NAME.match(p.bucket_name)), scope, "bucket_name",
+            f"{p.bucket_name!r} is not a Cloud Storage bucket name")
+    require(bool(_PREFIX.match(p.models_prefix)), scope, "models_prefix",
+            f"{p.models_prefix!r}: lowercase letters, digits, '-', '_', '/', ending with '/'")
+    for prop in ("namespace", "service_account"):
+        require(bool(_K8S_NAME.match(getattr(p, prop))), scope, prop,
+                f"{getattr(p, prop)!r} is not a Kubernetes name")
+    for prop in ("training_principals", "review_principals"):
+        principals = getattr(p, prop)
+        require(bool(principals), scope, prop, "name at least one principal")
+        for i, principal in enumerate(principals):
+            require(bool(_PRINCIPAL.match(principal)), scope, f"{prop}[{i}]",
+                    f"{principal!r} is not a named principal (user:, group: or serviceAccount: email); "
+                    "allUsers, allAuthenticatedUsers and domains are refused")
+        require(len(set(principals)) == len(principals), scope, prop, "lists a principal twice")
