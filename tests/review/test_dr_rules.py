@@ -1,0 +1,136 @@
+"""Each DR review rule (MLF020–MLF024) with a passing and a failing case, on hand-written
+Terraform JSON shaped like the synthesized stacks (Google types included)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from mlfleet.stacks.config import load_environment
+from mlfleet.stacks.review.dr_rules import DR_RULES, evaluate
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return load_environment("prod")
+
+
+def _stack(region: str, resources: dict, outputs: dict | None = None) -> dict:
+    return {"provider": {"aws": [{"region": region}]}, "resource": resources, "output": outputs or {}}
+
+
+def _rule_ids(env, stacks) -> list[str]:
+    return [f.rule for f in evaluate(env, stacks)]
+
+
+def _replication(rtc: bool = True, metrics: bool = True) -> dict:
+    destination = {"bucket": "arn:aws:s3:::replica"}
+    if rtc:
+        destination["replication_time"] = {"status": "Enabled", "time": {"minutes": 15}}
+    if metrics:
+        destination["metrics"] = {"status": "Enabled", "event_threshold": {"minutes": 15}}
+    return {"aws_s3_bucket_replication_configuration": {"replication": {
+        "//": {"metadata": {"path": "prod-us-east-1/artifacts/replication"}},
+        "bucket": "${aws_s3_bucket.b.id}", "rule": [{"id": "to-west", "status": "Enabled", "destination": destination}]}}}
+
+
+def test_every_dr_rule_has_a_stable_id_severity_and_fix():
+    assert sorted(DR_RULES) == ["MLF020", "MLF021", "MLF022", "MLF023", "MLF024"]
+    assert all(r.severity in ("high", "medium", "low") and r.fix for r in DR_RULES.values())
+
+
+def test_mlf020_replication_needs_rtc_and_metrics(prod):
+    assert _rule_ids(prod, {"prod-us-east-1": _stack("us-east-1", _replication())}) == []
+    for rtc, metrics, missing in ((False, True, "Replication Time Control"), (True, False, "replication metrics")):
+        findings = evaluate(prod, {"prod-us-east-1": _stack("us-east-1", _replication(rtc, metrics))})
+        assert [f.rule for f in findings] == ["MLF020"]
+        assert missing in findings[0].message and findings[0].path == "prod-us-east-1/artifacts/replication"
+
+
+def _registry(*member_regions: str) -> dict:
+    stacks = {"prod-global": _stack("us-east-1", {"aws_rds_global_cluster": {"g": {
+        "global_cluster_identifier": "mlfleet-prod-registry"}}})}
+    for region in member_regions:
+        stacks[f"prod-{region}"] = _stack(region, {"aws_rds_cluster": {"c": {
+            "cluster_identifier": f"mlfleet-prod-registry-{region}", "global_cluster_identifier": "mlfleet-prod-registry"}}})
+    return stacks
+
+
+def test_mlf021_global_cluster_needs_a_member_in_a_second_region(prod):
+    assert _rule_ids(prod, _registry("us-east-1", "us-west-2")) == []
+    assert _rule_ids(prod, _registry("us-east-1")) == ["MLF021"]
+    assert _rule_ids(prod, _registry()) == ["MLF021"]
+
+
+def _standby_pool(warm: int, failover: int, reservation: bool = False) -> dict:
+    template = {"metadata_options": {"http_tokens": "required"}}
+    if reservation:
+        template["capacity_reservation_specification"] = {
+            "capacity_reservation_target": {"capacity_reservation_id": "cr-0123456789abcdef0"}}
+    return _stack("us-west-2", {
+        "aws_eks_node_group": {"ng": {"node_group_name": "inference-gpu",
+                                      "scaling_config": {"min_size": warm, "desired_size": warm, "max_size": 8},
+                                      "launch_template": {"id": "${aws_launch_template.lt.id}"}}},
+        "aws_launch_template": {"lt": template}},
+        {"inference_gpu_failover_size": {"value": failover}})
+
+
+def test_mlf022_short_rto_needs_warm_nodes_or_a_reservation(prod):
+    assert prod.targets.rto < 3600
+    assert _rule_ids(prod, {"prod-us-west-2": _standby_pool(warm=1, failover=4)}) == []
+    assert _rule_ids(prod, {"prod-us-west-2": _standby_pool(warm=0, failover=4, reservation=True)}) == []
+    assert _rule_ids(prod, {"prod-us-west-2": _standby_pool(warm=0, failover=0)}) == []  # scales from zero to zero
+    assert _rule_ids(prod, {"prod-us-west-2": _standby_pool(warm=0, failover=4)}) == ["MLF022"]
+    relaxed = prod.model_copy(update={"targets": prod.targets.model_copy(update={"rto": 4 * 3600})})
+    assert _rule_ids(relaxed, {"prod-us-west-2": _standby_pool(warm=0, failover=4)}) == []
+
+
+def test_mlf022_short_rto_without_any_standby_region():
+    dev = load_environment("dev")
+    short = dev.model_copy(update={"targets": dev.targets.model_copy(update={"rto": 600})})
+    assert _rule_ids(dev, {}) == []
+    assert _rule_ids(short, {}) == ["MLF022"]
+
+
+def _gcs(**body) -> dict:
+    return {"prod-gcp": {"provider": {"google": [{"region": "us-central1"}]},
+                         "resource": {"google_storage_bucket": {"artifacts": {"name": "artifacts", **body}}}}}
+
+
+def test_mlf023_dual_region_bucket_needs_turbo_replication(prod):
+    dual = {"location": "US", "custom_placement_config": {"data_locations": ["US-CENTRAL1", "US-EAST1"]}}
+    assert _rule_ids(prod, _gcs(**dual, rpo="ASYNC_TURBO")) == []
+    assert _rule_ids(prod, _gcs(location="US-CENTRAL1")) == []   # a single region: nothing to replicate
+    assert _rule_ids(prod, _gcs(**dual)) == ["MLF023"]
+    assert _rule_ids(prod, _gcs(**dual, rpo="DEFAULT")) == ["MLF023"]
+    assert _rule_ids(prod, _gcs(location="NAM4")) == ["MLF023"]
+
+
+def _sql(*replicas: tuple[str, str]) -> dict:
+    resources = {"primary": {"name": "registry", "region": "us-central1", "database_version": "POSTGRES_16"}}
+    for index, (master, region) in enumerate(replicas):
+        resources[f"replica{index}"] = {"name": f"registry-replica-{index}", "region": region,
+                                        "master_instance_name": master}
+    return {"prod-gcp": {"provider": {"google": [{"region": "us-central1"}]},
+                         "resource": {"google_sql_database_instance": resources}}}
+
+
+def test_mlf024_cloud_sql_primary_needs_a_cross_region_replica(prod):
+    assert _rule_ids(prod, _sql(("registry", "us-east1"))) == []
+    assert _rule_ids(prod, _sql(("${google_sql_database_instance.primary.name}", "us-east1"))) == []
+    assert _rule_ids(prod, _sql()) == ["MLF024"]
+    findings = evaluate(prod, _sql(("registry", "us-central1")))
+    assert [f.rule for f in findings] == ["MLF024"] and "same-region" in findings[0].message
+
+
+def test_acknowledgement_in_the_environment_file_covers_a_dr_finding(prod):
+    stacks = {"prod-us-east-1": _stack("us-east-1", _replication(rtc=False))}
+    data = prod.model_dump()
+    data["acknowledgements"] = [{"rule": "MLF020", "reason": "replica is a cold archive, RPO not promised",
+                                 "resource": "prod-us-east-1/artifacts/*"}]
+    acknowledged = type(prod).model_validate(data)
+    [finding] = evaluate(acknowledged, stacks)
+    assert finding.acknowledged == "replica is a cold archive, RPO not promised" and not finding.blocking
+    data["acknowledgements"][0]["resource"] = "prod-us-west-2/*"
+    [finding] = evaluate(type(prod).model_validate(data), stacks)
+    assert finding.acknowledged is None and finding.blocking
