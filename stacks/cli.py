@@ -132,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars():
+    from mlfleet.dr.cli import register as register_dr
     from mlfleet.runtime.cli import register as register_runtime
 
-    return [register_runtime]
+    return [register_runtime, register_dr]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,6 +112,9 @@ class Reservation(Model):
         return self
 
 
+_RESERVED_POOL_NAMES = {"system"}  # the cluster's untainted add-on pool
+
+
 class GpuPool(Model):
     """A GPU node pool, the same in every region: the primary runs `min_size` nodes, each
     standby keeps `warm_standby` nodes warm and scales to `min_size` on failover."""
@@ -128,6 +131,13 @@ class GpuPool(Model):
     labels: dict[str, str] = Field(default_factory=dict)
     reservations: dict[str, Reservation] = Field(
         default_factory=dict, description="Capacity reservations by region name")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in _RESERVED_POOL_NAMES:
+            raise ValueError(f"{name!r} is reserved for the cluster's system node pool")
+        return name
 
     @model_validator(mode="after")
     def _ordering(self) -> GpuPool:

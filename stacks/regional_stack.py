@@ -15,6 +15,7 @@ from mlfleet.constructs.monitoring import (DatabaseLagWatch, GpuCapacityWatch, M
 from mlfleet.constructs.network import ExistingNetwork, Network, NetworkProps
 from mlfleet.constructs.registry_database import RegistryDatabase, RegistryDatabaseProps
 from mlfleet.constructs.serving_identity import ServingIdentity, ServingIdentityProps
+from mlfleet.constructs.system_node_pool import SystemNodePool, SystemNodePoolProps
 from mlfleet.stacks import naming
 from mlfleet.stacks.config import Environment, Region
 from mlfleet.stacks.offerings import GpuOfferings
@@ -33,6 +34,12 @@ class RegionalStack(TerraformStack):
         self.cluster = GpuCluster(self, "cluster", GpuClusterProps(
             name=cluster_name, account_id=account, region=region.name,
             subnet_ids=tuple(self.network.private_subnet_ids)))
+
+        # GPU nodes are tainted: cluster add-ons (coredns, the autoscaler) run here instead.
+        self.system_pool = SystemNodePool(self, "system-pool", SystemNodePoolProps(
+            cluster_name=self.cluster.cluster_name, node_role_arn=self.cluster.node_role_arn,
+            subnet_ids=tuple(self.network.private_subnet_ids), account_id=account,
+            kms_key_arn=self.cluster.key.key_arn))
 
         offerings = GpuOfferings.load()
         self.pools = []

@@ -17,6 +17,8 @@ def stack_facts(tf: dict) -> dict:
     for body in resources.get("aws_eks_node_group", {}).values():
         scaling = _blocks(body.get("scaling_config"))[0]
         types = body.get("instance_types", [])
+        if not all(offerings.is_gpu_type(t) for t in types):
+            continue  # the system pool, for cluster add-ons
         gpus = min(offerings.gpus(t) for t in types) if types else 0
         pools.append({
             "name": body.get("node_group_name"), "instance_types": types,

@@ -77,6 +77,8 @@ INVALID = {
         "gpu_pools[0].reservations.eu-west-1: eu-west-1 is not one of this environment's regions"),
     "efa with reservations": (lambda d: d["gpu_pools"][0].update(efa_interfaces=2),
                               "gpu_pools[0].efa_interfaces: EFA puts nodes in a cluster placement group"),
+    "reserved pool name": (lambda d: d["gpu_pools"][1].update(name="system"),
+                           "gpu_pools[1].name: 'system' is reserved for the cluster's system node pool"),
     "missing field": (lambda d: d.pop("serving"), "serving: Field required"),
     "reservation with both targets": (
         lambda d: d["gpu_pools"][0]["reservations"]["us-east-1"].update(

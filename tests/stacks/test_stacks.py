@@ -90,14 +90,21 @@ def test_every_database_protected(synthesized):
 def test_every_gpu_pool_tainted_and_standbys_warm(synthesized):
     prod = load_environment("prod")
     pools = {p.name: p for p in prod.gpu_pools}
+    def gpu_groups(tf):
+        return [g for g in _res(tf, "aws_eks_node_group").values() if g["node_group_name"].endswith("-gpu")]
+
     for name, tf in synthesized.stacks.items():
-        for group in _res(tf, "aws_eks_node_group").values():
+        groups = _res(tf, "aws_eks_node_group").values()
+        system = [g for g in groups if not g["node_group_name"].endswith("-gpu")]
+        if not name.endswith("-global"):
+            assert len(system) == 1 and "taint" not in system[0], name  # add-ons run untainted
+        for group in gpu_groups(tf):
             taints = group["taint"]
             assert {"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}.items() <= taints[0].items(), name
             assert group["ami_type"] in ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
     for region in prod.regions:
         tf = synthesized.stacks[f"prod-{region.name}"]
-        for group in _res(tf, "aws_eks_node_group").values():
+        for group in gpu_groups(tf):
             pool = pools[group["node_group_name"].removesuffix("-gpu")]
             scaling = group["scaling_config"]
             expected = pool.min_size if region.role == "primary" else pool.warm_standby
