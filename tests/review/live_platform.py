@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from moto.route53.utils import HostedZoneIdentifier
+from moto.route53.models import HostedZoneIdentifier
 from moto.utilities.id_generator import moto_id_manager
 
 MOTO_ACCOUNT = "123456789012"

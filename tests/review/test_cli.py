@@ -1,0 +1,44 @@
+"""`mlfleet review` through its registered subcommand: files written, exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.review.cli import register
+
+
+def _run(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(list(argv))
+    return args.handler(args)
+
+
+def test_review_writes_the_report_and_the_picture_beside_it(tmp_path, capsys):
+    out = tmp_path / "review" / "staging.json"
+    assert _run("review", "--env", "staging", "--format", "json", "--out", str(out), "--no-checkov") == 0
+    data = json.loads(out.read_text())
+    assert data["environment"] == "staging" and data["diagram"] == "staging.svg"
+    assert (tmp_path / "review" / "staging.svg").read_text().startswith("<svg")
+
+
+def test_unacknowledged_high_finding_exits_1(tmp_path, capsys):
+    from mlfleet.stacks.config import ENVIRONMENTS_DIR
+
+    # dev is single-region: its global cluster has no secondary (MLF021).
+    assert _run("review", "--config", str(ENVIRONMENTS_DIR / "dev.yaml"), "--no-checkov") == 1
+    assert "MLF021" in capsys.readouterr().out
+    acknowledged = tmp_path / "dev.yaml"
+    acknowledged.write_text((ENVIRONMENTS_DIR / "dev.yaml").read_text() + (
+        "acknowledgements:\n  - rule: MLF021\n    reason: dev is single-region by design\n"))
+    assert _run("review", "--config", str(acknowledged), "--no-checkov") == 0
+    assert "dev is single-region by design" in capsys.readouterr().out
+
+
+def test_bad_base_is_a_usage_error(tmp_path):
+    with pytest.raises(MlfleetError, match="neither a directory nor a git ref") as raised:
+        _run("review", "--env", "staging", "--base", "no-such-ref-anywhere", "--no-checkov")
+    assert raised.value.exit_code == 2
