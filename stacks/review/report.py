@@ -3,6 +3,7 @@ pull-request comment (tables, long lists folded) or JSON for machines."""
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,6 @@ class Review:
 def build_review(env: Environment, *, base: tuple[dict[str, dict], str] | None = None,
                  run_checkov: bool = True, synthesized: tuple[dict[str, dict], list] | None = None) -> Review:
     """Synthesize `env` (or take `synthesized`: stacks and policy findings) and review it."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="mlfleet-review-") as tmp:
         stacks, policy_findings = synthesized or synthesize_for_review(env, Path(tmp))
         scan = (checkov.run(_stack_files(stacks, Path(tmp)))

@@ -2,7 +2,6 @@
 Terraform JSON shaped like the synthesized stacks (Google types included)."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 
