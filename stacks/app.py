@@ -63,6 +63,17 @@ def build_app(environments: list[Environment], outdir: Path, context: dict | Non
     return app, aspects
 
 
+def synth_into(environments: list[Environment], outdir: Path) -> tuple[dict[str, dict], list]:
+    """Synthesize into `outdir`: (stack name → Terraform JSON, every policy finding).
+    Enforces nothing: `synthesize` refuses unacknowledged findings, the review reports them."""
+    app, aspects = build_app(environments, outdir)
+    app.synth()
+    stacks = {p.parent.name: json.loads(p.read_text()) for p in sorted(outdir.glob("stacks/*/cdk.tf.json"))}
+    findings = [f for aspect in aspects for name in aspect.stack_names
+                for f in aspect.evaluate(name, stacks[name])]
+    return stacks, findings
+
+
 def synthesize(environments: list[Environment], outdir: Path) -> SynthResult:
     names = [e.name for e in environments]
     if len(set(names)) != len(names):
@@ -71,12 +82,7 @@ def synthesize(environments: list[Environment], outdir: Path) -> SynthResult:
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
-        app, aspects = build_app(environments, staging)
-        app.synth()
-        stacks = {p.parent.name: json.loads(p.read_text())
-                  for p in sorted(staging.glob("stacks/*/cdk.tf.json"))}
-        findings = [f for aspect in aspects for name in aspect.stack_names
-                    for f in aspect.evaluate(name, stacks[name])]
+        stacks, findings = synth_into(environments, staging)
         violations = [f for f in findings if f.acknowledged is None]
         if violations:
             raise PolicyViolation(violations)

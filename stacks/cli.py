@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _registrars():
     from mlfleet.dr.cli import register as register_dr
     from mlfleet.runtime.cli import register as register_runtime
+    from mlfleet.stacks.review.cli import register as register_review
 
-    return [register_runtime, register_dr]
+    return [register_runtime, register_dr, register_review]
 
 
 def main(argv: list[str] | None = None) -> int:

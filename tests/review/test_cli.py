@@ -26,16 +26,21 @@ def test_review_writes_the_report_and_the_picture_beside_it(tmp_path, capsys):
 
 
 def test_unacknowledged_high_finding_exits_1(tmp_path, capsys):
+    import yaml
+
     from mlfleet.stacks.config import ENVIRONMENTS_DIR
 
-    # dev is single-region: its global cluster has no secondary (MLF021).
-    assert _run("review", "--config", str(ENVIRONMENTS_DIR / "dev.yaml"), "--no-checkov") == 1
+    # dev is single-region: its global cluster has no secondary (MLF021), which dev.yaml
+    # acknowledges. Without the acknowledgement the review fails.
+    data = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
+    reason = data["acknowledgements"][0]["reason"]
+    assert _run("review", "--config", str(ENVIRONMENTS_DIR / "dev.yaml"), "--no-checkov") == 0
+    assert reason in capsys.readouterr().out
+    data.pop("acknowledgements")
+    unacknowledged = tmp_path / "dev.yaml"
+    unacknowledged.write_text(yaml.safe_dump(data))
+    assert _run("review", "--config", str(unacknowledged), "--no-checkov") == 1
     assert "MLF021" in capsys.readouterr().out
-    acknowledged = tmp_path / "dev.yaml"
-    acknowledged.write_text((ENVIRONMENTS_DIR / "dev.yaml").read_text() + (
-        "acknowledgements:\n  - rule: MLF021\n    reason: dev is single-region by design\n"))
-    assert _run("review", "--config", str(acknowledged), "--no-checkov") == 0
-    assert "dev is single-region by design" in capsys.readouterr().out
 
 
 def test_bad_base_is_a_usage_error(tmp_path):
