@@ -347,3 +347,81 @@ def _tags(tf: dict):
         if missing:
             alias = provider.get("alias", "default")
             yield "MLF006", f"provider.aws.{alias}", f"default_tags lack {', '.join(missing)}"
+
+
+# --- Google Cloud resources: the same rules ------------------------------------------------
+
+_PUBLIC_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
+_PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
+_OPEN_RANGES = {"0.0.0.0/0", "::/0"}
+
+
+def _first(value) -> dict:
+    return (_blocks(value) or [{}])[0]
+
+
+@_check
+def _google_storage_and_databases(tf: dict):
+    for address, body in _resources(tf, "google_storage_bucket"):
+        if not _first(body.get("encryption")).get("default_kms_key_name"):
+            yield "MLF001", address, "bucket has no default Cloud KMS key (CMEK)"
+        if body.get("public_access_prevention") != "enforced" or body.get("uniform_bucket_level_access") is not True:
+            yield "MLF002", address, "public access prevention is not enforced with uniform bucket-level access"
+        if body.get("force_destroy") is True:
+            yield "MLF003", address, "force_destroy deletes every object with the bucket"
+    for address, body in _resources(tf, "google_sql_database_instance"):
+        settings = _first(body.get("settings"))
+        if not body.get("encryption_key_name"):
+            yield "MLF001", address, "instance has no Cloud KMS key (CMEK)"
+        ip = _first(settings.get("ip_configuration"))
+        if ip.get("ipv4_enabled") is not False or any(
+                n.get("value") in _OPEN_RANGES for n in _blocks(ip.get("authorized_networks"))):
+            yield "MLF002", address, "instance has a public IPv4 address"
+        if body.get("deletion_protection") is False or settings.get("deletion_protection_enabled") is not True:
+            yield "MLF003", address, "deletion protection is not on in Terraform and in Cloud SQL"
+
+
+@_check
+def _google_kubernetes(tf: dict):
+    for address, body in _resources(tf, "google_container_cluster"):
+        encryption = _first(body.get("database_encryption"))
+        if encryption.get("state") != "ENCRYPTED" or not encryption.get("key_name"):
+            yield "MLF001", address, "Kubernetes secrets are not encrypted with Cloud KMS"
+        if _first(body.get("private_cluster_config")).get("enable_private_nodes") is not True:
+            yield "MLF002", address, "nodes have public IPs (private nodes are off)"
+        if body.get("deletion_protection") is False:
+            yield "MLF003", address, "deletion_protection is false"
+    for address, body in _resources(tf, "google_container_node_pool"):
+        node = _first(body.get("node_config"))
+        taints = _blocks(node.get("taint"))
+        if _blocks(node.get("guest_accelerator")) and not any(
+                t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NO_SCHEDULE" for t in taints):
+            yield "MLF004", address, "GPU node pool has no nvidia.com/gpu taint with effect NO_SCHEDULE"
+        if _first(node.get("workload_metadata_config")).get("mode") != "GKE_METADATA":
+            yield "MLF007", address, "pods can reach the node's metadata server (GKE metadata server is off)"
+
+
+@_check
+def _google_iam_and_firewall(tf: dict):
+    for rtype, items in tf.get("resource", {}).items():
+        if not (rtype.startswith("google_") and (rtype.endswith("_iam_member") or rtype.endswith("_iam_binding"))):
+            continue
+        for name, body in items.items():
+            address = f"{rtype}.{name}"
+            members = set(_blocks(body.get("members")) if isinstance(body.get("members"), list) else []) | {body.get("member")}
+            if members & _PUBLIC_MEMBERS:
+                yield "MLF002", address, f"grants {', '.join(sorted(members & _PUBLIC_MEMBERS))}"
+            if body.get("role") in _PRIMITIVE_ROLES:
+                yield "MLF005", address, f"grants the primitive role {body['role']}"
+    for address, body in _resources(tf, "google_compute_firewall"):
+        if body.get("direction", "INGRESS") == "INGRESS" and set(body.get("source_ranges") or []) & _OPEN_RANGES:
+            yield "MLF002", address, "ingress open to the internet"
+
+
+@_check
+def _google_labels(tf: dict):
+    for provider in tf.get("provider", {}).get("google", []):
+        labels = provider.get("default_labels") or {}
+        missing = [t for t in REQUIRED_TAGS if not labels.get(t)]
+        if missing:
+            yield "MLF006", f"provider.google.{provider.get('alias', 'default')}", f"default_labels lack {', '.join(missing)}"

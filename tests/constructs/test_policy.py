@@ -160,3 +160,59 @@ def test_acknowledgement_needs_a_reason():
 
     with pytest.raises(ValueError, match="needs a reason"):
         acknowledge(Construct(Testing.app(), "x"), "MLF001", "  ")
+
+
+# --- Google Cloud resources --------------------------------------------------------------
+
+def _gtf(resources: dict, labels: dict | None = None) -> dict:
+    labels = {"owner": "ml-platform", "cost-center": "ml"} if labels is None else labels
+    return {"provider": {"google": [{"project": "p", "default_labels": labels}]}, "resource": resources}
+
+
+GOOD_GOOGLE = {
+    "google_storage_bucket": {"b": {"encryption": {"default_kms_key_name": "k"}, "public_access_prevention": "enforced",
+                                    "uniform_bucket_level_access": True}},
+    "google_sql_database_instance": {"db": {"encryption_key_name": "k", "deletion_protection": True, "settings": {
+        "deletion_protection_enabled": True, "ip_configuration": {"ipv4_enabled": False}}}},
+    "google_container_cluster": {"c": {"database_encryption": {"state": "ENCRYPTED", "key_name": "k"},
+                                       "private_cluster_config": {"enable_private_nodes": True}}},
+    "google_container_node_pool": {"np": {"node_config": {
+        "guest_accelerator": [{"type": "nvidia-l4", "count": 1}],
+        "taint": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
+        "workload_metadata_config": {"mode": "GKE_METADATA"}}}},
+    "google_storage_bucket_iam_member": {"m": {"role": "roles/storage.objectViewer", "member": "serviceAccount:s@p.iam.gserviceaccount.com"}},
+    "google_compute_firewall": {"f": {"source_ranges": ["35.191.0.0/16"]}},
+}
+
+
+def test_secure_google_resources_pass():
+    assert _rules(_gtf(GOOD_GOOGLE)) == set()
+
+
+GOOGLE_CASES = [
+    ("MLF001", "google_storage_bucket", "b", {"encryption": None}),
+    ("MLF001", "google_sql_database_instance", "db", {"encryption_key_name": None}),
+    ("MLF001", "google_container_cluster", "c", {"database_encryption": {"state": "DECRYPTED"}}),
+    ("MLF002", "google_storage_bucket", "b", {"public_access_prevention": "inherited"}),
+    ("MLF002", "google_sql_database_instance", "db", {"settings": {"deletion_protection_enabled": True, "ip_configuration": {"ipv4_enabled": True}}}),
+    ("MLF002", "google_container_cluster", "c", {"private_cluster_config": None}),
+    ("MLF002", "google_storage_bucket_iam_member", "m", {"member": "allUsers"}),
+    ("MLF002", "google_compute_firewall", "f", {"source_ranges": ["0.0.0.0/0"]}),
+    ("MLF003", "google_storage_bucket", "b", {"force_destroy": True}),
+    ("MLF003", "google_sql_database_instance", "db", {"deletion_protection": False}),
+    ("MLF003", "google_container_cluster", "c", {"deletion_protection": False}),
+    ("MLF004", "google_container_node_pool", "np", {"node_config": {
+        "guest_accelerator": [{"type": "nvidia-l4", "count": 1}], "workload_metadata_config": {"mode": "GKE_METADATA"}}}),
+    ("MLF005", "google_storage_bucket_iam_member", "m", {"role": "roles/editor"}),
+    ("MLF007", "google_container_node_pool", "np", {"node_config": {
+        "taint": [{"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}], "workload_metadata_config": {"mode": "GCE_METADATA"}}}),
+]
+
+
+@pytest.mark.parametrize("rule,rtype,name,changes", GOOGLE_CASES, ids=[f"{c[0]}-{c[1]}" for c in GOOGLE_CASES])
+def test_each_rule_catches_its_google_violation(rule, rtype, name, changes):
+    assert rule in _rules(_gtf(_with(GOOD_GOOGLE, rtype, name, **changes)))
+
+
+def test_missing_google_labels():
+    assert _rules(_gtf({}, labels={"owner": "me"})) == {"MLF006"}
