@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
+from cdktn import TerraformResourceLifecycle, Token
 from cdktn_provider_google.container_node_pool import (
     ContainerNodePool, ContainerNodePoolAutoscaling, ContainerNodePoolManagement, ContainerNodePoolNodeConfig,
     ContainerNodePoolNodeConfigGuestAccelerator, ContainerNodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfig,
@@ -35,6 +35,7 @@ from cdktn_provider_google.container_node_pool import (
 from constructs import Construct
 
 from mlfleet.constructs.gcp_kms_key import PROJECT_ID, REGION, RESOURCE_NAME, ZONE, require_key_id
+from mlfleet.constructs.standby_pool import add_pool_outputs, pool_sizes, validate_standby_sizes
 from mlfleet.constructs.validation import require
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -131,13 +132,12 @@ class GkeGpuNodePool(Construct):
     def __init__(self, scope: Construct, id_: str, props: GkeGpuNodePoolProps):
         super().__init__(scope, id_)
         _validate(self, props)
-        output_prefix = props.name.replace("-", "_")
 
-        self.warm_size = props.warm_size if props.standby else None
-        self.failover_size = (props.failover_size if props.failover_size is not None else props.min_size) \
-            if props.standby else None
-        self.scaling_minimum = props.warm_size if props.standby else props.min_size
-        """The total size Terraform creates the pool at, and the in-service floor to alert below."""
+        self.sizes = pool_sizes(standby=props.standby, min_size=props.min_size, warm_size=props.warm_size,
+                                failover_size=props.failover_size)
+        self.warm_size, self.failover_size = self.sizes.warm_size, self.sizes.failover_size
+        self.scaling_minimum = self.sizes.scaling_minimum
+        """The size Terraform creates the pool at, and the in-service floor to alarm below."""
         # GKE creates the initial count in every zone: enough to reach the minimum in total (the
         # autoscaler removes idle nodes beyond it).
         initial_per_zone = math.ceil(self.scaling_minimum / len(props.node_locations))
@@ -185,13 +185,8 @@ class GkeGpuNodePool(Construct):
 
         self.node_pool_name = props.name
         self.node_locations = props.node_locations
-        outputs = [("node_pool_name", self.node_pool.name, "GKE node pool of the pool")]
-        if props.standby:
-            outputs += [("warm_size", self.warm_size, "Nodes the standby pool keeps running before a failover"),
-                        ("failover_size", self.failover_size, "Nodes a failover scales the standby pool to")]
-        for suffix, value, description in outputs:
-            name = f"{output_prefix}_{suffix}"
-            TerraformOutput(self, name, value=value, description=description).override_logical_id(name)
+        add_pool_outputs(self, props.name, ("node_pool_name", self.node_pool.name, "GKE node pool of the pool"),
+                         self.sizes)
 
 
 def _validate(scope: Construct, p: GkeGpuNodePoolProps) -> None:
@@ -252,12 +247,8 @@ def _validate_sizes(scope: Construct, p: GkeGpuNodePoolProps) -> None:
             f"{p.min_size} is not between 0 and max_size ({p.max_size})")
     require(p.standby or p.warm_size == 0, scope, "warm_size", "only a standby pool has a warm size")
     require(p.standby or p.failover_size is None, scope, "failover_size", "only a standby pool has a failover size")
-    require(0 <= p.warm_size <= p.min_size, scope, "warm_size",
-            f"{p.warm_size} is not between 0 and min_size ({p.min_size})")
-    if p.failover_size is not None:
-        require(p.min_size <= p.failover_size <= p.max_size, scope, "failover_size",
-                f"{p.failover_size} is not between min_size ({p.min_size}) and max_size ({p.max_size}): a failover "
-                "restores at least the pool's serving minimum")
+    validate_standby_sizes(scope, min_size=p.min_size, max_size=p.max_size, warm_size=p.warm_size,
+                           failover_size=p.failover_size)
 
 
 def _validate_capacity(scope: Construct, p: GkeGpuNodePoolProps) -> None:

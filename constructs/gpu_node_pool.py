@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cdktn import TerraformOutput, TerraformResourceLifecycle
+from cdktn import TerraformResourceLifecycle
 from cdktn_provider_aws.autoscaling_group_tag import AutoscalingGroupTagA, AutoscalingGroupTagTag
 from cdktn_provider_aws.eks_node_group import (
     EksNodeGroup, EksNodeGroupNodeRepairConfig, EksNodeGroupScalingConfig, EksNodeGroupTaint,
@@ -33,6 +33,7 @@ from constructs import Construct
 
 from mlfleet.constructs.node_launch_template import (
     AMI_DEVICES, LABEL_VALUE, NodeLaunchTemplateProps, add_node_launch_template, validate_node_pool_props)
+from mlfleet.constructs.standby_pool import add_pool_outputs, pool_sizes, validate_standby_sizes
 from mlfleet.constructs.validation import require
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -103,14 +104,13 @@ class GpuNodePool(Construct):
         super().__init__(scope, id_)
         _validate(self, props)
         tags = dict(props.tags)
-        output_prefix = props.name.replace("-", "_")
         qualified_name = f"{props.cluster_name}-{props.name}"
         capacity_block = props.capacity_type == "CAPACITY_BLOCK"
 
-        self.warm_size = props.warm_size if props.standby else None
-        self.failover_size = (props.failover_size if props.failover_size is not None else props.min_size) \
-            if props.standby else None
-        self.scaling_minimum = props.warm_size if props.standby else props.min_size
+        self.sizes = pool_sizes(standby=props.standby, min_size=props.min_size, warm_size=props.warm_size,
+                                failover_size=props.failover_size)
+        self.warm_size, self.failover_size = self.sizes.warm_size, self.sizes.failover_size
+        self.scaling_minimum = self.sizes.scaling_minimum
         """The size Terraform creates the pool at, and the in-service floor to alarm below."""
 
         self.placement_group = None
@@ -171,13 +171,8 @@ class GpuNodePool(Construct):
                                  autoscaling_group_name=self.autoscaling_group_name,
                                  tag=AutoscalingGroupTagTag(key=key, value=value, propagate_at_launch=False))
 
-        outputs = [("node_group_name", self.node_group.node_group_name, "EKS node group of the pool")]
-        if props.standby:
-            outputs += [("warm_size", self.warm_size, "Nodes the standby pool keeps running before a failover"),
-                        ("failover_size", self.failover_size, "Nodes a failover scales the standby pool to")]
-        for suffix, value, description in outputs:
-            name = f"{output_prefix}_{suffix}"
-            TerraformOutput(self, name, value=value, description=description).override_logical_id(name)
+        add_pool_outputs(self, props.name, ("node_group_name", self.node_group.node_group_name,
+                                             "EKS node group of the pool"), self.sizes)
 
     @staticmethod
     def _node_template_tags(props: GpuNodePoolProps) -> dict[str, str]:
@@ -203,12 +198,8 @@ def _validate_sizes(scope: Construct, p: GpuNodePoolProps) -> None:
     require(p.max_size >= 1, scope, "max_size", "an EKS node group holds at least one node")
     require(0 <= p.min_size <= p.max_size, scope, "min_size",
             f"{p.min_size} is not between 0 and max_size ({p.max_size})")
-    require(0 <= p.warm_size <= p.min_size, scope, "warm_size",
-            f"{p.warm_size} is not between 0 and min_size ({p.min_size})")
-    if p.failover_size is not None:
-        require(p.min_size <= p.failover_size <= p.max_size, scope, "failover_size",
-                f"{p.failover_size} is not between min_size ({p.min_size}) and max_size ({p.max_size}): a failover "
-                "restores at least the pool's serving minimum")
+    validate_standby_sizes(scope, min_size=p.min_size, max_size=p.max_size, warm_size=p.warm_size,
+                           failover_size=p.failover_size)
 
 
 def _validate_capacity(scope: Construct, p: GpuNodePoolProps) -> None:
