@@ -25,6 +25,7 @@ from cdktn_provider_aws.route53_record import (Route53Record, Route53RecordAlias
                                                Route53RecordWeightedRoutingPolicy)
 from constructs import Construct
 
+from mlfleet.constructs.gcp_kms_key import REGION as GOOGLE_REGION
 from mlfleet.constructs.validation import REGION, require
 
 FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
@@ -36,6 +37,7 @@ _ZONE_ID = re.compile(r"^Z[A-Z0-9]{4,32}$")
 @dataclass(frozen=True, kw_only=True)
 class RegionalEndpoint:
     region: str
+    """The region's name, on AWS or Google Cloud."""
     hostname: str
     """The region's serving hostname (its load balancer's name or a record pointing at it)."""
     role: Literal["primary", "standby"]
@@ -146,8 +148,9 @@ def _validate(scope: Construct, props: FailoverRoutingProps) -> None:
     hostnames: dict[str, int] = {}
     for i, endpoint in enumerate(props.endpoints):
         where = f"endpoints[{i}]"
-        require(bool(REGION.match(endpoint.region)), scope, f"{where}.region",
-                f"{endpoint.region!r} is not an AWS region name")
+        # Route 53 routes to any cloud: the region is an AWS or a Google Cloud region.
+        require(bool(REGION.match(endpoint.region) or GOOGLE_REGION.match(endpoint.region)), scope, f"{where}.region",
+                f"{endpoint.region!r} is not an AWS or Google Cloud region name")
         require(endpoint.region not in regions, scope, f"{where}.region",
                 f"{endpoint.region} is already endpoints[{regions.get(endpoint.region)}]")
         require(bool(_DNS_NAME.match(endpoint.hostname)), scope, f"{where}.hostname",

@@ -1,5 +1,6 @@
-"""`<env>-global`: what has no region of its own — Route 53 routing and health checks, and the
-Aurora global cluster the regional registry databases join."""
+"""`<env>-global`: what has no region of its own on AWS — Route 53 routing and health checks over
+every region's endpoint (on either cloud), and the Aurora global cluster the AWS regions'
+registry databases join. (Google Cloud's global resources are in `<env>-gcp-global`.)"""
 from __future__ import annotations
 
 from cdktn import TerraformStack
@@ -10,6 +11,10 @@ from mlfleet.constructs.registry_database import RegistryGlobalCluster, Registry
 from mlfleet.stacks import naming
 from mlfleet.stacks.config import Environment
 from mlfleet.stacks.stack_base import configure_aws_stack
+
+
+# Route 53's control plane region: the provider's region when no AWS region hosts the platform.
+ROUTE53_HOME = "us-east-1"
 
 
 def global_state_region(env: Environment) -> str:
@@ -23,11 +28,12 @@ class GlobalStack(TerraformStack):
         super().__init__(scope, naming.global_stack_name(env.name))
         # The global cluster is created through the primary region's RDS endpoint; Route 53 is
         # global whatever the provider's region.
-        configure_aws_stack(self, env, env.primary.name, state_region=global_state_region(env),
-                            state_name="global")
+        aws_regions = env.regions_on("aws")
+        configure_aws_stack(self, env, env.primary.name if env.primary.cloud == "aws" else ROUTE53_HOME,
+                            state_region=global_state_region(env), state_name="global")
         self.global_cluster = RegistryGlobalCluster(self, "registry", RegistryGlobalClusterProps(
             global_cluster_identifier=naming.global_cluster_id(env.name),
-            engine_version=env.registry_database.engine_version))
+            engine_version=env.registry_database.engine_version)) if aws_regions else None
         serving = env.serving
         self.routing = FailoverRouting(self, "routing", FailoverRoutingProps(
             hosted_zone_id=serving.hosted_zone_id, record_name=serving.dns_name,

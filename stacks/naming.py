@@ -55,3 +55,56 @@ def dr_lock_table(env: str) -> str:
 def role_name(env: str, region: str, purpose: str) -> str:
     """IAM is global: role names carry the region so regional stacks never collide."""
     return f"mlfleet-{env}-{region}-{purpose}"
+
+
+# Google Cloud. Bucket names are global; ids have short limits (service accounts 30, GKE
+# clusters 40 characters), which the environment model checks against these names.
+
+def gcp_global_stack_name(env: str) -> str:
+    return f"{env}-gcp-global"
+
+
+def gcp_state_bucket(project: str, region: str) -> str:
+    return f"{project}-tfstate-{region}"
+
+
+def gcp_state_prefix(env: str, region: str) -> str:
+    return f"{env}/{region}"
+
+
+def gcp_network(env: str) -> str:
+    return f"mlfleet-{env}"
+
+
+def gcp_subnet(env: str, region: str) -> str:
+    return f"mlfleet-{env}-{region}"
+
+
+def gcp_key_ring(env: str, location: str) -> str:
+    return f"mlfleet-{env}-{location}"
+
+
+def gke_cluster_name(env: str, region: str) -> str:
+    return f"mlf-{env}-{region}"
+
+
+def gke_node_service_account(env: str, region: str) -> str:
+    return f"{env}-{region}-nodes"
+
+
+def gcp_identity_prefix(env: str) -> str:
+    """Service account ids `<prefix>-serving`, `-training`, `-review`."""
+    return f"mlf-{env}"
+
+
+def gcs_artifact_bucket(env: str, project: str) -> str:
+    return f"{project}-{env}-models"
+
+
+def cloud_sql_instance(env: str, region: str) -> str:
+    return f"mlfleet-{env}-registry-{region}"
+
+
+def gcs_transfer_role(env: str, region: str) -> str:
+    """The AWS role Storage Transfer Service assumes to read the primary's artifact bucket."""
+    return role_name(env, region, "gcs-transfer")

@@ -8,6 +8,7 @@ from constructs import Construct
 
 from mlfleet.constructs.artifact_store import (ArtifactStore, ArtifactStoreProps, ObjectLockProps,
                                                ReplicaTarget)
+from mlfleet.constructs.cross_cloud_artifact_copy import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
 from mlfleet.constructs.gpu_cluster import GpuCluster, GpuClusterProps
 from mlfleet.constructs.gpu_node_pool import GpuNodePool, GpuNodePoolProps, ReservationTarget
 from mlfleet.constructs.monitoring import (DatabaseLagWatch, GpuCapacityWatch, Monitoring, MonitoringProps,
@@ -17,13 +18,13 @@ from mlfleet.constructs.registry_database import RegistryDatabase, RegistryDatab
 from mlfleet.constructs.serving_identity import ServingIdentity, ServingIdentityProps
 from mlfleet.constructs.system_node_pool import SystemNodePool, SystemNodePoolProps
 from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment, Region
+from mlfleet.stacks.config import AwsRegion, Environment
 from mlfleet.stacks.offerings import GpuOfferings
 from mlfleet.stacks.stack_base import configure_aws_stack
 
 
 class RegionalStack(TerraformStack):
-    def __init__(self, scope: Construct, env: Environment, region: Region):
+    def __init__(self, scope: Construct, env: Environment, region: AwsRegion):
         super().__init__(scope, naming.stack_name(env.name, region.name))
         account = env.aws.account_id
         primary = region.role == "primary"
@@ -71,7 +72,7 @@ class RegionalStack(TerraformStack):
             bucket_name=bucket, account_id=account, region=region.name, role=region.role,
             key_alias=naming.artifact_key_alias(env.name),
             replicate_to=tuple(ReplicaTarget(region=r.name, bucket_name=naming.artifact_bucket(env.name, account, r.name))
-                               for r in env.standbys) if primary else (),
+                               for r in env.standbys if r.cloud == "aws") if primary else (),
             replication_time_control=store.replication_time_control,
             noncurrent_version_expiration_days=store.noncurrent_version_days,
             object_lock=ObjectLockProps(mode=store.object_lock.mode, days=store.object_lock.days)
@@ -94,9 +95,16 @@ class RegionalStack(TerraformStack):
         self.identity = ServingIdentity(self, "identity", ServingIdentityProps(
             name_prefix=f"mlfleet-{env.name}", account_id=account, region=region.name,
             bucket_name=bucket, key_arn=self.artifacts.key.key_arn, cluster_name=self.cluster.cluster_name,
-            training_principals=tuple(env.identities.training_principals),
-            review_principals=tuple(env.identities.review_principals),
+            training_principals=tuple(env.identities.of_cloud("training", "aws")),
+            review_principals=tuple(env.identities.of_cloud("review", "aws")),
             models_prefix=store.models_prefix))
+
+        # A Google Cloud standby pulls the primary's artifacts through Storage Transfer Service.
+        self.gcs_transfer_role = S3ToGcsTransferRole(self, "gcs-transfer", S3ToGcsTransferRoleProps(
+            role_name=naming.gcs_transfer_role(env.name, region.name), account_id=account, bucket_name=bucket,
+            key_arn=self.artifacts.key.key_arn, models_prefix=store.models_prefix,
+            transfer_agent_subject_id=env.gcp.storage_transfer_subject_id)) \
+            if primary and env.regions_on("gcp") else None
 
         self.monitoring = Monitoring(self, "monitoring", MonitoringProps(
             name_prefix=f"mlfleet-{env.name}-{region.name}", account_id=account,
@@ -111,7 +119,7 @@ class RegionalStack(TerraformStack):
                                              minimum_in_service=pool.scaling_minimum)
                             for pool in self.pools if pool.scaling_minimum >= 1)))
 
-def _network_props(region: Region) -> NetworkProps:
+def _network_props(region: AwsRegion) -> NetworkProps:
     network = region.network
     if network.existing is not None:
         existing = network.existing

@@ -25,26 +25,61 @@ def stack_facts(tf: dict) -> dict:
             "capacity_type": body.get("capacity_type", "ON_DEMAND"), "gpus_per_node": gpus,
             "min": scaling["min_size"], "desired": scaling["desired_size"], "max": scaling["max_size"],
         })
-    backend = next(iter(tf.get("terraform", {}).get("backend", {}).values()), {})
+    for body in resources.get("google_container_node_pool", {}).values():
+        accelerators = _blocks(body.get("node_config"))[0].get("guest_accelerator") if body.get("node_config") else None
+        if not accelerators:
+            continue  # the cluster's system pool
+        accelerator = _blocks(accelerators)[0]
+        autoscaling = _blocks(body.get("autoscaling"))[0]
+        zones = len(body.get("node_locations") or []) or 1
+        pools.append({
+            "name": body.get("name"), "instance_types": [_blocks(body["node_config"])[0].get("machine_type")],
+            "capacity_type": "SPOT" if _blocks(body["node_config"])[0].get("spot") else
+            ("QUEUED" if body.get("queued_provisioning") else "ON_DEMAND"),
+            "gpus_per_node": accelerator.get("count", 0),
+            "min": autoscaling.get("total_min_node_count", 0),
+            "desired": max(autoscaling.get("total_min_node_count", 0), body.get("initial_node_count", 0) * zones),
+            "max": autoscaling.get("total_max_node_count", 0),
+        })
+    providers = tf.get("provider", {})
     return {
-        "region": tf.get("provider", {}).get("aws", [{}])[0].get("region"),
-        "state": f"s3://{backend.get('bucket')}/{backend.get('key')} ({backend.get('region')})" if backend else None,
+        "region": (providers.get("aws") or providers.get("google") or [{}])[0].get("region"),
+        "state": _state(tf),
         "resources": sum(len(v) for v in resources.values()),
         "gpu_pools": sorted(pools, key=lambda p: p["name"] or ""),
-        "buckets": sorted(b.get("bucket", "?") for b in resources.get("aws_s3_bucket", {}).values()),
+        "buckets": sorted([b.get("bucket", "?") for b in resources.get("aws_s3_bucket", {}).values()]
+                          + [f"gs://{b.get('name', '?')} ({b.get('location')} "
+                             f"{'+'.join(_blocks(b.get('custom_placement_config'))[0].get('data_locations', [])) if b.get('custom_placement_config') else ''}"
+                             f", {b.get('rpo', 'DEFAULT')})".replace(" ,", ",")
+                             for b in resources.get("google_storage_bucket", {}).values()]),
         "databases": sorted(
             [f"{c.get('cluster_identifier')} (aurora-postgresql)" for c in resources.get("aws_rds_cluster", {}).values()]
-            + [f"{g.get('global_cluster_identifier')} (global)" for g in resources.get("aws_rds_global_cluster", {}).values()]),
+            + [f"{g.get('global_cluster_identifier')} (global)" for g in resources.get("aws_rds_global_cluster", {}).values()]
+            + [f"{i.get('name')} (cloud sql {i.get('database_version', '').lower()}"
+               + (f", replica of {i['master_instance_name']})" if i.get("master_instance_name") else ")")
+               for i in resources.get("google_sql_database_instance", {}).values()]),
         "dns_records": sorted({r.get("name") for r in resources.get("aws_route53_record", {}).values()}),
     }
+
+
+def _state(tf: dict) -> str | None:
+    backends = tf.get("terraform", {}).get("backend", {})
+    if "s3" in backends:
+        b = backends["s3"]
+        return f"s3://{b.get('bucket')}/{b.get('key')} ({b.get('region')})"
+    if "gcs" in backends:
+        b = backends["gcs"]
+        return f"gs://{b.get('bucket')}/{b.get('prefix')}"
+    return None
 
 
 def render_summary(result: SynthResult) -> str:
     lines = [f"Synthesized {len(result.stacks)} stacks into {result.outdir.name}/"]
     for env in result.environments:
         lines.append("")
-        lines.append(f"environment {env.name}: primary {env.primary.name}"
-                     + (f", standby {', '.join(r.name for r in env.standbys)}" if env.standbys else "")
+        cloud = (lambda r: f" ({r.cloud})") if env.cross_cloud else (lambda r: "")
+        lines.append(f"environment {env.name}: primary {env.primary.name}{cloud(env.primary)}"
+                     + (f", standby {', '.join(r.name + cloud(r) for r in env.standbys)}" if env.standbys else "")
                      + f"; RTO {env.targets.rto}s, RPO {env.targets.rpo}s")
         for name, tf in result.stacks.items():
             if not name.startswith(f"{env.name}-"):

@@ -1,0 +1,76 @@
+"""`<env>-gcp-global`: what Google Cloud keeps above its regions — the VPC (global, with the
+private services access Cloud SQL uses), the dual-region artifact bucket and its key, the serving,
+training and review identities, and, when the primary is on AWS, the Storage Transfer job that
+brings the primary's artifacts across.
+
+Its state lives in the first Google Cloud standby (or the Google Cloud primary), like
+`<env>-global`'s, so it can be planned while the primary region is down."""
+from __future__ import annotations
+
+from cdktn import TerraformStack
+from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from constructs import Construct
+
+from mlfleet.constructs.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
+from mlfleet.constructs.gcp_kms_key import GcpKmsKey, GcpKmsKeyProps
+from mlfleet.constructs.gcp_network import GcpVpc, GcpVpcProps
+from mlfleet.constructs.gcp_serving_identity import GcpServingIdentity, GcpServingIdentityProps
+from mlfleet.constructs.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
+from mlfleet.stacks import naming
+from mlfleet.stacks.config import Environment
+from mlfleet.stacks.stack_base import configure_backend, google_labels, google_provider
+
+ARTIFACT_KEY = "artifacts"
+MULTI_REGIONS = {"us": "US", "europe": "EU", "asia": "ASIA"}
+
+
+def gcp_state_region(env: Environment) -> str:
+    gcp = env.regions_on("gcp")
+    standbys = [r for r in gcp if r.role == "standby"]
+    return (standbys or gcp)[0].name
+
+
+class GcpGlobalStack(TerraformStack):
+    def __init__(self, scope: Construct, env: Environment):
+        super().__init__(scope, naming.gcp_global_stack_name(env.name))
+        gcp = env.gcp
+        project = gcp.project_id
+        labels = google_labels(env)
+        configure_backend(self, env, gcp_state_region(env), "gcp-global")
+        google_provider(self, env, gcp_state_region(env))
+
+        self.vpc = GcpVpc(self, "network", GcpVpcProps(project_id=project, name=naming.gcp_network(env.name)))
+
+        pair = env.gcp_artifact_regions
+        multi_region = MULTI_REGIONS[pair[0].split("-")[0]]
+        # A configurable dual-region's key lives in its multi-region.
+        self.artifact_key = GcpKmsKey(self, "artifact-key", GcpKmsKeyProps(
+            project_id=project, location=multi_region.lower(),
+            key_ring=naming.gcp_key_ring(env.name, multi_region.lower()), key=ARTIFACT_KEY))
+        store = env.artifact_store
+        bucket = naming.gcs_artifact_bucket(env.name, project)
+        self.artifacts = GcsArtifactStore(self, "artifacts", GcsArtifactStoreProps(
+            project_id=project, project_number=gcp.project_number, bucket_name=bucket, location=multi_region,
+            data_locations=tuple(pair), kms_key_id=self.artifact_key.key_id, models_prefix=store.models_prefix,
+            noncurrent_version_days=store.noncurrent_version_days, labels=labels))
+
+        self.identity = GcpServingIdentity(self, "identity", GcpServingIdentityProps(
+            project_id=project, name_prefix=naming.gcp_identity_prefix(env.name), bucket_name=bucket,
+            training_principals=tuple(env.identities.of_cloud("training", "gcp")),
+            review_principals=tuple(env.identities.of_cloud("review", "gcp")),
+            models_prefix=store.models_prefix))
+
+        self.transfer = None
+        if env.primary.cloud == "aws":
+            source = env.primary.name
+            self.transfer = S3ToGcsTransfer(self, "artifact-transfer", S3ToGcsTransferProps(
+                project_id=project, project_number=gcp.project_number,
+                source_bucket=naming.artifact_bucket(env.name, env.aws.account_id, source), source_region=source,
+                role_arn=f"arn:aws:iam::{env.aws.account_id}:role/{naming.gcs_transfer_role(env.name, source)}",
+                destination_bucket=bucket, models_prefix=store.models_prefix))
+
+        # Grants on the bucket name it by its (deterministic) name: they come after the bucket.
+        for scope in (self.identity, self.transfer):
+            for child in scope.node.find_all() if scope else ():
+                if isinstance(child, StorageBucketIamMember):
+                    child.depends_on = [self.artifacts.bucket.fqn]

@@ -1,0 +1,126 @@
+"""`<env>-<region>` for a Google Cloud region: the region's failure domain — its Cloud KMS key,
+subnet and NAT, GKE cluster and GPU pools, the registry's Cloud SQL primary or DR replica, and
+the failover health check and alerts. Like the AWS regional stack, it keeps its state in its own
+region and names everything elsewhere (the VPC, the primary instance) by deterministic names."""
+from __future__ import annotations
+
+import ipaddress
+
+from cdktn import TerraformStack
+from constructs import Construct
+
+from mlfleet.constructs.cloud_sql_registry import (CloudSqlInstanceSettings, CloudSqlRegistry, CloudSqlRegistryProps,
+                                                   CloudSqlReplica, CloudSqlReplicaProps)
+from mlfleet.constructs.gcp_kms_key import GcpKmsKey, GcpKmsKeyProps
+from mlfleet.constructs.gcp_monitoring import FailoverHealthCheck, GcpMonitoring, GcpMonitoringProps, ReplicaLagWatch
+from mlfleet.constructs.gcp_network import GcpRegionalNetwork, GcpRegionalNetworkProps
+from mlfleet.constructs.gke_cluster import GkeCluster, GkeClusterProps
+from mlfleet.constructs.gke_gpu_node_pool import (GkeGpuNodePool, GkeGpuNodePoolProps, GpuSharing,
+                                                  ReservationAffinity)
+from mlfleet.stacks import naming
+from mlfleet.stacks.config import Environment, GcpRegion, GpuPool, gke_node_locations
+from mlfleet.stacks.stack_base import configure_backend, google_labels, google_provider
+
+REGION_KEY = "mlfleet"
+# Each GKE control plane takes a private /28 of its own in the VPC.
+CONTROL_PLANE_BASE = ipaddress.ip_network("172.16.0.0/28")
+
+
+class GcpRegionalStack(TerraformStack):
+    def __init__(self, scope: Construct, env: Environment, region: GcpRegion):
+        super().__init__(scope, naming.stack_name(env.name, region.name))
+        gcp = env.gcp
+        project, number = gcp.project_id, gcp.project_number
+        primary = region.role == "primary"
+        labels = google_labels(env)
+        configure_backend(self, env, region.name, region.name)
+        google_provider(self, env, region.name)
+
+        self.key = GcpKmsKey(self, "key", GcpKmsKeyProps(
+            project_id=project, location=region.name, key_ring=naming.gcp_key_ring(env.name, region.name),
+            key=REGION_KEY))
+
+        network = region.network
+        existing = network.existing
+        self.network = GcpRegionalNetwork(self, "network", GcpRegionalNetworkProps(
+            project_id=project, region=region.name, network_name=naming.gcp_network(env.name),
+            subnet_name=existing.subnet_name if existing else naming.gcp_subnet(env.name, region.name),
+            subnet_cidr=network.cidr, pods_cidr=network.pods_cidr, services_cidr=network.services_cidr,
+            pods_range_name=existing.pods_range_name if existing else None,
+            services_range_name=existing.services_range_name if existing else None,
+            existing_subnet=existing is not None))
+
+        self.cluster = GkeCluster(self, "cluster", GkeClusterProps(
+            project_id=project, project_number=number, region=region.name,
+            name=naming.gke_cluster_name(env.name, region.name),
+            network=self.network.network_self_link, subnetwork=self.network.subnetwork_self_link,
+            pods_range_name=self.network.pods_range_name, services_range_name=self.network.services_range_name,
+            kms_key_id=self.key.key_id, master_ipv4_cidr=control_plane_cidr(env, region),
+            node_service_account_id=naming.gke_node_service_account(env.name, region.name), labels=labels))
+
+        self.pools = [GkeGpuNodePool(self, f"pool-{pool.name}", _pool_props(env, region, pool, self.cluster))
+                      for pool in env.gpu_pools]
+
+        settings = CloudSqlInstanceSettings(database_version=gcp.registry.database_version, tier=gcp.registry.tier,
+                                            disk_size_gb=gcp.registry.disk_size_gb)
+        instance = naming.cloud_sql_instance(env.name, region.name)
+        self.registry = self.registry_replica = None
+        if primary:
+            self.registry = CloudSqlRegistry(self, "registry", CloudSqlRegistryProps(
+                project_id=project, project_number=number, region=region.name, instance_name=instance,
+                private_network=self.network.network_self_link, kms_key_id=self.key.key_id, settings=settings,
+                backup_location=_multi_region(region.name), labels=labels))
+        elif env.primary.cloud == "gcp":
+            self.registry_replica = CloudSqlReplica(self, "registry", CloudSqlReplicaProps(
+                project_id=project, project_number=number, region=region.name, instance_name=instance,
+                primary_instance_name=naming.cloud_sql_instance(env.name, env.primary.name),
+                primary_region=env.primary.name, private_network=self.network.network_self_link,
+                kms_key_id=self.key.key_id, settings=settings, labels=labels))
+        # A standby of an AWS primary has no registry replica here: Cloud SQL cannot follow Aurora
+        # without a migration job, which mlfleet does not provision yet (the review reports it).
+
+        self.monitoring = GcpMonitoring(self, "monitoring", GcpMonitoringProps(
+            project_id=project, region=region.name, name_prefix=f"mlfleet-{env.name}-{region.name}",
+            health_check=FailoverHealthCheck(path=env.serving.failover_health_path,
+                                             public_hostname=env.endpoint(region)),
+            replica_lag=(ReplicaLagWatch(instance_name=instance, rpo_seconds=env.targets.rpo),)
+            if self.registry_replica else (),
+            alert_emails=tuple(gcp.alert_emails), notification_channels=tuple(gcp.notification_channels),
+            labels=labels))
+
+
+def control_plane_cidr(env: Environment, region: GcpRegion) -> str:
+    if region.network.control_plane_cidr:
+        return region.network.control_plane_cidr
+    index = [r.name for r in env.regions_on("gcp")].index(region.name)
+    return str(ipaddress.ip_network(f"{CONTROL_PLANE_BASE.network_address + 16 * index}/28"))
+
+
+def _multi_region(region: str) -> str:
+    """Backups go to the multi-region around the instance, so they outlive its region."""
+    return {"us": "us", "northamerica": "us", "europe": "eu", "asia": "asia"}.get(region.split("-")[0], region)
+
+
+def _pool_props(env: Environment, region: GcpRegion, pool: GpuPool, cluster: GkeCluster) -> GkeGpuNodePoolProps:
+    shape = pool.gcp
+    reservation = pool.reservations.get(region.name)
+    affinity = ReservationAffinity(type="SPECIFIC", name=reservation.name) if reservation \
+        else ReservationAffinity(type=shape.reservation_affinity)
+    standby = region.role == "standby"
+    return GkeGpuNodePoolProps(
+        project_id=env.gcp.project_id, cluster=cluster.cluster_id, region=region.name,
+        name=naming.node_group_name(pool.name), node_locations=gke_node_locations(region, shape.accelerator_type),
+        machine_type=shape.machine_type, accelerator_type=shape.accelerator_type,
+        accelerator_count=shape.accelerator_count, node_service_account=cluster.node_service_account_email,
+        boot_disk_kms_key=cluster.kms_key_id, min_size=pool.min_size, max_size=pool.max_size,
+        driver_version=shape.driver_version,
+        gpu_sharing=GpuSharing(strategy=shape.gpu_sharing.strategy,
+                               max_shared_clients_per_gpu=shape.gpu_sharing.max_shared_clients_per_gpu)
+        if shape.gpu_sharing else None,
+        mig_partition_size=shape.mig_partition_size,
+        # Queued provisioning takes capacity wherever Dynamic Workload Scheduler finds it.
+        location_policy="ANY" if shape.queued_provisioning else shape.location_policy,
+        spot=pool.spot, reservation=affinity, queued_provisioning=shape.queued_provisioning,
+        standby=standby and not shape.queued_provisioning, warm_size=pool.warm_standby if standby else 0,
+        failover_size=pool.min_size if standby and not shape.queued_provisioning else None,
+        labels=dict(pool.labels), resource_labels=google_labels(env))
