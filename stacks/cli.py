@@ -41,12 +41,14 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from mlfleet.stacks.deploy import deploy_stack
 
     env = _environments(args)[0]
-    regions = [r.name for r in env.regions]
-    if args.region != "global" and args.region not in regions:
+    stacks = {r.name: naming.stack_name(env.name, r.name) for r in env.regions}
+    stacks["global"] = naming.global_stack_name(env.name)
+    if env.regions_on("gcp"):
+        stacks["gcp-global"] = naming.gcp_global_stack_name(env.name)
+    if args.region not in stacks:
         raise MlfleetError(f"environment {env.name} has no region {args.region!r}; "
-                           f"choose one of {', '.join(regions + ['global'])}")
-    stack = (naming.global_stack_name(env.name) if args.region == "global"
-             else naming.stack_name(env.name, args.region))
+                           f"choose one of {', '.join(stacks)}")
+    stack = stacks[args.region]
     result = synthesize([env], Path(args.outdir))
     deploy_stack(result.outdir / "stacks" / stack, stack, plan_only=args.plan, auto_approve=args.auto_approve)
     return 0
@@ -60,6 +62,11 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_capacity_refresh(args: argparse.Namespace) -> int:
+    if args.cloud == "gcp":
+        return _capacity_refresh_gcp(args)
+    stray = [flag for flag, value in (("--project", args.project), ("--endpoint", args.endpoint)) if value]
+    if stray:
+        raise MlfleetError(f"{' and '.join(stray)} {'apply' if len(stray) > 1 else 'applies'} to --cloud gcp only")
     import boto3
 
     from mlfleet.stacks.offerings import AWS_TABLE, refresh_aws_table
@@ -69,6 +76,40 @@ def _cmd_capacity_refresh(args: argparse.Namespace) -> int:
     table = refresh_aws_table(session, args.regions, source, Path(args.out) if args.out else AWS_TABLE)
     print(f"{len(table['instance_types'])} GPU instance types in {len(table['regions'])} regions "
           f"written to {args.out or 'the shipped table'} ({table['generated_at']})")
+    return 0
+
+
+def _capacity_refresh_gcp(args: argparse.Namespace) -> int:
+    if not args.project:
+        raise MlfleetError("--cloud gcp needs --project PROJECT_ID (the project whose zones are listed)")
+    if args.profile:
+        raise MlfleetError("--profile applies to --cloud aws only")
+    import google.auth.exceptions
+    import requests
+    from google.api_core import exceptions as api_exceptions
+
+    from mlfleet.stacks.gcp_offerings import GCP_TABLE, RefreshFailed, accelerator_types_client, refresh_gcp_table
+
+    out = Path(args.out) if args.out else GCP_TABLE
+    source = args.source or ("Compute Engine acceleratorTypes.aggregatedList (project "
+                             f"{args.project}) via `mlfleet capacity refresh --cloud gcp`")
+    where = args.endpoint or "Compute Engine"
+    try:
+        table = refresh_gcp_table(accelerator_types_client(args.endpoint), args.project, args.regions, source, out)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise RefreshFailed(f"no Google credentials: {str(exc).rstrip('.')}; run "
+                            "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS") from None
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise RefreshFailed(f"Google credentials could not be used: {exc}") from None
+    except api_exceptions.GoogleAPIError as exc:
+        raise RefreshFailed(f"{where} failed acceleratorTypes.aggregatedList for project {args.project}: "
+                            f"{exc}; the table was not changed") from None
+    except requests.exceptions.RequestException as exc:
+        raise RefreshFailed(f"could not reach {where}: {exc.__class__.__name__}: {exc}; "
+                            "the table was not changed") from None
+    regions = {zone.rsplit("-", 1)[0] for zone in table["zones"]}
+    print(f"{len(table['accelerator_types'])} accelerator types in {len(table['zones'])} zones of "
+          f"{len(regions)} regions → {args.out or 'the shipped table'} ({table['generated_at']})")
     return 0
 
 
@@ -103,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = deploy.add_mutually_exclusive_group(required=True)
     which.add_argument("--env", help="a shipped environment")
     which.add_argument("--config", metavar="FILE", help="an environment file anywhere")
-    deploy.add_argument("--region", required=True, help="a region of the environment, or 'global'")
+    deploy.add_argument("--region", required=True, help="a region of the environment, 'global' or 'gcp-global'")
     deploy.add_argument("--plan", action="store_true", help="terraform plan only")
     deploy.add_argument("--auto-approve", action="store_true", help="apply without asking")
     deploy.add_argument("--outdir", default="cdktf.out")
@@ -114,9 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     capacity = sub.add_parser("capacity", help="GPU capacity data")
     capacity_sub = capacity.add_subparsers(dest="capacity_command", required=True, metavar="ACTION")
-    refresh = capacity_sub.add_parser("refresh", help="rebuild the GPU offerings table from EC2")
-    refresh.add_argument("--regions", nargs="+", help="regions to query (default: all enabled)")
-    refresh.add_argument("--profile", help="AWS profile")
+    refresh = capacity_sub.add_parser(
+        "refresh", help="rebuild a GPU offerings table: AWS from EC2, Google Cloud from Compute Engine")
+    refresh.add_argument("--cloud", choices=("aws", "gcp"), default="aws",
+                         help="which table to rebuild (default: aws)")
+    refresh.add_argument("--regions", nargs="+",
+                         help="regions to keep (default: all enabled on AWS, all the project sees on GCP)")
+    refresh.add_argument("--profile", help="AWS profile (aws)")
+    refresh.add_argument("--project", help="Google Cloud project ID whose zones are listed (gcp; required)")
+    refresh.add_argument("--endpoint", metavar="URL",
+                         help="Compute API endpoint (gcp; default Google's); no credentials are sent to it")
     refresh.add_argument("--out", help="write here instead of the shipped table")
     refresh.add_argument("--source", help="source text recorded in the table")
     refresh.set_defaults(handler=_cmd_capacity_refresh)

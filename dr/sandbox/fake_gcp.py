@@ -3,11 +3,17 @@ loopback, reached by the real google-cloud-compute and google-cloud-container cl
 transport) and by authenticated REST for Cloud SQL. Operations finish at once (status DONE);
 a region fault from the fault book fails calls for that region with 503.
 
+The aggregated accelerator-type list spans every zone, so a region fault does not fail it:
+each zone of a `compute`-faulted region comes back with an UNREACHABLE warning instead of its
+types, and is named in `unreachables`. `accelerator_page_size` makes the fake page its answer
+(zones per page) even when the client sends no `maxResults`.
+
     GKE      GET  /v1/projects/P/locations/L/clusters/C/nodePools/N
              POST /v1/projects/P/locations/L/clusters/C/nodePools/N:setSize   {"nodeCount"}
              GET  /v1/projects/P/locations/L/operations/O
     Compute  GET|PATCH /compute/v1/projects/P/regions/R/backendServices/B
              GET  /compute/v1/projects/P/regions/R/operations/O
+             GET  /compute/v1/projects/P/aggregated/acceleratorTypes   ?maxResults&pageToken
     SQL      GET  /v1/projects/P/instances/I
              POST /v1/projects/P/instances/I/promoteReplica
 """
@@ -18,7 +24,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from mlfleet.dr.sandbox.faults import FaultBook, Ledger
 
@@ -29,6 +35,7 @@ _ROUTES = [
     ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
     ("compute", "PATCH", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
     ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/operations/(?P<o>[^/]+)$")),
+    ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/aggregated/(?P<agg>acceleratorTypes)$")),
     ("sqladmin", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
     ("sqladmin", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/promoteReplica$")),
 ]
@@ -45,6 +52,9 @@ class FakeGcp:
         self.node_pools: dict[tuple, dict] = {}
         self.backend_services: dict[tuple, dict] = {}
         self.sql_instances: dict[tuple, dict] = {}
+        self.accelerator_types: dict[str, dict[str, list[dict]]] = {}
+        """project -> zone -> AcceleratorType documents; a zone with none is listed empty."""
+        self.accelerator_page_size: int | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         outer = self
@@ -58,7 +68,9 @@ class FakeGcp:
             def _route(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                status, document = outer.handle(self.command, urlsplit(self.path).path, body)
+                split = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+                status, document = outer.handle(self.command, split.path, body, query)
                 payload = json.dumps(document).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -88,8 +100,20 @@ class FakeGcp:
             "instanceType": "READ_REPLICA_INSTANCE" if replica_of else "CLOUD_SQL_INSTANCE",
             **({"masterInstanceName": replica_of} if replica_of else {})}
 
+    def add_accelerator_type(self, project: str, zone: str, name: str, description: str,
+                             max_cards: int) -> None:
+        self.accelerator_types.setdefault(project, {}).setdefault(zone, []).append({
+            "kind": "compute#acceleratorType", "name": name, "description": description,
+            "zone": f"{self.url}/compute/v1/projects/{project}/zones/{zone}",
+            "maximumCardsPerInstance": max_cards,
+            "selfLink": f"{self.url}/compute/v1/projects/{project}/zones/{zone}/acceleratorTypes/{name}"})
+
+    def add_zone(self, project: str, zone: str) -> None:
+        """A zone that offers no accelerator: listed in the aggregated answer with a warning."""
+        self.accelerator_types.setdefault(project, {}).setdefault(zone, [])
+
     # -- requests ----------------------------------------------------------------------------
-    def handle(self, method: str, path: str, body: dict) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, body: dict, query: dict | None = None) -> tuple[int, dict]:
         for service, verb, pattern in _ROUTES:
             match = pattern.fullmatch(path)
             if match and verb == method:
@@ -103,6 +127,8 @@ class FakeGcp:
         if region and self.faults.match(region, service):
             return 503, {"error": {"code": 503, "message": "region unavailable (sandbox fault)", "status": "UNAVAILABLE"}}
         with self._lock:
+            if "agg" in params:
+                return self._aggregated_accelerator_types(params["p"], query or {})
             return getattr(self, f"_{service}")(method, path, params, body)
 
     def _sql_region(self, params: dict) -> str:
@@ -144,6 +170,38 @@ class FakeGcp:
             service["backends"] = body["backends"]
         service["fingerprint"] = f"f{next(self._ids)}"
         return 200, self._operation("patch", path, p["l"])
+
+    def _aggregated_accelerator_types(self, project: str, query: dict) -> tuple[int, dict]:
+        zones = self.accelerator_types.get(project)
+        if zones is None:
+            return 404, {"error": {"code": 404, "message": f"The resource 'projects/{project}' was not found",
+                                   "status": "NOT_FOUND"}}
+        down = {z for z in zones if self.faults.match(_region(z), "compute")}
+        names = sorted(zones)
+        start = int(query.get("pageToken") or 0)
+        size = min(int(query.get("maxResults") or 500), self.accelerator_page_size or 500)
+        page = names[start:start + size]
+        items = {}
+        for zone in page:
+            scope = f"zones/{zone}"
+            if zone in down:
+                items[scope] = {"warning": {"code": "UNREACHABLE", "message": f"Scope '{scope}' is unreachable.",
+                                            "data": [{"key": "scope", "value": scope}]}}
+            elif zones[zone]:
+                items[scope] = {"acceleratorTypes": zones[zone]}
+            else:
+                items[scope] = {"warning": {"code": "NO_RESULTS_ON_PAGE",
+                                            "message": f"There are no results for scope '{scope}' on this page.",
+                                            "data": [{"key": "scope", "value": scope}]}}
+        link = f"projects/{project}/aggregated/acceleratorTypes"
+        document = {"kind": "compute#acceleratorTypeAggregatedList", "id": link, "items": items,
+                    "selfLink": f"{self.url}/compute/v1/{link}"}
+        if start + size < len(names):
+            document["nextPageToken"] = str(start + size)
+        unreachable = [f"zones/{z}" for z in page if z in down]
+        if unreachable:
+            document["unreachables"] = unreachable
+        return 200, document
 
     def _sqladmin(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
         instance = self.sql_instances.get((p["p"], p["i"]))
