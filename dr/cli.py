@@ -69,11 +69,21 @@ def _target(args):
     from mlfleet.dr.target import Target
     from mlfleet.stacks.config import load_environment
 
-    env = load_environment(args.env)
+    env = _aws_only(load_environment(args.env))
     if len(env.regions) < 2:
         raise DrUsageError(f"environment {env.name} has one region: there is nothing to fail over to")
     state_dir = Path(args.state_dir)
     return Target.sandbox(env, state_dir) if args.target == "sandbox" else Target.aws(env, state_dir)
+
+
+def _aws_only(env):
+    """The runbooks and the sandbox drive AWS regions; a Google Cloud region would be half-done."""
+    gcp = [r.name for r in env.regions_on("gcp")]
+    if gcp:
+        raise DrUsageError(
+            f"environment {env.name} has Google Cloud regions ({', '.join(gcp)}): the DR runbooks and the "
+            "sandbox drive AWS regions only so far; nothing was changed")
+    return env
 
 
 def _progress(line: str) -> None:
@@ -200,7 +210,7 @@ def _sandbox_up(args) -> int:
     from mlfleet.dr.sandbox import Sandbox, SandboxState
     from mlfleet.stacks.config import load_environment
 
-    env = load_environment(args.env)
+    env = _aws_only(load_environment(args.env))
     try:
         running = SandboxState.load(Path(args.state_dir), env.name)
     except DrUsageError:

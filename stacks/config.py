@@ -14,6 +14,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
                       ValidationError, field_validator, model_validator)
 
+from mlfleet.stacks import naming
 from mlfleet.stacks.errors import ConfigError, MlfleetError
 from mlfleet.stacks.gcp_offerings import GcpAcceleratorOfferings
 from mlfleet.stacks.offerings import GpuOfferings
@@ -519,6 +520,7 @@ def _check_clouds(env: Environment) -> None:
                           "artifacts reach the Google Cloud standby through Storage Transfer Service, which "
                           "reads the AWS primary's bucket through an IAM role it assumes as the project's "
                           "transfer service agent: give that agent's subjectId (googleServiceAccounts.get)")
+    _check_gcp_names(env)
     pair = env.gcp_artifact_regions
     if len(pair) != 2:
         raise _FieldError(("gcp", "artifact_regions"),
@@ -539,6 +541,21 @@ def _check_clouds(env: Environment) -> None:
 
 
 _GCS_MULTI_REGIONS = {"us": "US", "europe": "EU", "asia": "ASIA"}
+# Google Cloud's shortest id limits among the names mlfleet derives (stacks/naming.py).
+_GKE_CLUSTER_NAME_MAX, _SERVICE_ACCOUNT_ID_MAX = 40, 30
+
+
+def _check_gcp_names(env: Environment) -> None:
+    too_long = [name for name, limit in
+                [(f"{naming.gcp_identity_prefix(env.name)}-training", _SERVICE_ACCOUNT_ID_MAX)]
+                + [(n, lim) for r in env.regions_on("gcp")
+                   for n, lim in ((naming.gke_cluster_name(env.name, r.name), _GKE_CLUSTER_NAME_MAX),
+                                  (naming.gke_node_service_account(env.name, r.name), _SERVICE_ACCOUNT_ID_MAX))]
+                if len(name) > limit]
+    if too_long:
+        raise _FieldError(("name",), f"too long for Google Cloud ids derived from it ({', '.join(too_long)}); "
+                                     f"GKE cluster names take {_GKE_CLUSTER_NAME_MAX} characters, service "
+                                     f"account ids {_SERVICE_ACCOUNT_ID_MAX}: use a shorter environment name")
 
 
 def _check_pools(env: Environment) -> None:

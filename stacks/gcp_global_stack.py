@@ -8,6 +8,7 @@ Its state lives in the first Google Cloud standby (or the Google Cloud primary),
 from __future__ import annotations
 
 from cdktn import TerraformStack
+from cdktn_provider_google.storage_bucket import StorageBucket
 from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
@@ -70,7 +71,8 @@ class GcpGlobalStack(TerraformStack):
                 destination_bucket=bucket, models_prefix=store.models_prefix))
 
         # Grants on the bucket name it by its (deterministic) name: they come after the bucket.
+        bucket_address = f"{StorageBucket.TF_RESOURCE_TYPE}.{self.artifacts.bucket.friendly_unique_id}"
         for scope in (self.identity, self.transfer):
             for child in scope.node.find_all() if scope else ():
                 if isinstance(child, StorageBucketIamMember):
-                    child.depends_on = [self.artifacts.bucket.fqn]
+                    child.add_override("depends_on", [bucket_address])

@@ -14,7 +14,7 @@ from mlfleet.stacks.config import (ENVIRONMENTS_DIR, ConfigError, environment_na
 
 
 def test_examples_load_with_expected_topology():
-    assert environment_names() == ["dev", "prod", "staging"]
+    assert environment_names() == ["dev", "hybrid", "prod", "research", "staging"]
     dev, staging, prod = (load_environment(n) for n in ("dev", "staging", "prod"))
     assert [r.name for r in dev.regions] == ["us-east-2"] and not dev.standbys
     assert staging.primary.name == "us-east-1" and [r.name for r in staging.standbys] == ["us-west-2"]
@@ -64,7 +64,7 @@ INVALID = {
     "not a GPU type": (lambda d: d["gpu_pools"][0].update(instance_types=["m7i.large"]),
                        "gpu_pools[0].instance_types[0]: m7i.large is not an NVIDIA GPU instance type"),
     "overlapping cidrs": (lambda d: d["regions"][2]["network"].update(cidr="10.40.0.0/16"),
-                          "regions[2].network.cidr: 10.40.0.0/16 overlaps 10.40.0.0/16 of regions.0"),
+                          "regions[2].network.cidr: 10.40.0.0/16 overlaps 10.40.0.0/16 (cidr) of regions.0"),
     "rpo tighter than rtc": (lambda d: d["targets"].update(rpo="5m"),
                              "targets.rpo: RPO target 300s is tighter than S3 Replication Time Control"),
     "bad duration": (lambda d: d["targets"].update(rto="soon"),
@@ -83,7 +83,8 @@ INVALID = {
     "reservation with both targets": (
         lambda d: d["gpu_pools"][0]["reservations"]["us-east-1"].update(
             resource_group_arn="arn:aws:resource-groups:us-east-1:333333333333:group/gpu"),
-        "gpu_pools[0].reservations.us-east-1: give capacity_reservation_id or resource_group_arn (one of them)"),
+        "gpu_pools[0].reservations.us-east-1: give one of capacity_reservation_id, resource_group_arn (AWS) "
+        "or name (Google Cloud)"),
 }
 
 
@@ -121,7 +122,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
 
 def test_unknown_environment_lists_known_ones(capsys):
     assert main(["synth", "--env", "qa"]) == 2
-    assert "no environment 'qa'; known: dev, prod, staging" in capsys.readouterr().err
+    assert "no environment 'qa'; known: dev, hybrid, prod, research, staging" in capsys.readouterr().err
 
 
 def test_missing_file_is_a_clear_error(tmp_path, capsys):

@@ -29,7 +29,9 @@ def _res(tf: dict, rtype: str) -> dict:
 def test_one_stack_per_region_plus_global(synthesized):
     expected = {"dev-us-east-2", "dev-global",
                 "staging-us-east-1", "staging-us-west-2", "staging-global",
-                "prod-us-east-1", "prod-us-west-2", "prod-us-east-2", "prod-global"}
+                "prod-us-east-1", "prod-us-west-2", "prod-us-east-2", "prod-global",
+                "hybrid-us-east-1", "hybrid-us-central1", "hybrid-global", "hybrid-gcp-global",
+                "research-us-central1", "research-us-east4", "research-global", "research-gcp-global"}
     assert set(synthesized.stacks) == expected
     for name in expected:
         assert (synthesized.outdir / "stacks" / name / "cdk.tf.json").is_file()
@@ -38,8 +40,8 @@ def test_one_stack_per_region_plus_global(synthesized):
 def test_regional_stacks_keep_to_their_region(synthesized):
     for name, tf in synthesized.stacks.items():
         assert "terraform_remote_state" not in json.dumps(tf.get("data", {})), name
-        if name.endswith("-global"):
-            continue
+        if name.endswith("-global") or "aws" not in tf["provider"]:
+            continue  # global stacks, and Google Cloud regions (tests/stacks/test_gcp_stacks.py)
         region = name.split("-", 1)[1]
         backend = tf["terraform"]["backend"]["s3"]
         assert backend["region"] == region and backend["bucket"].endswith(region)
@@ -77,7 +79,8 @@ def test_every_bucket_encrypted_and_private(synthesized):
 
 def test_every_database_protected(synthesized):
     clusters = [(n, c) for n, tf in synthesized.stacks.items() for c in _res(tf, "aws_rds_cluster").values()]
-    assert len(clusters) == 6  # one per region
+    aws_regions = [r for n in environment_names() for r in load_environment(n).regions_on("aws")]
+    assert len(clusters) == len(aws_regions) == 7  # one per AWS region
     for name, cluster in clusters:
         assert cluster["deletion_protection"] is True and cluster["storage_encrypted"] is True, name
         assert cluster["kms_key_id"] and cluster["backup_retention_period"] >= 7
@@ -96,7 +99,7 @@ def test_every_gpu_pool_tainted_and_standbys_warm(synthesized):
     for name, tf in synthesized.stacks.items():
         groups = _res(tf, "aws_eks_node_group").values()
         system = [g for g in groups if not g["node_group_name"].endswith("-gpu")]
-        if not name.endswith("-global"):
+        if not name.endswith("-global") and "aws" in tf["provider"]:
             assert len(system) == 1 and "taint" not in system[0], name  # add-ons run untainted
         for group in gpu_groups(tf):
             taints = group["taint"]
@@ -140,8 +143,8 @@ def test_output_is_reproducible(synthesized, tmp_path):
     text = "".join(p.read_text() for p in sorted(synthesized.outdir.rglob("*.json")))
     assert str(synthesized.outdir) not in text and str(Path.home()) not in text
     assert not re.search(r"20\d\d-\d\d-\d\dT\d\d:\d\d", text), "no timestamps"
-    again = synthesize([load_environment("dev")], tmp_path / "again")
-    for name in ("dev-us-east-2", "dev-global"):
+    again = synthesize([load_environment("dev"), load_environment("hybrid")], tmp_path / "again")
+    for name in ("dev-us-east-2", "dev-global", "hybrid-us-east-1", "hybrid-us-central1", "hybrid-gcp-global"):
         first = (synthesized.outdir / "stacks" / name / "cdk.tf.json").read_text()
         assert (again.outdir / "stacks" / name / "cdk.tf.json").read_text() == first
 

@@ -1,0 +1,205 @@
+"""Whole-environment checks of the Google Cloud examples on their synthesized JSON: the all-Google
+`research` (GKE primary and standby) and the cross-cloud `hybrid` (AWS primary, GKE standby).
+Every GPU pool tainted with drivers installed where the accelerator is offered, every bucket
+turbo-replicated and CMEK-encrypted, every database protected with a DR replica, each region's
+state in that region, and the two clouds agreeing on the names that join them."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from mlfleet.stacks.app import synthesize
+from mlfleet.stacks.config import load_environment
+from mlfleet.stacks.gcp_offerings import GcpAcceleratorOfferings
+
+GOOGLE_REGION = re.compile(r"\b(?:us|europe|asia|northamerica|southamerica|australia|me|africa)-[a-z]+\d+\b")
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory):
+    envs = [load_environment("research"), load_environment("hybrid")]
+    return synthesize(envs, tmp_path_factory.mktemp("synth") / "cdktf.out")
+
+
+def _res(tf: dict, rtype: str) -> dict:
+    return tf.get("resource", {}).get(rtype, {})
+
+
+def _one(value):
+    return value[0] if isinstance(value, list) else value
+
+
+def _gcp_regional(synthesized):
+    for env_name in ("research", "hybrid"):
+        env = load_environment(env_name)
+        for region in env.regions_on("gcp"):
+            yield env, region, synthesized.stacks[f"{env.name}-{region.name}"]
+
+
+def test_stacks_per_cloud(synthesized):
+    assert set(synthesized.stacks) == {
+        "research-us-central1", "research-us-east4", "research-global", "research-gcp-global",
+        "hybrid-us-east-1", "hybrid-us-central1", "hybrid-global", "hybrid-gcp-global"}
+    assert "google" in synthesized.stacks["hybrid-us-central1"]["provider"]
+    assert "aws" not in synthesized.stacks["hybrid-us-central1"]["provider"]
+    assert "aws" in synthesized.stacks["hybrid-us-east-1"]["provider"]
+
+
+def test_each_google_region_keeps_its_state_and_resources_at_home(synthesized):
+    for env, region, tf in _gcp_regional(synthesized):
+        backend = tf["terraform"]["backend"]["gcs"]
+        assert backend == {"bucket": f"{env.gcp.project_id}-tfstate-{region.name}",
+                           "prefix": f"{env.name}/{region.name}"}
+        (provider,) = tf["provider"]["google"]
+        assert provider["region"] == region.name and provider["project"] == env.gcp.project_id
+        assert provider["default_labels"]["owner"] and provider["default_labels"]["cost-center"]
+        assert "terraform_remote_state" not in json.dumps(tf.get("data", {}))
+        # Another region appears only as the replica's primary (by name) and in its alerts.
+        for rtype, items in tf["resource"].items():
+            for rid, body in items.items():
+                others = set(GOOGLE_REGION.findall(json.dumps(body))) - {region.name}
+                assert not others or rtype in {"google_sql_database_instance", "google_monitoring_alert_policy"}, \
+                    (env.name, region.name, rtype, rid, others)
+
+
+def test_global_state_lives_in_the_first_standby(synthesized):
+    # Routing and the Google Cloud globals can be planned while the primary region is down.
+    assert synthesized.stacks["research-global"]["terraform"]["backend"]["gcs"]["bucket"] == \
+        "mlfleet-research-tfstate-us-east4"
+    assert synthesized.stacks["research-gcp-global"]["terraform"]["backend"]["gcs"]["bucket"] == \
+        "mlfleet-research-tfstate-us-east4"
+    # hybrid's only standby is on Google Cloud: Route 53's state is there, not with the AWS primary.
+    assert synthesized.stacks["hybrid-global"]["terraform"]["backend"]["gcs"]["bucket"] == \
+        "mlfleet-hybrid-prod-tfstate-us-central1"
+
+
+def test_every_gke_gpu_pool_tainted_with_drivers_where_its_accelerator_is_offered(synthesized):
+    offerings = GcpAcceleratorOfferings.load()
+    seen = 0
+    for env, region, tf in _gcp_regional(synthesized):
+        pools = {f"{p.name}-gpu": p for p in env.gpu_pools}
+        node_pools = _res(tf, "google_container_node_pool").values()
+        gpu_pools = [p for p in node_pools if _one(p["node_config"]).get("guest_accelerator")]
+        assert {p["name"] for p in gpu_pools} == set(pools), (env.name, region.name)
+        for body in gpu_pools:
+            pool = pools[body["name"]]
+            config = _one(body["node_config"])
+            accelerator = _one(config["guest_accelerator"])
+            assert accelerator["type"] == pool.gcp.accelerator_type
+            assert accelerator["count"] == pool.gcp.accelerator_count
+            assert _one(accelerator["gpu_driver_installation_config"])["gpu_driver_version"] in ("DEFAULT", "LATEST")
+            assert {"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}.items() <= _one(config["taint"]).items()
+            assert _one(config["shielded_instance_config"]) == {"enable_integrity_monitoring": True,
+                                                                "enable_secure_boot": True}
+            assert _one(config["workload_metadata_config"])["mode"] == "GKE_METADATA"
+            assert config["boot_disk_kms_key"].startswith("${google_kms_crypto_key.")
+            zones = body["node_locations"]
+            assert zones and all(z.startswith(f"{region.name}-") for z in zones)
+            assert all(pool.gcp.accelerator_type in offerings.zones[z] for z in zones)
+            scaling = _one(body["autoscaling"])
+            expected = pool.min_size if region.role == "primary" else pool.warm_standby
+            assert scaling["total_min_node_count"] == expected and scaling["total_max_node_count"] == pool.max_size
+            seen += 1
+        system = [p for p in node_pools if not _one(p["node_config"]).get("guest_accelerator")]
+        assert len(system) == 1 and "taint" not in _one(system[0]["node_config"])  # add-ons run untainted
+    assert seen == 5  # research: 2 pools x 2 regions; hybrid: 1 pool in its Google Cloud region
+
+
+def test_queued_provisioning_pool_takes_no_reservation_and_scales_from_zero(synthesized):
+    tf = synthesized.stacks["research-us-east4"]
+    batch = next(p for p in _res(tf, "google_container_node_pool").values() if p["name"] == "batch-gpu")
+    assert _one(batch["queued_provisioning"])["enabled"] is True
+    assert _one(_one(batch["node_config"])["reservation_affinity"])["consume_reservation_type"] == "NO_RESERVATION"
+    assert _one(batch["autoscaling"])["total_min_node_count"] == 0
+    assert _one(batch["autoscaling"])["location_policy"] == "ANY"
+    assert _one(batch["management"])["auto_repair"] is False
+
+
+def test_standby_pools_publish_warm_and_failover_sizes(synthesized):
+    outputs = synthesized.stacks["hybrid-us-central1"]["output"]
+    assert outputs["inference_gpu_warm_size"]["value"] == 2
+    assert outputs["inference_gpu_failover_size"]["value"] == 4
+
+
+def test_every_google_bucket_turbo_replicated_cmek_and_private(synthesized):
+    buckets = [(n, b) for n, tf in synthesized.stacks.items() for b in _res(tf, "google_storage_bucket").values()]
+    assert sorted(n for n, _ in buckets) == ["hybrid-gcp-global", "research-gcp-global"]
+    for name, bucket in buckets:
+        assert bucket["rpo"] == "ASYNC_TURBO", name
+        assert len(_one(bucket["custom_placement_config"])["data_locations"]) == 2
+        assert _one(bucket["encryption"])["default_kms_key_name"].startswith("${google_kms_crypto_key.")
+        assert bucket["uniform_bucket_level_access"] is True and bucket["public_access_prevention"] == "enforced"
+        assert _one(bucket["versioning"])["enabled"] is True and bucket["force_destroy"] is False
+    hybrid = next(b for n, b in buckets if n == "hybrid-gcp-global")
+    assert _one(hybrid["custom_placement_config"])["data_locations"] == ["us-central1", "us-east1"]
+
+
+def test_every_cloud_sql_instance_protected_and_the_primary_has_a_dr_replica(synthesized):
+    instances = {i["name"]: (n, i) for n, tf in synthesized.stacks.items()
+                 for i in _res(tf, "google_sql_database_instance").values()}
+    assert set(instances) == {"mlfleet-research-registry-us-central1", "mlfleet-research-registry-us-east4"}
+    for name, (stack, instance) in instances.items():
+        settings = _one(instance["settings"])
+        assert instance["deletion_protection"] is True and settings["deletion_protection_enabled"] is True
+        assert settings["edition"] == "ENTERPRISE_PLUS" and settings["availability_type"] == "REGIONAL"
+        assert _one(settings["ip_configuration"])["ipv4_enabled"] is False
+        assert instance["encryption_key_name"].startswith("${google_kms_crypto_key.")
+    _, primary = instances["mlfleet-research-registry-us-central1"]
+    backups = _one(_one(primary["settings"])["backup_configuration"])
+    assert backups["enabled"] is True and backups["point_in_time_recovery_enabled"] is True
+    replica_stack, replica = instances["mlfleet-research-registry-us-east4"]
+    assert replica_stack == "research-us-east4" and replica["region"] == "us-east4"
+    assert replica["master_instance_name"] == "mlfleet-research-registry-us-central1"  # by name, not by state
+    lag = [a for a in _res(synthesized.stacks[replica_stack], "google_monitoring_alert_policy").values()
+           if "replica lag" in a["display_name"]]
+    assert len(lag) == 1
+
+
+def test_route53_fails_over_to_the_google_cloud_region(synthesized):
+    tf = synthesized.stacks["hybrid-global"]
+    checks = {c["fqdn"]: c for c in _res(tf, "aws_route53_health_check").values()}
+    assert set(checks) == {"us-east-1.models.hybrid.example.com", "us-central1.models.hybrid.example.com"}
+    assert all(c["type"] == "HTTPS_STR_MATCH" and c["search_string"] == "MLFLEET_FAILOVER_OK" for c in checks.values())
+    records = {_one(r["failover_routing_policy"])["type"]: r for r in _res(tf, "aws_route53_record").values()
+               if r.get("failover_routing_policy")}
+    assert records["SECONDARY"]["records"] == ["us-central1.models.hybrid.example.com"]
+    assert records["PRIMARY"]["records"] == ["us-east-1.models.hybrid.example.com"]
+    # No AWS region besides the primary: the global cluster has nothing to join it (the review says so).
+    assert len(_res(tf, "aws_rds_global_cluster")) == 1
+    assert not _res(synthesized.stacks["research-global"], "aws_rds_global_cluster")
+
+
+def test_the_clouds_agree_on_the_artifact_transfer(synthesized):
+    (job,) = _res(synthesized.stacks["hybrid-gcp-global"], "google_storage_transfer_job").values()
+    spec = _one(job["transfer_spec"])
+    source, sink = _one(spec["aws_s3_data_source"]), _one(spec["gcs_data_sink"])
+    assert source["bucket_name"] == "mlfleet-hybrid-444444444444-us-east-1" and source["path"] == "models/"
+    assert sink == {"bucket_name": "mlfleet-hybrid-prod-hybrid-models", "path": "models/mirror/us-east-1/"}
+    assert _one(job["schedule"])["repeat_interval"] == "3600s"
+
+    primary = synthesized.stacks["hybrid-us-east-1"]
+    (role,) = [r for r in _res(primary, "aws_iam_role").values() if r["name"] == "mlfleet-hybrid-us-east-1-gcs-transfer"]
+    assert source["role_arn"] == f"arn:aws:iam::444444444444:role/{role['name']}"
+    (trust,) = json.loads(role["assume_role_policy"])["Statement"]
+    assert trust["Principal"] == {"Federated": "accounts.google.com"}
+    assert trust["Condition"] == {"StringEquals": {"accounts.google.com:sub": "104444444444444444444"}}
+    (policy,) = [p for p in _res(primary, "aws_iam_role_policy").values() if p["name"] == "mlfleet-gcs-transfer"]
+    statements = json.loads(policy["policy"])["Statement"]
+    assert {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])} == \
+        {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    assert all("*" not in s["Action"] for s in statements)
+    # Serving on Google Cloud reads champion/ only: mirrored copies are not served until review publishes them.
+    grants = _res(synthesized.stacks["hybrid-gcp-global"], "google_storage_bucket_iam_member")
+    serving = [g for g in grants.values() if "serving" in g["member"]]
+    assert len(serving) == 1 and "models/champion/" in _one(serving[0]["condition"])["expression"]
+    agent = [g for g in grants.values() if "storage-transfer-service" in g["member"] and g.get("condition")]
+    assert len(agent) == 1 and "models/mirror/us-east-1/" in _one(agent[0]["condition"])["expression"]
+    # Grants name the bucket by its name: Terraform must create the bucket first.
+    assert all(g["depends_on"] == ["google_storage_bucket.artifacts_bucket_A41425E9"] for g in grants.values())
+
+
+def test_an_all_google_environment_needs_no_transfer(synthesized):
+    assert not _res(synthesized.stacks["research-gcp-global"], "google_storage_transfer_job")
+    assert not [r for r in _res(synthesized.stacks["research-global"], "aws_iam_role").values()]
