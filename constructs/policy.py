@@ -379,6 +379,15 @@ def _google_storage_and_databases(tf: dict):
             yield "MLF002", address, "instance has a public IPv4 address"
         if body.get("deletion_protection") is False or settings.get("deletion_protection_enabled") is not True:
             yield "MLF003", address, "deletion protection is not on in Terraform and in Cloud SQL"
+    # Database Migration Service creates the Cloud SQL instance its destination profile describes.
+    for address, body in _resources(tf, "google_database_migration_service_connection_profile"):
+        settings = _first(_first(body.get("cloudsql")).get("settings"))
+        if not settings:
+            continue
+        if not settings.get("cmek_key_name"):
+            yield "MLF001", address, "the instance DMS creates has no Cloud KMS key (CMEK)"
+        if _first(settings.get("ip_config")).get("enable_ipv4") is not False:
+            yield "MLF002", address, "the instance DMS creates has a public IPv4 address"
 
 
 @_check

@@ -38,6 +38,8 @@ from mlfleet.constructs.validation import PropsError, require
 ENGINE = "aurora-postgresql"
 PORT = 5432
 MIN_GLOBAL_DB_RPO_SECONDS = 20  # Aurora rejects a smaller rds.global_db_rpo
+# What Database Migration Service needs of an Aurora PostgreSQL source.
+LOGICAL_REPLICATION_PARAMETERS = (("rds.logical_replication", "1"), ("shared_preload_libraries", "pglogical"))
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _ENGINE_VERSION = re.compile(r"^(\d+)\.\d+$")
 _INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
@@ -94,6 +96,9 @@ class RegistryDatabaseProps:
     master_username: str = "mlfleet_admin"
     key_alias: str | None = None
     """Alias of this region's database key; default `<cluster_identifier>`."""
+    logical_replication: bool = False
+    """Logical replication (pglogical) for a Cloud SQL replica through DMS (`cross_cloud_registry`).
+    A static parameter: it takes effect at the cluster's next reboot."""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -128,7 +133,9 @@ class RegistryDatabase(Construct):
             self, "parameters", name=props.cluster_identifier, family=f"{ENGINE}{major}",
             description=f"mlfleet registry {props.cluster_identifier}: RPO {props.rpo_seconds}s",
             parameter=[RdsClusterParameterGroupParameter(
-                name="rds.global_db_rpo", value=str(props.rpo_seconds), apply_method="immediate")],
+                name="rds.global_db_rpo", value=str(props.rpo_seconds), apply_method="immediate")]
+            + ([RdsClusterParameterGroupParameter(name=name, value=value, apply_method="pending-reboot")
+                for name, value in LOGICAL_REPLICATION_PARAMETERS] if props.logical_replication else []),
             tags=tags)
 
         self.cluster = RdsCluster(

@@ -355,6 +355,19 @@ class CloudSqlRegistry(Model):
     disk_size_gb: int = Field(default=100, ge=10, le=65536)
 
 
+class RegistrySource(Model):
+    """Where a Google Cloud standby replicates the registry from when the primary is on AWS:
+    the Aurora cluster endpoint, reachable from the Google Cloud VPC (VPN or Interconnect)."""
+    host: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$",
+                      description="The Aurora cluster (writer) endpoint, known once the primary is deployed")
+    port: int = Field(default=5432, ge=1, le=65535)
+    replication_user: str = Field(default="mlfleet_replication", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    password_secret: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,255}$",
+        description="Secret Manager secret with the replication user's password; default mlfleet-<env>-registry-replication")
+    ca_certificate: str | None = Field(default=None, description="PEM of the Aurora CA bundle, to verify the source")
+
+
 class Gcp(Model):
     """The Google Cloud project of the environment's Google Cloud regions."""
     project_id: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -364,6 +377,10 @@ class Gcp(Model):
         default=None, min_length=2, max_length=2,
         description="The dual-region pair of the artifact bucket; default the two Google Cloud regions")
     registry: CloudSqlRegistry = CloudSqlRegistry()
+    registry_source: RegistrySource | None = Field(
+        default=None, description="AWS primary only: replicate its Aurora registry into each Google Cloud standby")
+    private_services_cidr: Annotated[str, AfterValidator(lambda v: _private_cidr(v, 24, "private services access"))] = \
+        Field(default="10.250.0.0/16", description="The VPC range Cloud SQL private IPs (and DMS) come from")
     alert_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(default_factory=list)
     notification_channels: list[Annotated[str, Field(pattern=r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/notificationChannels/\d+$")]] = Field(default_factory=list)
     storage_transfer_subject_id: str | None = Field(
@@ -476,6 +493,12 @@ def _check_regions(env: Environment) -> None:
     # distinct, so that regions and clouds can be peered or joined by VPN.
     networks = [(i, field, ipaddress.ip_network(cidr)) for i, r in enumerate(env.regions)
                 for field, cidr in _region_ranges(r)]
+    if env.gcp is not None:
+        services = ipaddress.ip_network(env.gcp.private_services_cidr)
+        for i, field, net in networks:
+            if services.overlaps(net):
+                raise _FieldError(("gcp", "private_services_cidr"),
+                                  f"{services} overlaps {net} ({field}) of regions.{i} ({env.regions[i].name})")
     for a, (i, field_i, net_i) in enumerate(networks):
         for j, field_j, net_j in networks[a + 1:]:
             if net_i.overlaps(net_j):
@@ -515,6 +538,10 @@ def _check_clouds(env: Environment) -> None:
                           "an AWS standby of a Google Cloud primary is not supported: Aurora cannot follow "
                           "Cloud SQL, nor S3 replicate from Cloud Storage, without a migration service mlfleet "
                           "does not provision; make the AWS region the primary, or keep the standbys on Google Cloud")
+    if env.gcp.registry_source is not None and env.primary.cloud != "aws":
+        raise _FieldError(("gcp", "registry_source"),
+                          "only a Google Cloud standby of an AWS primary replicates from Aurora; "
+                          "a Google Cloud primary's standbys are Cloud SQL replicas")
     if env.primary.cloud == "aws" and env.gcp.storage_transfer_subject_id is None:
         raise _FieldError(("gcp", "storage_transfer_subject_id"),
                           "artifacts reach the Google Cloud standby through Storage Transfer Service, which "

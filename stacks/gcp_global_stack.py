@@ -40,7 +40,8 @@ class GcpGlobalStack(TerraformStack):
         configure_backend(self, env, gcp_state_region(env), "gcp-global")
         google_provider(self, env, gcp_state_region(env))
 
-        self.vpc = GcpVpc(self, "network", GcpVpcProps(project_id=project, name=naming.gcp_network(env.name)))
+        self.vpc = GcpVpc(self, "network", GcpVpcProps(project_id=project, name=naming.gcp_network(env.name),
+                                                            private_services_cidr=gcp.private_services_cidr))
 
         pair = env.gcp_artifact_regions
         multi_region = MULTI_REGIONS[pair[0].split("-")[0]]

@@ -11,6 +11,7 @@ from constructs import Construct
 
 from mlfleet.constructs.cloud_sql_registry import (CloudSqlInstanceSettings, CloudSqlRegistry, CloudSqlRegistryProps,
                                                    CloudSqlReplica, CloudSqlReplicaProps)
+from mlfleet.constructs.cross_cloud_registry import AuroraToCloudSqlReplica, AuroraToCloudSqlReplicaProps
 from mlfleet.constructs.gcp_kms_key import GcpKmsKey, GcpKmsKeyProps
 from mlfleet.constructs.gcp_monitoring import FailoverHealthCheck, GcpMonitoring, GcpMonitoringProps, ReplicaLagWatch
 from mlfleet.constructs.gcp_network import GcpRegionalNetwork, GcpRegionalNetworkProps
@@ -22,6 +23,7 @@ from mlfleet.stacks.config import Environment, GcpRegion, GpuPool, gke_node_loca
 from mlfleet.stacks.stack_base import configure_backend, google_labels, google_provider
 
 REGION_KEY = "mlfleet"
+REGISTRY_DATABASE = "registry"  # the Aurora registry's database (RegistryDatabaseProps.database_name)
 # Each GKE control plane takes a private /28 of its own in the VPC.
 CONTROL_PLANE_BASE = ipaddress.ip_network("172.16.0.0/28")
 
@@ -76,8 +78,17 @@ class GcpRegionalStack(TerraformStack):
                 primary_instance_name=naming.cloud_sql_instance(env.name, env.primary.name),
                 primary_region=env.primary.name, private_network=self.network.network_self_link,
                 kms_key_id=self.key.key_id, settings=settings, labels=labels))
-        # A standby of an AWS primary has no registry replica here: Cloud SQL cannot follow Aurora
-        # without a migration job, which mlfleet does not provision yet (the review reports it).
+        elif gcp.registry_source is not None:
+            # Cloud SQL cannot follow Aurora physically: DMS replicates logically (see the construct).
+            source = gcp.registry_source
+            self.registry_replica = AuroraToCloudSqlReplica(self, "registry", AuroraToCloudSqlReplicaProps(
+                project_id=project, project_number=number, region=region.name, instance_name=instance,
+                source_host=source.host, source_port=source.port, replication_user=source.replication_user,
+                password_secret=source.password_secret or naming.registry_replication_secret(env.name),
+                source_ca_certificate=source.ca_certificate, source_database=REGISTRY_DATABASE,
+                private_network=self.network.network_self_link, kms_key_id=self.key.key_id, settings=settings,
+                labels=labels))
+        # Otherwise a standby of an AWS primary has no registry replica yet (the review reports it).
 
         self.monitoring = GcpMonitoring(self, "monitoring", GcpMonitoringProps(
             project_id=project, region=region.name, name_prefix=f"mlfleet-{env.name}-{region.name}",

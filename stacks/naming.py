@@ -108,3 +108,8 @@ def cloud_sql_instance(env: str, region: str) -> str:
 def gcs_transfer_role(env: str, region: str) -> str:
     """The AWS role Storage Transfer Service assumes to read the primary's artifact bucket."""
     return role_name(env, region, "gcs-transfer")
+
+
+def registry_replication_secret(env: str) -> str:
+    """Secret Manager secret with the password DMS replicates the Aurora registry with."""
+    return f"mlfleet-{env}-registry-replication"

@@ -81,13 +81,17 @@ class RegionalStack(TerraformStack):
             replication_role_name=naming.role_name(env.name, region.name, "replication")))
 
         db = env.registry_database
+        replicates_to_gcp = env.gcp is not None and env.gcp.registry_source is not None
         self.registry = RegistryDatabase(self, "registry", RegistryDatabaseProps(
             role="primary" if primary else "secondary",
             cluster_identifier=naming.db_cluster_id(env.name, region.name),
             global_cluster_identifier=naming.global_cluster_id(env.name),
             account_id=account, vpc_id=self.network.vpc_id,
             subnet_ids=tuple(self.network.private_subnet_ids),
-            allowed_cidrs=(region.network.effective_cidr,), rpo_seconds=env.targets.rpo,
+            # DMS reaches the writer from the Google Cloud VPC's private services range.
+            allowed_cidrs=(region.network.effective_cidr,)
+            + ((env.gcp.private_services_cidr,) if replicates_to_gcp else ()),
+            logical_replication=replicates_to_gcp, rpo_seconds=env.targets.rpo,
             engine_version=db.engine_version, instance_class=db.instance_class,
             instance_count=db.instances_primary if primary else db.instances_standby,
             backup_retention_days=db.backup_retention_days))

@@ -138,6 +138,11 @@ HYBRID_INVALID = {
         lambda d: d["targets"].update(rpo="15m"),
         "targets.rpo: RPO target 900s is tighter than Storage Transfer Service's hourly copy to Google Cloud "
         "can deliver (3600s)"),
+    "private services range overlaps a region": (
+        lambda d: d["gcp"].update(private_services_cidr="10.60.128.0/20"),
+        "gcp.private_services_cidr: 10.60.128.0/20 overlaps 10.60.0.0/16 (cidr) of regions.0 (us-east-1)"),
+    "registry source not a host": (lambda d: d["gcp"]["registry_source"].update(host="10.60.0.10:5432"),
+                                   "gcp.registry_source.host: String should match pattern"),
     "alerts to nobody": (lambda d: d["gcp"].pop("alert_emails"),
                          "gcp: give alert_emails or notification_channels"),
     "name too long for google ids": (lambda d: d.update(name="hybrid-platform-prod"),
@@ -158,6 +163,13 @@ def test_gcp_primary_with_an_aws_standby_is_refused(tmp_path, capsys):
     data["regions"][0]["role"], data["regions"][1]["role"] = "standby", "primary"
     err = _run_invalid(tmp_path, capsys, data)
     assert "regions[0].cloud: an AWS standby of a Google Cloud primary is not supported" in err
+
+
+def test_registry_source_needs_an_aws_primary(tmp_path, capsys):
+    data = _example("research")
+    data["gcp"]["registry_source"] = {"host": "db.example.com"}
+    assert "gcp.registry_source: only a Google Cloud standby of an AWS primary replicates from Aurora" in \
+        _run_invalid(tmp_path, capsys, data)
 
 
 def test_gcp_section_without_gcp_regions_is_refused(tmp_path, capsys):

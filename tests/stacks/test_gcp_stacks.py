@@ -203,3 +203,26 @@ def test_the_clouds_agree_on_the_artifact_transfer(synthesized):
 def test_an_all_google_environment_needs_no_transfer(synthesized):
     assert not _res(synthesized.stacks["research-gcp-global"], "google_storage_transfer_job")
     assert not [r for r in _res(synthesized.stacks["research-global"], "aws_iam_role").values()]
+
+
+def test_the_registry_reaches_google_cloud_through_dms(synthesized):
+    tf = synthesized.stacks["hybrid-us-central1"]
+    (job,) = _res(tf, "google_database_migration_service_migration_job").values()
+    assert job["type"] == "CONTINUOUS" and job["location"] == "us-central1"
+    profiles = {p["connection_profile_id"]: p for p in _res(tf, "google_database_migration_service_connection_profile").values()}
+    source = profiles["mlfleet-hybrid-registry-us-central1-source"]["postgresql"]
+    assert source["host"] == load_environment("hybrid").gcp.registry_source.host
+    assert _one(profiles["mlfleet-hybrid-registry-us-central1"]["cloudsql"])["settings"]["ip_config"]["enable_ipv4"] is False
+    (secret,) = tf["data"]["google_secret_manager_secret_version"].values()
+    assert secret["secret"] == "mlfleet-hybrid-registry-replication"
+    # The Aurora side: logical replication on, and DMS's range (the VPC's private services) admitted.
+    primary = synthesized.stacks["hybrid-us-east-1"]
+    (group,) = _res(primary, "aws_rds_cluster_parameter_group").values()
+    parameters = {p["name"]: p for p in group["parameter"]}
+    assert parameters["rds.logical_replication"] == {"name": "rds.logical_replication", "value": "1",
+                                                     "apply_method": "pending-reboot"}
+    assert parameters["shared_preload_libraries"]["value"] == "pglogical"
+    (db_group,) = [g for g in _res(primary, "aws_security_group").values() if g["name"].endswith("-db")]
+    assert db_group["ingress"][0]["cidr_blocks"] == ["10.60.0.0/16", "10.250.0.0/16"]
+    (vpc_range,) = _res(synthesized.stacks["hybrid-gcp-global"], "google_compute_global_address").values()
+    assert f"{vpc_range['address']}/{vpc_range['prefix_length']}" == "10.250.0.0/16"

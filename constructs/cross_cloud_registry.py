@@ -1,0 +1,151 @@
+"""The model registry from an AWS primary to a Google Cloud standby: a Database Migration
+Service continuous job that keeps a Cloud SQL for PostgreSQL instance in step with the Aurora
+PostgreSQL writer, ready to promote.
+
+Cloud SQL cannot be a physical replica of Aurora, so DMS replicates logically (pglogical) from
+the Aurora cluster to a Cloud SQL instance it creates and keeps read-only until the job is
+promoted: a failover to the Google Cloud region promotes the migration job, which makes the
+instance a writable primary. What this needs, and where it comes from:
+
+- the Aurora cluster with logical replication on (`RegistryDatabaseProps.logical_replication`:
+  `rds.logical_replication` and pglogical preloaded, applied at the cluster's next reboot);
+- a network path from the Google Cloud VPC to the Aurora writer (an HA VPN or Interconnect
+  between the clouds, which mlfleet does not provision) and Aurora admitting the VPC's private
+  services range, from which DMS connects (the AWS primary's stack adds that range);
+- a replication user on Aurora, its password in Secret Manager (`password_secret`). The
+  password passes through Terraform state, as any DMS connection profile's does: keep the
+  state bucket's access as tight as the database's.
+
+The source profile names the Aurora cluster endpoint, known once the primary is deployed. The
+destination instance is created and owned by DMS: it takes the region's key, a private IP only
+and Enterprise Plus; Terraform cannot set deletion protection on it (the migration job's
+`deletion_policy = ABANDON` keeps a `terraform destroy` from dropping it).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from cdktn import TerraformOutput, Token
+from cdktn_provider_google.data_google_secret_manager_secret_version import DataGoogleSecretManagerSecretVersion
+from cdktn_provider_google.database_migration_service_connection_profile import (
+    DatabaseMigrationServiceConnectionProfile, DatabaseMigrationServiceConnectionProfileCloudsql,
+    DatabaseMigrationServiceConnectionProfileCloudsqlSettings,
+    DatabaseMigrationServiceConnectionProfileCloudsqlSettingsIpConfig,
+    DatabaseMigrationServiceConnectionProfilePostgresql, DatabaseMigrationServiceConnectionProfilePostgresqlSsl)
+from cdktn_provider_google.database_migration_service_migration_job import (
+    DatabaseMigrationServiceMigrationJob, DatabaseMigrationServiceMigrationJobVpcPeeringConnectivity)
+from constructs import Construct
+
+from mlfleet.constructs.cloud_sql_registry import IAM_AUTH_FLAG, POSTGRES_VERSIONS, CloudSqlInstanceSettings
+from mlfleet.constructs.gcp_kms_key import (LABEL_KEY, LABEL_VALUE, PROJECT_ID, PROJECT_NUMBER, REGION,
+                                            RESOURCE_NAME, grant_service_agent, require_key_id)
+from mlfleet.constructs.validation import require
+
+_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_PROFILE_ID = re.compile(r"^[a-z][a-z0-9-]{0,58}[a-z0-9]$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuroraToCloudSqlReplicaProps:
+    project_id: str
+    project_number: str
+    """Names the Cloud SQL service agent that encrypts with the key."""
+    region: str
+    """The Google Cloud standby region."""
+    instance_name: str
+    """The Cloud SQL instance DMS creates (deterministic: the runbooks name it)."""
+    source_host: str
+    """The Aurora cluster (writer) endpoint, reachable from the VPC."""
+    password_secret: str
+    """Secret Manager secret (in the project) with the replication user's password."""
+    private_network: str
+    """The VPC's self link; DMS peers with it and the instance gets a private IP in it."""
+    kms_key_id: str
+    """Crypto key in the region, for the instance."""
+    source_port: int = 5432
+    replication_user: str = "mlfleet_replication"
+    source_database: str = "mlfleet_registry"
+    source_ca_certificate: str | None = None
+    """PEM of the Aurora CA (Amazon RDS bundle): verify the source. Without it TLS is required
+    but the server is not verified."""
+    settings: CloudSqlInstanceSettings = field(default_factory=CloudSqlInstanceSettings)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class AuroraToCloudSqlReplica(Construct):
+    """Aurora PostgreSQL → Cloud SQL continuous replication through DMS (see module docstring)."""
+
+    def __init__(self, scope: Construct, id_: str, props: AuroraToCloudSqlReplicaProps):
+        super().__init__(scope, id_)
+        _validate(self, props)
+        project, region = props.project_id, props.region
+        labels = dict(props.labels) or None
+        password = DataGoogleSecretManagerSecretVersion(self, "replication-password", project=project,
+                                                        secret=props.password_secret)
+        source = DatabaseMigrationServiceConnectionProfile(
+            self, "source", project=project, location=region, connection_profile_id=f"{props.instance_name}-source",
+            display_name=f"Aurora source of {props.instance_name}", labels=labels,
+            postgresql=DatabaseMigrationServiceConnectionProfilePostgresql(
+                host=props.source_host, port=props.source_port, username=props.replication_user,
+                password=password.secret_data, database=props.source_database,
+                ssl=DatabaseMigrationServiceConnectionProfilePostgresqlSsl(
+                    type="SERVER_ONLY", ca_certificate=props.source_ca_certificate)
+                if props.source_ca_certificate else DatabaseMigrationServiceConnectionProfilePostgresqlSsl(
+                    type="REQUIRED")))
+        grant = grant_service_agent(self, "cloudsql-key-grant", props.kms_key_id, props.project_number, "cloudsql")
+        s = props.settings
+        destination = DatabaseMigrationServiceConnectionProfile(
+            self, "destination", project=project, location=region, connection_profile_id=props.instance_name,
+            display_name=f"Cloud SQL replica {props.instance_name}", labels=labels,
+            cloudsql=DatabaseMigrationServiceConnectionProfileCloudsql(
+                settings=DatabaseMigrationServiceConnectionProfileCloudsqlSettings(
+                    source_id=source.id, database_version=s.database_version, tier=s.tier, edition="ENTERPRISE_PLUS",
+                    data_disk_type="PD_SSD", data_disk_size_gb=str(s.disk_size_gb), auto_storage_increase=True,
+                    cmek_key_name=props.kms_key_id, activation_policy="ALWAYS",
+                    ip_config=DatabaseMigrationServiceConnectionProfileCloudsqlSettingsIpConfig(
+                        enable_ipv4=False, private_network=props.private_network, require_ssl=True),
+                    database_flags={**s.database_flags, IAM_AUTH_FLAG: "on"}, user_labels=labels)),
+            depends_on=[grant])
+        self.migration_job = DatabaseMigrationServiceMigrationJob(
+            self, "job", project=project, location=region, migration_job_id=props.instance_name,
+            display_name=f"mlfleet registry to {region}", type="CONTINUOUS",
+            source=source.name, destination=destination.name,
+            vpc_peering_connectivity=DatabaseMigrationServiceMigrationJobVpcPeeringConnectivity(
+                vpc=props.private_network),
+            deletion_policy="ABANDON", labels=labels)
+        self.instance_name = props.instance_name
+        for name, value, description in (
+                ("registry_replica_instance", props.instance_name, "Cloud SQL instance DMS keeps in step with Aurora"),
+                ("registry_migration_job", self.migration_job.id, "DMS job to promote on failover")):
+            TerraformOutput(self, name, value=value, description=description).override_logical_id(name)
+
+
+def _validate(scope: Construct, p: AuroraToCloudSqlReplicaProps) -> None:
+    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id", f"{p.project_id!r} is not a Google Cloud project id")
+    require(bool(PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
+            f"{p.project_number!r} is not a project number (digits only)")
+    require(bool(REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(RESOURCE_NAME.match(p.instance_name)) and bool(_PROFILE_ID.match(f"{p.instance_name}-source")),
+            scope, "instance_name", f"{p.instance_name!r}: lowercase letters, digits and '-', at most 53 characters")
+    require(bool(_HOST.match(p.source_host)), scope, "source_host", f"{p.source_host!r} is not a DNS name")
+    require(1 <= p.source_port <= 65535, scope, "source_port", f"{p.source_port} is not a TCP port")
+    require(bool(_USER.match(p.replication_user)), scope, "replication_user",
+            f"{p.replication_user!r} is not a PostgreSQL user name")
+    require(bool(_USER.match(p.source_database)), scope, "source_database",
+            f"{p.source_database!r} is not a PostgreSQL database name")
+    require(bool(_SECRET.match(p.password_secret)), scope, "password_secret",
+            f"{p.password_secret!r} is not a Secret Manager secret id")
+    if not Token.is_unresolved(p.private_network):
+        require("/global/networks/" in p.private_network, scope, "private_network",
+                f"{p.private_network!r} is not a VPC self link (projects/P/global/networks/N)")
+    require_key_id(scope, "kms_key_id", p.kms_key_id, p.region)
+    require(p.settings.database_version in POSTGRES_VERSIONS, scope, "settings.database_version",
+            f"{p.settings.database_version!r} is not one of {', '.join(POSTGRES_VERSIONS)}")
+    require(p.source_ca_certificate is None or "BEGIN CERTIFICATE" in p.source_ca_certificate, scope,
+            "source_ca_certificate", "is not a PEM certificate")
+    for key, value in p.labels.items():
+        require(bool(LABEL_KEY.match(key)) and bool(LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+                "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")
