@@ -27,16 +27,11 @@ from dataclasses import dataclass
 from cdktn import Token
 from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember, StorageBucketIamMemberCondition
-from cdktn_provider_google.storage_transfer_job import (
-    StorageTransferJob, StorageTransferJobSchedule, StorageTransferJobScheduleScheduleStartDate,
-    StorageTransferJobTransferSpec, StorageTransferJobTransferSpecAwsS3DataSource,
-    StorageTransferJobTransferSpecGcsDataSink, StorageTransferJobTransferSpecTransferOptions)
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import PROJECT_ID, PROJECT_NUMBER
 from mlfleet.constructs.iam_policy import policy_document
-from mlfleet.constructs.validation import ACCOUNT_ID, REGION, require
+from mlfleet.constructs.validation import (ACCOUNT_ID, GOOGLE_PROJECT_ID as PROJECT_ID,
+                                          GOOGLE_PROJECT_NUMBER as PROJECT_NUMBER, REGION, require)
 
 MIRROR = "mirror/"
 MIN_REPEAT_SECONDS = 3600
@@ -148,6 +143,15 @@ class S3ToGcsTransfer(Construct):
                 f"{props.models_prefix!r} must be a relative prefix ending in '/'")
         require(props.repeat_interval_seconds >= MIN_REPEAT_SECONDS, self, "repeat_interval_seconds",
                 f"Storage Transfer Service repeats a job at most every {MIN_REPEAT_SECONDS} s")
+
+        # Imported here: the AWS half of this module is synthesized without the Google provider,
+        # whose bindings cost seconds and hundreds of MB to load.
+        from cdktn_provider_google.storage_bucket_iam_member import (StorageBucketIamMember,
+                                                                     StorageBucketIamMemberCondition)
+        from cdktn_provider_google.storage_transfer_job import (
+            StorageTransferJob, StorageTransferJobSchedule, StorageTransferJobScheduleScheduleStartDate,
+            StorageTransferJobTransferSpec, StorageTransferJobTransferSpecAwsS3DataSource,
+            StorageTransferJobTransferSpecGcsDataSink, StorageTransferJobTransferSpecTransferOptions)
 
         self.mirror_prefix = mirror_prefix(props.models_prefix, props.source_region)
         member = f"serviceAccount:{transfer_agent(props.project_number)}"

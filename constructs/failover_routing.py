@@ -25,8 +25,7 @@ from cdktn_provider_aws.route53_record import (Route53Record, Route53RecordAlias
                                                Route53RecordWeightedRoutingPolicy)
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import REGION as GOOGLE_REGION
-from mlfleet.constructs.validation import REGION, require
+from mlfleet.constructs.validation import GOOGLE_REGION, REGION, require
 
 FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
 """What the runtime's failover-health body contains when the region may take traffic."""

@@ -7,7 +7,8 @@ service encrypts with a customer key as its per-project service agent, so every 
 uses a key for CMEK grants its own service agent on it (`grant_service_agent`) and makes the
 encrypted resource depend on that grant: the first write would fail without it.
 
-Also here: the shapes of the Google identifiers every GCP construct validates.
+The shapes of the Google identifiers every GCP construct validates live in `validation.py`
+(importing them from there does not load the Google provider), and are re-exported here.
 """
 from __future__ import annotations
 
@@ -20,17 +21,14 @@ from cdktn_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMembe
 from cdktn_provider_google.kms_key_ring import KmsKeyRing
 from constructs import Construct
 
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import (GOOGLE_LABEL_KEY as LABEL_KEY, GOOGLE_LABEL_VALUE as LABEL_VALUE,
+                                          GOOGLE_PROJECT_ID as PROJECT_ID, GOOGLE_PROJECT_NUMBER as PROJECT_NUMBER,
+                                          GOOGLE_REGION as REGION, GOOGLE_RESOURCE_NAME as RESOURCE_NAME,
+                                          GOOGLE_SERVICE_ACCOUNT_ID as SERVICE_ACCOUNT_ID, GOOGLE_ZONE as ZONE, require)
 
-PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-PROJECT_NUMBER = re.compile(r"^[1-9]\d{5,18}$")
-REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
-ZONE = re.compile(r"^([a-z]+-[a-z]+\d+)-[a-z]$")
-RESOURCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-"""RFC 1035 names: what Compute, GKE and Cloud SQL accept for most resources."""
-SERVICE_ACCOUNT_ID = re.compile(r"^[a-z]([-a-z0-9]{4,28}[a-z0-9])$")
-LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+__all__ = ["LABEL_KEY", "LABEL_VALUE", "PROJECT_ID", "PROJECT_NUMBER", "REGION", "RESOURCE_NAME",
+           "SERVICE_ACCOUNT_ID", "ZONE", "CRYPTO_KEY_ID", "GcpKmsKey", "GcpKmsKeyProps", "crypto_key_id",
+           "grant_service_agent", "key_location", "require_key_id", "service_agent"]
 CRYPTO_KEY_ID = re.compile(
     r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/keyRings/(?P<ring>[A-Za-z0-9_-]{1,63})"
     r"/cryptoKeys/(?P<key>[A-Za-z0-9_-]{1,63})$")

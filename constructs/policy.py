@@ -408,6 +408,8 @@ def _google_kubernetes(tf: dict):
             yield "MLF004", address, "GPU node pool has no nvidia.com/gpu taint with effect NO_SCHEDULE"
         if _first(node.get("workload_metadata_config")).get("mode") != "GKE_METADATA":
             yield "MLF007", address, "pods can reach the node's metadata server (GKE metadata server is off)"
+        if not node.get("boot_disk_kms_key"):
+            yield "MLF001", address, "node boot disks are not encrypted with a Cloud KMS key (CMEK)"
 
 
 @_check

@@ -9,6 +9,18 @@ from constructs import Construct
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 
+# Shapes of Google Cloud identifiers. They live here, not beside the Google constructs, so that
+# an AWS-only synth never imports (and pays for) the Google provider's bindings.
+GOOGLE_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+GOOGLE_PROJECT_NUMBER = re.compile(r"^[1-9]\d{5,18}$")
+GOOGLE_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+GOOGLE_ZONE = re.compile(r"^([a-z]+-[a-z]+\d+)-[a-z]$")
+GOOGLE_RESOURCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""RFC 1035 names: what Compute, GKE and Cloud SQL accept for most resources."""
+GOOGLE_SERVICE_ACCOUNT_ID = re.compile(r"^[a-z]([-a-z0-9]{4,28}[a-z0-9])$")
+GOOGLE_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+GOOGLE_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
 
 class PropsError(ValueError):
     """Invalid props given to an mlfleet construct. Raised in the constructor, before synth."""

@@ -46,8 +46,6 @@ def build_app(environments: list[Environment], outdir: Path, context: dict | Non
     from cdktn import App, Aspects
 
     from mlfleet.constructs.policy import ConfigAcknowledgement, PolicyAspect
-    from mlfleet.stacks.gcp_global_stack import GcpGlobalStack
-    from mlfleet.stacks.gcp_regional_stack import GcpRegionalStack
     from mlfleet.stacks.global_stack import GlobalStack
     from mlfleet.stacks.regional_stack import RegionalStack
 
@@ -56,11 +54,14 @@ def build_app(environments: list[Environment], outdir: Path, context: dict | Non
     aspects = []
     for env in environments:
         acks = [ConfigAcknowledgement(a.rule, a.reason, a.resource) for a in env.acknowledgements]
-        stacks = [(RegionalStack if region.cloud == "aws" else GcpRegionalStack)(app, env, region)
-                  for region in env.regions]
-        stacks.append(GlobalStack(app, env))
+        stacks = [RegionalStack(app, env, region) for region in env.regions_on("aws")]
         if env.regions_on("gcp"):
+            # Only now: the Google provider's bindings take seconds and ~800 MB to load.
+            from mlfleet.stacks.gcp_global_stack import GcpGlobalStack
+            from mlfleet.stacks.gcp_regional_stack import GcpRegionalStack
+            stacks += [GcpRegionalStack(app, env, region) for region in env.regions_on("gcp")]
             stacks.append(GcpGlobalStack(app, env))
+        stacks.append(GlobalStack(app, env))
         aspect = PolicyAspect(acks)
         for stack in stacks:
             Aspects.of(stack).add(aspect)

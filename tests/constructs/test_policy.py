@@ -179,7 +179,9 @@ GOOD_GOOGLE = {
     "google_container_node_pool": {"np": {"node_config": {
         "guest_accelerator": [{"type": "nvidia-l4", "count": 1}],
         "taint": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
-        "workload_metadata_config": {"mode": "GKE_METADATA"}}}},
+        "workload_metadata_config": {"mode": "GKE_METADATA"}, "boot_disk_kms_key": "k"}}},
+    "google_database_migration_service_connection_profile": {"dms": {"cloudsql": {"settings": {
+        "cmek_key_name": "k", "ip_config": {"enable_ipv4": False, "private_network": "n"}}}}},
     "google_storage_bucket_iam_member": {"m": {"role": "roles/storage.objectViewer", "member": "serviceAccount:s@p.iam.gserviceaccount.com"}},
     "google_compute_firewall": {"f": {"source_ranges": ["35.191.0.0/16"]}},
 }
@@ -193,6 +195,12 @@ GOOGLE_CASES = [
     ("MLF001", "google_storage_bucket", "b", {"encryption": None}),
     ("MLF001", "google_sql_database_instance", "db", {"encryption_key_name": None}),
     ("MLF001", "google_container_cluster", "c", {"database_encryption": {"state": "DECRYPTED"}}),
+    ("MLF001", "google_container_node_pool", "np", {"node_config": {
+        "taint": [{"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}], "workload_metadata_config": {"mode": "GKE_METADATA"}}}),
+    ("MLF001", "google_database_migration_service_connection_profile", "dms", {"cloudsql": {"settings": {
+        "ip_config": {"enable_ipv4": False}}}}),
+    ("MLF002", "google_database_migration_service_connection_profile", "dms", {"cloudsql": {"settings": {
+        "cmek_key_name": "k", "ip_config": {"enable_ipv4": True}}}}),
     ("MLF002", "google_storage_bucket", "b", {"public_access_prevention": "inherited"}),
     ("MLF002", "google_sql_database_instance", "db", {"settings": {"deletion_protection_enabled": True, "ip_configuration": {"ipv4_enabled": True}}}),
     ("MLF002", "google_container_cluster", "c", {"private_cluster_config": None}),
