@@ -38,3 +38,25 @@ def test_top_level_folders_map_to_mlfleet_packages():
 
     for module, folder in ((mlfleet.stacks, "stacks"), (mlfleet.dr, "dr"), (mlfleet.runtime, "runtime")):
         assert Path(module.__file__).parent == REPO_ROOT / folder
+
+
+PROVIDER_PROBE = """
+import sys
+from pathlib import Path
+from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
+from mlfleet.stacks.app import build_app
+from mlfleet.stacks.config import load_environment
+build_app([load_environment(sys.argv[1])], Path(sys.argv[2]))
+print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('cdktn_provider_')}))
+"""
+
+
+def test_a_synth_loads_only_the_providers_its_clouds_need(tmp_path):
+    # Each provider's bindings cost seconds and hundreds of MB to load (bench/synth.py): an
+    # AWS-only environment must not pay for Google's. A fresh process, since this one has both.
+    def providers(env: str) -> str:
+        return subprocess.run([sys.executable, "-c", PROVIDER_PROBE, env, str(tmp_path / env)], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+
+    assert providers("prod") == "['cdktn_provider_aws']"
+    assert providers("hybrid") == "['cdktn_provider_aws', 'cdktn_provider_google']"
