@@ -50,16 +50,20 @@ def _seconds(value: object) -> object:
 Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
 
 
-def _cidr(value: str) -> str:
+def _private_cidr(value: str, smallest: int, purpose: str, largest: int = 8) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a valid network CIDR ({exc})") from None
     if not network.is_private:
         raise ValueError(f"{value} is not a private range")
-    if not 16 <= network.prefixlen <= 20:
-        raise ValueError(f"{value}: use a /16 to /20, room for three AZs of GPU nodes and pods")
+    if not largest <= network.prefixlen <= smallest:
+        raise ValueError(f"{value}: use a /{largest} to /{smallest}, room for {purpose}")
     return str(network)
+
+
+def _cidr(value: str) -> str:
+    return _private_cidr(value, 20, "three AZs of GPU nodes and pods", largest=16)
 
 
 Cidr = Annotated[str, AfterValidator(_cidr)]
@@ -104,18 +108,6 @@ class AwsRegion(Model):
     multi_region_key_arn: str | None = Field(
         default=None, pattern=r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/mrk-[0-9a-f]{32}$",
         description="Standby only: the primary's multi-Region artifact key, known after it is deployed")
-
-
-def _private_cidr(value: str, smallest: int, purpose: str) -> str:
-    try:
-        network = ipaddress.ip_network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid network CIDR ({exc})") from None
-    if not network.is_private:
-        raise ValueError(f"{value} is not a private range")
-    if network.prefixlen > smallest:
-        raise ValueError(f"{value}: use a /{smallest} or larger for {purpose}")
-    return str(network)
 
 
 NodeCidr = Annotated[str, AfterValidator(lambda v: _private_cidr(v, 24, "the nodes of a GKE region"))]

@@ -4,12 +4,11 @@ before anything is written."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-
 import pytest
 import yaml
 
-from mlfleet.stacks.cli import main
+from test_config import _run_invalid
+
 from mlfleet.stacks.config import (ENVIRONMENTS_DIR, STORAGE_TRANSFER_RPO_SECONDS, artifact_rpo,
                                    gke_node_locations, load_environment)
 from mlfleet.stacks.gcp_offerings import GcpAcceleratorOfferings
@@ -49,18 +48,6 @@ def test_chosen_zones_narrow_the_node_locations():
     from mlfleet.stacks.config import parse_environment
     env = parse_environment(data, "test")
     assert gke_node_locations(env.regions[0], "nvidia-l4") == (offered[0],)
-
-
-def _run_invalid(tmp_path: Path, capsys, data: dict) -> str:
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
-    outdir = tmp_path / "out"
-    code = main(["synth", "--config", str(path), "--outdir", str(outdir)])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert not outdir.exists(), "nothing may be written for invalid input"
-    assert "Traceback" not in err
-    return err
 
 
 def _unoffered_zone(accelerator: str, region: str) -> str:
