@@ -347,6 +347,9 @@ class CloudSqlRegistry(Model):
     disk_size_gb: int = Field(default=100, ge=10, le=65536)
 
 
+PrivateCidr = Annotated[str, AfterValidator(lambda v: _private_cidr(v, 32, "one or more addresses"))]
+
+
 class RegistrySource(Model):
     """Where a Google Cloud standby replicates the registry from when the primary is on AWS:
     the Aurora cluster endpoint, reachable from the Google Cloud VPC (VPN or Interconnect)."""
@@ -368,6 +371,13 @@ class Gcp(Model):
     artifact_regions: list[str] | None = Field(
         default=None, min_length=2, max_length=2,
         description="The dual-region pair of the artifact bucket; default the two Google Cloud regions")
+    existing_vpc: str | None = Field(
+        default=None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Use this VPC (with private services access set up) instead of creating mlfleet-<env>")
+    release_channel: Literal["RAPID", "REGULAR", "STABLE", "EXTENDED"] = "REGULAR"
+    control_plane_networks: dict[str, PrivateCidr] = Field(
+        default_factory=dict, description="Name → private CIDR allowed to reach the GKE control planes "
+                                          "(the VPC's own subnets need no entry)")
     registry: CloudSqlRegistry = CloudSqlRegistry()
     registry_source: RegistrySource | None = Field(
         default=None, description="AWS primary only: replicate its Aurora registry into each Google Cloud standby")
@@ -436,6 +446,13 @@ class Environment(Model):
     @property
     def cross_cloud(self) -> bool:
         return len(self.clouds) > 1
+
+    @property
+    def gcp_network_name(self) -> str | None:
+        """The Google Cloud VPC every region's subnet joins."""
+        if self.gcp is None:
+            return None
+        return self.gcp.existing_vpc or naming.gcp_network(self.name)
 
     @property
     def gcp_artifact_regions(self) -> tuple[str, str] | None:

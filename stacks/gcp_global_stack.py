@@ -40,8 +40,10 @@ class GcpGlobalStack(TerraformStack):
         configure_backend(self, env, gcp_state_region(env), "gcp-global")
         google_provider(self, env, gcp_state_region(env))
 
-        self.vpc = GcpVpc(self, "network", GcpVpcProps(project_id=project, name=naming.gcp_network(env.name),
-                                                            private_services_cidr=gcp.private_services_cidr))
+        # An existing VPC is used as it is (its private services access included).
+        self.vpc = GcpVpc(self, "network", GcpVpcProps(project_id=project, name=env.gcp_network_name,
+                                                            private_services_cidr=gcp.private_services_cidr)) \
+            if gcp.existing_vpc is None else None
 
         pair = env.gcp_artifact_regions
         multi_region = MULTI_REGIONS[pair[0].split("-")[0]]

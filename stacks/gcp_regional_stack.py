@@ -45,7 +45,7 @@ class GcpRegionalStack(TerraformStack):
         network = region.network
         existing = network.existing
         self.network = GcpRegionalNetwork(self, "network", GcpRegionalNetworkProps(
-            project_id=project, region=region.name, network_name=naming.gcp_network(env.name),
+            project_id=project, region=region.name, network_name=env.gcp_network_name,
             subnet_name=existing.subnet_name if existing else naming.gcp_subnet(env.name, region.name),
             subnet_cidr=network.cidr, pods_cidr=network.pods_cidr, services_cidr=network.services_cidr,
             pods_range_name=existing.pods_range_name if existing else None,
@@ -58,6 +58,7 @@ class GcpRegionalStack(TerraformStack):
             network=self.network.network_self_link, subnetwork=self.network.subnetwork_self_link,
             pods_range_name=self.network.pods_range_name, services_range_name=self.network.services_range_name,
             kms_key_id=self.key.key_id, master_ipv4_cidr=control_plane_cidr(env, region),
+            release_channel=gcp.release_channel, authorized_networks=dict(gcp.control_plane_networks),
             node_service_account_id=naming.gke_node_service_account(env.name, region.name), labels=labels))
 
         self.pools = [GkeGpuNodePool(self, f"pool-{pool.name}", _pool_props(env, region, pool, self.cluster))

@@ -130,6 +130,8 @@ HYBRID_INVALID = {
         "gcp.private_services_cidr: 10.60.128.0/20 overlaps 10.60.0.0/16 (cidr) of regions.0 (us-east-1)"),
     "registry source not a host": (lambda d: d["gcp"]["registry_source"].update(host="10.60.0.10:5432"),
                                    "gcp.registry_source.host: String should match pattern"),
+    "control plane open to the internet": (lambda d: d["gcp"].update(control_plane_networks={"anyone": "0.0.0.0/0"}),
+                                           "gcp.control_plane_networks.anyone: 0.0.0.0/0 is not a private range"),
     "alerts to nobody": (lambda d: d["gcp"].pop("alert_emails"),
                          "gcp: give alert_emails or notification_channels"),
     "name too long for google ids": (lambda d: d.update(name="hybrid-platform-prod"),

@@ -226,3 +226,27 @@ def test_the_registry_reaches_google_cloud_through_dms(synthesized):
     assert db_group["ingress"][0]["cidr_blocks"] == ["10.60.0.0/16", "10.250.0.0/16"]
     (vpc_range,) = _res(synthesized.stacks["hybrid-gcp-global"], "google_compute_global_address").values()
     assert f"{vpc_range['address']}/{vpc_range['prefix_length']}" == "10.250.0.0/16"
+
+
+def test_an_existing_vpc_release_channel_and_control_plane_networks(tmp_path):
+    import yaml
+
+    from mlfleet.stacks.config import ENVIRONMENTS_DIR, parse_environment
+
+    data = yaml.safe_load((ENVIRONMENTS_DIR / "research.yaml").read_text())
+    data["gcp"].update(existing_vpc="shared-ml", release_channel="STABLE",
+                       control_plane_networks={"ops-vpn": "10.200.0.0/24"})
+    stacks = synthesize([parse_environment(data, "research+existing-vpc")], tmp_path / "out").stacks
+    assert not _res(stacks["research-gcp-global"], "google_compute_network")
+    assert not _res(stacks["research-gcp-global"], "google_service_networking_connection")
+    for region in ("us-central1", "us-east4"):
+        tf = stacks[f"research-{region}"]
+        (subnet,) = _res(tf, "google_compute_subnetwork").values()
+        assert subnet["network"] == "projects/mlfleet-research/global/networks/shared-ml"
+        (cluster,) = _res(tf, "google_container_cluster").values()
+        assert _one(cluster["release_channel"])["channel"] == "STABLE"
+        blocks = _one(cluster["master_authorized_networks_config"])["cidr_blocks"]
+        assert [(b["display_name"], b["cidr_block"]) for b in blocks] == [("ops-vpn", "10.200.0.0/24")]
+    (sql,) = _res(stacks["research-us-central1"], "google_sql_database_instance").values()
+    assert _one(_one(sql["settings"])["ip_configuration"])["private_network"] == \
+        "projects/mlfleet-research/global/networks/shared-ml"
