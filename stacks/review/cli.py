@@ -30,7 +30,8 @@ def register(subparsers) -> None:
                     "them with the code. Exit 0: no drift; 1: drift; 2: a usage or configuration error. "
                     "boto3's usual configuration applies (AWS_PROFILE, AWS_ENDPOINT_URL, ...).")
     _environment_arguments(drift)
-    drift.add_argument("--region", help="only this region of the environment, or 'global' (default: everything)")
+    drift.add_argument("--region", help="only this AWS region of the environment, or 'global' (default: every AWS "
+                                        "region and global; Google Cloud regions are not read yet)")
     drift.add_argument("--format", choices=("text", "json"), default="text")
     drift.set_defaults(handler=run_drift)
 
@@ -76,20 +77,20 @@ def run_review(args: argparse.Namespace) -> int:
 def run_drift(args: argparse.Namespace) -> int:
     import boto3
 
-    from mlfleet.stacks.review.drift import detect_drift, render_text
+    from mlfleet.stacks.review.drift import check_scope, detect_drift, render_text, skipped, skipped_note
     from mlfleet.stacks.review.synth import synthesize_for_review
 
     env, _ = _environment(args)
-    regions = [r.name for r in env.regions]
-    if args.region and args.region not in [*regions, "global"]:
-        raise MlfleetError(f"environment {env.name} has no region {args.region!r}; "
-                           f"choose one of {', '.join(regions + ['global'])}")
+    check_scope(env, args.region)
     stacks, _ = synthesize_for_review(env)
     drifts = detect_drift(env, stacks, boto3.Session(), only=args.region)
+    not_read = skipped(env, args.region)
     if args.format == "json":
         print(json.dumps([d.as_dict() for d in drifts], indent=2))
+        if not_read:
+            print(skipped_note(not_read), file=sys.stderr)
     else:
-        sys.stdout.write(render_text(env, drifts, args.region))
+        sys.stdout.write(render_text(env, drifts, args.region, not_read))
     return 1 if drifts else 0
 
 

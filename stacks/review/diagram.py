@@ -1,20 +1,38 @@
 """The environment as a picture: one column per region (primary first), its GPU pools, artifact
-bucket and registry role; Route 53 routing above, replication lanes below. Hand-written SVG,
-deterministic (no dates, ids or floating-point noise), so it can be golden-tested and diffed.
+bucket and registry role, each in its cloud's terms (EKS, S3, Aurora; GKE, Cloud Storage, Cloud
+SQL); Route 53 routing above, replication lanes below, one per path that really carries data.
+Hand-written SVG, deterministic (no dates, ids or floating-point noise), so it can be
+golden-tested and diffed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from mlfleet.stacks import naming
 from mlfleet.stacks.config import Environment
-from mlfleet.stacks.review.inventory import pool_capacity
+from mlfleet.stacks.review.inventory import CLOUD_NAMES, PoolCapacity, pool_capacity
+from mlfleet.stacks.review.replication import (artifact_path, data_locations, gcs_buckets, registry_replica,
+                                               transfer_interval)
 
 COLUMN = 320
 MARGIN = 20
 BOX_WIDTH = COLUMN - 2 * MARGIN
 LINE = 16
 _COLOURS = {"primary": "#1f6f43", "standby": "#3b5b92"}
+MISSING = "#b3261e"     # a standby box for what is not there (no registry replica)
+_ARTIFACT_LANES = {"s3_replication": "S3 replication", "gcs_dual_region": "dual-region replication"}
+_REGISTRY_LANES = {"aurora": "Aurora global replication", "cloud_sql": "Cloud SQL cross-region replication",
+                   "dms": "DMS logical replication"}
+
+
+@dataclass(frozen=True)
+class _Column:
+    """What one region's column shows, in its cloud's terms."""
+    cluster: list[str]
+    artifacts: list[str]
+    registry: list[str]
+    registry_missing: bool = False
 
 
 def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
@@ -35,34 +53,35 @@ def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
         centre = x + BOX_WIDTH / 2
         body.append(_arrow(centre, MARGIN + 44, centre, top, routing.get(region.name, "")))
         colour = _COLOURS[region.role]
-        body.append(_box(x, top, BOX_WIDTH, 24, colour, [f"{region.name} ({region.role})"], fill=colour, text="#fff"))
-        tf = stacks.get(naming.stack_name(env.name, region.name), {})
-        pools = pool_capacity(naming.stack_name(env.name, region.name), tf)
+        # Name the cloud once Google Cloud is in play; an all-AWS picture reads as it always did.
+        title = f"{region.name} ({region.role}, {CLOUD_NAMES[region.cloud]})" if env.regions_on("gcp") \
+            else f"{region.name} ({region.role})"
+        body.append(_box(x, top, BOX_WIDTH, 24, colour, [title], fill=colour, text="#fff"))
+        column = (_gcp_column if region.cloud == "gcp" else _aws_column)(env, stacks, region)
         y = top + 34
-        lines = [f"EKS {naming.cluster_name(env.name, region.name)}"]
-        for p in pools:
-            lines += [f"pool {p.pool} ({p.capacity_type.lower().replace('_', '-')})",
-                      f"  {', '.join(p.instance_types)}",
-                      f"  nodes warm {p.nodes_warm} / min {p.nodes_min} / max {p.nodes_max}"]
-        height = 10 + LINE * len(lines)
-        body.append(_box(x, y, BOX_WIDTH, height, colour, lines))
+        height = 10 + LINE * len(column.cluster)
+        body.append(_box(x, y, BOX_WIDTH, height, colour, column.cluster))
         y += height + 10
-        buckets = sorted(b.get("bucket", "?") for b in tf.get("resource", {}).get("aws_s3_bucket", {}).values())
-        body.append(_box(x, y, BOX_WIDTH, 10 + LINE * (1 + len(buckets)), colour, ["S3 artifacts", *buckets]))
-        bucket_bottom = y + 10 + LINE * (1 + len(buckets))
+        body.append(_box(x, y, BOX_WIDTH, 10 + LINE * len(column.artifacts), colour, column.artifacts))
+        bucket_bottom = y + 10 + LINE * len(column.artifacts)
         y = bucket_bottom + 10
-        instances = len(tf.get("resource", {}).get("aws_rds_cluster_instance", {}))
-        db_role = "writer" if region.role == "primary" else "secondary (read-only)"
-        body.append(_box(x, y, BOX_WIDTH, 10 + 2 * LINE, colour,
-                         [f"Aurora registry: {db_role}", f"{instances} instance(s)"]))
-        db_bottom = y + 10 + 2 * LINE
+        if column.registry_missing:
+            body.append(_box(x, y, BOX_WIDTH, 10 + LINE * len(column.registry), MISSING, column.registry, text=MISSING))
+        else:
+            body.append(_box(x, y, BOX_WIDTH, 10 + LINE * len(column.registry), colour, column.registry))
+        db_bottom = y + 10 + LINE * len(column.registry)
         bottoms[region.name] = {"bucket": bucket_bottom, "db": db_bottom, "centre": centre}
         deepest = max(deepest, db_bottom)
 
     lane = deepest + 30
     primary = bottoms[env.primary.name]
-    for kind, label in (("bucket", "S3 replication"), ("db", "Aurora global replication")):
+    labels = {"bucket": {r.name: _artifact_lane(env, stacks, r.name) for r in env.standbys},
+              "db": {r.name: _registry_lane(env, stacks, r.name) for r in env.standbys}}
+    for kind in ("bucket", "db"):
         for standby in env.standbys:
+            label = labels[kind][standby.name]
+            if label is None:
+                continue  # nothing travels there: the column says so
             target = bottoms[standby.name]
             offset = 6 if kind == "bucket" else -6
             body.append(
@@ -79,6 +98,80 @@ def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
             'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#888"/></marker></defs>')
     title = f"<title>mlfleet environment {escape(env.name)}</title>"
     return "\n".join([header, title, defs, '<rect width="100%" height="100%" fill="#fff"/>', *body, "</svg>"]) + "\n"
+
+
+def _aws_column(env: Environment, stacks: dict[str, dict], region) -> _Column:
+    tf = stacks.get(naming.stack_name(env.name, region.name), {})
+    cluster = [f"EKS {naming.cluster_name(env.name, region.name)}"]
+    for p in pool_capacity(naming.stack_name(env.name, region.name), tf):
+        cluster += [_pool_title(p), f"  {', '.join(p.instance_types)}", _pool_sizes(p)]
+    buckets = sorted(b.get("bucket", "?") for b in tf.get("resource", {}).get("aws_s3_bucket", {}).values())
+    instances = len(tf.get("resource", {}).get("aws_rds_cluster_instance", {}))
+    if region.role == "standby" and registry_replica(env, stacks, region.name) is None:
+        return _Column(cluster, ["S3 artifacts", *buckets], _NO_REPLICA, registry_missing=True)
+    db_role = "writer" if region.role == "primary" else "secondary (read-only)"
+    return _Column(cluster, ["S3 artifacts", *buckets], [f"Aurora registry: {db_role}", f"{instances} instance(s)"])
+
+
+def _gcp_column(env: Environment, stacks: dict[str, dict], region) -> _Column:
+    tf = stacks.get(naming.stack_name(env.name, region.name), {})
+    resources = tf.get("resource", {})
+    names = sorted(c.get("name", "?") for c in resources.get("google_container_cluster", {}).values())
+    cluster = [f"GKE {', '.join(names) or '?'}"]
+    for p in pool_capacity(naming.stack_name(env.name, region.name), tf):
+        cluster += [_pool_title(p), f"  {p.instance_types[0]}, {p.gpus_per_node}× {p.gpu}", _pool_sizes(p)]
+    # The artifact bucket is the environment's, in <env>-gcp-global: one dual-region bucket.
+    artifacts = ["Cloud Storage artifacts"]
+    for bucket in gcs_buckets(stacks):
+        where = "+".join(data_locations(bucket)) or str(bucket.get("location", "?"))
+        artifacts += [f"gs://{bucket.get('name', '?')}",
+                      f"  {where}" + (", turbo" if bucket.get("rpo") == "ASYNC_TURBO" else "")]
+    if region.role == "primary":
+        instances = [b for b in resources.get("google_sql_database_instance", {}).values()
+                     if not b.get("master_instance_name")]
+        return _Column(cluster, artifacts, ["Cloud SQL registry: primary", _tiers(instances)])
+    replica = registry_replica(env, stacks, region.name)
+    if replica is None:
+        return _Column(cluster, artifacts, _NO_REPLICA, registry_missing=True)
+    how = "Cloud SQL registry via DMS" if replica.kind == "dms" else "Cloud SQL registry: replica"
+    return _Column(cluster, artifacts, [f"{how} (read-only)", replica.name])
+
+
+_NO_REPLICA = ["No registry replica", "a failover here takes no registry writes"]
+
+
+def _pool_title(p: PoolCapacity) -> str:
+    return f"pool {p.pool} ({p.capacity_type.lower().replace('_', '-')})"
+
+
+def _pool_sizes(p: PoolCapacity) -> str:
+    return f"  nodes warm {p.nodes_warm} / min {p.nodes_min} / max {p.nodes_max}"
+
+
+def _tiers(instances: list[dict]) -> str:
+    settings = [(b.get("settings") if isinstance(b.get("settings"), dict) else (b.get("settings") or [{}])[0])
+                for b in instances]
+    return ", ".join(f"{s.get('tier', '?')}" + (" HA" if s.get("availability_type") == "REGIONAL" else "")
+                     for s in settings) or "no instance"
+
+
+def _artifact_lane(env: Environment, stacks: dict[str, dict], region: str) -> str | None:
+    kind = artifact_path(env, region).kind
+    if kind == "gcs_dual_region" and any(b.get("rpo") == "ASYNC_TURBO" for b in gcs_buckets(stacks)):
+        return "dual-region turbo replication"
+    if kind != "storage_transfer":
+        return _ARTIFACT_LANES[kind]
+    interval = transfer_interval(stacks)
+    return None if interval is None else f"Storage Transfer every {_every(interval)}"
+
+
+def _registry_lane(env: Environment, stacks: dict[str, dict], region: str) -> str | None:
+    replica = registry_replica(env, stacks, region)
+    return None if replica is None else _REGISTRY_LANES[replica.kind]
+
+
+def _every(seconds: int) -> str:
+    return f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min"
 
 
 def _routing_labels(env: Environment, stacks: dict[str, dict]) -> dict[str, str]:

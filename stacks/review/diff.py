@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 STATEFUL_TYPES = frozenset({
     "aws_s3_bucket", "aws_rds_cluster", "aws_rds_global_cluster", "aws_kms_key", "aws_dynamodb_table",
     "google_storage_bucket", "google_sql_database_instance", "google_kms_crypto_key",
+    # The DMS destination profile describes the Cloud SQL instance DMS creates and keeps in step.
+    "google_database_migration_service_connection_profile", "google_database_migration_service_migration_job",
 })
 
 # Attributes whose change forces a new resource (ForceNew in terraform-provider-aws 6 and
@@ -38,6 +40,9 @@ FORCES_REPLACEMENT: dict[str, frozenset[str]] = {
     "google_sql_database_instance": frozenset({"name", "region", "project"}),
     "google_kms_crypto_key": frozenset({"name", "key_ring"}),
     "google_container_node_pool": frozenset({"name", "cluster", "location", "node_config"}),
+    # The resource's own name and place: the parts of its id.
+    "google_database_migration_service_connection_profile": frozenset({"connection_profile_id", "location", "project"}),
+    "google_database_migration_service_migration_job": frozenset({"migration_job_id", "location", "project"}),
 }
 
 # The attribute that names a stateful resource, to recognise one whose logical id changed.

@@ -3,8 +3,8 @@ the environment's stacks (a global cluster in `<env>-global`, its members in the
 stacks) or the environment's targets.
 
 They run on the synthesized JSON of all the environment's stacks together, at review time,
-and cover the Google resource types too so that they hold when GCP stacks land. A finding is
-acknowledged by the environment file's `acknowledgements` (rule and construct-path glob).
+on AWS and Google resource types alike. A finding is acknowledged by the environment file's
+`acknowledgements` (rule and construct-path glob).
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import re
 from typing import Iterator
 
 from mlfleet.constructs.policy import Rule
+from mlfleet.stacks import naming
 from mlfleet.stacks.config import Environment
 from mlfleet.stacks.review.findings import ReviewFinding, acknowledgement
 from mlfleet.stacks.review.inventory import stack_region
+from mlfleet.stacks.review.replication import registry_replica
 
 # Below this RTO target a cold standby is a gamble: GPU capacity is not guaranteed to exist
 # in the standby region when the primary's whole fleet is looking for it at once.
@@ -35,6 +37,9 @@ DR_RULES: dict[str, Rule] = {r.id: r for r in (
          'set rpo = "ASYNC_TURBO" (15-minute replication objective) on the dual-region bucket'),
     Rule("MLF024", "Cloud SQL primary without a cross-region DR replica", "high",
          "create a read replica in another region whose master_instance_name is the primary"),
+    Rule("MLF025", "standby region without a registry replica", "high",
+         "give the standby a replica of the registry: an Aurora secondary in the global cluster (AWS), a Cloud "
+         "SQL replica (Google Cloud primary), or a DMS migration job from Aurora (gcp.registry_source)"),
 )}
 
 
@@ -45,7 +50,7 @@ def evaluate(env: Environment, stacks: dict[str, dict]) -> list[ReviewFinding]:
              for rtype, items in tf.get("resource", {}).items() for name, body in items.items()}
     findings = []
     for check in (_replication_time_control, _global_cluster_secondaries, _short_rto_capacity,
-                  _dual_region_turbo, _cloud_sql_dr_replica):
+                  _dual_region_turbo, _cloud_sql_dr_replica, _standby_registry_replica):
         for rule_id, stack, address, message in check(env, stacks):
             rule = DR_RULES[rule_id]
             path = paths.get((stack, address), address)
@@ -87,6 +92,11 @@ def _replication_time_control(env: Environment, stacks: dict[str, dict]) -> Hit:
 
 
 def _global_cluster_secondaries(env: Environment, stacks: dict[str, dict]) -> Hit:
+    # A cross-cloud registry keeps its standby copies outside the global cluster (DMS into Cloud
+    # SQL): a single-region global cluster loses nothing when every standby holds such a replica.
+    replicas = [registry_replica(env, stacks, r.name) for r in env.standbys]
+    if replicas and all(r is not None and r.kind != "aurora" for r in replicas):
+        return
     members: dict[str, set[str]] = {}
     for stack, _, body in _resources(stacks, "aws_rds_cluster"):
         if body.get("global_cluster_identifier"):
@@ -151,3 +161,13 @@ def _cloud_sql_dr_replica(env: Environment, stacks: dict[str, dict]) -> Hit:
         if not any(r.get("region") != body.get("region") for r in replicas):
             found = "only same-region replicas" if replicas else "no replica"
             yield ("MLF024", stack, address, f"Cloud SQL primary {name or address} has {found}")
+
+
+def _standby_registry_replica(env: Environment, stacks: dict[str, dict]) -> Hit:
+    for region in env.standbys:
+        stack = naming.stack_name(env.name, region.name)
+        if stack not in stacks or registry_replica(env, stacks, region.name) is not None:
+            continue  # a stack outside this review says nothing about the region
+        yield ("MLF025", stack, f"{stack}/registry",
+               f"standby {region.name} holds no replica of the registry (no Aurora secondary in the global cluster, "
+               "no Cloud SQL replica, no DMS migration job): a failover there cannot take registry writes")

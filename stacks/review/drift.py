@@ -11,6 +11,9 @@ What is compared (what a failover or an RPO depends on):
 
 Values Terraform resolves at apply (a key's ARN) cannot be compared with a literal; those are
 checked for presence only. Every difference says where it is, what is live and what the code says.
+
+Only AWS is read: an environment's Google Cloud regions (and its `<env>-gcp-global` stack) are
+skipped and named as skipped; asking for one of them alone is a usage error.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ from botocore.exceptions import ClientError
 
 from mlfleet.stacks import naming
 from mlfleet.stacks.config import Environment
+from mlfleet.stacks.errors import MlfleetError
 from mlfleet.stacks.review.inventory import stack_region
+
+GCP_GLOBAL = "gcp-global"
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,32 @@ class Drift:
         return asdict(self)
 
 
+def check_scope(env: Environment, only: str | None) -> None:
+    """Refuse (a usage error) a scope drift cannot read: a Google Cloud region, gcp-global, or
+    a region the environment does not have."""
+    names = [r.name for r in env.regions]
+    if only is None or only == "global" or (only in names and env.region(only).cloud == "aws"):
+        return
+    if only == GCP_GLOBAL and env.regions_on("gcp"):
+        raise MlfleetError(f"drift reads AWS regions only; {naming.gcp_global_stack_name(env.name)} is on Google Cloud")
+    if only in names:
+        raise MlfleetError(f"drift reads AWS regions only; {only} is on Google Cloud")
+    choices = [r.name for r in env.regions_on("aws")] + ["global"]
+    raise MlfleetError(f"environment {env.name} has no region {only!r}; choose one of {', '.join(choices)}"
+                       + (" (drift reads AWS regions only)" if env.regions_on("gcp") else ""))
+
+
+def skipped(env: Environment, only: str | None) -> list[str]:
+    """What a whole-environment drift check leaves unread: the Google Cloud regions and stack."""
+    if only is not None or not env.regions_on("gcp"):
+        return []
+    return [r.name for r in env.regions_on("gcp")] + [naming.gcp_global_stack_name(env.name)]
+
+
 def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str | None = None) -> list[Drift]:
-    """Every difference between the live platform and `stacks` (the synthesized intent)."""
+    """Every difference between the live AWS platform and `stacks` (the synthesized intent)."""
     drifts: list[Drift] = []
-    for region in env.regions:
+    for region in env.regions_on("aws"):
         if only not in (None, region.name):
             continue
         tf = stacks[naming.stack_name(env.name, region.name)]
@@ -49,19 +77,28 @@ def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str |
         drifts += _buckets(region.name, tf, session.client("s3", region_name=region.name))
     if only in (None, "global"):
         tf = stacks[naming.global_stack_name(env.name)]
-        drifts += _global_cluster(env, stacks, tf, session.client("rds", region_name=env.primary.name))
+        # The global cluster exists only with AWS regions; its writer is the (AWS) primary.
+        if tf.get("resource", {}).get("aws_rds_global_cluster"):
+            drifts += _global_cluster(env, stacks, tf, session.client("rds", region_name=env.primary.name))
         drifts += _routing(tf, session.client("route53", region_name="us-east-1"))
     return drifts
 
 
-def render_text(env: Environment, drifts: list[Drift], only: str | None) -> str:
+def render_text(env: Environment, drifts: list[Drift], only: str | None, not_read: list[str] | None = None) -> str:
     scope = f"{env.name}" + (f" ({only})" if only else "")
     if not drifts:
-        return f"no drift: the live platform of {scope} matches the code\n"
-    lines = [f"drift in {scope}: {len(drifts)} difference(s)"]
-    for d in drifts:
-        lines.append(f"  [{d.region}] {d.resource}: {d.attribute} is {d.live}, the code says {d.code}")
+        lines = [f"no drift: the live platform of {scope} matches the code"]
+    else:
+        lines = [f"drift in {scope}: {len(drifts)} difference(s)"]
+        for d in drifts:
+            lines.append(f"  [{d.region}] {d.resource}: {d.attribute} is {d.live}, the code says {d.code}")
+    if not_read:
+        lines.append(skipped_note(not_read))
     return "\n".join(lines) + "\n"
+
+
+def skipped_note(not_read: list[str]) -> str:
+    return f"not read (drift reads AWS only; Google Cloud): {', '.join(not_read)}"
 
 
 # --- helpers ---------------------------------------------------------------------------------

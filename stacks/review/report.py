@@ -11,11 +11,15 @@ from mlfleet.stacks.config import Environment
 from mlfleet.stacks.review import checkov, cost, dr_rules, rto
 from mlfleet.stacks.review.diff import Diff, compare
 from mlfleet.stacks.review.findings import ReviewFinding, from_policy
-from mlfleet.stacks.review.inventory import PoolCapacity, pool_capacity, resources_by_type, stack_region
+from mlfleet.stacks.review.inventory import CLOUD_NAMES, PoolCapacity, pool_capacity, resources_by_type, stack_region
+from mlfleet.stacks.review.prices import PriceTable
 from mlfleet.stacks.review.synth import synthesize_for_review
 
 # Consumed by the config model's RPO check, not by a rule over resources.
 CONFIG_RULES = frozenset({"MLF010"})
+# What a budget shows for a part with nothing to recover or replicate from.
+NOT_RECOVERABLE = "not recoverable"
+NOT_DELIVERABLE = "not deliverable"
 
 
 @dataclass(frozen=True)
@@ -109,9 +113,11 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
 def render_markdown(review: Review, diagram: str | None = None) -> str:
     env = review.env
     out = [f"# mlfleet review: {env.name}", ""]
-    standbys = ", ".join(r.name for r in env.standbys) or "none"
+    # Name the clouds once Google Cloud is in play; an all-AWS review reads as it always did.
+    cloud = (lambda r: f" ({CLOUD_NAMES[r.cloud]})") if env.regions_on("gcp") else (lambda r: "")
+    standbys = ", ".join(r.name + cloud(r) for r in env.standbys) or "none"
     resources = sum(sum(resources_by_type(tf).values()) for tf in review.stacks.values())
-    out.append(f"Primary **{env.primary.name}**, standby {standbys}; {len(review.stacks)} stacks, "
+    out.append(f"Primary **{env.primary.name}**{cloud(env.primary)}, standby {standbys}; {len(review.stacks)} stacks, "
                f"{resources} resources. RTO target {_duration(env.targets.rto)}, RPO target {_duration(env.targets.rpo)}.")
     out.append("")
     blocking = review.blocking
@@ -171,7 +177,8 @@ def _findings_section(review: Review) -> list[str]:
                       [[f.severity, f.rule, f.source, f.stack, f"`{f.path}`", f"{f.title}: {f.message}", f.fix,
                         f.acknowledged or "**no**"] for f in review.findings])
     else:
-        out.append("No findings from mlfleet's rule pack (MLF001–MLF007) or its DR rules (MLF020–MLF024).")
+        dr = sorted(dr_rules.DR_RULES)
+        out.append(f"No findings from mlfleet's rule pack (MLF001–MLF007) or its DR rules ({dr[0]}–{dr[-1]}).")
     out += ["", review.checkov.note + "."]
     if review.unused_acknowledgements:
         out += ["", "Acknowledgements in the environment file that match no finding (stale?):", ""]
@@ -186,17 +193,23 @@ def _recovery_section(review: Review) -> list[str]:
         out += [f"RTO: n/a — no standby region; losing {review.env.primary.name} means redeploying elsewhere "
                 f"(target {_duration(budget.target)}).", ""]
     else:
+        total = NOT_RECOVERABLE if budget.total is None else _duration(budget.total)
         out += _table(["RTO component", "time", "basis"],
-                      [[p.name, _duration(p.seconds), p.basis] for p in budget.parts]
-                      + [["**total**", f"**{_duration(budget.total)}**", f"target {_duration(budget.target)}"]])
-        out += ["", f"RTO verdict: **{budget.verdict}** ({_duration(budget.total)} against {_duration(budget.target)}).",
-                ""]
+                      [[p.name, NOT_RECOVERABLE if p.missing else _duration(p.seconds), p.basis] for p in budget.parts]
+                      + [["**total**", f"**{total}**", f"target {_duration(budget.target)}"]])
+        missing = [p.name for p in budget.parts if p.missing]
+        why = (f"{', '.join(missing)} not recoverable; the other parts add up to "
+               f"{_duration(budget.recoverable_total)}" if missing else _duration(budget.total))
+        out += ["", f"RTO verdict: **{budget.verdict}** ({why} against {_duration(budget.target)}).", ""]
     rpo = review.rpo
     if not rpo.parts:
         return out + ["RPO: n/a — nothing is replicated to another region.", ""]
-    out += _table(["data", "RPO deliverable", "basis"], [[p.data, _duration(p.seconds), p.basis] for p in rpo.parts])
-    out += ["", f"RPO verdict: **{rpo.verdict}** ({_duration(rpo.deliverable)} against {_duration(rpo.target)})."
-            + (f" Acknowledged (MLF010): {rpo.acknowledgement}" if rpo.acknowledgement and rpo.verdict != "pass" else ""),
+    out += _table(["data", "RPO deliverable", "basis"],
+                  [[p.data, NOT_DELIVERABLE if p.missing else _duration(p.seconds), p.basis] for p in rpo.parts])
+    deliverable = NOT_DELIVERABLE if any(p.missing for p in rpo.parts) else _duration(rpo.deliverable)
+    out += ["", f"RPO verdict: **{rpo.verdict}** ({deliverable} against {_duration(rpo.target)})."
+            + (f" Acknowledged (MLF010): {rpo.acknowledgement}"
+               if rpo.acknowledgement and not rpo.verdict.startswith("pass") else ""),
             ""]
     return out
 
@@ -212,11 +225,12 @@ def _capacity_section(review: Review) -> list[str]:
 
 def _cost_section(review: Review) -> list[str]:
     estimate = review.cost
-    table = estimate.table
-    out = ["## Estimated monthly cost", "",
-           f"**Estimate** from the price table of {table.generated_at} ({table.source}). {table.estimate} "
-           f"Monthly = hourly × {table.hours_per_month}.", ""]
-    hours = table.hours_per_month
+    hours = estimate.hours_per_month
+    # Each cloud's table brings its own date, source and caveats.
+    provenance = [f"**Estimate** from the {_cloud_prefix(estimate, t)}price table of {t.generated_at} "
+                  f"({t.source}). {t.estimate}" for t in estimate.tables] or ["**Estimate**: nothing priced."]
+    provenance[-1] += f" Monthly = hourly × {hours}."
+    out = ["## Estimated monthly cost", "", "\n\n".join(provenance), ""]
     out += _table(["region", "item", "priced as", "USD/hour", "units warm", "monthly warm", "units min", "monthly min"],
                   [[line.region, line.item, line.priced_as, "n/a" if line.hourly is None else f"{line.hourly:g}",
                     line.units_warm, _usd(line.monthly(line.units_warm, hours)), line.units_min,
@@ -224,8 +238,12 @@ def _cost_section(review: Review) -> list[str]:
     out += ["", f"Steady state (primary at minimum, standbys warm): **{_usd(estimate.total('warm'))}** per month. "
             f"Every region at its minimum (after a failover scales the standbys): **{_usd(estimate.total('min'))}** per month."]
     for line in estimate.unpriced:
-        out.append(f"Not priced (absent from the price table): {line.item} in {line.region} ({line.priced_as}).")
+        out.append(f"Not priced (absent from the price table): {line.item} in {line.region}, as {line.priced_as}.")
     return out + [""]
+
+
+def _cloud_prefix(estimate: cost.CostEstimate, table: PriceTable) -> str:
+    return f"{CLOUD_NAMES[table.cloud]} " if len(estimate.tables) > 1 else ""
 
 
 def _resources_section(review: Review) -> list[str]:
@@ -244,7 +262,7 @@ def _resources_section(review: Review) -> list[str]:
 
 def to_json(review: Review, diagram: str | None = None) -> dict:
     env = review.env
-    hours = review.cost.table.hours_per_month
+    hours = review.cost.hours_per_month
     return {
         "environment": env.name,
         "primary": env.primary.name,
@@ -256,20 +274,26 @@ def to_json(review: Review, diagram: str | None = None) -> dict:
         "unused_acknowledgements": review.unused_acknowledgements,
         "rto": {"target_s": review.rto.target, "budget_s": review.rto.total if review.rto.parts else None,
                 "verdict": review.rto.verdict,
-                "parts": [{"name": p.name, "seconds": p.seconds, "basis": p.basis} for p in review.rto.parts]},
+                "parts": [{"name": p.name, "seconds": p.seconds, "basis": p.basis, "missing": p.missing}
+                          for p in review.rto.parts]},
         "rpo": {"target_s": review.rpo.target, "deliverable_s": review.rpo.deliverable, "verdict": review.rpo.verdict,
                 "acknowledgement": review.rpo.acknowledgement,
-                "parts": [{"data": p.data, "seconds": p.seconds, "basis": p.basis} for p in review.rpo.parts]},
+                "parts": [{"data": p.data, "seconds": p.seconds, "basis": p.basis, "missing": p.missing,
+                           "enforced": p.enforced} for p in review.rpo.parts]},
         "gpu_capacity": [{"region": p.region, "stack": p.stack, "pool": p.pool, "instance_types": list(p.instance_types),
-                          "gpu": p.gpu, "capacity_type": p.capacity_type, "gpus_per_node": p.gpus_per_node,
+                          "gpu": p.gpu, "cloud": p.cloud, "capacity_type": p.capacity_type,
+                          "gpus_per_node": p.gpus_per_node,
                           "nodes": {"warm": p.nodes_warm, "min": p.nodes_min, "max": p.nodes_max},
                           "gpus": {"warm": p.gpus_warm, "min": p.gpus_min, "max": p.gpus_max}}
                          for p in review.capacity],
         "cost_estimate": {
-            "estimate": True, "price_table_date": review.cost.table.generated_at, "source": review.cost.table.source,
-            "caveats": review.cost.table.estimate, "currency": "USD", "hours_per_month": hours,
+            "estimate": True,
+            "price_tables": [{"cloud": t.cloud, "date": t.generated_at, "source": t.source, "caveats": t.estimate}
+                             for t in review.cost.tables],
+            "currency": "USD", "hours_per_month": hours,
             "monthly_warm": review.cost.total("warm"), "monthly_min": review.cost.total("min"),
-            "lines": [{"region": line.region, "item": line.item, "priced_as": line.priced_as, "hourly": line.hourly,
+            "lines": [{"region": line.region, "cloud": line.cloud, "item": line.item, "priced_as": line.priced_as,
+                       "hourly": line.hourly,
                        "units_warm": line.units_warm, "units_min": line.units_min,
                        "monthly_warm": line.monthly(line.units_warm, hours),
                        "monthly_min": line.monthly(line.units_min, hours)} for line in review.cost.lines]},

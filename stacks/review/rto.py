@@ -1,39 +1,74 @@
 """The recovery budget a configuration buys, against its targets.
 
 RTO budget of losing the primary = health-check detection (interval × failure threshold) +
-DNS TTL (resolvers keep the old answer that long) + registry promotion (Aurora global
-failover) + standby scale-up (zero when every pool's warm size already is its minimum) +
-model load on the new nodes. The parts are added, not overlapped: a budget, not a forecast.
+DNS TTL (resolvers keep the old answer that long) + registry promotion (of the replica the
+standby holds: Aurora global failover, Cloud SQL replica promotion, or promotion of the DMS job
+that keeps Cloud SQL in step with Aurora) + standby scale-up (zero when every pool's warm size
+already is its minimum) + model load on the new nodes. The parts are added, not overlapped: a
+budget, not a forecast. With several standbys each part is the worst of them, so the budget
+holds wherever the failover goes. A standby without a registry replica cannot take registry
+writes at all: that part, and so the total, is not recoverable.
 
-RPO: model artifacts replicate with S3 Replication Time Control (15 minutes for 99.99 % of
-objects); the registry's Aurora global database bounds its lag with `rds.global_db_rpo`,
-read here from the synthesized parameter group. The environment's RPO is the worse of the two.
+RPO, per kind of data, from the replication the stacks configure (`replication`):
+- model artifacts: S3 Replication Time Control between AWS regions (15 minutes for 99.99 % of
+  objects); the Storage Transfer job's repeat interval from AWS to Google Cloud; the dual-region
+  bucket's turbo replication within Google Cloud (15 minutes);
+- the registry: Aurora bounds its lag with `rds.global_db_rpo` (enforced: the writer holds
+  commits beyond it), read from the synthesized parameter group; a Cloud SQL or DMS replica
+  replicates asynchronously with no bound at all, but its replica-lag alert pages at a share of
+  the target: that threshold is shown, watched rather than enforced.
+The environment's RPO is the worst of them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlfleet.stacks.config import AURORA_MIN_GLOBAL_DB_RPO_SECONDS, S3_RTC_RPO_SECONDS, Environment
+from mlfleet.stacks import naming
+from mlfleet.stacks.config import (AURORA_MIN_GLOBAL_DB_RPO_SECONDS, GCS_TURBO_RPO_SECONDS, S3_RTC_RPO_SECONDS,
+                                   Environment)
 from mlfleet.stacks.review.inventory import pool_capacity
+from mlfleet.stacks.review.replication import (RegistryReplica, artifact_path, data_locations, gcs_buckets,
+                                               registry_replica, transfer_interval)
 
 # Aurora global database managed failover: "typically completes in about a minute" (Amazon
 # Aurora User Guide, "Using failover in an Amazon Aurora global database").
 AURORA_GLOBAL_FAILOVER_SECONDS = 60
+# Promoting a Cloud SQL cross-region replica (instances.promoteReplica), or the DMS migration job
+# that keeps a Cloud SQL instance in step with Aurora (migrationJobs.promote): Google states no
+# duration, and the instance may restart as it becomes a primary. Planning figure: 5 minutes.
+CLOUD_SQL_PROMOTION_SECONDS = 300
+DMS_PROMOTION_SECONDS = 300
 # A scale-up step of an EKS managed node group: EC2 GPU instance launch, NVIDIA AMI boot and
 # kubelet join, and the serving image pull (several GB of CUDA layers). The managed node group
 # launches the missing nodes of a step in parallel. Measured figures vary from 3 to 8 minutes;
 # 5 minutes is the planning figure.
 GPU_SCALE_STEP_SECONDS = 300
+# The same step of a GKE node pool (cluster autoscaler): Compute Engine VM creation, COS boot,
+# the NVIDIA driver GKE installs at boot, and the image pull. Not measured here: the EKS figure.
+GKE_SCALE_STEP_SECONDS = 300
 # Fetching the champion from the regional artifact bucket, verifying its checksum, loading
 # it onto the GPU and passing the golden canary: planning figure for models up to ~10 GB.
 MODEL_LOAD_SECONDS = 120
+# Cloud Storage's default replication of a dual-region bucket: every object within 12 hours.
+GCS_DEFAULT_RPO_SECONDS = 12 * 3600
+
+_PROMOTION = {
+    "aurora": (AURORA_GLOBAL_FAILOVER_SECONDS, "Aurora global database managed failover"),
+    "cloud_sql": (CLOUD_SQL_PROMOTION_SECONDS,
+                  "Cloud SQL cross-region replica promotion (planning figure: Google states no duration)"),
+    "dms": (DMS_PROMOTION_SECONDS, "promotion of the DMS migration job, which makes its Cloud SQL instance the "
+                                   "primary (planning figure: Google states no duration)"),
+}
+_SCALE_STEP = {"aws": (GPU_SCALE_STEP_SECONDS, "launch, join and image pull step"),
+               "gcp": (GKE_SCALE_STEP_SECONDS, "GKE scale-up step (VM, NVIDIA driver, image pull)")}
 
 
 @dataclass(frozen=True)
 class BudgetPart:
     name: str
-    seconds: int
+    seconds: int | None     # None with `missing`: nothing to recover from
     basis: str
+    missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,21 +77,31 @@ class RtoBudget:
     parts: list[BudgetPart]     # empty: no standby region to fail over to
 
     @property
-    def total(self) -> int:
+    def total(self) -> int | None:
+        """The sum of the parts; None when a part is not recoverable."""
+        if any(p.seconds is None for p in self.parts):
+            return None
         return sum(p.seconds for p in self.parts)
+
+    @property
+    def recoverable_total(self) -> int:
+        """The sum of the parts that can be recovered (everything but the missing ones)."""
+        return sum(p.seconds for p in self.parts if p.seconds is not None)
 
     @property
     def verdict(self) -> str:
         if not self.parts:
             return "n/a"
-        return "pass" if self.total <= self.target else "fail"
+        return "pass" if self.total is not None and self.total <= self.target else "fail"
 
 
 @dataclass(frozen=True)
 class RpoPart:
     data: str
-    seconds: int | None
+    seconds: int | None     # None: no bound (or, with `missing`, nothing replicated)
     basis: str
+    missing: bool = False
+    enforced: bool = True   # False: a monitoring threshold, not a bound the system holds
 
 
 @dataclass(frozen=True)
@@ -78,7 +123,7 @@ class RpoBudget:
             return "n/a"
         if self.deliverable is None or self.deliverable > self.target:
             return "fail (acknowledged)" if self.acknowledgement else "fail"
-        return "pass"
+        return "pass" if all(p.enforced for p in self.parts) else "pass (watched, not enforced)"
 
 
 def rto_budget(env: Environment, stacks: dict[str, dict]) -> RtoBudget:
@@ -88,40 +133,143 @@ def rto_budget(env: Environment, stacks: dict[str, dict]) -> RtoBudget:
     standby_pools = [p for name, tf in stacks.items() for p in pool_capacity(name, tf)
                      if p.region in {r.name for r in env.standbys}]
     short = [p for p in standby_pools if p.nodes_warm < p.nodes_min]
+    clouds = {p.cloud for p in short}
+    step = max((_SCALE_STEP[c][0] for c in clouds), default=0)
+    kind = _SCALE_STEP[clouds.pop()][1] if len(clouds) == 1 else "node launch, join and image pull step"
     scale_basis = (f"{', '.join(sorted({f'{p.region} {p.pool} {p.nodes_warm}→{p.nodes_min}' for p in short}))}: "
-                   f"one {GPU_SCALE_STEP_SECONDS // 60}-minute launch, join and image pull step"
+                   f"one {step // 60}-minute {kind}"
                    if short else "every standby pool already runs its minimum")
     return RtoBudget(env.targets.rto, [
         BudgetPart("health-check detection", serving.health_check_interval * serving.health_check_failure_threshold,
                    f"{serving.health_check_interval} s interval × {serving.health_check_failure_threshold} failures"),
         BudgetPart("DNS TTL", serving.record_ttl, "record_ttl of the failover records"),
-        BudgetPart("registry promotion", AURORA_GLOBAL_FAILOVER_SECONDS, "Aurora global database managed failover"),
-        BudgetPart("standby scale-up", GPU_SCALE_STEP_SECONDS if short else 0, scale_basis),
+        _registry_promotion(env, stacks),
+        BudgetPart("standby scale-up", step, scale_basis),
         BudgetPart("model load", MODEL_LOAD_SECONDS if short else 0,
                    "fetch, verify and load the champion on new nodes" if short
                    else "warm nodes already serve the champion"),
     ])
 
 
+def _registry_promotion(env: Environment, stacks: dict[str, dict]) -> BudgetPart:
+    replicas = {r.name: registry_replica(env, stacks, r.name) for r in env.standbys}
+    missing = [region for region, replica in replicas.items() if replica is None]
+    if missing:
+        return BudgetPart("registry promotion", None, _no_replica(env, missing), missing=True)
+    kinds = {replica.kind for replica in replicas.values()}
+    seconds = max(_PROMOTION[kind][0] for kind in kinds)
+    basis = (_PROMOTION[kinds.pop()][1] if len(kinds) == 1
+             else "; ".join(f"{region}: {_PROMOTION[replica.kind][1]}" for region, replica in replicas.items()))
+    return BudgetPart("registry promotion", seconds, basis)
+
+
+def _no_replica(env: Environment, regions: list[str]) -> str:
+    where = ", ".join(regions)
+    cross_cloud = env.primary.cloud == "aws" and all(env.region(r).cloud == "gcp" for r in regions)
+    why = ("Cloud SQL follows Aurora only through a DMS migration job (gcp.registry_source), which this "
+           "environment does not configure" if cross_cloud else "the region's stack holds no replica of the registry")
+    return (f"no registry replica in {where}: {why}; the registry stays in {env.primary.name} and is lost with it, "
+            "so a failover there serves models but cannot take registry writes")
+
+
 def rpo_budget(env: Environment, stacks: dict[str, dict]) -> RpoBudget:
     ack = env.acknowledged("MLF010")
     if not env.standbys:
         return RpoBudget(env.targets.rpo, [], None)
+    paths: dict[str, list[str]] = {}
+    for region in env.standbys:
+        paths.setdefault(artifact_path(env, region.name).kind, []).append(region.name)
+    parts = [_ARTIFACTS[kind](env, stacks) for kind in _ARTIFACTS if kind in paths]
+    replicas = {r.name: registry_replica(env, stacks, r.name) for r in env.standbys}
+    if any(r is not None and r.kind == "aurora" for r in replicas.values()):
+        parts.append(_aurora_registry(stacks))
+    asynchronous = [r for r in replicas.values() if r is not None and r.kind in ("cloud_sql", "dms")]
+    if asynchronous:
+        parts.append(_asynchronous_registry(env, stacks, asynchronous))
+    missing = [region for region, replica in replicas.items() if replica is None]
+    if missing:
+        parts.append(RpoPart(f"model registry (no replica in {', '.join(missing)})", None,
+                             "nothing replicates the registry there: what it held is lost with "
+                             f"{env.primary.name}", missing=True))
+    return RpoBudget(env.targets.rpo, parts, ack.reason if ack else None)
+
+
+def _s3_artifacts(env: Environment, stacks: dict[str, dict]) -> RpoPart:
     rules = [rule for tf in stacks.values()
              for body in tf.get("resource", {}).get("aws_s3_bucket_replication_configuration", {}).values()
              for rule in _blocks(body.get("rule"))]
     timed = bool(rules) and all(_enabled(rule, "replication_time") for rule in rules)
-    artifacts = RpoPart("model artifacts (S3)", S3_RTC_RPO_SECONDS if timed else None,
-                        "Replication Time Control, 15 minutes for 99.99 % of objects" if timed
-                        else "replication without Replication Time Control has no time bound")
+    return RpoPart("model artifacts (S3)", S3_RTC_RPO_SECONDS if timed else None,
+                   "Replication Time Control, 15 minutes for 99.99 % of objects" if timed
+                   else "replication without Replication Time Control has no time bound")
+
+
+def _transfer_artifacts(env: Environment, stacks: dict[str, dict]) -> RpoPart:
+    interval = transfer_interval(stacks)
+    return RpoPart("model artifacts (S3 → Cloud Storage)", interval,
+                   f"a Storage Transfer job copies the models prefix every {interval} s: what the primary wrote "
+                   "since the last run is lost (the run's own duration comes on top)" if interval is not None
+                   else "no recurring Storage Transfer job copies the primary's artifacts to Google Cloud")
+
+
+def _dual_region_artifacts(env: Environment, stacks: dict[str, dict]) -> RpoPart:
+    name = naming.gcs_artifact_bucket(env.name, env.gcp.project_id)
+    bucket = next((b for b in gcs_buckets(stacks) if b.get("name") == name), None)
+    pair = " and ".join(data_locations(bucket)) if bucket else ""
+    label = "model artifacts (Cloud Storage dual-region)"
+    if bucket is None or not pair or len(data_locations(bucket)) < 2:
+        return RpoPart(label, None, f"gs://{name} is not a dual-region bucket: its objects are lost with its region")
+    if bucket.get("rpo") == "ASYNC_TURBO":
+        return RpoPart(label, GCS_TURBO_RPO_SECONDS,
+                       f"turbo replication of gs://{name} between {pair}: 15 minutes for 100 % of new objects")
+    return RpoPart(label, GCS_DEFAULT_RPO_SECONDS,
+                   f"default replication of gs://{name} between {pair}: every object within 12 hours")
+
+
+_ARTIFACTS = {"s3_replication": _s3_artifacts, "storage_transfer": _transfer_artifacts,
+              "gcs_dual_region": _dual_region_artifacts}
+
+
+def _aurora_registry(stacks: dict[str, dict]) -> RpoPart:
     settings = [int(p["value"]) for tf in stacks.values()
                 for group in tf.get("resource", {}).get("aws_rds_cluster_parameter_group", {}).values()
                 for p in _blocks(group.get("parameter")) if p.get("name") == "rds.global_db_rpo"]
-    registry = RpoPart("model registry (Aurora)",
-                       max(max(settings), AURORA_MIN_GLOBAL_DB_RPO_SECONDS) if settings else None,
-                       f"rds.global_db_rpo = {max(settings)} s on the secondaries" if settings
-                       else "no rds.global_db_rpo set: Aurora does not bound the lag")
-    return RpoBudget(env.targets.rpo, [artifacts, registry], ack.reason if ack else None)
+    return RpoPart("model registry (Aurora)",
+                   max(max(settings), AURORA_MIN_GLOBAL_DB_RPO_SECONDS) if settings else None,
+                   f"rds.global_db_rpo = {max(settings)} s on the secondaries" if settings
+                   else "no rds.global_db_rpo set: Aurora does not bound the lag")
+
+
+def _asynchronous_registry(env: Environment, stacks: dict[str, dict], replicas: list[RegistryReplica]) -> RpoPart:
+    """Cloud SQL or DMS replicas: no bound, only the replica-lag alert of each one's region."""
+    alerts = {r.name: _lag_alert(stacks.get(naming.stack_name(env.name, r.region), {}), r.name) for r in replicas}
+    dms = any(r.kind == "dms" for r in replicas)
+    label = "model registry (Aurora → Cloud SQL, DMS)" if dms else "model registry (Cloud SQL)"
+    how = ("logical replication by DMS over the network path between the clouds (a VPN mlfleet does not "
+           "provision), asynchronous and bounded by nothing" if dms
+           else "asynchronous replication, which Cloud SQL does not bound")
+    unwatched = sorted(name for name, threshold in alerts.items() if threshold is None)
+    if unwatched:
+        return RpoPart(label, None, f"{how}; no replica-lag alert watches {', '.join(unwatched)}")
+    name, threshold = max(alerts.items(), key=lambda kv: kv[1])
+    share = f" ({100 * threshold / env.targets.rpo:g} % of the RPO target)"
+    return RpoPart(label, int(threshold),
+                   f"{how}; the replica-lag alert on {name} pages above {threshold:g} s{share} or when the replica "
+                   "stops reporting: watched, not enforced", enforced=False)
+
+
+def _lag_alert(tf: dict, instance: str) -> float | None:
+    """The threshold (seconds) of the alert on `instance`'s replica lag in the region's stack."""
+    # Here, not at the top: the module loads Google's provider bindings, which an AWS-only review never needs.
+    from mlfleet.constructs.gcp_monitoring import REPLICA_LAG_METRIC
+
+    for policy in tf.get("resource", {}).get("google_monitoring_alert_policy", {}).values():
+        for condition in _blocks(policy.get("conditions")):
+            threshold = (_blocks(condition.get("condition_threshold")) or [{}])[0]
+            query = threshold.get("filter", "")
+            if REPLICA_LAG_METRIC in query and f':{instance}"' in query:
+                return threshold.get("threshold_value")
+    return None
 
 
 def _blocks(value) -> list:

@@ -3,10 +3,11 @@ CDK's import costs seconds; each synth well under one)."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from mlfleet.stacks.config import environment_names, load_environment
+from mlfleet.stacks.config import ENVIRONMENTS_DIR, environment_names, load_environment, parse_environment
 
-EXAMPLES = ("dev", "prod", "staging")
+EXAMPLES = ("dev", "hybrid", "prod", "research", "staging")
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,16 @@ def examples() -> dict:
         stacks, findings = synthesize_for_review(env)
         found[name] = (env, stacks, findings)
     return found
+
+
+@pytest.fixture(scope="session")
+def hybrid_without_registry_replica() -> tuple:
+    """hybrid without `gcp.registry_source`: its Google Cloud standby holds no registry replica
+    (no DMS job follows Aurora there). (environment, stacks)"""
+    from mlfleet.stacks.review.synth import synthesize_for_review
+
+    data = yaml.safe_load((ENVIRONMENTS_DIR / "hybrid.yaml").read_text())
+    del data["gcp"]["registry_source"]
+    env = parse_environment(data, "hybrid without registry_source")
+    stacks, _ = synthesize_for_review(env)
+    return env, stacks

@@ -47,3 +47,27 @@ def test_bad_base_is_a_usage_error(tmp_path):
     with pytest.raises(MlfleetError, match="neither a directory nor a git ref") as raised:
         _run("review", "--env", "staging", "--base", "no-such-ref-anywhere", "--no-checkov")
     assert raised.value.exit_code == 2
+
+
+REVIEW_PROBE = """
+import sys
+from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
+from mlfleet.stacks.config import load_environment
+from mlfleet.stacks.review.diagram import render_svg
+from mlfleet.stacks.review.report import build_review, render_markdown
+env = load_environment(sys.argv[1])
+review = build_review(env, run_checkov=False)
+render_markdown(review), render_svg(env, review.stacks)
+print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('cdktn_provider_')}))
+"""
+
+
+def test_an_aws_only_review_loads_only_the_aws_provider(tmp_path):
+    # Google's provider bindings cost seconds to load: reviewing an AWS-only environment must not
+    # pay for them (as its synth does not). A fresh process, since this one has loaded both.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", REVIEW_PROBE, "staging"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "['cdktn_provider_aws']"

@@ -112,3 +112,15 @@ def test_base_git_ref_synthesizes_the_environment_file_of_that_ref(tmp_path, exa
     assert base == stacks and label.startswith("git HEAD (")
     with pytest.raises(MlfleetError, match="neither a directory nor a git ref"):
         load_base("no-such-ref", "staging", env_file)
+
+
+def test_renaming_the_dms_replica_replaces_what_dms_replicates_into():
+    def stack(profile_id: str) -> dict:
+        return {"s": {"resource": {"google_database_migration_service_connection_profile": {"dest": {
+            "connection_profile_id": profile_id, "location": "us-central1",
+            "cloudsql": {"settings": {"tier": "db-perf-optimized-N-2"}}}}}}}
+
+    diff = compare(stack("mlfleet-hybrid-registry-us-central1"), stack("mlfleet-hybrid-registry-usc1"), "b")
+    [change] = diff.changes
+    assert change.action == "replaced" and change.destructive
+    assert [w.rtype for w in diff.warnings] == ["google_database_migration_service_connection_profile"]

@@ -1,12 +1,14 @@
-"""Each DR review rule (MLF020–MLF024) with a passing and a failing case, on hand-written
+"""Each DR review rule (MLF020–MLF025) with a passing and a failing case, on hand-written
 Terraform JSON shaped like the synthesized stacks (Google types included)."""
 from __future__ import annotations
 
 
 import pytest
 
+from mlfleet.stacks import naming
 from mlfleet.stacks.config import load_environment
 from mlfleet.stacks.review.dr_rules import DR_RULES, evaluate
+from review_fixtures import EXAMPLES, examples, hybrid_without_registry_replica  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def _replication(rtc: bool = True, metrics: bool = True) -> dict:
 
 
 def test_every_dr_rule_has_a_stable_id_severity_and_fix():
-    assert sorted(DR_RULES) == ["MLF020", "MLF021", "MLF022", "MLF023", "MLF024"]
+    assert sorted(DR_RULES) == ["MLF020", "MLF021", "MLF022", "MLF023", "MLF024", "MLF025"]
     assert all(r.severity in ("high", "medium", "low") and r.fix for r in DR_RULES.values())
 
 
@@ -50,8 +52,7 @@ def _registry(*member_regions: str) -> dict:
     stacks = {"prod-global": _stack("us-east-1", {"aws_rds_global_cluster": {"g": {
         "global_cluster_identifier": "mlfleet-prod-registry"}}})}
     for region in member_regions:
-        stacks[f"prod-{region}"] = _stack(region, {"aws_rds_cluster": {"c": {
-            "cluster_identifier": f"mlfleet-prod-registry-{region}", "global_cluster_identifier": "mlfleet-prod-registry"}}})
+        stacks[f"prod-{region}"] = _stack(region, _aurora_member(region))
     return stacks
 
 
@@ -59,6 +60,11 @@ def test_mlf021_global_cluster_needs_a_member_in_a_second_region(prod):
     assert _rule_ids(prod, _registry("us-east-1", "us-west-2")) == []
     assert _rule_ids(prod, _registry("us-east-1")) == ["MLF021"]
     assert _rule_ids(prod, _registry()) == ["MLF021"]
+
+
+def _aurora_member(region: str) -> dict:
+    return {"aws_rds_cluster": {"c": {"cluster_identifier": f"mlfleet-prod-registry-{region}",
+                                      "global_cluster_identifier": "mlfleet-prod-registry"}}}
 
 
 def _standby_pool(warm: int, failover: int, reservation: bool = False) -> dict:
@@ -70,7 +76,7 @@ def _standby_pool(warm: int, failover: int, reservation: bool = False) -> dict:
         "aws_eks_node_group": {"ng": {"node_group_name": "inference-gpu",
                                       "scaling_config": {"min_size": warm, "desired_size": warm, "max_size": 8},
                                       "launch_template": {"id": "${aws_launch_template.lt.id}"}}},
-        "aws_launch_template": {"lt": template}},
+        "aws_launch_template": {"lt": template}, **_aurora_member("us-west-2")},
         {"inference_gpu_failover_size": {"value": failover}})
 
 
@@ -133,3 +139,46 @@ def test_acknowledgement_in_the_environment_file_covers_a_dr_finding(prod):
     data["acknowledgements"][0]["resource"] = "prod-us-west-2/*"
     [finding] = evaluate(type(prod).model_validate(data), stacks)
     assert finding.acknowledged is None and finding.blocking
+
+
+def _google_standby(**resources) -> dict:
+    return {"provider": {"google": [{"region": "us-central1"}]}, "resource": resources}
+
+
+def test_mlf025_standby_needs_a_registry_replica(examples, prod):
+    hybrid = examples["hybrid"][0]
+    standby = f"{hybrid.name}-{hybrid.standbys[0].name}"
+    dms = {"google_database_migration_service_migration_job": {"job": {"type": "CONTINUOUS",
+                                                                       "migration_job_id": "registry"}}}
+    replica = {"google_sql_database_instance": {"r": {"name": "registry-dr", "master_instance_name": "registry"}}}
+    assert "MLF025" not in _rule_ids(hybrid, {standby: _google_standby(**dms)})
+    assert "MLF025" not in _rule_ids(hybrid, {standby: _google_standby(**replica)})
+    primary_only = {"google_sql_database_instance": {"p": {"name": "registry"}}}
+    one_off = {"google_database_migration_service_migration_job": {"job": {"type": "ONE_TIME"}}}
+    for resources in ({}, primary_only, one_off):
+        findings = [f for f in evaluate(hybrid, {standby: _google_standby(**resources)}) if f.rule == "MLF025"]
+        assert [f.stack for f in findings] == [standby] and hybrid.standbys[0].name in findings[0].message
+    # An AWS standby: a member of the environment's global cluster, and of no other.
+    assert "MLF025" not in _rule_ids(prod, {"prod-us-west-2": _stack("us-west-2", _aurora_member("us-west-2"))})
+    stranger = {"aws_rds_cluster": {"c": {"cluster_identifier": "x", "global_cluster_identifier": "someone-else"}}}
+    assert "MLF025" in _rule_ids(prod, {"prod-us-west-2": _stack("us-west-2", stranger)})
+    # A standby whose stack is not in the review says nothing; the primary needs no replica.
+    assert "MLF025" not in _rule_ids(prod, {"prod-us-east-1": _stack("us-east-1", {})})
+
+
+def test_mlf025_on_the_examples(examples, hybrid_without_registry_replica):
+    for name in EXAMPLES:
+        env, stacks, _ = examples[name]
+        assert "MLF025" not in _rule_ids(env, stacks), name
+    env, stacks = hybrid_without_registry_replica
+    findings = [f for f in evaluate(env, stacks) if f.rule == "MLF025"]
+    assert [f.stack for f in findings] == [naming.stack_name(env.name, r.name) for r in env.regions_on("gcp")]
+    assert all(f.blocking for f in findings)
+
+
+def test_mlf021_spares_a_global_cluster_whose_standbys_replicate_through_dms(examples, hybrid_without_registry_replica):
+    env, stacks, _ = examples["hybrid"]
+    assert "MLF021" not in _rule_ids(env, stacks)
+    # Without the DMS job the single-region global cluster is the registry's only copy again.
+    env, stacks = hybrid_without_registry_replica
+    assert "MLF021" in _rule_ids(env, stacks)

@@ -33,15 +33,24 @@ def moto_endpoint():
     server.stop()
 
 
-@pytest.fixture
-def deployed(examples, moto_endpoint):
-    """prod applied to an emptied moto server: each test starts from a platform matching the code."""
+def _deploy(examples, moto_endpoint, name: str):
+    """`name` applied to an emptied moto server: a platform matching the code."""
     import urllib.request
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10).close()
-    env, stacks, _ = examples["prod"]
+    env, stacks, _ = examples[name]
     apply_intent(env, stacks, boto3.Session())
     return env, stacks
+
+
+@pytest.fixture
+def deployed(examples, moto_endpoint):
+    return _deploy(examples, moto_endpoint, "prod")
+
+
+@pytest.fixture
+def deployed_hybrid(examples, moto_endpoint):
+    return _deploy(examples, moto_endpoint, "hybrid")
 
 
 def _run_cli(*argv: str) -> int:
@@ -112,3 +121,34 @@ def test_unknown_region_is_a_usage_error(moto_endpoint):
     with pytest.raises(MlfleetError, match="no region 'eu-west-1'") as raised:
         _run_cli("drift", "--env", "prod", "--region", "eu-west-1")
     assert raised.value.exit_code == 2
+
+
+def test_google_cloud_scopes_are_a_usage_error(examples, moto_endpoint):
+    from mlfleet.stacks.errors import MlfleetError
+
+    env = examples["hybrid"][0]
+    for scope in [r.name for r in env.regions_on("gcp")] + ["gcp-global"]:
+        with pytest.raises(MlfleetError, match="drift reads AWS regions only") as raised:
+            _run_cli("drift", "--env", "hybrid", "--region", scope)
+        assert raised.value.exit_code == 2 and "Google Cloud" in str(raised.value)
+
+
+def test_whole_cross_cloud_environment_reads_aws_and_names_what_it_skipped(deployed_hybrid, capsys):
+    env, stacks = deployed_hybrid
+    gcp = [r.name for r in env.regions_on("gcp")]
+    assert _run_cli("drift", "--env", "hybrid") == 0
+    out = capsys.readouterr().out
+    assert "no drift" in out and all(name in out.splitlines()[-1] for name in gcp)
+    assert f"{env.name}-gcp-global" in out
+    session = boto3.Session()
+    primary = env.primary.name
+    group = next(b for b in stacks[f"{env.name}-{primary}"]["resource"]["aws_eks_node_group"].values()
+                 if b["node_group_name"] == "inference-gpu")
+    session.client("eks", region_name=primary).update_nodegroup_config(
+        clusterName=f"mlfleet-{env.name}-{primary}", nodegroupName="inference-gpu",
+        scalingConfig={"minSize": 0, "maxSize": group["scaling_config"]["max_size"], "desiredSize": 0})
+    drifts = detect_drift(env, stacks, session)
+    assert [(d.region, d.attribute) for d in drifts] == [(primary, "scaling minimum")]
+    assert _run_cli("drift", "--env", "hybrid", "--format", "json") == 1
+    captured = capsys.readouterr()
+    assert [d["region"] for d in json.loads(captured.out)] == [primary] and gcp[0] in captured.err

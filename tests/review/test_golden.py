@@ -1,4 +1,5 @@
-"""Golden reviews of the example environments: the Markdown a reviewer reads and the picture.
+"""Golden reviews of the example environments (AWS, cross-cloud and all Google Cloud): the
+Markdown a reviewer reads and the picture.
 
 Regenerate after an intended change with `MLFLEET_UPDATE_GOLDEN=1 python -m pytest tests/review`
 and read the diff of tests/review/golden/ before committing it."""
@@ -46,9 +47,13 @@ def test_json_review_carries_the_same_facts(examples, name):
     data = json.loads(json.dumps(to_json(review)))
     assert data["environment"] == name
     assert data["cost_estimate"]["estimate"] is True
-    assert data["cost_estimate"]["price_table_date"] == review.cost.table.generated_at
+    assert [(t["cloud"], t["date"]) for t in data["cost_estimate"]["price_tables"]] == [
+        (t.cloud, t.generated_at) for t in review.cost.tables]
+    assert {t["cloud"] for t in data["cost_estimate"]["price_tables"]} == set(env.clouds)
     assert data["blocking"] == len(review.blocking)
     assert {p["region"] for p in data["gpu_capacity"]} == {r.name for r in env.regions}
+    assert {(p["region"], p["cloud"]) for p in data["gpu_capacity"]} == {(r.name, r.cloud) for r in env.regions}
+    assert "?" not in {p["gpu"] for p in data["gpu_capacity"]}
     assert sum(sum(c.values()) for c in data["resources"].values()) == sum(
         len(items) for tf in stacks.values() for items in tf["resource"].values())
 
