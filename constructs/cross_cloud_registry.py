@@ -18,8 +18,11 @@ instance a writable primary. What this needs, and where it comes from:
 
 The source profile names the Aurora cluster endpoint, known once the primary is deployed. The
 destination instance is created and owned by DMS: it takes the region's key, a private IP only
-and Enterprise Plus; Terraform cannot set deletion protection on it (the migration job's
-`deletion_policy = ABANDON` keeps a `terraform destroy` from dropping it).
+and Enterprise Plus. Two things DMS's destination settings cannot say, and a promotion must do
+after it: deletion protection (the migration job's `deletion_policy = ABANDON` keeps a
+`terraform destroy` from dropping it meanwhile) and regional high availability (the instance is
+zonal until then). The region's replica-lag alert watches the instance; if Cloud SQL reports no
+lag for it, the alert treats the silence as a breach and fires, rather than staying quiet.
 """
 from __future__ import annotations
 

@@ -57,7 +57,9 @@ def stack_facts(tf: dict) -> dict:
             + [f"{g.get('global_cluster_identifier')} (global)" for g in resources.get("aws_rds_global_cluster", {}).values()]
             + [f"{i.get('name')} (cloud sql {i.get('database_version', '').lower()}"
                + (f", replica of {i['master_instance_name']})" if i.get("master_instance_name") else ")")
-               for i in resources.get("google_sql_database_instance", {}).values()]),
+               for i in resources.get("google_sql_database_instance", {}).values()]
+            + [f"{j.get('migration_job_id')} (cloud sql kept in step with Aurora by DMS)"
+               for j in resources.get("google_database_migration_service_migration_job", {}).values()]),
         "dns_records": sorted({r.get("name") for r in resources.get("aws_route53_record", {}).values()}),
     }
 

@@ -250,3 +250,17 @@ def test_an_existing_vpc_release_channel_and_control_plane_networks(tmp_path):
     (sql,) = _res(stacks["research-us-central1"], "google_sql_database_instance").values()
     assert _one(_one(sql["settings"])["ip_configuration"])["private_network"] == \
         "projects/mlfleet-research/global/networks/shared-ml"
+
+
+def test_synth_summary_reads_the_google_stacks(synthesized):
+    from mlfleet.stacks.summary import render_summary
+
+    text = render_summary(synthesized)
+    assert "environment hybrid: primary us-east-1 (aws), standby us-central1 (gcp)" in text
+    assert "hybrid-us-central1  (" in text and "state gs://mlfleet-hybrid-prod-tfstate-us-central1/hybrid/us-central1" in text
+    assert re.search(r"gpu pool inference-gpu: g2-standard-8 on_demand, 1 GPU/node, nodes min 2 .* max 12", text)
+    assert "gpu pool batch-gpu: a3-highgpu-8g queued, 8 GPU/node, nodes min 0 desired 0 max 4" in text
+    assert "bucket gs://mlfleet-hybrid-prod-hybrid-models (US us-central1+us-east1, ASYNC_TURBO)" in text
+    assert "database mlfleet-hybrid-registry-us-central1 (cloud sql kept in step with Aurora by DMS)" in text
+    assert ("database mlfleet-research-registry-us-east4 (cloud sql postgres_16, replica of "
+            "mlfleet-research-registry-us-central1)") in text
