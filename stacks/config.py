@@ -31,6 +31,8 @@ AURORA_MIN_GLOBAL_DB_RPO_SECONDS = 20
 # dual-region bucket has the same 15-minute objective as S3 Replication Time Control.
 STORAGE_TRANSFER_RPO_SECONDS = 60 * 60
 GCS_TURBO_RPO_SECONDS = 15 * 60
+# Each GKE control plane takes a private /28 of its own in the VPC.
+GKE_CONTROL_PLANE_BASE = ipaddress.ip_network("172.16.0.0/28")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
@@ -147,10 +149,6 @@ class GcpNetwork(Model):
     @property
     def effective_cidr(self) -> str:
         return self.cidr if self.cidr is not None else self.existing.cidr
-
-    @property
-    def all_cidrs(self) -> list[str]:
-        return [c for c in (self.effective_cidr, self.pods_cidr, self.services_cidr) if c]
 
 
 class GcpRegion(Model):
@@ -447,6 +445,13 @@ class Environment(Model):
     def cross_cloud(self) -> bool:
         return len(self.clouds) > 1
 
+    def gke_control_plane_cidr(self, region: GcpRegion) -> str:
+        """The region's GKE control plane /28: given, or the n-th /28 of 172.16.0.0/24."""
+        if region.network.control_plane_cidr:
+            return region.network.control_plane_cidr
+        index = [r.name for r in self.regions_on("gcp")].index(region.name)
+        return str(ipaddress.ip_network(f"{GKE_CONTROL_PLANE_BASE.network_address + 16 * index}/28"))
+
     @property
     def gcp_network_name(self) -> str | None:
         """The Google Cloud VPC every region's subnet joins."""
@@ -501,7 +506,7 @@ def _check_regions(env: Environment) -> None:
     # Every range of every region (VPCs, GKE subnets and their pod and Service ranges) is
     # distinct, so that regions and clouds can be peered or joined by VPN.
     networks = [(i, field, ipaddress.ip_network(cidr)) for i, r in enumerate(env.regions)
-                for field, cidr in _region_ranges(r)]
+                for field, cidr in _region_ranges(env, r)]
     if env.gcp is not None:
         services = ipaddress.ip_network(env.gcp.private_services_cidr)
         for i, field, net in networks:
@@ -517,12 +522,13 @@ def _check_regions(env: Environment) -> None:
                                   "regional networks must not overlap so they can be peered")
 
 
-def _region_ranges(region) -> list[tuple[str, str]]:
+def _region_ranges(env: Environment, region) -> list[tuple[str, str]]:
     network = region.network
     if region.cloud == "aws":
         return [("cidr", network.effective_cidr)]
     ranges = [("cidr" if network.existing is None else "existing", network.effective_cidr)]
-    return ranges + [(f, getattr(network, f)) for f in ("pods_cidr", "services_cidr") if getattr(network, f)]
+    ranges += [(f, getattr(network, f)) for f in ("pods_cidr", "services_cidr") if getattr(network, f)]
+    return ranges + [("control_plane_cidr", env.gke_control_plane_cidr(region))]
 
 
 def _check_clouds(env: Environment) -> None:

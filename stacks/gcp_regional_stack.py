@@ -4,8 +4,6 @@ the failover health check and alerts. Like the AWS regional stack, it keeps its 
 region and names everything elsewhere (the VPC, the primary instance) by deterministic names."""
 from __future__ import annotations
 
-import ipaddress
-
 from cdktn import TerraformStack
 from constructs import Construct
 
@@ -24,8 +22,6 @@ from mlfleet.stacks.stack_base import configure_backend, google_labels, google_p
 
 REGION_KEY = "mlfleet"
 REGISTRY_DATABASE = "registry"  # the Aurora registry's database (RegistryDatabaseProps.database_name)
-# Each GKE control plane takes a private /28 of its own in the VPC.
-CONTROL_PLANE_BASE = ipaddress.ip_network("172.16.0.0/28")
 
 
 class GcpRegionalStack(TerraformStack):
@@ -57,7 +53,7 @@ class GcpRegionalStack(TerraformStack):
             name=naming.gke_cluster_name(env.name, region.name),
             network=self.network.network_self_link, subnetwork=self.network.subnetwork_self_link,
             pods_range_name=self.network.pods_range_name, services_range_name=self.network.services_range_name,
-            kms_key_id=self.key.key_id, master_ipv4_cidr=control_plane_cidr(env, region),
+            kms_key_id=self.key.key_id, master_ipv4_cidr=env.gke_control_plane_cidr(region),
             release_channel=gcp.release_channel, authorized_networks=dict(gcp.control_plane_networks),
             node_service_account_id=naming.gke_node_service_account(env.name, region.name), labels=labels))
 
@@ -99,13 +95,6 @@ class GcpRegionalStack(TerraformStack):
             if self.registry_replica else (),
             alert_emails=tuple(gcp.alert_emails), notification_channels=tuple(gcp.notification_channels),
             labels=labels))
-
-
-def control_plane_cidr(env: Environment, region: GcpRegion) -> str:
-    if region.network.control_plane_cidr:
-        return region.network.control_plane_cidr
-    index = [r.name for r in env.regions_on("gcp")].index(region.name)
-    return str(ipaddress.ip_network(f"{CONTROL_PLANE_BASE.network_address + 16 * index}/28"))
 
 
 def _multi_region(region: str) -> str:

@@ -132,6 +132,12 @@ HYBRID_INVALID = {
                                    "gcp.registry_source.host: String should match pattern"),
     "control plane open to the internet": (lambda d: d["gcp"].update(control_plane_networks={"anyone": "0.0.0.0/0"}),
                                            "gcp.control_plane_networks.anyone: 0.0.0.0/0 is not a private range"),
+    "control plane inside the nodes' range": (
+        lambda d: d["regions"][1]["network"].update(control_plane_cidr="10.61.0.16/28"),
+        "regions[1].network.control_plane_cidr: 10.61.0.16/28 overlaps 10.61.0.0/20 (cidr) of this region"),
+    "aws vpc over the default control planes": (
+        lambda d: d["regions"][0]["network"].update(cidr="172.16.0.0/16"),
+        "regions[1].network.control_plane_cidr: 172.16.0.0/28 overlaps 172.16.0.0/16 (cidr) of regions.0"),
     "alerts to nobody": (lambda d: d["gcp"].pop("alert_emails"),
                          "gcp: give alert_emails or notification_channels"),
     "name too long for google ids": (lambda d: d.update(name="hybrid-platform-prod"),

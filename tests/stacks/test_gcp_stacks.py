@@ -264,3 +264,10 @@ def test_synth_summary_reads_the_google_stacks(synthesized):
     assert "database mlfleet-hybrid-registry-us-central1 (cloud sql kept in step with Aurora by DMS)" in text
     assert ("database mlfleet-research-registry-us-east4 (cloud sql postgres_16, replica of "
             "mlfleet-research-registry-us-central1)") in text
+
+
+def test_each_gke_control_plane_has_its_own_range_in_the_vpc(synthesized):
+    ranges = {region: _one(_one(list(_res(synthesized.stacks[f"research-{region}"], "google_container_cluster").values()))
+                           ["private_cluster_config"])["master_ipv4_cidr_block"]
+              for region in ("us-central1", "us-east4")}
+    assert ranges == {"us-central1": "172.16.0.0/28", "us-east4": "172.16.0.16/28"}
