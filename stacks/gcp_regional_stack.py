@@ -21,7 +21,6 @@ from mlfleet.stacks.config import Environment, GcpRegion, GpuPool, gke_node_loca
 from mlfleet.stacks.stack_base import configure_backend, google_labels, google_provider
 
 REGION_KEY = "mlfleet"
-REGISTRY_DATABASE = "registry"  # the Aurora registry's database (RegistryDatabaseProps.database_name)
 
 
 class GcpRegionalStack(TerraformStack):
@@ -82,7 +81,7 @@ class GcpRegionalStack(TerraformStack):
                 project_id=project, project_number=number, region=region.name, instance_name=instance,
                 source_host=source.host, source_port=source.port, replication_user=source.replication_user,
                 password_secret=source.password_secret or naming.registry_replication_secret(env.name),
-                source_ca_certificate=source.ca_certificate, source_database=REGISTRY_DATABASE,
+                source_ca_certificate=source.ca_certificate, source_database=naming.registry_database(),
                 private_network=self.network.network_self_link, kms_key_id=self.key.key_id, settings=settings,
                 labels=labels))
         # Otherwise a standby of an AWS primary has no registry replica yet (the review reports it).
@@ -98,8 +97,9 @@ class GcpRegionalStack(TerraformStack):
 
 
 def _multi_region(region: str) -> str:
-    """Backups go to the multi-region around the instance, so they outlive its region."""
-    return {"us": "us", "northamerica": "us", "europe": "eu", "asia": "asia"}.get(region.split("-")[0], region)
+    """Backups go to the multi-region around the instance, so they outlive its region; a region
+    outside the three multi-regions keeps them in itself rather than move data across a border."""
+    return {"us": "us", "europe": "eu", "asia": "asia"}.get(region.split("-")[0], region)
 
 
 def _pool_props(env: Environment, region: GcpRegion, pool: GpuPool, cluster: GkeCluster) -> GkeGpuNodePoolProps:

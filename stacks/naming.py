@@ -40,6 +40,11 @@ def node_group_name(pool: str) -> str:
     return f"{pool}-gpu"
 
 
+def registry_database() -> str:
+    """The registry's database in Aurora, which a Cloud SQL replica in Google Cloud follows."""
+    return "registry"
+
+
 def global_cluster_id(env: str) -> str:
     return f"mlfleet-{env}-registry"
 

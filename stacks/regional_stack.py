@@ -92,6 +92,7 @@ class RegionalStack(TerraformStack):
             allowed_cidrs=(region.network.effective_cidr,)
             + ((env.gcp.private_services_cidr,) if replicates_to_gcp else ()),
             logical_replication=replicates_to_gcp, rpo_seconds=env.targets.rpo,
+            database_name=naming.registry_database(),
             engine_version=db.engine_version, instance_class=db.instance_class,
             instance_count=db.instances_primary if primary else db.instances_standby,
             backup_retention_days=db.backup_retention_days))
