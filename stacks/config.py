@@ -572,7 +572,7 @@ def _check_clouds(env: Environment) -> None:
         raise _FieldError(("gcp", "artifact_regions"),
                           f"{pair[0]} and {pair[1]} are not a dual-region: two different regions of one "
                           "multi-region (us, europe, asia)")
-    if pair[0].split("-")[0] not in _GCS_MULTI_REGIONS:
+    if pair[0].split("-")[0] not in GCS_MULTI_REGIONS:
         raise _FieldError(("gcp", "artifact_regions"),
                           f"{pair[0]} is not in a multi-region that holds configurable dual-regions (us, europe, asia)")
     if env.gcp.artifact_regions is not None:
@@ -582,7 +582,7 @@ def _check_clouds(env: Environment) -> None:
                                   f"the primary {region.name} writes the artifacts: it must be one of the pair")
 
 
-_GCS_MULTI_REGIONS = {"us": "US", "europe": "EU", "asia": "ASIA"}
+GCS_MULTI_REGIONS = {"us": "US", "europe": "EU", "asia": "ASIA"}
 # Google Cloud's shortest id limits among the names mlfleet derives (stacks/naming.py).
 _GKE_CLUSTER_NAME_MAX, _SERVICE_ACCOUNT_ID_MAX = 40, 30
 

@@ -18,11 +18,10 @@ from mlfleet.constructs.gcp_network import GcpVpc, GcpVpcProps
 from mlfleet.constructs.gcp_serving_identity import GcpServingIdentity, GcpServingIdentityProps
 from mlfleet.constructs.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
 from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.stacks.config import GCS_MULTI_REGIONS, Environment
 from mlfleet.stacks.stack_base import configure_backend, google_labels, google_provider
 
 ARTIFACT_KEY = "artifacts"
-MULTI_REGIONS = {"us": "US", "europe": "EU", "asia": "ASIA"}
 
 
 def gcp_state_region(env: Environment) -> str:
@@ -46,7 +45,7 @@ class GcpGlobalStack(TerraformStack):
             if gcp.existing_vpc is None else None
 
         pair = env.gcp_artifact_regions
-        multi_region = MULTI_REGIONS[pair[0].split("-")[0]]
+        multi_region = GCS_MULTI_REGIONS[pair[0].split("-")[0]]
         # A configurable dual-region's key lives in its multi-region.
         self.artifact_key = GcpKmsKey(self, "artifact-key", GcpKmsKeyProps(
             project_id=project, location=multi_region.lower(),
