@@ -1,4 +1,4 @@
-"""GCP actions for a region on Google Cloud: resize the standby GKE node pool, set a regional
+"""GCP actions for a region on Google Cloud: scale the standby GKE node pool, set a regional
 backend service's capacity, promote the Cloud SQL replica.
 
 GKE and Compute go through their client libraries (google-cloud-container,
@@ -66,19 +66,34 @@ def node_pool_path(project: str, location: str, cluster: str, pool: str) -> str:
     return f"projects/{project}/locations/{location}/clusters/{cluster}/nodePools/{pool}"
 
 
-def node_pool_size(clients: GcpClients, ctx: RunContext, path: str) -> int:
+def node_pool_autoscaling(clients: GcpClients, ctx: RunContext, path: str):
+    """The pool's autoscaling limits (totals across its zones, as `GkeGpuNodePool` sets them)."""
     pool = ctx.call(f"get node pool {path}", clients.container().get_node_pool, name=path, **NO_LIBRARY_RETRY)
-    return pool.initial_node_count
+    return pool.autoscaling
 
 
-def resize_node_pool(clients: GcpClients, ctx: RunContext, path: str, size: int) -> str:
-    if node_pool_size(clients, ctx, path) == size:
-        return f"{path} already at {size}"
+def raise_pool_minimum(clients: GcpClients, ctx: RunContext, path: str, minimum: int) -> str:
+    """Scale a standby pool for a failover by raising its autoscaler's total minimum.
+
+    A GKE pool under the autoscaler keeps what its limits say: a node count set directly
+    (setSize) is removed again once idle, so a failover raises the floor instead, and the
+    autoscaler brings up and keeps the nodes in whichever zones have the capacity."""
+    current = node_pool_autoscaling(clients, ctx, path)
+    if not current.enabled:
+        raise StepFailed(f"{path} has no autoscaler: mlfleet's GKE pools scale through their total minimum")
+    if current.total_min_node_count >= minimum:
+        return f"{path} already holds at least {current.total_min_node_count} nodes"
+    if minimum > current.total_max_node_count:
+        raise StepFailed(f"{path} may hold at most {current.total_max_node_count} nodes, not {minimum}")
     from google.cloud import container_v1
 
-    operation = ctx.call(f"resize {path}", clients.container().set_node_pool_size,
-                         request=container_v1.SetNodePoolSizeRequest(name=path, node_count=size), **NO_LIBRARY_RETRY)
-    return f"{path} -> {size} ({operation.name})"
+    autoscaling = container_v1.NodePoolAutoscaling(
+        enabled=True, total_min_node_count=minimum, total_max_node_count=current.total_max_node_count,
+        location_policy=current.location_policy)
+    operation = ctx.call(f"raise the minimum of {path}", clients.container().set_node_pool_autoscaling,
+                         request=container_v1.SetNodePoolAutoscalingRequest(name=path, autoscaling=autoscaling),
+                         **NO_LIBRARY_RETRY)
+    return f"{path} minimum {current.total_min_node_count} -> {minimum} ({operation.name})"
 
 
 def set_backend_capacity(clients: GcpClients, ctx: RunContext, project: str, region: str, service: str,

@@ -9,7 +9,7 @@ types, and is named in `unreachables`. `accelerator_page_size` makes the fake pa
 (zones per page) even when the client sends no `maxResults`.
 
     GKE      GET  /v1/projects/P/locations/L/clusters/C/nodePools/N
-             POST /v1/projects/P/locations/L/clusters/C/nodePools/N:setSize   {"nodeCount"}
+             POST /v1/projects/P/locations/L/clusters/C/nodePools/N:setAutoscaling   {"autoscaling"}
              GET  /v1/projects/P/locations/L/operations/O
     Compute  GET|PATCH /compute/v1/projects/P/regions/R/backendServices/B
              GET  /compute/v1/projects/P/regions/R/operations/O
@@ -30,7 +30,7 @@ from mlfleet.dr.sandbox.faults import FaultBook, Ledger
 
 _ROUTES = [
     ("gke", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+)$")),
-    ("gke", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+):setSize$")),
+    ("gke", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+):setAutoscaling$")),
     ("gke", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/operations/(?P<o>[^/]+)$")),
     ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
     ("compute", "PATCH", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
@@ -86,9 +86,13 @@ class FakeGcp:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-gcp", daemon=True)
 
     # -- seeding (what a deployment would have created) -----------------------------------
-    def add_node_pool(self, project: str, location: str, cluster: str, pool: str, node_count: int) -> None:
+    def add_node_pool(self, project: str, location: str, cluster: str, pool: str, total_min: int,
+                      total_max: int, location_policy: str = "BALANCED") -> None:
+        """A pool under the autoscaler, with total limits across its zones (as mlfleet makes them)."""
         self.node_pools[(project, location, cluster, pool)] = {
-            "name": pool, "initialNodeCount": node_count, "status": "RUNNING"}
+            "name": pool, "status": "RUNNING", "autoscaling": {
+                "enabled": True, "totalMinNodeCount": total_min, "totalMaxNodeCount": total_max,
+                "locationPolicy": location_policy}}
 
     def add_backend_service(self, project: str, region: str, name: str, groups: list[str]) -> None:
         self.backend_services[(project, region, name)] = {
@@ -149,11 +153,18 @@ class FakeGcp:
             return 404, {"error": {"code": 404, "message": f"node pool {p['n']} not found", "status": "NOT_FOUND"}}
         if method == "GET":
             return 200, pool
-        count = int(body.get("nodeCount", -1))
-        if count < 0:
-            return 400, {"error": {"code": 400, "message": "nodeCount must be >= 0", "status": "INVALID_ARGUMENT"}}
-        pool["initialNodeCount"] = count
-        return 200, {"name": f"operation-{next(self._ids)}", "operationType": 15, "status": 3, "targetLink": path}
+        limits = body.get("autoscaling") or {}
+        low, high = int(limits.get("totalMinNodeCount", -1)), int(limits.get("totalMaxNodeCount", -1))
+        if not limits.get("enabled") or not 0 <= low <= high:
+            return 400, {"error": {"code": 400, "message": "autoscaling needs enabled and 0 <= totalMin <= totalMax",
+                                   "status": "INVALID_ARGUMENT"}}
+        # The client sends enums as numbers (enum-encoding=int): keep the pool's policy by name.
+        policy = limits.get("locationPolicy", pool["autoscaling"]["locationPolicy"])
+        policy = {1: "BALANCED", 2: "ANY"}.get(policy, policy)
+        pool["autoscaling"] = {"enabled": True, "totalMinNodeCount": low, "totalMaxNodeCount": high,
+                               "locationPolicy": policy}
+        # A container.v1 Operation, DONE (3) at once.
+        return 200, {"name": f"operation-{next(self._ids)}", "status": 3, "targetLink": path}
 
     def _compute(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
         if "o" in p:

@@ -9,7 +9,7 @@ import pytest
 
 from mlfleet.dr.audit import AuditLog
 from mlfleet.dr.cli import register
-from mlfleet.dr.engine import RunContext
+from mlfleet.dr.engine import RunContext, StepFailed
 from mlfleet.dr.retry import RetryPolicy
 from mlfleet.stacks.errors import MlfleetError
 
@@ -64,7 +64,7 @@ def fake_gcp():
 
     faults = FaultBook()
     fake = FakeGcp(faults, Ledger()).start()
-    fake.add_node_pool("ml", "us-central1", "serving", "gpu", 1)
+    fake.add_node_pool("ml", "us-central1", "serving", "gpu", total_min=1, total_max=6, location_policy="ANY")
     fake.add_backend_service("ml", "us-central1", "models", ["ig-a", "ig-b"])
     fake.add_sql_instance("ml", "registry-replica", replica_of="registry", region="us-central1")
     yield fake, faults
@@ -79,9 +79,13 @@ def test_gcp_actions_through_the_real_clients(fake_gcp):
     ctx = RunContext(retry=RetryPolicy(attempts=2, base_s=0.01))
     path = gcp.node_pool_path("ml", "us-central1", "serving", "gpu")
 
-    assert "-> 4" in gcp.resize_node_pool(clients, ctx, path, 4)
-    assert gcp.node_pool_size(clients, ctx, path) == 4
-    assert "already" in gcp.resize_node_pool(clients, ctx, path, 4)
+    assert "minimum 1 -> 4" in gcp.raise_pool_minimum(clients, ctx, path, 4)
+    assert fake.node_pools[("ml", "us-central1", "serving", "gpu")]["autoscaling"] == {
+        "enabled": True, "totalMinNodeCount": 4, "totalMaxNodeCount": 6, "locationPolicy": "ANY"}
+    assert gcp.node_pool_autoscaling(clients, ctx, path).total_min_node_count == 4
+    assert "already holds at least 4" in gcp.raise_pool_minimum(clients, ctx, path, 3)
+    with pytest.raises(StepFailed, match="at most 6 nodes"):
+        gcp.raise_pool_minimum(clients, ctx, path, 7)
 
     assert "capacity 1.0" in gcp.set_backend_capacity(clients, ctx, "ml", "us-central1", "models", 1.0)
     assert [b["capacityScaler"] for b in fake.backend_services[("ml", "us-central1", "models")]["backends"]] == [1.0, 1.0]
@@ -100,7 +104,7 @@ def test_gcp_region_fault_is_retried_then_reported(fake_gcp):
     faults.add(Fault(region="us-central1", service="gke"))
     ctx = RunContext(retry=RetryPolicy(attempts=3, base_s=0.01))
     with pytest.raises(GaveUp) as caught:
-        gcp.resize_node_pool(gcp.GcpClients(endpoint=fake.url), ctx,
-                             gcp.node_pool_path("ml", "us-central1", "serving", "gpu"), 2)
+        gcp.raise_pool_minimum(gcp.GcpClients(endpoint=fake.url), ctx,
+                               gcp.node_pool_path("ml", "us-central1", "serving", "gpu"), 2)
     assert caught.value.kind == TRANSIENT
     assert fake.ledger.count(service="gke", method="GET") == 3
