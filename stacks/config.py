@@ -100,8 +100,27 @@ class Network(Model):
         return self.cidr if self.cidr is not None else self.existing.cidr
 
 
+_AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+
+
+def _aws_region_name(name: str) -> str:
+    if not _AWS_REGION.match(name):
+        hint = "; a Google Cloud region needs cloud: gcp" if _GCP_REGION.match(name) else ""
+        raise ValueError(f"{name!r} is not an AWS region name (like us-east-1){hint}")
+    return name
+
+
+def _gcp_region_name(name: str) -> str:
+    if not _GCP_REGION.match(name):
+        hint = "; an AWS region needs no cloud key (or cloud: aws)" if _AWS_REGION.match(name) else ""
+        raise ValueError(f"{name!r} is not a Google Cloud region name (like us-central1){hint}")
+    return name
+
+
 class AwsRegion(Model):
-    name: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$", description="AWS region, e.g. us-east-1")
+    name: Annotated[str, AfterValidator(_aws_region_name)] = Field(
+        description="AWS region, e.g. us-east-1", json_schema_extra={"pattern": _AWS_REGION.pattern})
     cloud: Literal["aws"] = "aws"
     role: Literal["primary", "standby"]
     network: Network
@@ -152,7 +171,8 @@ class GcpNetwork(Model):
 
 
 class GcpRegion(Model):
-    name: str = Field(pattern=r"^[a-z]+-[a-z]+\d+$", description="Google Cloud region, e.g. us-central1")
+    name: Annotated[str, AfterValidator(_gcp_region_name)] = Field(
+        description="Google Cloud region, e.g. us-central1", json_schema_extra={"pattern": _GCP_REGION.pattern})
     cloud: Literal["gcp"]
     role: Literal["primary", "standby"]
     network: GcpNetwork

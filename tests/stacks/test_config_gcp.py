@@ -63,6 +63,11 @@ def _unoffered_accelerator(region: str) -> str:
 HYBRID_INVALID = {
     "gcp region without a project": (lambda d: d.pop("gcp"),
                                      "gcp: us-central1 on Google Cloud: give gcp.project_id"),
+    "google region without its cloud": (lambda d: d["regions"][1].pop("cloud"),
+                                        "regions[1].name: 'us-central1' is not an AWS region name (like us-east-1); "
+                                        "a Google Cloud region needs cloud: gcp"),
+    "aws region name on google cloud": (lambda d: d["regions"][1].update(name="us-west-2"),
+                                        "regions[1].name: 'us-west-2' is not a Google Cloud region name"),
     "unknown cloud": (lambda d: d["regions"][1].update(cloud="azure"),
                       "regions[1]: cloud must be aws (the default) or gcp"),
     "typo in a gcp network": (lambda d: d["regions"][1]["network"].update(pods_cdir="10.100.0.0/14"),
