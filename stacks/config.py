@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
-                      ValidationError, field_validator, model_validator)
+                      ValidationError, WithJsonSchema, field_validator, model_validator)
 
 from mlfleet.stacks import naming
 from mlfleet.stacks.errors import ConfigError, MlfleetError
@@ -49,7 +49,10 @@ def _seconds(value: object) -> object:
     return value
 
 
-Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+# Editors see what the files say: a number of seconds, or a string with a unit.
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0), WithJsonSchema({"anyOf": [
+    {"type": "integer", "exclusiveMinimum": 0},
+    {"type": "string", "pattern": _DURATION.pattern}]})]
 
 
 def _private_cidr(value: str, smallest: int, purpose: str, largest: int = 8) -> str:

@@ -3,6 +3,7 @@ exit code 2, the field's path and the reason, before anything is written."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -132,17 +133,29 @@ def test_missing_file_is_a_clear_error(tmp_path, capsys):
 
 def test_schema_matches_the_model_and_documents_fields(capsys):
     assert main(["schema"]) == 0
-    import json
     printed = json.loads(capsys.readouterr().out)
     assert printed == json_schema()
     assert set(printed["required"]) >= {"name", "aws", "regions", "gpu_pools", "serving", "targets"}
     assert printed["$defs"]["GpuPool"]["additionalProperties"] is False
 
 
+@pytest.mark.parametrize("name", environment_names())
+def test_every_example_passes_the_shipped_schema(name):
+    """What an editor checks the files with agrees with the model: durations like '15m' included."""
+    import jsonschema
+
+    schema = json.loads((ENVIRONMENTS_DIR.parent / "environment.schema.json").read_text())
+    data = yaml.safe_load((ENVIRONMENTS_DIR / f"{name}.yaml").read_text())
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+    assert errors == []
+    bad = copy.deepcopy(data)
+    bad["targets"]["rto"] = "soon"
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
+
+
 def test_shipped_schema_file_is_current():
     """Editors validate environment files against stacks/environment.schema.json; regenerate
     it with `mlfleet schema > stacks/environment.schema.json` when the model changes."""
-    import json
-
     shipped = json.loads((ENVIRONMENTS_DIR.parent / "environment.schema.json").read_text())
     assert shipped == json_schema()
