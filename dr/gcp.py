@@ -1,18 +1,21 @@
 """GCP actions for a region on Google Cloud: scale the standby GKE node pool, set a regional
-backend service's capacity, promote the Cloud SQL replica.
+backend service's capacity, promote the registry (a Cloud SQL replica, or the DMS job that
+keeps a Cloud SQL instance in step with Aurora) and give the new primary regional HA and
+deletion protection.
 
 GKE and Compute go through their client libraries (google-cloud-container,
 google-cloud-compute) over REST. Cloud SQL has no maintained Python admin client library, so
-replica promotion is authenticated REST (`POST .../instances/I/promoteReplica` on the SQL
-Admin API v1) through google-auth's AuthorizedSession. Compute calls use the `*_unary`
+its calls (and the two Database Migration calls) are authenticated REST (SQL Admin API v1,
+Database Migration API v1) through google-auth's AuthorizedSession. Compute calls use the `*_unary`
 variants: the extended-operation helpers poll a client built without our endpoint."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlfleet.dr.engine import RunContext, StepFailed
 
 SQL_ADMIN = "https://sqladmin.googleapis.com"
+DATABASE_MIGRATION = "https://datamigration.googleapis.com"
 # The engine retries (and knows what not to retry); the libraries' own retries would hide a
 # region's 503s for their whole default deadline.
 NO_LIBRARY_RETRY = {"retry": None, "timeout": 30.0}
@@ -23,6 +26,7 @@ class GcpClients:
     endpoint: str | None = None
     """None for Google's endpoints; the fake's URL in the sandbox."""
     credentials: object | None = None
+    _session: object | None = field(default=None, repr=False)
 
     def _options(self):
         from google.api_core.client_options import ClientOptions
@@ -53,13 +57,20 @@ class GcpClients:
                                                       client_options=self._options())
 
     def sql_session(self):
-        from google.auth.transport.requests import AuthorizedSession
+        """One session for the REST calls, so credentials are fetched once."""
+        if self._session is None:
+            from google.auth.transport.requests import AuthorizedSession
 
-        return AuthorizedSession(self._credentials())
+            self._session = AuthorizedSession(self._credentials())
+        return self._session
 
     @property
     def sql_base(self) -> str:
         return self.endpoint or SQL_ADMIN
+
+    @property
+    def dms_base(self) -> str:
+        return self.endpoint or DATABASE_MIGRATION
 
 
 def node_pool_path(project: str, location: str, cluster: str, pool: str) -> str:
@@ -114,29 +125,53 @@ def set_backend_capacity(clients: GcpClients, ctx: RunContext, project: str, reg
     return f"{service} capacity {capacity} ({operation.name})"
 
 
+def _rest(clients: GcpClients, method: str, url: str, body: dict | None = None) -> dict:
+    """One authenticated REST call (Cloud SQL Admin, Database Migration): a 4xx or 5xx raises."""
+    response = clients.sql_session().request(method, url, json=body, timeout=30)
+    if response.status_code >= 400:
+        raise _HttpError(response.status_code, response.text)
+    return response.json()
+
+
+def _operation_started(operation: dict, what: str) -> str:
+    if operation.get("status", "RUNNING") not in ("DONE", "RUNNING", "PENDING") or operation.get("error"):
+        raise StepFailed(f"{what}: {operation}")
+    return operation.get("name", "?")
+
+
 def promote_sql_replica(clients: GcpClients, ctx: RunContext, project: str, instance: str) -> str:
-    session = clients.sql_session()
     url = f"{clients.sql_base}/v1/projects/{project}/instances/{instance}"
-
-    def get() -> dict:
-        response = session.get(url, timeout=10)
-        if response.status_code >= 400:
-            raise _HttpError(response.status_code, response.text)
-        return response.json()
-
-    if ctx.call(f"get Cloud SQL instance {instance}", get).get("instanceType") != "READ_REPLICA_INSTANCE":
+    if ctx.call(f"get Cloud SQL instance {instance}", _rest, clients, "GET", url).get("instanceType") \
+            != "READ_REPLICA_INSTANCE":
         return f"{instance} is already a primary"
+    operation = ctx.call(f"promote Cloud SQL replica {instance}", _rest, clients, "POST", f"{url}/promoteReplica")
+    return f"{instance} promoted ({_operation_started(operation, f'promoteReplica of {instance}')})"
 
-    def promote() -> dict:
-        response = session.post(f"{url}/promoteReplica", timeout=30)
-        if response.status_code >= 400:
-            raise _HttpError(response.status_code, response.text)
-        return response.json()
 
-    operation = ctx.call(f"promote Cloud SQL replica {instance}", promote)
-    if operation.get("status") not in ("DONE", "RUNNING", "PENDING"):
-        raise StepFailed(f"promoteReplica of {instance}: {operation}")
-    return f"{instance} promoted ({operation.get('name')})"
+def promote_migration_job(clients: GcpClients, ctx: RunContext, project: str, region: str, job: str) -> str:
+    """End a DMS continuous job: its Cloud SQL destination stops following Aurora and becomes a
+    primary (`cross_cloud_registry.AuroraToCloudSqlReplica`)."""
+    url = f"{clients.dms_base}/v1/projects/{project}/locations/{region}/migrationJobs/{job}"
+    current = ctx.call(f"get migration job {job}", _rest, clients, "GET", url)
+    if current.get("state") == "COMPLETED" or current.get("phase") == "PROMOTE_IN_PROGRESS":
+        return f"{job} is already promoted ({current.get('state')}, {current.get('phase')})"
+    if current.get("state") != "RUNNING":
+        raise StepFailed(f"migration job {job} is {current.get('state')}, not RUNNING: nothing to promote")
+    operation = ctx.call(f"promote migration job {job}", _rest, clients, "POST", f"{url}:promote", {})
+    return f"{job} promoted ({_operation_started(operation, f'promote of {job}')})"
+
+
+def harden_promoted_instance(clients: GcpClients, ctx: RunContext, project: str, instance: str) -> str:
+    """What a new registry primary needs that its replica life did not: regional high
+    availability and deletion protection (a DMS destination is created without either)."""
+    url = f"{clients.sql_base}/v1/projects/{project}/instances/{instance}"
+    settings = ctx.call(f"get Cloud SQL instance {instance}", _rest, clients, "GET", url).get("settings", {})
+    wanted = {"availabilityType": "REGIONAL", "deletionProtectionEnabled": True}
+    missing = {k: v for k, v in wanted.items() if settings.get(k) != v}
+    if not missing:
+        return f"{instance} already regional and protected"
+    operation = ctx.call(f"patch Cloud SQL instance {instance}", _rest, clients, "PATCH", url, {"settings": missing})
+    return f"{instance} {', '.join(sorted(missing))} set ({_operation_started(operation, f'patch of {instance}')})"
 
 
 class _HttpError(Exception):

@@ -14,8 +14,10 @@ types, and is named in `unreachables`. `accelerator_page_size` makes the fake pa
     Compute  GET|PATCH /compute/v1/projects/P/regions/R/backendServices/B
              GET  /compute/v1/projects/P/regions/R/operations/O
              GET  /compute/v1/projects/P/aggregated/acceleratorTypes   ?maxResults&pageToken
-    SQL      GET  /v1/projects/P/instances/I
+    SQL      GET|PATCH /v1/projects/P/instances/I                  {"settings"}
              POST /v1/projects/P/instances/I/promoteReplica
+    DMS      GET  /v1/projects/P/locations/L/migrationJobs/J
+             POST /v1/projects/P/locations/L/migrationJobs/J:promote
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ _ROUTES = [
     ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/aggregated/(?P<agg>acceleratorTypes)$")),
     ("sqladmin", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
     ("sqladmin", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/promoteReplica$")),
+    ("sqladmin", "PATCH", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
+    ("datamigration", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+)$")),
+    ("datamigration", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+):promote$")),
 ]
 
 
@@ -52,6 +57,7 @@ class FakeGcp:
         self.node_pools: dict[tuple, dict] = {}
         self.backend_services: dict[tuple, dict] = {}
         self.sql_instances: dict[tuple, dict] = {}
+        self.migration_jobs: dict[tuple, dict] = {}
         self.accelerator_types: dict[str, dict[str, list[dict]]] = {}
         """project -> zone -> AcceleratorType documents; a zone with none is listed empty."""
         self.accelerator_page_size: int | None = None
@@ -98,11 +104,22 @@ class FakeGcp:
         self.backend_services[(project, region, name)] = {
             "name": name, "fingerprint": "f0", "backends": [{"group": g, "capacityScaler": 0.0} for g in groups]}
 
-    def add_sql_instance(self, project: str, name: str, *, replica_of: str | None, region: str) -> None:
+    def add_sql_instance(self, project: str, name: str, *, replica_of: str | None, region: str,
+                         availability: str = "REGIONAL", deletion_protection: bool = True) -> None:
         self.sql_instances[(project, name)] = {
             "name": name, "region": region, "state": "RUNNABLE",
             "instanceType": "READ_REPLICA_INSTANCE" if replica_of else "CLOUD_SQL_INSTANCE",
+            "settings": {"availabilityType": availability, "deletionProtectionEnabled": deletion_protection},
             **({"masterInstanceName": replica_of} if replica_of else {})}
+
+    def add_migration_job(self, project: str, region: str, job: str, destination: str) -> None:
+        """A DMS continuous job replicating into `destination`, a zonal, unprotected replica
+        (what DMS creates) of an external primary."""
+        self.add_sql_instance(project, destination, replica_of=f"{destination}-source", region=region,
+                              availability="ZONAL", deletion_protection=False)
+        self.migration_jobs[(project, region, job)] = {
+            "name": f"projects/{project}/locations/{region}/migrationJobs/{job}", "state": "RUNNING",
+            "phase": "CDC", "type": "CONTINUOUS", "destinationInstance": destination}
 
     def add_accelerator_type(self, project: str, zone: str, name: str, description: str,
                              max_cards: int) -> None:
@@ -220,12 +237,32 @@ class FakeGcp:
             return 404, {"error": {"code": 404, "message": f"instance {p['i']} not found", "status": "NOT_FOUND"}}
         if method == "GET":
             return 200, instance
+        if method == "PATCH":
+            instance["settings"].update(body.get("settings", {}))
+            return 200, {"kind": "sql#operation", "name": f"operation-{next(self._ids)}", "status": "DONE",
+                         "operationType": "UPDATE"}
         if instance["instanceType"] != "READ_REPLICA_INSTANCE":
             return 400, {"error": {"code": 400, "message": f"{p['i']} is not a read replica", "status": "FAILED_PRECONDITION"}}
         instance["instanceType"] = "CLOUD_SQL_INSTANCE"
         instance.pop("masterInstanceName", None)
         return 200, {"kind": "sql#operation", "name": f"operation-{next(self._ids)}", "status": "DONE",
                      "operationType": "PROMOTE_REPLICA"}
+
+    def _datamigration(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
+        job = self.migration_jobs.get((p["p"], p["l"], p["j"]))
+        if job is None:
+            return 404, {"error": {"code": 404, "message": f"migration job {p['j']} not found", "status": "NOT_FOUND"}}
+        if method == "GET":
+            return 200, job
+        if job["state"] != "RUNNING":
+            return 400, {"error": {"code": 400, "message": f"{p['j']} is {job['state']}", "status": "FAILED_PRECONDITION"}}
+        # Promotion completes at once here: the destination stops replicating and takes writes.
+        job["state"] = "COMPLETED"
+        instance = self.sql_instances[(p["p"], job["destinationInstance"])]
+        instance["instanceType"] = "CLOUD_SQL_INSTANCE"
+        instance.pop("masterInstanceName", None)
+        return 200, {"name": f"projects/{p['p']}/locations/{p['l']}/operations/operation-{next(self._ids)}",
+                     "done": True}
 
     def start(self) -> "FakeGcp":
         self._thread.start()

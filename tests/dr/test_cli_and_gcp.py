@@ -95,6 +95,39 @@ def test_gcp_actions_through_the_real_clients(fake_gcp):
     assert "already a primary" in gcp.promote_sql_replica(clients, ctx, "ml", "registry-replica")
 
 
+def test_a_dms_replica_is_promoted_then_made_regional_and_protected(fake_gcp):
+    from mlfleet.dr import gcp
+
+    fake, _ = fake_gcp
+    fake.add_migration_job("ml", "us-central1", "registry-usc1", "registry-usc1")
+    clients = gcp.GcpClients(endpoint=fake.url)
+    ctx = RunContext(retry=RetryPolicy(attempts=2, base_s=0.01))
+
+    assert "promoted" in gcp.promote_migration_job(clients, ctx, "ml", "us-central1", "registry-usc1")
+    instance = fake.sql_instances[("ml", "registry-usc1")]
+    assert instance["instanceType"] == "CLOUD_SQL_INSTANCE" and "masterInstanceName" not in instance
+    assert "already promoted" in gcp.promote_migration_job(clients, ctx, "ml", "us-central1", "registry-usc1")
+
+    assert instance["settings"] == {"availabilityType": "ZONAL", "deletionProtectionEnabled": False}
+    assert "availabilityType, deletionProtectionEnabled set" in gcp.harden_promoted_instance(
+        clients, ctx, "ml", "registry-usc1")
+    assert instance["settings"] == {"availabilityType": "REGIONAL", "deletionProtectionEnabled": True}
+    assert "already regional and protected" in gcp.harden_promoted_instance(clients, ctx, "ml", "registry-usc1")
+    assert fake.ledger.count(service="datamigration", method="POST") == 1
+    assert fake.ledger.count(service="sqladmin", method="PATCH") == 1
+
+
+def test_a_missing_migration_job_is_not_retried(fake_gcp):
+    from mlfleet.dr import gcp
+    from mlfleet.dr.retry import GaveUp
+
+    fake, _ = fake_gcp
+    ctx = RunContext(retry=RetryPolicy(attempts=3, base_s=0.01))
+    with pytest.raises((GaveUp, StepFailed)):
+        gcp.promote_migration_job(gcp.GcpClients(endpoint=fake.url), ctx, "ml", "us-central1", "nope")
+    assert fake.ledger.count(service="datamigration", method="GET") == 1  # a 404 is no transient fault
+
+
 def test_gcp_region_fault_is_retried_then_reported(fake_gcp):
     from mlfleet.dr import gcp
     from mlfleet.dr.retry import TRANSIENT, GaveUp
