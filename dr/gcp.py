@@ -125,11 +125,11 @@ def set_backend_capacity(clients: GcpClients, ctx: RunContext, project: str, reg
     return f"{service} capacity {capacity} ({operation.name})"
 
 
-def _rest(clients: GcpClients, method: str, url: str, body: dict | None = None) -> dict:
+def rest(clients: GcpClients, method: str, url: str, body: dict | None = None) -> dict:
     """One authenticated REST call (Cloud SQL Admin, Database Migration): a 4xx or 5xx raises."""
     response = clients.sql_session().request(method, url, json=body, timeout=30)
     if response.status_code >= 400:
-        raise _HttpError(response.status_code, response.text)
+        raise HttpError(response.status_code, response.text)
     return response.json()
 
 
@@ -141,10 +141,10 @@ def _operation_started(operation: dict, what: str) -> str:
 
 def promote_sql_replica(clients: GcpClients, ctx: RunContext, project: str, instance: str) -> str:
     url = f"{clients.sql_base}/v1/projects/{project}/instances/{instance}"
-    if ctx.call(f"get Cloud SQL instance {instance}", _rest, clients, "GET", url).get("instanceType") \
+    if ctx.call(f"get Cloud SQL instance {instance}", rest, clients, "GET", url).get("instanceType") \
             != "READ_REPLICA_INSTANCE":
         return f"{instance} is already a primary"
-    operation = ctx.call(f"promote Cloud SQL replica {instance}", _rest, clients, "POST", f"{url}/promoteReplica")
+    operation = ctx.call(f"promote Cloud SQL replica {instance}", rest, clients, "POST", f"{url}/promoteReplica")
     return f"{instance} promoted ({_operation_started(operation, f'promoteReplica of {instance}')})"
 
 
@@ -152,12 +152,12 @@ def promote_migration_job(clients: GcpClients, ctx: RunContext, project: str, re
     """End a DMS continuous job: its Cloud SQL destination stops following Aurora and becomes a
     primary (`cross_cloud_registry.AuroraToCloudSqlReplica`)."""
     url = f"{clients.dms_base}/v1/projects/{project}/locations/{region}/migrationJobs/{job}"
-    current = ctx.call(f"get migration job {job}", _rest, clients, "GET", url)
+    current = ctx.call(f"get migration job {job}", rest, clients, "GET", url)
     if current.get("state") == "COMPLETED" or current.get("phase") == "PROMOTE_IN_PROGRESS":
         return f"{job} is already promoted ({current.get('state')}, {current.get('phase')})"
     if current.get("state") != "RUNNING":
         raise StepFailed(f"migration job {job} is {current.get('state')}, not RUNNING: nothing to promote")
-    operation = ctx.call(f"promote migration job {job}", _rest, clients, "POST", f"{url}:promote", {})
+    operation = ctx.call(f"promote migration job {job}", rest, clients, "POST", f"{url}:promote", {})
     return f"{job} promoted ({_operation_started(operation, f'promote of {job}')})"
 
 
@@ -165,16 +165,16 @@ def harden_promoted_instance(clients: GcpClients, ctx: RunContext, project: str,
     """What a new registry primary needs that its replica life did not: regional high
     availability and deletion protection (a DMS destination is created without either)."""
     url = f"{clients.sql_base}/v1/projects/{project}/instances/{instance}"
-    settings = ctx.call(f"get Cloud SQL instance {instance}", _rest, clients, "GET", url).get("settings", {})
+    settings = ctx.call(f"get Cloud SQL instance {instance}", rest, clients, "GET", url).get("settings", {})
     wanted = {"availabilityType": "REGIONAL", "deletionProtectionEnabled": True}
     missing = {k: v for k, v in wanted.items() if settings.get(k) != v}
     if not missing:
         return f"{instance} already regional and protected"
-    operation = ctx.call(f"patch Cloud SQL instance {instance}", _rest, clients, "PATCH", url, {"settings": missing})
+    operation = ctx.call(f"patch Cloud SQL instance {instance}", rest, clients, "PATCH", url, {"settings": missing})
     return f"{instance} {', '.join(sorted(missing))} set ({_operation_started(operation, f'patch of {instance}')})"
 
 
-class _HttpError(Exception):
+class HttpError(Exception):
     def __init__(self, status_code: int, text: str):
         self.status_code = status_code
         super().__init__(f"HTTP {status_code}: {text[:200]}")

@@ -18,6 +18,7 @@ types, and is named in `unreachables`. `accelerator_page_size` makes the fake pa
              POST /v1/projects/P/instances/I/promoteReplica
     DMS      GET  /v1/projects/P/locations/L/migrationJobs/J
              POST /v1/projects/P/locations/L/migrationJobs/J:promote
+    Storage  GET  /storage/v1/b/B                                    (bucket metadata)
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ _ROUTES = [
     ("sqladmin", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
     ("sqladmin", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/promoteReplica$")),
     ("sqladmin", "PATCH", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
+    ("storage", "GET", re.compile(r"^/storage/v1/b/(?P<b>[^/]+)$")),
     ("datamigration", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+)$")),
     ("datamigration", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+):promote$")),
 ]
@@ -58,6 +60,7 @@ class FakeGcp:
         self.backend_services: dict[tuple, dict] = {}
         self.sql_instances: dict[tuple, dict] = {}
         self.migration_jobs: dict[tuple, dict] = {}
+        self.buckets: dict[str, dict] = {}
         self.accelerator_types: dict[str, dict[str, list[dict]]] = {}
         """project -> zone -> AcceleratorType documents; a zone with none is listed empty."""
         self.accelerator_page_size: int | None = None
@@ -99,6 +102,14 @@ class FakeGcp:
             "name": pool, "status": "RUNNING", "autoscaling": {
                 "enabled": True, "totalMinNodeCount": total_min, "totalMaxNodeCount": total_max,
                 "locationPolicy": location_policy}}
+
+    def put_node_pool(self, project: str, location: str, cluster: str, document: dict) -> None:
+        """A node pool as GKE's REST API describes it (`name`, `config`, `locations`, `autoscaling`)."""
+        self.node_pools[(project, location, cluster, document["name"])] = {"status": "RUNNING", **document}
+
+    def put_bucket(self, document: dict) -> None:
+        """A bucket as Cloud Storage's JSON API describes it (`name`, `rpo`, `iamConfiguration`, …)."""
+        self.buckets[document["name"]] = {"kind": "storage#bucket", **document}
 
     def add_backend_service(self, project: str, region: str, name: str, groups: list[str]) -> None:
         self.backend_services[(project, region, name)] = {
@@ -247,6 +258,12 @@ class FakeGcp:
         instance.pop("masterInstanceName", None)
         return 200, {"kind": "sql#operation", "name": f"operation-{next(self._ids)}", "status": "DONE",
                      "operationType": "PROMOTE_REPLICA"}
+
+    def _storage(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
+        bucket = self.buckets.get(p["b"])
+        if bucket is None:
+            return 404, {"error": {"code": 404, "message": f"The specified bucket does not exist: {p['b']}"}}
+        return 200, bucket
 
     def _datamigration(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
         job = self.migration_jobs.get((p["p"], p["l"], p["j"]))

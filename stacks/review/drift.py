@@ -1,4 +1,5 @@
-"""`mlfleet drift`: the live platform, read through boto3, against the synthesized intent.
+"""`mlfleet drift`: the live platform, read through boto3 (AWS) and the Google clients, against the
+synthesized intent.
 
 What is compared (what a failover or an RPO depends on):
 - EKS node groups: scaling minimum and maximum, AMI type, capacity type, instance types,
@@ -12,8 +13,8 @@ What is compared (what a failover or an RPO depends on):
 Values Terraform resolves at apply (a key's ARN) cannot be compared with a literal; those are
 checked for presence only. Every difference says where it is, what is live and what the code says.
 
-Only AWS is read: an environment's Google Cloud regions (and its `<env>-gcp-global` stack) are
-skipped and named as skipped; asking for one of them alone is a usage error.
+An environment's Google Cloud regions and its `<env>-gcp-global` stack are read through the
+Google clients (`drift_gcp.py`).
 """
 from __future__ import annotations
 
@@ -45,30 +46,27 @@ class Drift:
 
 
 def check_scope(env: Environment, only: str | None) -> None:
-    """Refuse (a usage error) a scope drift cannot read: a Google Cloud region, gcp-global, or
-    a region the environment does not have."""
-    names = [r.name for r in env.regions]
-    if only is None or only == "global" or (only in names and env.region(only).cloud == "aws"):
-        return
-    if only == GCP_GLOBAL and env.regions_on("gcp"):
-        raise MlfleetError(f"drift reads AWS regions only; {naming.gcp_global_stack_name(env.name)} is on Google Cloud")
-    if only in names:
-        raise MlfleetError(f"drift reads AWS regions only; {only} is on Google Cloud")
-    choices = [r.name for r in env.regions_on("aws")] + ["global"]
-    raise MlfleetError(f"environment {env.name} has no region {only!r}; choose one of {', '.join(choices)}"
-                       + (" (drift reads AWS regions only)" if env.regions_on("gcp") else ""))
+    """Refuse (a usage error) a region the environment does not have."""
+    choices = [r.name for r in env.regions] + ["global"] + ([GCP_GLOBAL] if env.regions_on("gcp") else [])
+    if only is not None and only not in choices:
+        raise MlfleetError(f"environment {env.name} has no region {only!r}; choose one of {', '.join(choices)}")
 
 
-def skipped(env: Environment, only: str | None) -> list[str]:
-    """What a whole-environment drift check leaves unread: the Google Cloud regions and stack."""
-    if only is not None or not env.regions_on("gcp"):
-        return []
-    return [r.name for r in env.regions_on("gcp")] + [naming.gcp_global_stack_name(env.name)]
+def reads_gcp(env: Environment, only: str | None) -> bool:
+    """Whether the scope has anything on Google Cloud to read."""
+    return any(only in (None, r.name) for r in env.regions_on("gcp")) or (
+        only == GCP_GLOBAL and bool(env.regions_on("gcp")))
 
 
-def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str | None = None) -> list[Drift]:
-    """Every difference between the live AWS platform and `stacks` (the synthesized intent)."""
+def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str | None = None,
+                 gcp_clients=None) -> list[Drift]:
+    """Every difference between the live platform and `stacks` (the synthesized intent): AWS
+    through the boto3 `session`, Google Cloud through `gcp_clients` (`dr.gcp.GcpClients`)."""
     drifts: list[Drift] = []
+    if reads_gcp(env, only):
+        from mlfleet.stacks.review.drift_gcp import detect_gcp_drift
+
+        drifts += detect_gcp_drift(env, stacks, gcp_clients, only)
     for region in env.regions_on("aws"):
         if only not in (None, region.name):
             continue
@@ -84,7 +82,7 @@ def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str |
     return drifts
 
 
-def render_text(env: Environment, drifts: list[Drift], only: str | None, not_read: list[str] | None = None) -> str:
+def render_text(env: Environment, drifts: list[Drift], only: str | None) -> str:
     scope = f"{env.name}" + (f" ({only})" if only else "")
     if not drifts:
         lines = [f"no drift: the live platform of {scope} matches the code"]
@@ -92,13 +90,7 @@ def render_text(env: Environment, drifts: list[Drift], only: str | None, not_rea
         lines = [f"drift in {scope}: {len(drifts)} difference(s)"]
         for d in drifts:
             lines.append(f"  [{d.region}] {d.resource}: {d.attribute} is {d.live}, the code says {d.code}")
-    if not_read:
-        lines.append(skipped_note(not_read))
     return "\n".join(lines) + "\n"
-
-
-def skipped_note(not_read: list[str]) -> str:
-    return f"not read (drift reads AWS only; Google Cloud): {', '.join(not_read)}"
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""`mlfleet drift` against a moto server seeded with prod's synthesized intent, then changed by
-hand: a node group scaled, replication removed, a record edited."""
+"""`mlfleet drift` against a moto server and the fake Google endpoint seeded with the synthesized
+intent, then changed by hand: a node group scaled, replication removed, a record edited, a GKE
+pool narrowed, a replica's protection dropped, turbo replication off, a DMS job failed."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,9 @@ import json
 import boto3
 import pytest
 
+from live_gcp import apply_gcp_intent
 from live_platform import apply_intent
+from mlfleet.dr.gcp import GcpClients
 from mlfleet.stacks.review.cli import register
 from mlfleet.stacks.review.drift import detect_drift
 from review_fixtures import examples  # noqa: F401 - fixture
@@ -123,23 +126,83 @@ def test_unknown_region_is_a_usage_error(moto_endpoint):
     assert raised.value.exit_code == 2
 
 
-def test_google_cloud_scopes_are_a_usage_error(examples, moto_endpoint):
-    from mlfleet.stacks.errors import MlfleetError
+@pytest.fixture
+def fake_gcp():
+    from mlfleet.dr.sandbox.fake_gcp import FakeGcp
+    from mlfleet.dr.sandbox.faults import FaultBook, Ledger
 
-    env = examples["hybrid"][0]
-    for scope in [r.name for r in env.regions_on("gcp")] + ["gcp-global"]:
-        with pytest.raises(MlfleetError, match="drift reads AWS regions only") as raised:
-            _run_cli("drift", "--env", "hybrid", "--region", scope)
-        assert raised.value.exit_code == 2 and "Google Cloud" in str(raised.value)
+    fake = FakeGcp(FaultBook(), Ledger()).start()
+    yield fake
+    fake.stop()
 
 
-def test_whole_cross_cloud_environment_reads_aws_and_names_what_it_skipped(deployed_hybrid, capsys):
+@pytest.fixture
+def deployed_research(examples, fake_gcp):
+    env, stacks, _ = examples["research"]
+    apply_gcp_intent(env, stacks, fake_gcp)
+    return env, stacks, fake_gcp
+
+
+def _gcp(fake) -> GcpClients:
+    return GcpClients(endpoint=fake.url)
+
+
+def test_freshly_applied_google_platform_has_no_drift(deployed_research, moto_endpoint, capsys):
+    env, stacks, fake = deployed_research
+    assert detect_drift(env, stacks, boto3.Session(), only="us-east4", gcp_clients=_gcp(fake)) == []
+    assert detect_drift(env, stacks, boto3.Session(), only="gcp-global", gcp_clients=_gcp(fake)) == []
+    for scope in ("us-central1", "us-east4", "gcp-global"):
+        assert _run_cli("drift", "--env", "research", "--region", scope, "--gcp-endpoint", fake.url) == 0
+        assert "no drift" in capsys.readouterr().out
+
+
+def test_google_hand_changes_are_reported(deployed_research):
+    env, stacks, fake = deployed_research
+    project = env.gcp.project_id
+    pool = fake.node_pools[(project, "us-east4", "mlf-research-us-east4", "inference-gpu")]
+    pool["autoscaling"]["totalMaxNodeCount"] = 2
+    pool["config"]["taints"] = []
+    replica = fake.sql_instances[(project, "mlfleet-research-registry-us-east4")]
+    replica["settings"]["deletionProtectionEnabled"] = False
+    replica.pop("masterInstanceName")  # promoted by hand: it follows nothing now
+    bucket = fake.buckets["mlfleet-research-research-models"]
+    bucket["rpo"] = "DEFAULT"
+    del fake.node_pools[(project, "us-central1", "mlf-research-us-central1", "batch-gpu")]
+
+    found = {(d.region, d.resource, d.attribute, d.live, d.code)
+             for d in detect_drift(env, stacks, boto3.Session(), only=None, gcp_clients=_gcp(fake))
+             if d.region != "global"}
+    pool_name = "node pool inference-gpu in GKE cluster mlf-research-us-east4"
+    assert found == {
+        ("us-east4", pool_name, "autoscaling total maximum", "2", "10"),
+        ("us-east4", pool_name, "taints", "[]", '["nvidia.com/gpu=present:NO_SCHEDULE"]'),
+        ("us-east4", "Cloud SQL instance mlfleet-research-registry-us-east4", "deletion protection", "false", "true"),
+        ("us-east4", "Cloud SQL instance mlfleet-research-registry-us-east4", "follows", "absent",
+         "mlfleet-research-registry-us-central1"),
+        ("us-central1", "node pool batch-gpu in GKE cluster mlf-research-us-central1", "existence", "missing", "exists"),
+        ("gcp-global", "bucket gs://mlfleet-research-research-models", "replication", "DEFAULT", "ASYNC_TURBO"),
+    }
+
+
+def test_a_failover_raising_the_gke_minimum_shows_as_drift(deployed_research):
+    from mlfleet.dr import gcp
+    from mlfleet.dr.engine import RunContext
+
+    env, stacks, fake = deployed_research
+    clients = _gcp(fake)
+    path = gcp.node_pool_path(env.gcp.project_id, "us-east4", "mlf-research-us-east4", "inference-gpu")
+    gcp.raise_pool_minimum(clients, RunContext(), path, 3)
+    [drift] = detect_drift(env, stacks, boto3.Session(), only="us-east4", gcp_clients=clients)
+    assert (drift.attribute, drift.live, drift.code) == ("autoscaling total minimum", "3", "1")
+
+
+def test_the_cross_cloud_environment_is_read_on_both_clouds(deployed_hybrid, fake_gcp, capsys):
     env, stacks = deployed_hybrid
-    gcp = [r.name for r in env.regions_on("gcp")]
-    assert _run_cli("drift", "--env", "hybrid") == 0
-    out = capsys.readouterr().out
-    assert "no drift" in out and all(name in out.splitlines()[-1] for name in gcp)
-    assert f"{env.name}-gcp-global" in out
+    apply_gcp_intent(env, stacks, fake_gcp)
+    assert _run_cli("drift", "--env", "hybrid", "--gcp-endpoint", fake_gcp.url) == 0
+    assert "no drift" in capsys.readouterr().out
+    job = fake_gcp.migration_jobs[(env.gcp.project_id, "us-central1", "mlfleet-hybrid-registry-us-central1")]
+    job["state"] = "FAILED"  # DMS stopped: the registry no longer reaches the Google standby
     session = boto3.Session()
     primary = env.primary.name
     group = next(b for b in stacks[f"{env.name}-{primary}"]["resource"]["aws_eks_node_group"].values()
@@ -147,8 +210,16 @@ def test_whole_cross_cloud_environment_reads_aws_and_names_what_it_skipped(deplo
     session.client("eks", region_name=primary).update_nodegroup_config(
         clusterName=f"mlfleet-{env.name}-{primary}", nodegroupName="inference-gpu",
         scalingConfig={"minSize": 0, "maxSize": group["scaling_config"]["max_size"], "desiredSize": 0})
-    drifts = detect_drift(env, stacks, session)
-    assert [(d.region, d.attribute) for d in drifts] == [(primary, "scaling minimum")]
-    assert _run_cli("drift", "--env", "hybrid", "--format", "json") == 1
-    captured = capsys.readouterr()
-    assert [d["region"] for d in json.loads(captured.out)] == [primary] and gcp[0] in captured.err
+    assert _run_cli("drift", "--env", "hybrid", "--gcp-endpoint", fake_gcp.url, "--format", "json") == 1
+    drifts = json.loads(capsys.readouterr().out)
+    assert sorted((d["region"], d["attribute"], d["live"]) for d in drifts) == [
+        ("us-central1", "state", "FAILED"), (primary, "scaling minimum", "0")]
+
+
+def test_google_regions_without_credentials_are_a_usage_error(examples, moto_endpoint, monkeypatch, tmp_path):
+    from mlfleet.stacks.errors import MlfleetError
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    with pytest.raises(MlfleetError, match="no Google credentials to read research") as raised:
+        _run_cli("drift", "--env", "research", "--region", "us-east4")
+    assert raised.value.exit_code == 2
