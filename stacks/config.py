@@ -396,6 +396,8 @@ class Gcp(Model):
         default=None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
         description="Use this VPC (with private services access set up) instead of creating mlfleet-<env>")
     release_channel: Literal["RAPID", "REGULAR", "STABLE", "EXTENDED"] = "REGULAR"
+    soft_delete_days: int = Field(default=30, ge=7, le=90,
+                                  description="Days a deleted or overwritten artifact stays restorable in Cloud Storage")
     control_plane_networks: dict[str, PrivateCidr] = Field(
         default_factory=dict, description="Name → private CIDR allowed to reach the GKE control planes "
                                           "(the VPC's own subnets need no entry)")

@@ -55,7 +55,8 @@ class GcpGlobalStack(TerraformStack):
         self.artifacts = GcsArtifactStore(self, "artifacts", GcsArtifactStoreProps(
             project_id=project, project_number=gcp.project_number, bucket_name=bucket, location=multi_region,
             data_locations=tuple(pair), kms_key_id=self.artifact_key.key_id, models_prefix=store.models_prefix,
-            noncurrent_version_days=store.noncurrent_version_days, labels=labels))
+            noncurrent_version_days=store.noncurrent_version_days, soft_delete_days=gcp.soft_delete_days,
+            labels=labels))
 
         self.identity = GcpServingIdentity(self, "identity", GcpServingIdentityProps(
             project_id=project, name_prefix=naming.gcp_identity_prefix(env.name), bucket_name=bucket,

@@ -234,10 +234,12 @@ def test_an_existing_vpc_release_channel_and_control_plane_networks(tmp_path):
     from mlfleet.stacks.config import ENVIRONMENTS_DIR, parse_environment
 
     data = yaml.safe_load((ENVIRONMENTS_DIR / "research.yaml").read_text())
-    data["gcp"].update(existing_vpc="shared-ml", release_channel="STABLE",
+    data["gcp"].update(existing_vpc="shared-ml", release_channel="STABLE", soft_delete_days=14,
                        control_plane_networks={"ops-vpn": "10.200.0.0/24"})
     stacks = synthesize([parse_environment(data, "research+existing-vpc")], tmp_path / "out").stacks
     assert not _res(stacks["research-gcp-global"], "google_compute_network")
+    (bucket,) = _res(stacks["research-gcp-global"], "google_storage_bucket").values()
+    assert _one(bucket["soft_delete_policy"])["retention_duration_seconds"] == 14 * 86400
     assert not _res(stacks["research-gcp-global"], "google_service_networking_connection")
     for region in ("us-central1", "us-east4"):
         tf = stacks[f"research-{region}"]
