@@ -95,61 +95,54 @@ def _effect(value) -> str:
     return {1: "NO_SCHEDULE", 2: "PREFER_NO_SCHEDULE", 3: "NO_EXECUTE"}.get(int(value), str(value))
 
 
-# --- Cloud SQL and DMS -----------------------------------------------------------------------
+# --- Cloud SQL, DMS and Cloud Storage (REST) ------------------------------------------------
 
-def _sql_instances(region: str, project: str, tf: dict, clients: gcp.GcpClients) -> list[Drift]:
+def _against_rest(region: str, tf: dict, rtype: str, clients: gcp.GcpClients, where, pairs) -> list[Drift]:
+    """Each `rtype` resource of the code against its live REST document: `where(body)` names it
+    and gives its URL, `pairs(body, live)` the (attribute, live, code) to compare."""
     drifts = []
-    for _, body in _resources(tf, "google_sql_database_instance"):
-        name = body.get("name")
-        resource = f"Cloud SQL instance {name}"
-        live = _get(clients, f"{clients.sql_base}/v1/projects/{project}/instances/{name}")
+    for _, body in _resources(tf, rtype):
+        resource, url = where(body)
+        live = _get(clients, url)
         if live is None:
             drifts.append(Drift(region, resource, "existence", "missing", "exists"))
-            continue
+        else:
+            drifts += _compare(region, resource, pairs(body, live))
+    return drifts
+
+
+def _sql_instances(region: str, project: str, tf: dict, clients: gcp.GcpClients) -> list[Drift]:
+    def pairs(body: dict, live: dict) -> list:
         settings = (_blocks(body.get("settings")) or [{}])[0]
         ip = (_blocks(settings.get("ip_configuration")) or [{}])[0]
         live_settings = live.get("settings", {})
-        drifts += _compare(region, resource, [
+        return [
             ("follows", live.get("masterInstanceName"), body.get("master_instance_name")),
             ("availability", live_settings.get("availabilityType"), settings.get("availability_type")),
             ("deletion protection", live_settings.get("deletionProtectionEnabled"),
              settings.get("deletion_protection_enabled")),
             ("public IPv4", live_settings.get("ipConfiguration", {}).get("ipv4Enabled"), ip.get("ipv4_enabled")),
             ("tier", live_settings.get("tier"), settings.get("tier")),
-        ])
-    return drifts
+        ]
+
+    return _against_rest(region, tf, "google_sql_database_instance", clients, lambda body: (
+        f"Cloud SQL instance {body.get('name')}",
+        f"{clients.sql_base}/v1/projects/{project}/instances/{body.get('name')}"), pairs)
 
 
 def _migration_jobs(region: str, project: str, tf: dict, clients: gcp.GcpClients) -> list[Drift]:
-    drifts = []
-    for _, body in _resources(tf, "google_database_migration_service_migration_job"):
-        job = body.get("migration_job_id")
-        resource = f"DMS migration job {job}"
-        live = _get(clients, f"{clients.dms_base}/v1/projects/{project}/locations/{region}/migrationJobs/{job}")
-        if live is None:
-            drifts.append(Drift(region, resource, "existence", "missing", "exists"))
-            continue
-        # A continuous job that is not RUNNING has stopped replicating the registry.
-        drifts += _compare(region, resource, [("state", live.get("state"), "RUNNING"),
-                                              ("type", live.get("type"), body.get("type"))])
-    return drifts
+    # A continuous job that is not RUNNING has stopped replicating the registry.
+    return _against_rest(region, tf, "google_database_migration_service_migration_job", clients, lambda body: (
+        f"DMS migration job {body.get('migration_job_id')}",
+        f"{clients.dms_base}/v1/projects/{project}/locations/{region}/migrationJobs/{body.get('migration_job_id')}"),
+        lambda body, live: [("state", live.get("state"), "RUNNING"), ("type", live.get("type"), body.get("type"))])
 
-
-# --- Cloud Storage ---------------------------------------------------------------------------
 
 def _buckets(tf: dict, clients: gcp.GcpClients) -> list[Drift]:
-    base = clients.endpoint or STORAGE
-    drifts = []
-    for _, body in _resources(tf, "google_storage_bucket"):
-        name = body.get("name")
-        resource = f"bucket gs://{name}"
-        live = _get(clients, f"{base}/storage/v1/b/{name}")
-        if live is None:
-            drifts.append(Drift("gcp-global", resource, "existence", "missing", "exists"))
-            continue
+    def pairs(body: dict, live: dict) -> list:
         placement = (_blocks(body.get("custom_placement_config")) or [{}])[0]
         access = live.get("iamConfiguration", {})
-        drifts += _compare("gcp-global", resource, [
+        return [
             ("replication", live.get("rpo", "DEFAULT"), body.get("rpo", "DEFAULT")),
             ("dual-region pair", sorted(live.get("customPlacementConfig", {}).get("dataLocations", [])),
              sorted(placement.get("data_locations") or [])),
@@ -162,5 +155,8 @@ def _buckets(tf: dict, clients: gcp.GcpClients) -> list[Drift]:
             # The key's id is resolved at apply: its presence is what the code can say.
             ("default key", bool(live.get("encryption", {}).get("defaultKmsKeyName")),
              bool((_blocks(body.get("encryption")) or [{}])[0].get("default_kms_key_name"))),
-        ])
-    return drifts
+        ]
+
+    base = clients.endpoint or STORAGE
+    return _against_rest("gcp-global", tf, "google_storage_bucket", clients, lambda body: (
+        f"bucket gs://{body.get('name')}", f"{base}/storage/v1/b/{body.get('name')}"), pairs)
