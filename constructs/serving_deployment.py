@@ -38,7 +38,8 @@ RUNTIME_USER_ID = 10001  # the non-root user of the runtime's Dockerfiles
 @dataclass(frozen=True, kw_only=True)
 class ServingDeploymentProps:
     model_repository: str
-    """Where the runtime reads manifest and models, e.g. `s3://mlfleet-prod-models-eu-west-1/models/`."""
+    """Where the runtime reads manifest and models, e.g. `s3://mlfleet-prod-models-eu-west-1/models/` or, on
+    GKE, `gs://<project>-<env>-models/models/champion/`."""
     region: str
     """Reported by failover health."""
     image: str = "mlfleet/runtime:0.1.0-cuda"

@@ -35,8 +35,9 @@ def _positive(kind):
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-repository", required=True, metavar="DIR_OR_S3_URL",
-                        help="Triton-layout model repository with manifest.json: a folder or s3://bucket/prefix")
+    parser.add_argument("--model-repository", required=True, metavar="DIR_OR_URL",
+                        help="Triton-layout model repository with manifest.json: a folder, s3://bucket/prefix "
+                             "or gs://bucket/prefix")
     parser.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000)")
     parser.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0 disables)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

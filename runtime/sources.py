@@ -1,5 +1,6 @@
-"""Where a model repository lives: a local folder or an S3 prefix. A source hands out bytes;
-verification against the manifest happens on those bytes, so what is hashed is what is loaded."""
+"""Where a model repository lives: a local folder, an S3 prefix or a Cloud Storage prefix. A
+source hands out bytes; verification against the manifest happens on those bytes, so what is
+hashed is what is loaded."""
 from __future__ import annotations
 
 import os
@@ -68,9 +69,43 @@ class S3Source:
             raise SourceError(f"s3://{self.bucket}/{key}: {exc}") from None
 
 
+class GcsSource:
+    """gs://bucket/prefix/, through google-cloud-storage: on GKE with the pod's Workload Identity
+    (application default credentials); STORAGE_EMULATOR_HOST points it at an emulator."""
+
+    def __init__(self, url: str):
+        parsed = urlparse(url)
+        if parsed.scheme != "gs" or not parsed.netloc:
+            raise SourceError(f"{url!r} is not a gs://bucket/prefix URL")
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import storage
+
+        self.prefix = parsed.path.strip("/")
+        self.location = f"gs://{parsed.netloc}/{self.prefix}".rstrip("/")
+        try:
+            self._bucket = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT")).bucket(parsed.netloc)
+        except DefaultCredentialsError as exc:
+            raise SourceError(f"{self.location}: no Google credentials ({exc})") from None
+
+    def read(self, relative_path: str) -> bytes:
+        from google.api_core.exceptions import GoogleAPIError, NotFound
+        from google.auth.exceptions import GoogleAuthError
+
+        name = f"{self.prefix}/{relative_path}" if self.prefix else relative_path
+        try:
+            # Cloud Storage sends the object's CRC32C and MD5; the download checks them.
+            return self._bucket.blob(name).download_as_bytes(timeout=30)
+        except NotFound:
+            raise SourceError(f"gs://{self._bucket.name}/{name}: not found") from None
+        except (GoogleAPIError, GoogleAuthError) as exc:
+            raise SourceError(f"gs://{self._bucket.name}/{name}: {exc}") from None
+
+
 def open_source(location: str) -> RepositorySource:
     if location.startswith("s3://"):
         return S3Source(location)
+    if location.startswith("gs://"):
+        return GcsSource(location)
     return LocalSource(location)
 
 

@@ -19,15 +19,18 @@ types, and is named in `unreachables`. `accelerator_page_size` makes the fake pa
     DMS      GET  /v1/projects/P/locations/L/migrationJobs/J
              POST /v1/projects/P/locations/L/migrationJobs/J:promote
     Storage  GET  /storage/v1/b/B                                    (bucket metadata)
+             GET  /download/storage/v1/b/B/o/O?alt=media            (an object's bytes)
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from mlfleet.dr.sandbox.faults import FaultBook, Ledger
 
@@ -43,9 +46,19 @@ _ROUTES = [
     ("sqladmin", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/promoteReplica$")),
     ("sqladmin", "PATCH", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
     ("storage", "GET", re.compile(r"^/storage/v1/b/(?P<b>[^/]+)$")),
+    ("storage", "GET", re.compile(r"^(/download)?/storage/v1/b/(?P<b>[^/]+)/o/(?P<obj>[^/]+)$")),
     ("datamigration", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+)$")),
     ("datamigration", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+):promote$")),
 ]
+
+
+def _hashes(data: bytes) -> str:
+    """The `x-goog-hash` header Cloud Storage sends with media: CRC32C and MD5, base64."""
+    import google_crc32c
+
+    crc = base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    return f"crc32c={crc},md5={md5}"
 
 
 def _region(location: str) -> str:
@@ -61,6 +74,7 @@ class FakeGcp:
         self.sql_instances: dict[tuple, dict] = {}
         self.migration_jobs: dict[tuple, dict] = {}
         self.buckets: dict[str, dict] = {}
+        self.objects: dict[tuple[str, str], bytes] = {}
         self.accelerator_types: dict[str, dict[str, list[dict]]] = {}
         """project -> zone -> AcceleratorType documents; a zone with none is listed empty."""
         self.accelerator_page_size: int | None = None
@@ -80,10 +94,15 @@ class FakeGcp:
                 split = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(split.query).items()}
                 status, document = outer.handle(self.command, split.path, body, query)
-                payload = json.dumps(document).encode()
+                headers = {"Content-Type": "application/json"}
+                if isinstance(document, bytes):  # an object's media, with the hashes GCS sends
+                    payload = document
+                    headers = {"Content-Type": "application/octet-stream", "x-goog-hash": _hashes(payload)}
+                else:
+                    payload = json.dumps(document).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
+                for name, value in {**headers, "Content-Length": str(len(payload))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -106,6 +125,9 @@ class FakeGcp:
     def put_node_pool(self, project: str, location: str, cluster: str, document: dict) -> None:
         """A node pool as GKE's REST API describes it (`name`, `config`, `locations`, `autoscaling`)."""
         self.node_pools[(project, location, cluster, document["name"])] = {"status": "RUNNING", **document}
+
+    def put_object(self, bucket: str, name: str, data: bytes) -> None:
+        self.objects[(bucket, name)] = bytes(data)
 
     def put_bucket(self, document: dict) -> None:
         """A bucket as Cloud Storage's JSON API describes it (`name`, `rpo`, `iamConfiguration`, …)."""
@@ -259,7 +281,12 @@ class FakeGcp:
         return 200, {"kind": "sql#operation", "name": f"operation-{next(self._ids)}", "status": "DONE",
                      "operationType": "PROMOTE_REPLICA"}
 
-    def _storage(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
+    def _storage(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict | bytes]:
+        if "obj" in p:
+            data = self.objects.get((p["b"], unquote(p["obj"])))
+            if data is None:
+                return 404, {"error": {"code": 404, "message": f"No such object: {p['b']}/{unquote(p['obj'])}"}}
+            return 200, data
         bucket = self.buckets.get(p["b"])
         if bucket is None:
             return 404, {"error": {"code": 404, "message": f"The specified bucket does not exist: {p['b']}"}}
