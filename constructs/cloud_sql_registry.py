@@ -31,9 +31,9 @@ from cdktn_provider_google.sql_database_instance import (
 from cdktn_provider_google.sql_user import SqlUser
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import (LABEL_KEY, LABEL_VALUE, PROJECT_ID, PROJECT_NUMBER, REGION,
+from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
                                             RESOURCE_NAME, grant_service_agent, require_key_id)
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import require, require_google_labels
 
 POSTGRES_VERSIONS = ("POSTGRES_15", "POSTGRES_16", "POSTGRES_17")
 IAM_AUTH_FLAG = "cloudsql.iam_authentication"
@@ -225,9 +225,7 @@ def _validate_common(scope: Construct, project_id: str, project_number: str, reg
     for name in settings.database_flags:
         require(name not in (IAM_AUTH_FLAG, *AUDIT_FLAGS), scope, f"settings.database_flags[{name!r}]",
                 "is set by mlfleet and cannot be overridden")
-    for key, value in labels.items():
-        require(bool(LABEL_KEY.match(key)) and bool(LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
-                "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")
+    require_google_labels(scope, labels)
 
 
 def _validate_primary(scope: Construct, p: CloudSqlRegistryProps) -> None:

@@ -41,9 +41,9 @@ from cdktn_provider_google.database_migration_service_migration_job import (
 from constructs import Construct
 
 from mlfleet.constructs.cloud_sql_registry import IAM_AUTH_FLAG, POSTGRES_VERSIONS, CloudSqlInstanceSettings
-from mlfleet.constructs.gcp_kms_key import (LABEL_KEY, LABEL_VALUE, PROJECT_ID, PROJECT_NUMBER, REGION,
+from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
                                             RESOURCE_NAME, grant_service_agent, require_key_id)
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import require, require_google_labels
 
 _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -149,6 +149,4 @@ def _validate(scope: Construct, p: AuroraToCloudSqlReplicaProps) -> None:
             f"{p.settings.database_version!r} is not one of {', '.join(POSTGRES_VERSIONS)}")
     require(p.source_ca_certificate is None or "BEGIN CERTIFICATE" in p.source_ca_certificate, scope,
             "source_ca_certificate", "is not a PEM certificate")
-    for key, value in p.labels.items():
-        require(bool(LABEL_KEY.match(key)) and bool(LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
-                "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")
+    require_google_labels(scope, p.labels)

@@ -21,12 +21,12 @@ from cdktn_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMembe
 from cdktn_provider_google.kms_key_ring import KmsKeyRing
 from constructs import Construct
 
-from mlfleet.constructs.validation import (GOOGLE_LABEL_KEY as LABEL_KEY, GOOGLE_LABEL_VALUE as LABEL_VALUE,
-                                          GOOGLE_PROJECT_ID as PROJECT_ID, GOOGLE_PROJECT_NUMBER as PROJECT_NUMBER,
+from mlfleet.constructs.validation import (GOOGLE_PROJECT_ID as PROJECT_ID, GOOGLE_PROJECT_NUMBER as PROJECT_NUMBER,
                                           GOOGLE_REGION as REGION, GOOGLE_RESOURCE_NAME as RESOURCE_NAME,
-                                          GOOGLE_SERVICE_ACCOUNT_ID as SERVICE_ACCOUNT_ID, GOOGLE_ZONE as ZONE, require)
+                                          GOOGLE_SERVICE_ACCOUNT_ID as SERVICE_ACCOUNT_ID, GOOGLE_ZONE as ZONE, require,
+                                          require_google_labels)
 
-__all__ = ["LABEL_KEY", "LABEL_VALUE", "PROJECT_ID", "PROJECT_NUMBER", "REGION", "RESOURCE_NAME",
+__all__ = ["PROJECT_ID", "PROJECT_NUMBER", "REGION", "RESOURCE_NAME",
            "SERVICE_ACCOUNT_ID", "ZONE", "CRYPTO_KEY_ID", "GcpKmsKey", "GcpKmsKeyProps", "crypto_key_id",
            "grant_service_agent", "key_location", "require_key_id", "service_agent"]
 CRYPTO_KEY_ID = re.compile(
@@ -107,9 +107,7 @@ class GcpKmsKey(Construct):
         require(1 <= props.rotation_days <= 365, self, "rotation_days", "must be 1 to 365 days")
         require(1 <= props.destroy_scheduled_days <= 120, self, "destroy_scheduled_days",
                 "Cloud KMS keeps destroyed versions 1 to 120 days")
-        for key, value in props.labels.items():
-            require(bool(LABEL_KEY.match(key)) and bool(LABEL_VALUE.match(value)), self, f"labels[{key!r}]",
-                    "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")
+        require_google_labels(self, props.labels)
 
         self.key_ring = KmsKeyRing(self, "key-ring", project=props.project_id, location=props.location,
                                    name=props.key_ring)

@@ -27,9 +27,9 @@ from cdktn_provider_google.storage_bucket import (
     StorageBucketVersioning)
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import (LABEL_KEY, LABEL_VALUE, PROJECT_ID, PROJECT_NUMBER, REGION,
+from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
                                             grant_service_agent, require_key_id)
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import require, require_google_labels
 
 # Predefined dual-regions (location -> its regions); a configurable pair names its multi-region.
 PREDEFINED_DUAL_REGIONS = {"ASIA1": ("asia-northeast1", "asia-northeast2"),
@@ -120,6 +120,4 @@ def _validate(scope: Construct, p: GcsArtifactStoreProps) -> None:
     require(MIN_SOFT_DELETE_DAYS <= p.soft_delete_days <= MAX_SOFT_DELETE_DAYS, scope, "soft_delete_days",
             f"must be {MIN_SOFT_DELETE_DAYS} to {MAX_SOFT_DELETE_DAYS} days (Cloud Storage's range when it is on)")
     require(p.noncurrent_version_days >= 1, scope, "noncurrent_version_days", "must be at least 1 day")
-    for key, value in p.labels.items():
-        require(bool(LABEL_KEY.match(key)) and bool(LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
-                "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")
+    require_google_labels(scope, p.labels)

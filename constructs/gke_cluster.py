@@ -36,10 +36,10 @@ from cdktn_provider_google.project_iam_member import ProjectIamMember
 from cdktn_provider_google.service_account import ServiceAccount
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import (LABEL_KEY, LABEL_VALUE, PROJECT_ID, PROJECT_NUMBER, REGION,
+from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
                                             RESOURCE_NAME, SERVICE_ACCOUNT_ID, grant_service_agent,
                                             require_key_id)
-from mlfleet.constructs.validation import PropsError, require
+from mlfleet.constructs.validation import PropsError, require, require_google_labels
 
 RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE", "EXTENDED")
 NODE_ROLES = (
@@ -197,9 +197,7 @@ def _validate(scope: Construct, p: GkeClusterProps) -> None:
             f"({p.system_nodes_per_zone_max})")
     require(bool(_is_hhmm(p.maintenance_start_time)), scope, "maintenance_start_time",
             f"{p.maintenance_start_time!r} is not a time HH:MM")
-    for key, value in p.labels.items():
-        require(bool(LABEL_KEY.match(key)) and bool(LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
-                "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")
+    require_google_labels(scope, p.labels)
     if not Token.is_unresolved(p.network):
         require("/global/networks/" in p.network, scope, "network", f"{p.network!r} is not a VPC self link")
 

@@ -37,3 +37,10 @@ def require(condition: bool, scope: Construct | str, prop: str, reason: str) -> 
     """Raise PropsError(scope, prop, reason) unless condition holds."""
     if not condition:
         raise PropsError(scope, prop, reason)
+
+
+def require_google_labels(scope: Construct | str, labels: dict[str, str]) -> None:
+    """Every key and value of `labels` is a Google Cloud label."""
+    for key, value in labels.items():
+        require(bool(GOOGLE_LABEL_KEY.match(key)) and bool(GOOGLE_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+                "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")

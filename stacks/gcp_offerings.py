@@ -20,6 +20,10 @@ from mlfleet.stacks.errors import MlfleetError
 GCP_TABLE = Path(__file__).resolve().parent / "data" / "gcp_accelerator_offerings.json"
 
 
+def _region_of(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
+
+
 @dataclass(frozen=True)
 class AcceleratorType:
     name: str
@@ -51,10 +55,10 @@ class GcpAcceleratorOfferings:
     def zones_offering(self, accelerator_type: str, region: str) -> tuple[str, ...]:
         """The zones of `region` that offer `accelerator_type`, in name order."""
         return tuple(sorted(z for z, types in self.zones.items()
-                            if z.rsplit("-", 1)[0] == region and accelerator_type in types))
+                            if _region_of(z) == region and accelerator_type in types))
 
     def regions(self) -> frozenset[str]:
-        return frozenset(z.rsplit("-", 1)[0] for z in self.zones)
+        return frozenset(_region_of(z) for z in self.zones)
 
     def max_per_instance(self, accelerator_type: str) -> int:
         return self.accelerator_types[accelerator_type].max_per_instance
@@ -80,10 +84,6 @@ def accelerator_types_client(endpoint: str | None = None):
 
     credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/compute.readonly"])
     return compute_v1.AcceleratorTypesClient(credentials=credentials, transport="rest")
-
-
-def _region_of(zone: str) -> str:
-    return zone.rsplit("-", 1)[0]
 
 
 def dumps_table(table: dict) -> str:

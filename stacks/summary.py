@@ -26,15 +26,16 @@ def stack_facts(tf: dict) -> dict:
             "min": scaling["min_size"], "desired": scaling["desired_size"], "max": scaling["max_size"],
         })
     for body in resources.get("google_container_node_pool", {}).values():
-        accelerators = _blocks(body.get("node_config"))[0].get("guest_accelerator") if body.get("node_config") else None
+        config = (_blocks(body.get("node_config")) or [{}])[0]
+        accelerators = _blocks(config.get("guest_accelerator"))
         if not accelerators:
             continue  # the cluster's system pool
-        accelerator = _blocks(accelerators)[0]
+        accelerator = accelerators[0]
         autoscaling = _blocks(body.get("autoscaling"))[0]
         zones = len(body.get("node_locations") or []) or 1
         pools.append({
-            "name": body.get("name"), "instance_types": [_blocks(body["node_config"])[0].get("machine_type")],
-            "capacity_type": "SPOT" if _blocks(body["node_config"])[0].get("spot") else
+            "name": body.get("name"), "instance_types": [config.get("machine_type")],
+            "capacity_type": "SPOT" if config.get("spot") else
             ("QUEUED" if body.get("queued_provisioning") else "ON_DEMAND"),
             "gpus_per_node": accelerator.get("count", 0),
             "min": autoscaling.get("total_min_node_count", 0),

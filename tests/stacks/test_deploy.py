@@ -33,3 +33,24 @@ def test_plan_only_never_applies(tmp_path):
     steps = terraform_steps(tmp_path, plan_only=True, auto_approve=True)
     assert [s[0] for s in steps] == ["init", "plan"]
     assert terraform_steps(tmp_path, plan_only=False, auto_approve=True)[1][:2] == ["apply", "-input=false"]
+
+
+def test_deploy_reaches_the_google_stacks_and_their_gcs_backend(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    monkeypatch.setenv("TF_IN_AUTOMATION", "1")
+    code = main(["deploy", "--env", "research", "--region", "gcp-global", "--plan", "--outdir", str(tmp_path / "out")])
+    out, err = capfd.readouterr()
+    assert code == 1 and "Traceback" not in err
+    synthesized = tmp_path / "out" / "stacks" / "research-gcp-global" / "cdk.tf.json"
+    assert '"gcs"' in synthesized.read_text()
+    if shutil.which("terraform") or shutil.which("tofu"):
+        assert "terraform init failed for research-gcp-global" in err
+    else:
+        assert "is not on PATH" in err
+
+
+def test_deploy_offers_gcp_global_only_with_google_regions(capsys):
+    assert main(["deploy", "--env", "hybrid", "--region", "eu-west-1"]) == 2
+    assert "choose one of us-east-1, us-central1, global, gcp-global" in capsys.readouterr().err
+    assert main(["deploy", "--env", "dev", "--region", "gcp-global"]) == 2
+    assert "choose one of us-east-2, global" in capsys.readouterr().err
