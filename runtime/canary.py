@@ -40,7 +40,8 @@ class Canary:
                 out = spec.output(name)
                 if out is None:
                     raise TypeError(f"output {name!r} is not in the model's config")
-                expected[spec.outputs.index(out)] = np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])
+                values = np.asarray(tensor["data"], dtype=np.float64)
+                expected[spec.outputs.index(out)] = values.reshape(tensor["shape"])
         except (ValueError, KeyError, TypeError, AttributeError, BadRequest) as exc:
             raise CanaryError(f"{where}: {exc}") from None
         return cls(ordered, rows, expected, atol)

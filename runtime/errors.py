@@ -1,12 +1,33 @@
-"""Errors that reach a client: each carries the HTTP status and the gRPC code it maps to."""
+"""Errors that reach a client. Each carries what it means (`ErrorKind`), never a protocol's code:
+the REST front end maps the meaning to an HTTP status, the gRPC front end to a gRPC status code,
+and the data plane decides from it whether the error is the server's fault (it counts against
+failover health) or the client's."""
 from __future__ import annotations
 
-import grpc
+import enum
+
+
+class ErrorKind(enum.Enum):
+    INVALID_ARGUMENT = "invalid argument"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission denied"
+    NOT_FOUND = "not found"
+    METHOD_NOT_ALLOWED = "method not allowed"
+    CONFLICT = "conflict"
+    TOO_LARGE = "too large"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+    @property
+    def server_side(self) -> bool:
+        """The server failed the request (not the client): it counts in the error rate."""
+        return self in (ErrorKind.UNAVAILABLE, ErrorKind.INTERNAL)
 
 
 class ServingError(Exception):
-    http_status = 500
-    grpc_code = grpc.StatusCode.INTERNAL
+    """A failure inside the server; subclasses name the client-facing meanings."""
+
+    kind = ErrorKind.INTERNAL
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -14,23 +35,49 @@ class ServingError(Exception):
 
 
 class BadRequest(ServingError):
-    http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    """The request is malformed or does not fit the model."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+
+
+class Unauthorized(ServingError):
+    """A management call without a valid credential."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+
+
+class Forbidden(ServingError):
+    """A management call that this process does not allow at all."""
+
+    kind = ErrorKind.PERMISSION_DENIED
 
 
 class NotFound(ServingError):
-    http_status = 404
-    grpc_code = grpc.StatusCode.NOT_FOUND
+    """No such model, version or route."""
+
+    kind = ErrorKind.NOT_FOUND
+
+
+class MethodNotAllowed(ServingError):
+    """The route exists, the method does not."""
+
+    kind = ErrorKind.METHOD_NOT_ALLOWED
+
+
+class Conflict(ServingError):
+    """A refused re-pin (verification, canary or manifest failure) or one already in progress."""
+
+    kind = ErrorKind.CONFLICT
 
 
 class PayloadTooLarge(ServingError):
-    http_status = 413
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    kind = ErrorKind.TOO_LARGE
 
 
 class Unavailable(ServingError):
-    http_status = 503
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    """Not ready: starting, draining or unloading."""
+
+    kind = ErrorKind.UNAVAILABLE
 
 
 class ModelFailure(ServingError):

@@ -3,6 +3,7 @@ Triton config.pbtxt, golden canaries and the champion manifest. Used by tests, t
 the demo and the benchmark; the same seed always gives the same bytes and checksums."""
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +30,7 @@ def build_mlp(widths: tuple[int, ...], seed: int):
 
     torch.manual_seed(seed)
     layers: list = []
-    for index, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
+    for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
         if index:
             layers.append(torch.nn.ReLU())
         layers.append(torch.nn.Linear(width_in, width_out))
@@ -37,7 +38,8 @@ def build_mlp(widths: tuple[int, ...], seed: int):
 
 
 def config_pbtxt(model: str, widths: tuple[int, ...], delay_us: int) -> str:
-    batching = f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}" if delay_us else "dynamic_batching { }"
+    batching = (f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}" if delay_us
+                else "dynamic_batching { }")
     return (f'name: "{model}"\nplatform: "pytorch_libtorch"\nmax_batch_size: {MAX_BATCH_SIZE}\n'
             f'input [ {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ {widths[0]} ] }} ]\n'
             f'output [ {{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ {widths[-1]} ] }} ]\n'

@@ -1,18 +1,32 @@
-"""The gRPC front end: inference.GRPCInferenceService (the KServe v2 / Triton gRPC protocol),
-on grpc.aio in the same event loop as the REST front end."""
+"""The gRPC front end: inference.GRPCInferenceService (the KServe v2 / Triton gRPC protocol) on
+grpc.aio in the same event loop as the REST front end. It translates protobuf messages to the
+data plane and back; an error's status code is chosen from what it means (`GRPC_STATUS`)."""
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from .errors import BadRequest, NotFound, ServingError
-from .model_spec import ModelSpec, TensorSpec
-from .state import EXTENSIONS, SERVER_NAME, SERVER_VERSION, RuntimeState
-from .tensors import array_from_bytes, array_from_json, check_input_header, order_inputs, requested_outputs
+from .data_plane import DataPlane, InferRequest, InferResult, InputTensor, TensorMetadata
+from .errors import BadRequest, ErrorKind, NotFound, ServingError, Unavailable
+from .model_spec import NUMPY_DTYPES
+
+GRPC_STATUS = {
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.METHOD_NOT_ALLOWED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
 
 # The typed field of InferTensorContents that carries each datatype (FP16 travels raw only).
 _CONTENTS_FIELD = {
@@ -21,100 +35,104 @@ _CONTENTS_FIELD = {
     "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
 }
 
-
-def _typed_contents(tensor: TensorSpec, shape: list[int], contents: pb.InferTensorContents) -> np.ndarray:
-    field = _CONTENTS_FIELD.get(tensor.datatype)
-    if field is None:
-        raise BadRequest(f"input {tensor.name!r}: {tensor.datatype} must be sent in raw_input_contents")
-    return array_from_json(tensor, shape, list(getattr(contents, field)))
+Reply = TypeVar("Reply")
 
 
-def _decode_inputs(spec: ModelSpec, request: pb.ModelInferRequest) -> tuple[list[np.ndarray], int]:
+def _answers(rpc: Callable[[Any, Any, Any], Awaitable[Reply]]) -> Callable[[Any, Any, Any], Awaitable[Reply]]:
+    """A ServingError raised by the RPC ends the call with the status code its meaning maps to."""
+    @functools.wraps(rpc)
+    async def answered(self: Any, request: Any, context: Any) -> Reply:
+        try:
+            return await rpc(self, request, context)
+        except ServingError as exc:
+            await context.abort(GRPC_STATUS[exc.kind], exc.message)
+            raise  # abort raises; this line only tells the reader (and mypy) the call ends here
+    return answered
+
+
+def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-    arrays = []
+    inputs = []
     for position, entry in enumerate(request.inputs):
-        shape = list(entry.shape)
-        tensor = check_input_header(spec, entry.name, entry.datatype, shape)
+        tensor = InputTensor(entry.name, entry.datatype, list(entry.shape))
         if raw:
-            arrays.append((tensor, array_from_bytes(tensor, shape, raw[position])))
+            tensor.raw = raw[position]
         else:
-            arrays.append((tensor, _typed_contents(tensor, shape, entry.contents)))
-    return order_inputs(spec, arrays)
+            field = _CONTENTS_FIELD.get(entry.datatype)
+            if field is None and entry.datatype in NUMPY_DTYPES:
+                raise BadRequest(f"input {entry.name!r}: {entry.datatype} must be sent in raw_input_contents")
+            # an unknown datatype leaves no data: the data plane refuses the datatype first
+            tensor.data = list(getattr(entry.contents, field)) if field else None
+        inputs.append(tensor)
+    outputs = [o.name for o in request.outputs] if request.outputs else None
+    return InferRequest(inputs, outputs, request.id)
+
+
+def encode_infer_response(result: InferResult) -> pb.ModelInferResponse:
+    """Outputs always travel in raw_output_contents."""
+    response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=result.id)
+    for tensor, array in result.outputs:
+        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=array.shape)
+        response.raw_output_contents.append(np.ascontiguousarray(array).tobytes())
+    return response
+
+
+def _tensor_metadata(tensors: list[TensorMetadata]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    return [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
+            for t in tensors]
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, state: RuntimeState):
-        self.state = state
+    def __init__(self, plane: DataPlane):
+        self.plane = plane
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=self.state.ready)
+        return pb.ServerReadyResponse(ready=self.plane.ready)
 
     async def ModelReady(self, request, context):
         try:
-            self.state.manager.resolve(request.name, request.version or None)
-        except NotFound:
+            self.plane.model_ready(request.name, request.version or None)
+        except (NotFound, Unavailable):
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=not self.state.draining)
+        return pb.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(self, request, context):
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
+        metadata = self.plane.server_metadata()
+        return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version,
+                                         extensions=metadata.extensions)
 
+    @_answers
     async def ModelMetadata(self, request, context):
-        serving = await self._resolve(context, request.name, request.version)
-        spec = serving.spec
+        metadata = self.plane.model_metadata(request.name, request.version or None)
+        return pb.ModelMetadataResponse(name=metadata.name, versions=metadata.versions, platform=metadata.platform,
+                                        inputs=_tensor_metadata(metadata.inputs),
+                                        outputs=_tensor_metadata(metadata.outputs))
 
-        def described(tensors):
-            return [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype,
-                                                            shape=spec.full_shape(t)) for t in tensors]
-        return pb.ModelMetadataResponse(name=spec.name, versions=[serving.version], platform="pytorch_libtorch",
-                                        inputs=described(spec.inputs), outputs=described(spec.outputs))
-
+    @_answers
     async def ModelConfig(self, request, context):
-        serving = await self._resolve(context, request.name, request.version)
-        return pb.ModelConfigResponse(config=serving.spec.config)
+        return pb.ModelConfigResponse(config=self.plane.model_config(request.name, request.version or None))
 
     async def RepositoryIndex(self, request, context):
         return pb.RepositoryIndexResponse(models=[
-            pb.RepositoryIndexResponse.ModelIndex(**entry)
-            for entry in self.state.repository_index(ready_only=request.ready)])
+            pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state, reason=e.reason or "")
+            for e in self.plane.repository_index(ready_only=request.ready)])
 
+    @_answers
     async def ModelInfer(self, request, context):
-        started = time.perf_counter_ns()
-        serving = await self._resolve(context, request.model_name, request.model_version)
-        spec, stats = serving.spec, serving.stats
-        try:
-            inputs, rows = _decode_inputs(spec, request)
-            wanted = (requested_outputs(spec, [o.name for o in request.outputs]) if request.outputs
-                      else range(len(spec.outputs)))
-            results = await serving.batcher.infer(inputs, rows)
-        except ServingError as exc:
-            stats.record_request(time.perf_counter_ns() - started, ok=False, server_error=exc.http_status >= 500)
-            await context.abort(exc.grpc_code, exc.message)
-        response = pb.ModelInferResponse(model_name=spec.name, model_version=serving.version, id=request.id)
-        for index in wanted:
-            array, tensor = results[index], spec.outputs[index]
-            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=array.shape)
-            response.raw_output_contents.append(np.ascontiguousarray(array).tobytes())
-        stats.record_request(time.perf_counter_ns() - started, ok=True)
-        return response
-
-    async def _resolve(self, context, model: str, version: str):
-        try:
-            return self.state.manager.resolve(model, version or None)
-        except NotFound as exc:
-            await context.abort(exc.grpc_code, exc.message)
+        return await self.plane.infer(request.model_name, request.model_version or None,
+                                      functools.partial(decode_infer_request, request), encode_infer_response,
+                                      started_ns=time.perf_counter_ns())
 
 
-def build_grpc_server(state: RuntimeState, address: str) -> grpc.aio.Server:
-    limit = state.max_body_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
+def build_grpc_server(plane: DataPlane, address: str, *, max_message_bytes: int = 64 << 20) -> grpc.aio.Server:
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
+                                      ("grpc.max_send_message_length", max_message_bytes)])
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     return server

@@ -1,153 +1,180 @@
-"""The REST front end: a plain ASGI application (no framework routing on the hot path).
+"""The REST front end: a plain ASGI application that translates HTTP to the data plane and back.
 
-Routes: the KServe v2 / Triton HTTP protocol under /v2, failover health, model pinning and
-Prometheus /metrics. Every error is JSON {"error": "..."} with its HTTP status."""
+`ROUTES` is the whole surface: the KServe v2 / Triton HTTP protocol under /v2, failover health,
+model pinning and Prometheus /metrics. A path that matches a route with another method is a 405,
+a path that matches none a 404. Every error is JSON {"error": "..."}, its status chosen from what
+the error means (`HTTP_STATUS`)."""
 from __future__ import annotations
 
 import hmac
 import json
 import logging
+import re
 import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
-from google.protobuf import json_format
-
-from .errors import BadRequest, NotFound, PayloadTooLarge, ServingError
-from .health import HEALTHY_TOKEN, failover_health
-from .manager import LoadRefused, PinConflict
-from .rest_codec import decompress, encode_json, encode_response, parse_request, split_body
-from .state import EXTENSIONS, SERVER_NAME, SERVER_VERSION, RuntimeState
+from .data_plane import DataPlane
+from .errors import (
+    BadRequest,
+    ErrorKind,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServingError,
+    Unauthorized,
+)
+from .health import HEALTHY_TOKEN
+from .rest_codec import (
+    RestInference,
+    json_bytes,
+    model_config_json,
+    model_metadata_json,
+    model_ready_json,
+    pin_json,
+    repository_index_json,
+    server_metadata_json,
+)
 
 log = logging.getLogger("mlfleet.runtime.http")
 
+HTTP_STATUS = {
+    ErrorKind.INVALID_ARGUMENT: 400,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.PERMISSION_DENIED: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.INTERNAL: 500,
+    ErrorKind.UNAVAILABLE: 503,
+}
+
 _JSON = [(b"content-type", b"application/json")]
+_BINARY = b"application/octet-stream"
 _TEXT_METRICS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
 
-
-def _dumps(document) -> bytes:
-    return encode_json(document).encode()
-
-
-class MethodNotAllowed(ServingError):
-    http_status = 405
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-class _Unauthorized(ServingError):
-    http_status = 401
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str      # segments in braces are parameters: one non-empty path segment each
+    handler: str   # the RestApp method that answers, called with the parameters as keywords
 
 
-class _Forbidden(ServingError):
-    http_status = 403
+# Inference first: it is the hot path, and the table is tried in order.
+ROUTES = (
+    Route("POST", "/v2/models/{model}/infer", "infer"),
+    Route("POST", "/v2/models/{model}/versions/{version}/infer", "infer"),
+    Route("GET", "/v2/health/live", "live"),
+    Route("GET", "/v2/health/ready", "ready"),
+    Route("GET", "/v2/health/failover", "failover"),
+    Route("GET", "/v2/health/{endpoint}", "unknown_health"),
+    Route("GET", "/v2", "server_metadata"),
+    Route("GET", "/metrics", "metrics"),
+    Route("POST", "/v2/repository/index", "repository_index"),
+    Route("GET", "/v2/models/{model}", "model_metadata"),
+    Route("GET", "/v2/models/{model}/versions/{version}", "model_metadata"),
+    Route("GET", "/v2/models/{model}/ready", "model_ready"),
+    Route("GET", "/v2/models/{model}/versions/{version}/ready", "model_ready"),
+    Route("GET", "/v2/models/{model}/config", "model_config"),
+    Route("GET", "/v2/models/{model}/versions/{version}/config", "model_config"),
+    Route("GET", "/v2/mlfleet/models/{model}/pin", "pin_status"),
+    Route("POST", "/v2/mlfleet/models/{model}/pin", "pin"),
+)
 
 
-class _Conflict(ServingError):
-    http_status = 409
-
-
-class _NotReady(ServingError):
-    http_status = 503
+def _compile(path: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
 
 
 class RestApp:
-    def __init__(self, state: RuntimeState):
-        self.state = state
+    def __init__(self, plane: DataPlane, *, admin_token: str | None = None, max_body_bytes: int = 64 << 20):
+        self.plane = plane
+        self.admin_token = admin_token  # None: the management endpoint is disabled
+        self.max_body_bytes = max_body_bytes
+        # (pattern, {method: handler}) in table order; routes of one path share an entry
+        self._table: list[tuple[re.Pattern[str], dict[str, Callable[..., Awaitable[Response]]]]] = []
+        by_path: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {}
+        for route in ROUTES:
+            if route.path not in by_path:
+                by_path[route.path] = {}
+                self._table.append((_compile(route.path), by_path[route.path]))
+            by_path[route.path][route.method] = getattr(self, route.handler)
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         try:
-            status, headers, body = await self._route(scope, receive)
+            status, headers, body = await self._dispatch(scope, receive)
         except ServingError as exc:
-            status, headers, body = exc.http_status, _JSON, _dumps({"error": exc.message})
-        except Exception:  # noqa: BLE001 - a bug must not take the connection down silently
+            status, headers, body = HTTP_STATUS[exc.kind], _JSON, json_bytes({"error": exc.message})
+        except Exception:  # a bug must not take the connection down silently
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            status, headers, body = 500, _JSON, _dumps({"error": "internal server error"})
+            status, headers, body = 500, _JSON, json_bytes({"error": "internal server error"})
         await send({"type": "http.response.start", "status": status,
                     "headers": headers + [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    async def _route(self, scope, receive):
-        path, method = scope["path"], scope["method"]
-        parts = path.rstrip("/").split("/")[1:] if path != "/" else []
-        if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-            return await self._model_route(scope, receive, method, parts[2:])
-        if parts == ["v2"]:
-            self._allow(method, "GET")
-            return 200, _JSON, _dumps({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
-        if parts[:2] == ["v2", "health"] and len(parts) == 3:
-            self._allow(method, "GET")
-            return self._health(parts[2])
-        if parts == ["metrics"]:
-            self._allow(method, "GET")
-            from .gpu import gpu_report
-            return 200, _TEXT_METRICS, self.state.metrics.exposition(gpu_report())
-        if parts == ["v2", "repository", "index"]:
-            self._allow(method, "POST")
-            body = await self._read_body(scope, receive)
-            options = self._json_object(body) if body.strip() else {}
-            return 200, _JSON, _dumps(self.state.repository_index(ready_only=options.get("ready") is True))
-        if parts[:3] == ["v2", "mlfleet", "models"] and len(parts) == 5 and parts[4] == "pin":
-            return await self._pin(scope, receive, method, parts[3])
-        raise NotFound(f"no route for {path}")
-
-    @staticmethod
-    def _allow(method: str, allowed: str) -> None:
-        if method != allowed:
-            raise MethodNotAllowed(f"method {method} not allowed here; use {allowed}")
-
-    def _health(self, which: str):
-        state = self.state
-        if which == "live":
-            return 200, _JSON, b'{"live":true}'
-        if which == "ready":
-            if state.ready:
-                return 200, _JSON, b'{"ready":true}'
-            reason = "shutting down" if state.draining else "models not loaded"
-            return 503, _JSON, _dumps({"error": f"not ready: {reason}"})
-        if which == "failover":
-            healthy, document = failover_health(state.manager, state.bounds, region=state.region,
-                                                draining=state.draining)
-            body = _dumps(document)
-            if not healthy and HEALTHY_TOKEN.encode() in body:
-                body = body.replace(HEALTHY_TOKEN.encode(), b"<token>")
-            return (200 if healthy else 503), _JSON, body
-        raise NotFound(f"no health endpoint {which!r} (live, ready, failover)")
-
-    async def _model_route(self, scope, receive, method, parts):
-        model, rest = parts[0], parts[1:]
-        version = None
-        if rest[:1] == ["versions"]:
-            if len(rest) < 2:
-                raise NotFound("missing version after /versions")
-            version, rest = rest[1], rest[2:]
-        action = rest[0] if len(rest) == 1 else None if not rest else "?"
-        if action == "infer":
-            self._allow(method, "POST")
-            return await self._infer(scope, receive, model, version)
-        self._allow(method, "GET")
-        if action is None:
-            return 200, _JSON, _dumps(self._model_metadata(model, version))
-        if action == "ready":
-            serving = self.state.manager.resolve(model, version)
-            if self.state.draining:
-                raise _NotReady(f"model {model!r} is shutting down")
-            return 200, _JSON, _dumps({"name": model, "version": serving.version, "ready": True})
-        if action == "config":
-            serving = self.state.manager.resolve(model, version)
-            return 200, _JSON, _dumps(json_format.MessageToDict(serving.spec.config, preserving_proto_field_name=True))
+    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+        path, method = scope["path"].rstrip("/") or "/", scope["method"]
+        for pattern, handlers in self._table:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            handler = handlers.get(method)
+            if handler is None:
+                raise MethodNotAllowed(f"method {method} not allowed here; use {' or '.join(handlers)}")
+            return await handler(scope, receive, **match.groupdict())
         raise NotFound(f"no route for {scope['path']}")
 
-    def _model_metadata(self, model, version) -> dict:
-        serving = self.state.manager.resolve(model, version)
-        spec = serving.spec
-        return {
-            "name": model,
-            "versions": [serving.version],
-            "platform": "pytorch_libtorch",
-            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": spec.full_shape(t)} for t in spec.inputs],
-            "outputs": [{"name": t.name, "datatype": t.datatype, "shape": spec.full_shape(t)} for t in spec.outputs],
-        }
+    # -- server ----------------------------------------------------------------------------------
+    async def live(self, scope: Scope, receive: Receive) -> Response:
+        return 200, _JSON, b'{"live":true}'
 
-    async def _infer(self, scope, receive, model, version):
+    async def ready(self, scope: Scope, receive: Receive) -> Response:
+        if self.plane.ready:
+            return 200, _JSON, b'{"ready":true}'
+        return 503, _JSON, json_bytes({"error": f"not ready: {self.plane.not_ready_reason()}"})
+
+    async def failover(self, scope: Scope, receive: Receive) -> Response:
+        healthy, document = self.plane.failover_health()
+        body = json_bytes(document)
+        if not healthy and HEALTHY_TOKEN.encode() in body:  # e.g. inside a model's name
+            body = body.replace(HEALTHY_TOKEN.encode(), b"<token>")
+        return (200 if healthy else 503), _JSON, body
+
+    async def unknown_health(self, scope: Scope, receive: Receive, endpoint: str) -> Response:
+        raise NotFound(f"no health endpoint {endpoint!r} (live, ready, failover)")
+
+    async def server_metadata(self, scope: Scope, receive: Receive) -> Response:
+        return 200, _JSON, server_metadata_json(self.plane.server_metadata())
+
+    async def metrics(self, scope: Scope, receive: Receive) -> Response:
+        return 200, _TEXT_METRICS, self.plane.prometheus_exposition()
+
+    async def repository_index(self, scope: Scope, receive: Receive) -> Response:
+        body = await self._read_body(scope, receive)
+        options = _json_object(body) if body.strip() else {}
+        return 200, _JSON, repository_index_json(self.plane.repository_index(ready_only=options.get("ready") is True))
+
+    # -- models ----------------------------------------------------------------------------------
+    async def model_metadata(self, scope: Scope, receive: Receive, model: str, version: str | None = None) -> Response:
+        return 200, _JSON, model_metadata_json(self.plane.model_metadata(model, version))
+
+    async def model_ready(self, scope: Scope, receive: Receive, model: str, version: str | None = None) -> Response:
+        return 200, _JSON, model_ready_json(model, self.plane.model_ready(model, version))
+
+    async def model_config(self, scope: Scope, receive: Receive, model: str, version: str | None = None) -> Response:
+        return 200, _JSON, model_config_json(self.plane.model_config(model, version))
+
+    async def infer(self, scope: Scope, receive: Receive, model: str, version: str | None = None) -> Response:
         started = time.perf_counter_ns()
         header_length = encoding = None
         for name, value in scope["headers"]:
@@ -156,27 +183,41 @@ class RestApp:
             elif name == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
         body = await self._read_body(scope, receive)
-        serving = self.state.manager.resolve(model, version)
-        stats = serving.stats
-        try:
-            if encoding:
-                body = decompress(body, encoding, self.state.max_body_bytes)
-            header, tail = split_body(body, header_length)
-            request = parse_request(serving.spec, header, tail)
-            results = await serving.batcher.infer(request.inputs, request.rows)
-            payload, json_length = encode_response(serving.spec, serving.version, request, results)
-        except ServingError as exc:
-            stats.record_request(time.perf_counter_ns() - started, ok=False,
-                                 server_error=exc.http_status >= 500)
-            raise
-        stats.record_request(time.perf_counter_ns() - started, ok=True)
+        codec = RestInference(body, header_length, encoding, self.max_body_bytes)
+        payload, json_length = await self.plane.infer(model, version, codec.decode, codec.encode, started_ns=started)
         if json_length is None:
             return 200, _JSON, payload
-        return 200, [(b"content-type", b"application/octet-stream"),
-                     (b"inference-header-content-length", str(json_length).encode())], payload
+        headers = [(b"content-type", _BINARY), (b"inference-header-content-length", str(json_length).encode())]
+        return 200, headers, payload
 
-    async def _read_body(self, scope, receive) -> bytes:
-        limit = self.state.max_body_bytes
+    # -- pinning ---------------------------------------------------------------------------------
+    async def pin_status(self, scope: Scope, receive: Receive, model: str) -> Response:
+        return 200, _JSON, pin_json(self.plane.pin_status(model))
+
+    async def pin(self, scope: Scope, receive: Receive, model: str) -> Response:
+        self._authorize(scope)
+        request = _json_object(await self._read_body(scope, receive))
+        version = request.get("version")
+        if not isinstance(version, str) or not version:
+            raise BadRequest("'version' must be a non-empty string")
+        reload_manifest = request.get("reload_manifest", False)
+        if not isinstance(reload_manifest, bool):
+            raise BadRequest("'reload_manifest' must be true or false")
+        return 200, _JSON, pin_json(await self.plane.pin(model, version, reload_manifest=reload_manifest))
+
+    def _authorize(self, scope: Scope) -> None:
+        token = self.admin_token
+        if token is None:
+            raise Forbidden("model pinning is disabled: start the runtime with --admin-token-file "
+                            "or MLFLEET_ADMIN_TOKEN to enable it")
+        presented = next((v for n, v in scope["headers"] if n == b"authorization"), b"")
+        scheme, _, credential = presented.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(credential.strip(), token.encode()):
+            raise Unauthorized("missing or invalid bearer token")
+
+    # -- bodies ----------------------------------------------------------------------------------
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -198,44 +239,12 @@ class RestApp:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    @staticmethod
-    def _json_object(body: bytes) -> dict:
-        try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise BadRequest("body must be a JSON object")
-        return document
 
-    async def _pin(self, scope, receive, method, model):
-        manager = self.state.manager
-        if method == "GET":
-            serving = manager.resolve(model)
-            return 200, _JSON, _dumps({"model": model, "version": serving.version,
-                                       "champion": manager.champion(model),
-                                       "previous": manager.previous.get(model)})
-        self._allow(method, "POST")
-        self._authorize(scope)
-        request = self._json_object(await self._read_body(scope, receive))
-        version = request.get("version")
-        if not isinstance(version, str) or not version:
-            raise BadRequest("'version' must be a non-empty string")
-        reload_manifest = request.get("reload_manifest", False)
-        if not isinstance(reload_manifest, bool):
-            raise BadRequest("'reload_manifest' must be true or false")
-        try:
-            pinned, previous = await manager.pin(model, version, reload_manifest=reload_manifest)
-        except (LoadRefused, PinConflict) as exc:
-            raise _Conflict(str(exc)) from None
-        return 200, _JSON, _dumps({"model": model, "version": pinned, "previous": previous})
-
-    def _authorize(self, scope) -> None:
-        token = self.state.admin_token
-        if token is None:
-            raise _Forbidden("model pinning is disabled: start the runtime with --admin-token-file "
-                             "or MLFLEET_ADMIN_TOKEN to enable it")
-        presented = next((v for n, v in scope["headers"] if n == b"authorization"), b"")
-        scheme, _, credential = presented.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(credential.strip(), token.encode()):
-            raise _Unauthorized("missing or invalid bearer token")
+def _json_object(body: bytes) -> dict:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest("body must be a JSON object")
+    return document

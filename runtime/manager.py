@@ -37,9 +37,9 @@ class ServingModel:
     canary: Canary
     checksum_verified: bool
     approved_by: str
+    stats: ModelStats = field(repr=False)
     canary_passed_at: float | None = None  # wall clock, seconds
     canary_failure: str | None = None
-    stats: ModelStats = field(default=None, repr=False)
 
 
 class ModelManager:
@@ -101,8 +101,8 @@ class ModelManager:
                     manifest = await asyncio.to_thread(self._read_manifest)
                 except LoadRefused as exc:
                     raise LoadRefused(f"manifest reload refused: {exc}") from None
-            entry = manifest.models.get(model)
-            if entry is None or model not in self.active:
+            entry = manifest.models.get(model) if manifest else None
+            if manifest is None or entry is None or model not in self.active:
                 raise NotFound(f"unknown model {model!r}")
             if version not in entry.versions:
                 raise NotFound(f"version {version!r} of model {model!r} is not approved in the manifest "

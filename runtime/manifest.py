@@ -46,7 +46,8 @@ class ApprovedVersion(BaseModel):
     @field_validator("approved_at")
     @classmethod
     def _utc(cls, when: datetime) -> datetime:
-        if when.tzinfo is None or when.utcoffset().total_seconds() != 0:
+        offset = when.utcoffset()
+        if offset is None or offset.total_seconds() != 0:
             raise ValueError("approved_at must be an ISO-8601 UTC time (ending in Z or +00:00)")
         return when
 

@@ -2,7 +2,7 @@
 model-config protobuf: input and output names, datatypes, shapes, batching and device."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from google.protobuf import text_format
@@ -56,6 +56,8 @@ class ModelSpec:
     max_queue_delay_us: int
     wants_gpu: bool
     config: mc.ModelConfig
+    _inputs_by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    _outputs_by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
 
     @property
     def batched(self) -> bool:

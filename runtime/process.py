@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 
 def free_port() -> int:
@@ -41,13 +41,14 @@ class RuntimeProcess:
         self._startup_timeout_s = startup_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._log_path = log_path
-        self._log = None
+        self._log: IO[bytes] | None = None  # None: the output goes nowhere
         self.process: subprocess.Popen | None = None
         self.returncode: int | None = None
 
     def start(self) -> "RuntimeProcess":
-        self._log = open(self._log_path, "wb") if self._log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self._args, env=self._env, stdout=self._log, stderr=self._log)
+        self._log = open(self._log_path, "wb") if self._log_path else None
+        output = subprocess.DEVNULL if self._log is None else self._log
+        self.process = subprocess.Popen(self._args, env=self._env, stdout=output, stderr=output)
         deadline = time.monotonic() + self._startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -83,7 +84,7 @@ class RuntimeProcess:
         return self.returncode
 
     def _close_log(self) -> None:
-        if self._log not in (None, subprocess.DEVNULL):
+        if self._log is not None:
             self._log.close()
         self._log = None
 

@@ -1,29 +1,32 @@
-"""The v2 REST inference body, in JSON and with the binary tensor extension: a JSON header of
-`Inference-Header-Content-Length` bytes followed by raw tensor bytes in input order."""
+"""The REST encoding of the v2 protocol: the inference body, in JSON and with the binary tensor
+extension (a JSON header of `Inference-Header-Content-Length` bytes followed by raw tensor bytes
+in input order), and the JSON documents of the other routes. It translates between the wire and
+the data plane's neutral messages; it checks the body's shape, the data plane checks the tensors."""
 from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
 
+from .data_plane import (
+    IndexEntry,
+    InferRequest,
+    InferResult,
+    InputTensor,
+    ModelMetadata,
+    PinResult,
+    PinStatus,
+    ServerMetadata,
+)
 from .errors import BadRequest, PayloadTooLarge
-from .model_spec import ModelSpec
-from .tensors import array_from_bytes, array_from_json, check_input_header, order_inputs, requested_outputs
 
 # One compact encoder for every response: json.dumps with options builds a new encoder per call.
 encode_json = json.JSONEncoder(separators=(",", ":")).encode
-
-
-@dataclass
-class ParsedRequest:
-    request_id: Any
-    inputs: list[np.ndarray]
-    rows: int
-    outputs: list[tuple[int, bool]]  # (output index, send as binary)
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -70,43 +73,40 @@ def _parameters(entry: dict, kind: str, name: Any = None) -> dict:
     return parameters
 
 
-def parse_request(spec: ModelSpec, header: dict, tail: memoryview) -> ParsedRequest:
+def parse_request(header: dict, tail: memoryview) -> tuple[InferRequest, bool, list[bool] | None]:
+    """The neutral request, the default for binary outputs, and the binary choice of each requested
+    output (None: every output, at the default). Tensors are checked later, by the data plane."""
     entries = header.get("inputs")
     if not isinstance(entries, list) or not entries:
         raise BadRequest("'inputs' must be a non-empty list")
     offset = 0
-    arrays = []
+    inputs = []
     for entry in entries:
         if not isinstance(entry, dict):
             raise BadRequest("every input must be an object")
-        tensor = check_input_header(spec, entry.get("name"), entry.get("datatype"), entry.get("shape"))
-        size = _parameters(entry, "input", tensor.name).get("binary_data_size")
-        if size is None:
-            arrays.append((tensor, array_from_json(tensor, entry["shape"], entry.get("data"))))
-            continue
-        if type(size) is not int or size < 0:
-            raise BadRequest(f"input {tensor.name!r}: binary_data_size must be a non-negative integer")
-        if offset + size > len(tail):
-            raise BadRequest(f"input {tensor.name!r}: binary_data_size {size} runs past the "
-                             f"{len(tail)} bytes of binary data")
-        arrays.append((tensor, array_from_bytes(tensor, entry["shape"], tail[offset:offset + size])))
-        offset += size
+        name = entry.get("name")
+        size = _parameters(entry, "input", name).get("binary_data_size")
+        tensor = InputTensor(name, entry.get("datatype"), entry.get("shape"), entry.get("data"))
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
+            if offset + size > len(tail):
+                raise BadRequest(f"input {name!r}: binary_data_size {size} runs past the "
+                                 f"{len(tail)} bytes of binary data")
+            tensor.raw = tail[offset:offset + size]
+            offset += size
+        inputs.append(tensor)
     if offset != len(tail):
         raise BadRequest(f"{len(tail) - offset} bytes of binary data belong to no input")
-    inputs, rows = order_inputs(spec, arrays)
 
-    request_parameters = _parameters(header, "request")
-    binary_default = request_parameters.get("binary_data_output", False) is True
+    binary_default = _parameters(header, "request").get("binary_data_output", False) is True
     wanted = header.get("outputs")
     if wanted is None:
-        outputs = [(i, binary_default) for i in range(len(spec.outputs))]
-    else:
-        if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
-            raise BadRequest("'outputs' must be a list of objects")
-        indexes = requested_outputs(spec, [o.get("name") for o in wanted])
-        outputs = [(i, _parameters(o, "output", o.get("name")).get("binary_data", binary_default) is True)
-                   for i, o in zip(indexes, wanted)]
-    return ParsedRequest(header.get("id"), inputs, rows, outputs)
+        return InferRequest(inputs, None, header.get("id")), binary_default, None
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise BadRequest("'outputs' must be a list of objects")
+    binary = [_parameters(o, "output", o.get("name")).get("binary_data", binary_default) is True for o in wanted]
+    return InferRequest(inputs, [o.get("name") for o in wanted], header.get("id")), binary_default, binary
 
 
 @lru_cache(maxsize=1024)
@@ -115,17 +115,15 @@ def _output_prefix(name: str, datatype: str) -> str:
     return f'{{"name":{encode_json(name)},"datatype":{encode_json(datatype)},"shape":['
 
 
-def encode_response(spec: ModelSpec, version: str, request: ParsedRequest,
-                    results: list[np.ndarray]) -> tuple[bytes, int | None]:
+def encode_response(result: InferResult, binary: list[bool]) -> tuple[bytes, int | None]:
     """Response body and, when it carries binary outputs, the length of its JSON header.
 
     The JSON is assembled from pre-encoded pieces (names, datatypes) rather than through a
     dict per output: this runs once per request and is a large part of a tiny model's cost."""
     entries, chunks = [], []
-    for index, binary in request.outputs:
-        array, tensor = results[index], spec.outputs[index]
+    for (tensor, array), as_binary in zip(result.outputs, binary, strict=True):
         shape = ",".join(map(str, array.shape))
-        if binary:
+        if as_binary:
             raw = array.tobytes()  # row-major bytes whatever the array's memory layout
             entries.append(f'{_output_prefix(tensor.name, tensor.datatype)}{shape}],'
                            f'"parameters":{{"binary_data_size":{len(raw)}}}}}')
@@ -133,9 +131,61 @@ def encode_response(spec: ModelSpec, version: str, request: ParsedRequest,
         else:
             entries.append(f'{_output_prefix(tensor.name, tensor.datatype)}{shape}],'
                            f'"data":{encode_json(array.reshape(-1).tolist())}}}')
-    request_id = "" if request.request_id is None else f',"id":{encode_json(request.request_id)}'
-    head = (f'{{"model_name":{encode_json(spec.name)},"model_version":{encode_json(version)},'
+    request_id = "" if result.id is None else f',"id":{encode_json(result.id)}'
+    head = (f'{{"model_name":{encode_json(result.model)},"model_version":{encode_json(result.version)},'
             f'"outputs":[{",".join(entries)}]{request_id}}}').encode()
     if not chunks:
         return head, None
     return b"".join([head, *chunks]), len(head)
+
+
+class RestInference:
+    """One REST inference request: `decode` and `encode` are what the data plane calls around the
+    model, so the binary choices the request made reach its response."""
+
+    __slots__ = ("_body", "_header_length", "_encoding", "_limit", "_binary_default", "_binary")
+
+    def __init__(self, body: bytes, header_length: str | None, encoding: str | None, limit: int):
+        self._body, self._header_length, self._encoding, self._limit = body, header_length, encoding, limit
+        self._binary_default = False
+        self._binary: list[bool] | None = None
+
+    def decode(self) -> InferRequest:
+        body = decompress(self._body, self._encoding, self._limit) if self._encoding else self._body
+        header, tail = split_body(body, self._header_length)
+        request, self._binary_default, self._binary = parse_request(header, tail)
+        return request
+
+    def encode(self, result: InferResult) -> tuple[bytes, int | None]:
+        binary = self._binary if self._binary is not None else [self._binary_default] * len(result.outputs)
+        return encode_response(result, binary)
+
+
+# -- the other documents of the protocol ---------------------------------------------------------
+def json_bytes(document: Any) -> bytes:
+    return encode_json(document).encode()
+
+
+def server_metadata_json(metadata: ServerMetadata) -> bytes:
+    return json_bytes(asdict(metadata))
+
+
+def model_metadata_json(metadata: ModelMetadata) -> bytes:
+    return json_bytes(asdict(metadata))
+
+
+def model_ready_json(model: str, version: str) -> bytes:
+    return json_bytes({"name": model, "version": version, "ready": True})
+
+
+def model_config_json(config: mc.ModelConfig) -> bytes:
+    return json_bytes(json_format.MessageToDict(config, preserving_proto_field_name=True))
+
+
+def repository_index_json(index: list[IndexEntry]) -> bytes:
+    return json_bytes([{"name": e.name, "version": e.version, "state": e.state}
+                       | ({} if e.reason is None else {"reason": e.reason}) for e in index])
+
+
+def pin_json(pin: PinStatus | PinResult) -> bytes:
+    return json_bytes(asdict(pin))

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
+from .data_plane import DataPlane
 from .grpc_service import build_grpc_server
 from .health import HealthBounds
 from .http_app import RestApp
 from .manager import LoadRefused, ModelManager
 from .metrics import Metrics
 from .sources import SourceError, open_source
-from .state import RuntimeState
 
 log = logging.getLogger("mlfleet.runtime")
 
@@ -83,20 +83,21 @@ async def serve(options: ServeOptions) -> None:
     except LoadRefused as exc:
         await manager.close()
         raise StartupError(f"{source.location}: {exc}") from None
-    state = RuntimeState(manager, metrics, region=options.region, admin_token=options.admin_token,
-                         max_body_bytes=options.max_body_bytes, bounds=options.bounds)
+    plane = DataPlane(manager, metrics, region=options.region, bounds=options.bounds)
 
     http_socket = _listen(options.host, options.http_port)
     grpc_server = None
     if options.grpc_port:
         try:
-            grpc_server = build_grpc_server(state, f"{options.host}:{options.grpc_port}")
+            grpc_server = build_grpc_server(plane, f"{options.host}:{options.grpc_port}",
+                                            max_message_bytes=options.max_body_bytes)
         except (OSError, RuntimeError) as exc:
             raise StartupError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from None
         await grpc_server.start()
     # No X-Forwarded-* rewriting (nothing here reads the client address, and trusting it would be a
     # hole) and no Server header: each is per-request work on the hot path.
-    config = uvicorn.Config(RestApp(state), http="httptools", lifespan="off", access_log=False,
+    rest_app = RestApp(plane, admin_token=options.admin_token, max_body_bytes=options.max_body_bytes)
+    config = uvicorn.Config(rest_app, http="httptools", lifespan="off", access_log=False,
                             proxy_headers=False, server_header=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, int(options.grace_period_s)),
                             timeout_keep_alive=30)
@@ -113,7 +114,7 @@ async def serve(options: ServeOptions) -> None:
     await asyncio.wait({stopped, http_task}, return_when=asyncio.FIRST_COMPLETED)
 
     deadline = time.monotonic() + options.grace_period_s
-    state.draining = True  # readiness and failover health turn false at once
+    plane.draining = True  # readiness and failover health turn false at once
     log.info("draining: readiness is false; finishing accepted requests")
     await asyncio.sleep(min(options.shutdown_delay_s, options.grace_period_s))
     http_server.should_exit = True  # stop accepting; in-flight requests finish

@@ -77,8 +77,8 @@ class GcsSource:
         parsed = urlparse(url)
         if parsed.scheme != "gs" or not parsed.netloc:
             raise SourceError(f"{url!r} is not a gs://bucket/prefix URL")
+        import google.cloud.storage as storage
         from google.auth.exceptions import DefaultCredentialsError
-        from google.cloud import storage
 
         self.prefix = parsed.path.strip("/")
         self.location = f"gs://{parsed.netloc}/{self.prefix}".rstrip("/")

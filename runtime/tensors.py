@@ -28,7 +28,7 @@ def check_input_header(spec: ModelSpec, name: Any, datatype: Any, shape: Any) ->
         raise BadRequest(f"input {name!r}: 'shape' must be a list of integers")
     expected = spec.full_shape(tensor)
     if len(shape) != len(expected) or any(
-            d < 0 or (want != -1 and d != want) for d, want in zip(shape, expected)):
+            d < 0 or (want != -1 and d != want) for d, want in zip(shape, expected, strict=True)):
         raise BadRequest(f"input {name!r}: shape {list(shape)} does not match the model's {expected}")
     if spec.batched and not 1 <= shape[0] <= spec.max_batch_size:
         raise BadRequest(f"input {name!r}: batch size {shape[0]} is outside 1..{spec.max_batch_size}")

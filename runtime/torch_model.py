@@ -32,7 +32,7 @@ class TorchModel:
         device = pick_device(spec)
         try:
             module = torch.jit.load(io.BytesIO(model_bytes), map_location=device)
-        except Exception as exc:  # torch raises RuntimeError and friends for a bad archive
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError and friends for a bad archive
             raise ValueError(f"{spec.name}/{version}/model.pt is not a loadable TorchScript model: "
                              f"{str(exc).splitlines()[0]}") from None
         module.eval()
@@ -68,7 +68,7 @@ class TorchModel:
             raise ModelFailure(f"model {self.spec.name!r} returned {len(tensors)} value(s), "
                                f"its config declares {len(specs)} output tensor(s)")
         arrays = []
-        for tensor, spec in zip(tensors, specs):
+        for tensor, spec in zip(tensors, specs, strict=True):
             array = tensor.detach().cpu().numpy()
             if array.dtype != spec.numpy_dtype:
                 raise ModelFailure(f"model {self.spec.name!r} output {spec.name!r} is {array.dtype}, "

@@ -34,7 +34,7 @@ def test_concurrent_requests_are_batched_and_split_correctly():
         return results
 
     results = asyncio.run(scenario())
-    for request, (output,) in zip(requests, results):
+    for request, (output,) in zip(requests, results, strict=True):
         with torch.inference_mode():
             np.testing.assert_allclose(output, module(torch.from_numpy(request)).numpy(), rtol=1e-5, atol=1e-6)
     rows = sum(r.shape[0] for r in requests)

@@ -11,8 +11,10 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from runtime_helpers import reference_forward, request, request_json
-from runtime_helpers import example_repo, runtime  # noqa: F401 - fixtures
+from helpers.runtime import reference_forward, request, request_json
+
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
+
 
 RNG = np.random.default_rng(3)
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 
-from load import LoadGenerator
+import pytest
+
 from mlfleet.runtime.process import RuntimeProcess
-from runtime_helpers import request
-from runtime_helpers import example_repo  # noqa: F401 - fixtures
+
+from helpers.runtime import request
+from helpers.runtime_load import LoadGenerator
+
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
 
 
 def test_sigterm_drains_queued_and_in_flight_requests(example_repo):
@@ -35,7 +39,8 @@ def test_sigterm_drains_queued_and_in_flight_requests(example_repo):
 
 def test_readiness_turns_false_at_once_while_requests_are_still_served(example_repo):
     with RuntimeProcess(example_repo, extra_args=["--shutdown-delay", "1.5", "--grpc-port", "0"]) as runtime:
-        body = b'{"inputs":[{"name":"INPUT__0","datatype":"FP32","shape":[1,64],"data":[' + b",".join([b"1"] * 64) + b"]}]}"
+        body = (b'{"inputs":[{"name":"INPUT__0","datatype":"FP32","shape":[1,64],"data":['
+                + b",".join([b"1"] * 64) + b"]}]}")
         runtime.terminate()
         time.sleep(0.2)
         assert request(runtime.http_url, "GET", "/v2/health/ready")[0] == 503

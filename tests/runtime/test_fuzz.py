@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime_helpers import MAX_BODY_BYTES, request
-from runtime_helpers import example_repo, runtime  # noqa: F401 - fixtures
+from helpers.runtime import MAX_BODY_BYTES, request
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=12)
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
 tensor_entries = st.fixed_dictionaries({
     "name": st.sampled_from(["INPUT__0", "OTHER", ""]) | st.integers(),
     "datatype": st.sampled_from(["FP32", "FP16", "INT64", "BOOL", "BYTES", "fp32"]) | json_values,
     "shape": st.lists(st.integers(-2, 70), max_size=3) | json_values,
 }, optional={
-    "data": st.lists(st.floats(allow_nan=False, width=32) | st.integers(-2**40, 2**40) | st.text(max_size=2), max_size=70)
-            | json_values,
+    "data": st.lists(st.floats(allow_nan=False, width=32) | st.integers(-2**40, 2**40) | st.text(max_size=2),
+                     max_size=70) | json_values,
     "parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-4, 300) | json_values}),
 })
 documents = st.fixed_dictionaries({}, optional={"inputs": st.lists(tensor_entries, max_size=3) | json_values,

@@ -15,8 +15,11 @@ from mlfleet.dr.sandbox.fake_gcp import FakeGcp
 from mlfleet.dr.sandbox.faults import FaultBook, Ledger
 from mlfleet.runtime.manifest import Manifest
 from mlfleet.runtime.process import RuntimeProcess
-from runtime_helpers import reference_forward
-from runtime_helpers import example_repo  # noqa: F401 - fixtures
+
+from helpers.runtime import reference_forward
+
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
+
 
 BUCKET = "mlfleet-research-research-models"
 PREFIX = "models/champion"

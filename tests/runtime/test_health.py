@@ -5,10 +5,12 @@ import time
 
 import pytest
 
-from load import LoadGenerator
 from mlfleet.runtime.process import RuntimeProcess
-from runtime_helpers import request, request_json
-from runtime_helpers import example_repo, runtime  # noqa: F401 - fixtures
+
+from helpers.runtime import request, request_json
+from helpers.runtime_load import LoadGenerator
+
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
 
 
 def test_health_endpoints_stay_fast_while_inference_saturates(runtime):

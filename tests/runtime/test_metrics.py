@@ -4,10 +4,13 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 import tritonclient.http as httpclient
 
-from runtime_helpers import request, request_json
-from runtime_helpers import example_repo, runtime  # noqa: F401 - fixtures
+from helpers.runtime import request, request_json
+
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
+
 
 TRITON_NAMES = ["nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
                 "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
@@ -36,5 +39,6 @@ def test_metrics_use_triton_names_and_count_requests(runtime):
     assert _sample(after, "nv_inference_request_failure") - _sample(before, "nv_inference_request_failure") == 1
     # canaries may run meanwhile (one row each), so at least the 15 rows requested
     assert _sample(after, "nv_inference_count") - _sample(before, "nv_inference_count") >= 15
-    assert _sample(after, "nv_inference_compute_infer_duration_us") > _sample(before, "nv_inference_compute_infer_duration_us")
+    compute = "nv_inference_compute_infer_duration_us"
+    assert _sample(after, compute) > _sample(before, compute)
     assert "process_resident_memory_bytes" in after

@@ -12,7 +12,11 @@ import tritonclient.http as httpclient
 from mlfleet.runtime.examples import write_example_repository
 from mlfleet.runtime.manifest import Manifest, sha256_file
 from mlfleet.runtime.process import RuntimeProcess
-from runtime_helpers import ADMIN_TOKEN, reference_forward, request_json
+
+from helpers.runtime import ADMIN_TOKEN, reference_forward, request_json
+
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
+
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -14,10 +14,13 @@ import tritonclient.grpc as grpcclient
 from moto.server import ThreadedMotoServer
 
 from mlfleet.runtime.cli import register
-from mlfleet.runtime.manifest import ManifestError, Manifest
+from mlfleet.runtime.manifest import Manifest, ManifestError
 from mlfleet.runtime.process import RuntimeProcess, free_port
-from runtime_helpers import reference_forward, request_json
-from runtime_helpers import example_repo  # noqa: F401 - fixtures
+
+from helpers.runtime import reference_forward, request_json
+
+pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
+
 
 BUCKET = "models-eu-west-1"
 
@@ -110,7 +113,8 @@ def test_register_adds_serve_without_importing_torch():
 def test_manifest_errors_name_the_field():
     with pytest.raises(ManifestError, match=r"models\.m\.versions\.1\.files: .*model.pt must be listed"):
         Manifest.load(json.dumps({"models": {"m": {"champion": "1", "versions": {"1": {
-            "files": {"canary.json": "0" * 64}, "approved_by": "a", "approved_at": "2025-01-01T00:00:00Z"}}}}}).encode())
+            "files": {"canary.json": "0" * 64}, "approved_by": "a",
+            "approved_at": "2025-01-01T00:00:00Z"}}}}}).encode())
     with pytest.raises(ManifestError, match="UTC"):
         Manifest.load(json.dumps({"models": {"m": {"champion": "1", "versions": {"1": {
             "files": {"canary.json": "0" * 64, "model.pt": "1" * 64}, "approved_by": "a",
