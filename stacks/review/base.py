@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment.errors import MlfleetError
 
 
 def load_base(spec: str, env_name: str, env_file: Path) -> tuple[dict[str, dict], str]:
@@ -39,12 +39,23 @@ def _from_directory(directory: Path, env_name: str) -> dict[str, dict]:
     return stacks
 
 
+# The shipped examples lived in stacks/environments/ before the environment core became a package.
+_EXAMPLES_DIR, _FORMER_EXAMPLES_DIR = "stacks/environment/examples/", "stacks/environments/"
+
+
+def _paths_at_ref(relative: str) -> list[str]:
+    """Where the environment file at `relative` may be at an older ref: there, or where the examples were."""
+    if relative.startswith(_EXAMPLES_DIR):
+        return [relative, _FORMER_EXAMPLES_DIR + relative.removeprefix(_EXAMPLES_DIR)]
+    return [relative]
+
+
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def _from_git(ref: str, env_name: str, env_file: Path) -> tuple[dict[str, dict], str]:
-    from mlfleet.stacks.config import parse_environment
+    from mlfleet.stacks.environment import parse_environment
     from mlfleet.stacks.review.synth import synthesize_for_review
 
     if ref.startswith("-"):
@@ -56,10 +67,15 @@ def _from_git(ref: str, env_name: str, env_file: Path) -> tuple[dict[str, dict],
     commit = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], env_file.parent)
     if commit.returncode != 0:
         raise MlfleetError(f"--base {ref}: neither a directory nor a git ref of this repository")
-    relative = env_file.relative_to(Path(top.stdout.strip())).as_posix()
+    now = env_file.relative_to(Path(top.stdout.strip())).as_posix()
+    relative, shown = now, None
+    for candidate in _paths_at_ref(now):
+        result = _git(["show", f"{commit.stdout.strip()}:{candidate}"], env_file.parent)
+        if result.returncode == 0:
+            relative, shown = candidate, result
+            break
     label = f"git {ref} ({commit.stdout.strip()[:12]}) {relative}"
-    shown = _git(["show", f"{commit.stdout.strip()}:{relative}"], env_file.parent)
-    if shown.returncode != 0:
+    if shown is None:
         return {}, f"{label}: the file does not exist there, so everything is new"
     try:
         data = yaml.safe_load(shown.stdout)

@@ -1,4 +1,4 @@
-"""The list prices the cost estimate uses: stacks/data/prices.json, one table per cloud, each with
+"""The list prices the cost estimate uses: stacks/review/data/prices.json, one table per cloud, each with
 its own date, source and caveats (printed with every estimate that uses it).
 
 The figures are transcribed by hand, never fetched: a price that is not in a table is "not
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlfleet.stacks.review.inventory import CLOUD_NAMES
 
-PRICE_FILE = Path(__file__).resolve().parent.parent / "data" / "prices.json"
+PRICE_FILE = Path(__file__).resolve().parent / "data" / "prices.json"
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
 from mlfleet.stacks.cli import main
-from mlfleet.stacks.config import (ENVIRONMENTS_DIR, ConfigError, environment_names, json_schema,
-                                   load_environment, parse_environment)
+from mlfleet.stacks.environment import (
+    ENVIRONMENTS_DIR,
+    ConfigError,
+    environment_names,
+    json_schema,
+    load_environment,
+    parse_environment,
+)
+
+from helpers.cli import synth_invalid
 
 
 def test_examples_load_with_expected_topology():
@@ -26,18 +33,6 @@ def test_examples_load_with_expected_topology():
 
 def _prod() -> dict:
     return yaml.safe_load((ENVIRONMENTS_DIR / "prod.yaml").read_text())
-
-
-def _run_invalid(tmp_path: Path, capsys, data: dict) -> str:
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
-    outdir = tmp_path / "out"
-    code = main(["synth", "--config", str(path), "--outdir", str(outdir)])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert not outdir.exists(), "nothing may be written for invalid input"
-    assert "Traceback" not in err
-    return err
 
 
 def _mutate(fn):
@@ -74,7 +69,8 @@ INVALID = {
                     "regions[0].network.cidr: 8.8.0.0/16 is not a private range"),
     "missing tags": (lambda d: d["tags"].pop("owner"), "tags: required tags missing: owner"),
     "reservation for unknown region": (
-        lambda d: d["gpu_pools"][0]["reservations"].update({"eu-west-1": {"capacity_reservation_id": "cr-0123456789abcdef0"}}),
+        lambda d: d["gpu_pools"][0]["reservations"].update(
+            {"eu-west-1": {"capacity_reservation_id": "cr-0123456789abcdef0"}}),
         "gpu_pools[0].reservations.eu-west-1: eu-west-1 is not one of this environment's regions"),
     "efa with reservations": (lambda d: d["gpu_pools"][0].update(efa_interfaces=2),
                               "gpu_pools[0].efa_interfaces: EFA puts nodes in a cluster placement group"),
@@ -86,20 +82,25 @@ INVALID = {
             resource_group_arn="arn:aws:resource-groups:us-east-1:333333333333:group/gpu"),
         "gpu_pools[0].reservations.us-east-1: give one of capacity_reservation_id, resource_group_arn (AWS) "
         "or name (Google Cloud)"),
+    "unknown cloud": (lambda d: d["regions"][1].update(cloud="azure"),
+                      "regions[1]: cloud must be aws (the default) or gcp"),
+    "cloud that is not a name": (lambda d: d["regions"][1].update(cloud=["gcp"]),
+                                 "regions[1]: cloud must be aws (the default) or gcp"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))
 def test_invalid_environment_is_refused_with_path_and_reason(case, tmp_path, capsys):
     mutate, expected = INVALID[case]
-    err = _run_invalid(tmp_path, capsys, _mutate(mutate))
+    err = synth_invalid(tmp_path, capsys, _mutate(mutate))
     assert expected in err
 
 
 def test_rpo_exception_is_accepted_when_acknowledged_with_a_reason():
     data = _prod()
     data["targets"]["rpo"] = "5m"
-    data["acknowledgements"] = [{"rule": "MLF010", "reason": "models change weekly; the registry DB (RPO ~1 s) is what matters"}]
+    data["acknowledgements"] = [
+        {"rule": "MLF010", "reason": "models change weekly; the registry DB (RPO ~1 s) is what matters"}]
     assert parse_environment(data, "test").targets.rpo == 300
 
 
@@ -154,8 +155,17 @@ def test_every_example_passes_the_shipped_schema(name):
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
 
 
+@pytest.mark.parametrize("name", environment_names())
+def test_every_example_points_editors_at_the_shipped_schema(name):
+    path = ENVIRONMENTS_DIR / f"{name}.yaml"
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# yaml-language-server: $schema=")
+    schema = (path.parent / first.removeprefix("# yaml-language-server: $schema=")).resolve()
+    assert schema == (ENVIRONMENTS_DIR.parent / "environment.schema.json").resolve() and schema.is_file()
+
+
 def test_shipped_schema_file_is_current():
-    """Editors validate environment files against stacks/environment.schema.json; regenerate
-    it with `mlfleet schema > stacks/environment.schema.json` when the model changes."""
+    """Editors validate environment files against stacks/environment/environment.schema.json; regenerate
+    it with `mlfleet schema > stacks/environment/environment.schema.json` when the model changes."""
     shipped = json.loads((ENVIRONMENTS_DIR.parent / "environment.schema.json").read_text())
     assert shipped == json_schema()

@@ -4,14 +4,15 @@ before anything is written."""
 from __future__ import annotations
 
 import copy
+
 import pytest
 import yaml
 
-from test_config import _run_invalid
+from mlfleet.constructs.service_limits import STORAGE_TRANSFER_RPO_SECONDS
+from mlfleet.stacks.environment import ENVIRONMENTS_DIR, artifact_rpo, gke_node_locations, load_environment
+from mlfleet.stacks.environment.gcp_offerings import GcpAcceleratorOfferings
 
-from mlfleet.stacks.config import (ENVIRONMENTS_DIR, STORAGE_TRANSFER_RPO_SECONDS, artifact_rpo,
-                                   gke_node_locations, load_environment)
-from mlfleet.stacks.gcp_offerings import GcpAcceleratorOfferings
+from helpers.cli import synth_invalid
 
 
 def _example(name: str) -> dict:
@@ -45,7 +46,7 @@ def test_chosen_zones_narrow_the_node_locations():
     offered = GcpAcceleratorOfferings.load().zones_offering("nvidia-l4", "us-central1")
     data["regions"][0]["zones"] = [offered[0]]
     data["gpu_pools"] = data["gpu_pools"][:1]
-    from mlfleet.stacks.config import parse_environment
+    from mlfleet.stacks.environment import parse_environment
     env = parse_environment(data, "test")
     assert gke_node_locations(env.regions[0], "nvidia-l4") == (offered[0],)
 
@@ -86,7 +87,8 @@ HYBRID_INVALID = {
                                      "gpu_pools[0].gcp.accelerator_type: nvidia-x99 is not an NVIDIA accelerator "
                                      "type of Google Cloud"),
     "accelerator not offered in the region": (
-        lambda d: d["regions"][1].update(name="us-east1") or d["gcp"].update(artifact_regions=["us-east1", "us-central1"])
+        lambda d: (d["regions"][1].update(name="us-east1")
+                   or d["gcp"].update(artifact_regions=["us-east1", "us-central1"]))
         or d["gpu_pools"][0]["gcp"].update(accelerator_type=_unoffered_accelerator("us-east1")),
         "is not offered in us-east1 (accelerator table of"),
     "accelerator not offered in the chosen zones": (
@@ -109,7 +111,8 @@ HYBRID_INVALID = {
         lambda d: d["gpu_pools"][0]["gcp"].update(queued_provisioning=True, reservation_affinity="NONE"),
         "gpu_pools[0].gcp.queued_provisioning: a queued-provisioning pool scales from zero"),
     "aws reservation on a gcp region": (
-        lambda d: d["gpu_pools"][0].update(reservations={"us-central1": {"capacity_reservation_id": "cr-0a1b2c3d4e5f60718"}}),
+        lambda d: d["gpu_pools"][0].update(
+            reservations={"us-central1": {"capacity_reservation_id": "cr-0a1b2c3d4e5f60718"}}),
         "gpu_pools[0].reservations.us-central1: us-central1 is on GCP: name the Compute Engine reservation"),
     "capacity blocks on google cloud": (
         lambda d: d["gpu_pools"][0].update(capacity_type="CAPACITY_BLOCK", reservations={
@@ -155,13 +158,13 @@ def test_invalid_google_cloud_input_names_the_field(case, tmp_path, capsys):
     mutate, expected = HYBRID_INVALID[case]
     data = copy.deepcopy(_example("hybrid"))
     mutate(data)
-    assert expected in _run_invalid(tmp_path, capsys, data)
+    assert expected in synth_invalid(tmp_path, capsys, data)
 
 
 def test_gcp_primary_with_an_aws_standby_is_refused(tmp_path, capsys):
     data = _example("hybrid")
     data["regions"][0]["role"], data["regions"][1]["role"] = "standby", "primary"
-    err = _run_invalid(tmp_path, capsys, data)
+    err = synth_invalid(tmp_path, capsys, data)
     assert "regions[0].cloud: an AWS standby of a Google Cloud primary is not supported" in err
 
 
@@ -169,17 +172,17 @@ def test_registry_source_needs_an_aws_primary(tmp_path, capsys):
     data = _example("research")
     data["gcp"]["registry_source"] = {"host": "db.example.com"}
     assert "gcp.registry_source: only a Google Cloud standby of an AWS primary replicates from Aurora" in \
-        _run_invalid(tmp_path, capsys, data)
+        synth_invalid(tmp_path, capsys, data)
 
 
 def test_gcp_section_without_gcp_regions_is_refused(tmp_path, capsys):
     data = yaml.safe_load((ENVIRONMENTS_DIR / "staging.yaml").read_text())
     data["gcp"] = _example("hybrid")["gcp"]
-    assert "gcp: no region has cloud: gcp" in _run_invalid(tmp_path, capsys, data)
+    assert "gcp: no region has cloud: gcp" in synth_invalid(tmp_path, capsys, data)
 
 
 def test_spot_pool_with_a_google_reservation_is_refused(tmp_path, capsys):
     data = _example("research")
     data["gpu_pools"][0].update(capacity_type="SPOT", reservations={"us-east4": {"name": "l4-reserved"}})
-    err = _run_invalid(tmp_path, capsys, data)
+    err = synth_invalid(tmp_path, capsys, data)
     assert "gpu_pools[0].reservations.us-east4: a reservation holds on-demand capacity, not spot" in err

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment.errors import MlfleetError
 
 GCP_TABLE = Path(__file__).resolve().parent / "data" / "gcp_accelerator_offerings.json"
 

@@ -1,0 +1,240 @@
+"""The environment model: one YAML file per environment, validated once, read by everything.
+
+Stacks, runbooks, the runtime's deployment and the review all take an `Environment`. Invalid
+input stops here, before anything is synthesized, with the field's path and the reason: field
+by field in these classes, across fields in `checks`.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mlfleet.constructs.validation import (
+    ACCOUNT_ID,
+    EMAIL,
+    GOOGLE_NOTIFICATION_CHANNEL,
+    GOOGLE_PROJECT_ID,
+    GOOGLE_PROJECT_NUMBER,
+    GOOGLE_RESOURCE_NAME,
+    GOOGLE_SUBJECT_ID,
+    HOSTED_ZONE_ID,
+    OBJECT_PREFIX,
+    POSTGRES_NAME,
+    RDS_INSTANCE_CLASS,
+    SECRET_MANAGER_SECRET_ID,
+)
+from mlfleet.stacks.environment import checks, naming, placement
+from mlfleet.stacks.environment.fields import NAME_PATTERN, Model, PrivateCidr, Seconds, ServicesAccessCidr
+from mlfleet.stacks.environment.pools import GpuPool
+from mlfleet.stacks.environment.regions import GcpRegion, Region
+
+
+class ObjectLock(Model):
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    days: int = Field(ge=1, le=36500)
+
+
+class ArtifactStore(Model):
+    models_prefix: str = Field(default="models/", pattern=OBJECT_PREFIX.pattern)
+    replication_time_control: bool = True
+    noncurrent_version_days: int = Field(default=90, ge=1)
+    object_lock: ObjectLock | None = None
+
+
+class RegistryDatabase(Model):
+    engine_version: str = Field(default="16.6", pattern=r"^\d+\.\d+$")
+    instance_class: str = Field(default="db.r7g.large", pattern=RDS_INSTANCE_CLASS.pattern)
+    instances_primary: int = Field(default=2, ge=1, le=15)
+    instances_standby: int = Field(default=1, ge=1, le=15)
+    backup_retention_days: int = Field(default=14, ge=7, le=35)
+
+
+class Serving(Model):
+    dns_name: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$")
+    hosted_zone_id: str = Field(pattern=HOSTED_ZONE_ID.pattern)
+    failover_health_path: str = Field(default="/v2/health/failover", pattern=r"^/\S*$")
+    routing: Literal["failover", "weighted"] = "failover"
+    record_ttl: int = Field(default=60, ge=5, le=3600)
+    health_check_interval: Literal[10, 30] = 10
+    health_check_failure_threshold: int = Field(default=3, ge=1, le=10)
+
+
+class Targets(Model):
+    rto: Seconds = Field(description="Recovery time objective, e.g. '15m'")
+    rpo: Seconds = Field(description="Recovery point objective, e.g. '15m'")
+
+
+class Acknowledgement(Model):
+    rule: str = Field(pattern=r"^MLF\d{3}$")
+    reason: str = Field(min_length=10)
+    resource: str = Field(default="*", description="Construct path glob the exception covers")
+
+
+class Aws(Model):
+    account_id: str = Field(pattern=ACCOUNT_ID.pattern)
+
+
+_AWS_PRINCIPAL = r"arn:aws:iam::\d{12}:(role|user)/[\w+=,.@/-]+"
+_GOOGLE_PRINCIPAL = r"(user|group|serviceAccount):[^\s@]+@[^\s@]+\.[a-z]{2,}"
+_PRINCIPAL = Annotated[str, Field(pattern=rf"^({_AWS_PRINCIPAL}|{_GOOGLE_PRINCIPAL})$")]
+
+
+def is_aws_principal(principal: str) -> bool:
+    return principal.startswith("arn:aws:")
+
+
+class Identities(Model):
+    """Who may assume the training (writes candidate models) and review (approves champions)
+    identities: IAM role or user ARNs for AWS regions, `user:`, `group:` or `serviceAccount:`
+    members for Google Cloud regions (each cloud takes the principals of its own kind). Serving
+    pods get their own identity (EKS Pod Identity, GKE Workload Identity)."""
+    training_principals: list[_PRINCIPAL] = Field(min_length=1)
+    review_principals: list[_PRINCIPAL] = Field(min_length=1)
+
+    def of_cloud(self, kind: str, cloud: str) -> list[str]:
+        principals = self.training_principals if kind == "training" else self.review_principals
+        return [p for p in principals if is_aws_principal(p) == (cloud == "aws")]
+
+
+class CloudSqlRegistry(Model):
+    """The registry database in Google Cloud regions: Cloud SQL for PostgreSQL, Enterprise Plus."""
+    database_version: Literal["POSTGRES_15", "POSTGRES_16", "POSTGRES_17"] = "POSTGRES_16"
+    tier: str = Field(default="db-perf-optimized-N-2", pattern=r"^db-perf-optimized-N-\d+$")
+    disk_size_gb: int = Field(default=100, ge=10, le=65536)
+
+
+class RegistrySource(Model):
+    """Where a Google Cloud standby replicates the registry from when the primary is on AWS:
+    the Aurora cluster endpoint, reachable from the Google Cloud VPC (VPN or Interconnect)."""
+    host: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$",
+                      description="The Aurora cluster (writer) endpoint, known once the primary is deployed")
+    port: int = Field(default=5432, ge=1, le=65535)
+    replication_user: str = Field(default="mlfleet_replication", pattern=POSTGRES_NAME.pattern)
+    password_secret: str | None = Field(
+        default=None, pattern=SECRET_MANAGER_SECRET_ID.pattern,
+        description="Secret Manager secret with the replication user's password; "
+                    "default mlfleet-<env>-registry-replication")
+    ca_certificate: str | None = Field(default=None, description="PEM of the Aurora CA bundle, to verify the source")
+
+
+_EMAIL = Annotated[str, Field(pattern=EMAIL.pattern)]
+_NOTIFICATION_CHANNEL = Annotated[str, Field(pattern=GOOGLE_NOTIFICATION_CHANNEL.pattern)]
+
+
+class Gcp(Model):
+    """The Google Cloud project of the environment's Google Cloud regions."""
+    project_id: str = Field(pattern=GOOGLE_PROJECT_ID.pattern)
+    project_number: str = Field(pattern=GOOGLE_PROJECT_NUMBER.pattern,
+                                description="Names the Google service agents that use the project's keys")
+    artifact_regions: list[str] | None = Field(
+        default=None, min_length=2, max_length=2,
+        description="The dual-region pair of the artifact bucket; default the two Google Cloud regions")
+    existing_vpc: str | None = Field(
+        default=None, pattern=GOOGLE_RESOURCE_NAME.pattern,
+        description="Use this VPC (with private services access set up) instead of creating mlfleet-<env>")
+    release_channel: Literal["RAPID", "REGULAR", "STABLE", "EXTENDED"] = "REGULAR"
+    soft_delete_days: int = Field(
+        default=30, ge=7, le=90, description="Days a deleted or overwritten artifact stays restorable in Cloud Storage")
+    control_plane_networks: dict[str, PrivateCidr] = Field(
+        default_factory=dict, description="Name → private CIDR allowed to reach the GKE control planes "
+                                          "(the VPC's own subnets need no entry)")
+    registry: CloudSqlRegistry = CloudSqlRegistry()
+    registry_source: RegistrySource | None = Field(
+        default=None, description="AWS primary only: replicate its Aurora registry into each Google Cloud standby")
+    private_services_cidr: ServicesAccessCidr = Field(
+        default="10.250.0.0/16", description="The VPC range Cloud SQL private IPs (and DMS) come from")
+    alert_emails: list[_EMAIL] = Field(default_factory=list)
+    notification_channels: list[_NOTIFICATION_CHANNEL] = Field(default_factory=list)
+    storage_transfer_subject_id: str | None = Field(
+        default=None, pattern=GOOGLE_SUBJECT_ID.pattern,
+        description="subjectId of the project's Storage Transfer service agent (googleServiceAccounts.get): "
+                    "the identity that copies an AWS primary's artifacts into Google Cloud")
+
+    @model_validator(mode="after")
+    def _alerts_go_somewhere(self) -> Gcp:
+        if not self.alert_emails and not self.notification_channels:
+            raise ValueError("give alert_emails or notification_channels: an alert nobody receives protects nothing")
+        return self
+
+
+class Environment(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    aws: Aws = Field(description="The AWS account: its regions, and the Route 53 zone that routes every region")
+    gcp: Gcp | None = Field(default=None, description="The Google Cloud project, when a region has cloud: gcp")
+    regions: list[Region] = Field(min_length=1)
+    gpu_pools: list[GpuPool] = Field(min_length=1)
+    artifact_store: ArtifactStore = ArtifactStore()
+    registry_database: RegistryDatabase = RegistryDatabase()
+    identities: Identities
+    serving: Serving
+    targets: Targets
+    tags: dict[str, str] = Field(default_factory=dict)
+    acknowledgements: list[Acknowledgement] = Field(default_factory=list)
+
+    @field_validator("tags")
+    @classmethod
+    def _required_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        missing = [t for t in ("owner", "cost-center") if not tags.get(t)]
+        if missing:
+            raise ValueError(f"required tags missing: {', '.join(missing)}")
+        return tags
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Environment:
+        checks.check_environment(self)
+        return self
+
+    # Derived views used by stacks, runbooks and the review.
+    @property
+    def primary(self) -> Region:
+        return next(r for r in self.regions if r.role == "primary")
+
+    @property
+    def standbys(self) -> list[Region]:
+        return [r for r in self.regions if r.role == "standby"]
+
+    def regions_on(self, cloud: str) -> list[Region]:
+        return [r for r in self.regions if r.cloud == cloud]
+
+    @property
+    def clouds(self) -> list[str]:
+        return sorted({r.cloud for r in self.regions})
+
+    @property
+    def cross_cloud(self) -> bool:
+        return len(self.clouds) > 1
+
+    def gke_control_plane_cidr(self, region: GcpRegion) -> str:
+        """The region's GKE control plane /28: given, or the n-th /28 of 172.16.0.0/24."""
+        return placement.gke_control_plane_cidr(self, region)
+
+    @property
+    def gcp_network_name(self) -> str | None:
+        """The Google Cloud VPC every region's subnet joins."""
+        if self.gcp is None:
+            return None
+        return self.gcp.existing_vpc or naming.gcp_network(self.name)
+
+    @property
+    def gcp_artifact_regions(self) -> tuple[str, ...] | None:
+        """The dual-region pair of the Google Cloud artifact bucket, when there are GCP regions (a
+        validated environment has two; the checks see one where only one region is on Google Cloud)."""
+        if not self.regions_on("gcp"):
+            return None
+        if self.gcp is not None and self.gcp.artifact_regions:
+            return tuple(self.gcp.artifact_regions)
+        return tuple(r.name for r in self.regions_on("gcp"))[:2]
+
+    def region(self, name: str) -> Region:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        raise KeyError(f"environment {self.name} has no region {name}")
+
+    def endpoint(self, region: Region) -> str:
+        return region.endpoint or f"{region.name}.{self.serving.dns_name}"
+
+    def acknowledged(self, rule: str) -> Acknowledgement | None:
+        return next((a for a in self.acknowledgements if a.rule == rule), None)
+
