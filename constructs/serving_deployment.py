@@ -10,27 +10,41 @@ import re
 from dataclasses import dataclass, field
 
 from cdktn_provider_kubernetes.deployment_v1 import (
-    DeploymentV1, DeploymentV1Metadata, DeploymentV1Spec, DeploymentV1SpecSelector, DeploymentV1SpecTemplate,
-    DeploymentV1SpecTemplateMetadata, DeploymentV1SpecTemplateSpec, DeploymentV1SpecTemplateSpecContainer,
-    DeploymentV1SpecTemplateSpecContainerLivenessProbe, DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet,
-    DeploymentV1SpecTemplateSpecContainerPort, DeploymentV1SpecTemplateSpecContainerReadinessProbe,
-    DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet, DeploymentV1SpecTemplateSpecContainerResources,
-    DeploymentV1SpecTemplateSpecContainerSecurityContext, DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
-    DeploymentV1SpecTemplateSpecContainerStartupProbe, DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet,
-    DeploymentV1SpecTemplateSpecSecurityContext, DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
-    DeploymentV1SpecTemplateSpecToleration, DeploymentV1SpecTemplateSpecTopologySpreadConstraint,
-    DeploymentV1SpecTemplateSpecTopologySpreadConstraintLabelSelector)
+    DeploymentV1,
+    DeploymentV1Metadata,
+    DeploymentV1Spec,
+    DeploymentV1SpecSelector,
+    DeploymentV1SpecTemplate,
+    DeploymentV1SpecTemplateMetadata,
+    DeploymentV1SpecTemplateSpec,
+    DeploymentV1SpecTemplateSpecContainer,
+    DeploymentV1SpecTemplateSpecContainerLivenessProbe,
+    DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet,
+    DeploymentV1SpecTemplateSpecContainerPort,
+    DeploymentV1SpecTemplateSpecContainerReadinessProbe,
+    DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet,
+    DeploymentV1SpecTemplateSpecContainerResources,
+    DeploymentV1SpecTemplateSpecContainerSecurityContext,
+    DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
+    DeploymentV1SpecTemplateSpecContainerStartupProbe,
+    DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet,
+    DeploymentV1SpecTemplateSpecSecurityContext,
+    DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
+    DeploymentV1SpecTemplateSpecToleration,
+    DeploymentV1SpecTemplateSpecTopologySpreadConstraint,
+    DeploymentV1SpecTemplateSpecTopologySpreadConstraintLabelSelector,
+)
 from cdktn_provider_kubernetes.pod_disruption_budget_v1 import (
-    PodDisruptionBudgetV1, PodDisruptionBudgetV1Metadata, PodDisruptionBudgetV1Spec, PodDisruptionBudgetV1SpecSelector)
-from cdktn_provider_kubernetes.service_v1 import (
-    ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort)
+    PodDisruptionBudgetV1,
+    PodDisruptionBudgetV1Metadata,
+    PodDisruptionBudgetV1Spec,
+    PodDisruptionBudgetV1SpecSelector,
+)
+from cdktn_provider_kubernetes.service_v1 import ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort
 from constructs import Construct
 
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import KUBERNETES_LABEL_KEY, KUBERNETES_LABEL_VALUE, KUBERNETES_NAME, require
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 RUNTIME_USER_ID = 10001  # the non-root user of the runtime's Dockerfiles
 
@@ -43,27 +57,41 @@ class ServingDeploymentProps:
     region: str
     """Reported by failover health."""
     image: str = "mlfleet/runtime:0.1.0-cuda"
+    """The runtime image; default `mlfleet/runtime:0.1.0-cuda`."""
     name: str = "mlfleet-runtime"
+    """Name of the Deployment, its Service and its PodDisruptionBudget; default `mlfleet-runtime`."""
     namespace: str = "mlfleet"
+    """The Kubernetes namespace; default `mlfleet`."""
     service_account: str = "mlfleet-runtime"
+    """The pods' Kubernetes service account (the serving identity's); default `mlfleet-runtime`."""
     replicas: int = 2
+    """Runtime pods; default `2`."""
     gpus_per_pod: int = 1
-    """Whole GPUs per pod (`nvidia.com/gpu` limit); 0 runs on CPU nodes without the toleration."""
+    """Whole GPUs per pod (`nvidia.com/gpu` limit); 0 runs on CPU nodes without the toleration. Default: `1`."""
     taint_key: str = "nvidia.com/gpu"
-    """The GPU pool's NoSchedule taint; the pods tolerate it."""
+    """The GPU pool's NoSchedule taint; the pods tolerate it. Default: `nvidia.com/gpu`."""
     node_selector: dict[str, str] = field(default_factory=lambda: {"mlfleet.io/pool": "gpu"})
+    """Labels of the GPU pool's nodes; default `mlfleet.io/pool=gpu`."""
     http_port: int = 8000
+    """The runtime's HTTP port; default `8000`."""
     grpc_port: int = 8001
+    """The runtime's gRPC port; default `8001`."""
     cpu_request: str = "2"
+    """CPU each pod requests; default `2`."""
     memory_request: str = "8Gi"
+    """Memory each pod requests; default `8Gi`."""
     memory_limit: str = "16Gi"
+    """Memory each pod may use; default `16Gi`."""
     pdb_min_available: int = 1
-    """Pods that voluntary disruptions (node drains, upgrades) must leave running."""
+    """Pods that voluntary disruptions (node drains, upgrades) must leave running. Default: `1`."""
     zone_topology_key: str = "topology.kubernetes.io/zone"
+    """The node label pods spread over; default `topology.kubernetes.io/zone`."""
     zone_max_skew: int = 1
+    """Most pods one zone may have beyond another; default `1`."""
     termination_grace_period_s: int = 60
+    """Seconds a pod may take to drain after SIGTERM; default `60`."""
     shutdown_delay_s: int = 5
-    """Seconds the runtime keeps serving after SIGTERM with readiness false, while endpoints drop it."""
+    """Seconds the runtime keeps serving after SIGTERM with readiness false, while endpoints drop it. Default: `5`."""
 
 
 class ServingDeployment(Construct):
@@ -146,15 +174,17 @@ class ServingDeployment(Construct):
         require(bool(p.region.strip()), self, "region", "must not be empty")
         require(bool(p.image.strip()) and " " not in p.image, self, "image", f"{p.image!r} is not an image reference")
         for prop in ("name", "namespace", "service_account"):
-            require(bool(_DNS_LABEL.match(getattr(p, prop))), self, prop,
+            require(bool(KUBERNETES_NAME.match(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} must be a DNS label (lower-case letters, digits, '-', at most 63)")
         require(p.replicas >= 1, self, "replicas", f"must be at least 1, got {p.replicas}")
         require(0 <= p.gpus_per_pod <= 16, self, "gpus_per_pod", f"must be 0..16, got {p.gpus_per_pod}")
-        require(bool(_LABEL_KEY.match(p.taint_key)), self, "taint_key", f"{p.taint_key!r} is not a valid taint key")
+        require(bool(KUBERNETES_LABEL_KEY.match(p.taint_key)), self, "taint_key",
+                f"{p.taint_key!r} is not a valid taint key")
         require(bool(p.node_selector), self, "node_selector", "must select the GPU pool's nodes (at least one label)")
         for key, value in p.node_selector.items():
-            require(bool(_LABEL_KEY.match(key)), self, "node_selector", f"{key!r} is not a valid label key")
-            require(bool(_LABEL_VALUE.match(value)), self, "node_selector", f"{value!r} is not a valid label value")
+            require(bool(KUBERNETES_LABEL_KEY.match(key)), self, "node_selector", f"{key!r} is not a valid label key")
+            require(bool(KUBERNETES_LABEL_VALUE.match(value)), self, "node_selector",
+                    f"{value!r} is not a valid label value")
         for prop in ("http_port", "grpc_port"):
             require(1024 <= getattr(p, prop) <= 65535, self, prop,
                     f"must be 1024..65535 (the runtime runs as non-root), got {getattr(p, prop)}")
@@ -163,7 +193,8 @@ class ServingDeployment(Construct):
             require(bool(_QUANTITY.match(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} is not a Kubernetes quantity")
         require(0 <= p.pdb_min_available < p.replicas, self, "pdb_min_available",
-                f"must be below replicas ({p.replicas}) or node drains can never evict a pod, got {p.pdb_min_available}")
+                f"must be below replicas ({p.replicas}) or node drains can never evict a pod, "
+                f"got {p.pdb_min_available}")
         require(p.zone_max_skew >= 1, self, "zone_max_skew", f"must be at least 1, got {p.zone_max_skew}")
         require(p.shutdown_delay_s >= 0, self, "shutdown_delay_s", "must not be negative")
         require(p.termination_grace_period_s >= p.shutdown_delay_s + 10, self, "termination_grace_period_s",

@@ -40,7 +40,7 @@ def validate_standby_sizes(scope: Construct, *, min_size: int, max_size: int, wa
 
 def add_pool_outputs(scope: Construct, pool: str, name: tuple[str, str, str], sizes: PoolSizes) -> None:
     """`<pool>_<name>` and, for a standby, `<pool>_warm_size` and `<pool>_failover_size`."""
-    outputs = [name]
+    outputs: list[tuple[str, str | int | None, str]] = [name]
     if sizes.warm_size is not None:
         outputs += [("warm_size", sizes.warm_size, "Nodes the standby pool keeps running before a failover"),
                     ("failover_size", sizes.failover_size, "Nodes a failover scales the standby pool to")]

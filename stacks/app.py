@@ -11,10 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlfleet.stacks.config import Environment
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment import AwsRegion, Environment, GcpRegion
+from mlfleet.stacks.environment.errors import MlfleetError
 from mlfleet.stacks.node_runtime import use_project_node
-
 
 # The Terraform releases the synthesized stacks need: S3 native state locking arrived in
 # 1.10. The same value stands in cdktf.json for the CLI; a test keeps the two equal.
@@ -43,7 +42,7 @@ class SynthResult:
 def build_app(environments: list[Environment], outdir: Path, context: dict | None = None):
     """The CDK app with every stack of `environments` and the policy aspect on each."""
     use_project_node()
-    from cdktn import App, Aspects
+    from cdktn import App, Aspects, TerraformStack
 
     from mlfleet.constructs.policy import ConfigAcknowledgement, PolicyAspect
     from mlfleet.stacks.global_stack import GlobalStack
@@ -54,12 +53,13 @@ def build_app(environments: list[Environment], outdir: Path, context: dict | Non
     aspects = []
     for env in environments:
         acks = [ConfigAcknowledgement(a.rule, a.reason, a.resource) for a in env.acknowledgements]
-        stacks = [RegionalStack(app, env, region) for region in env.regions_on("aws")]
+        stacks: list[TerraformStack] = [RegionalStack(app, env, region) for region in env.regions
+                                        if isinstance(region, AwsRegion)]
         if env.regions_on("gcp"):
             # Only now: the Google provider's bindings take seconds and ~800 MB to load.
             from mlfleet.stacks.gcp_global_stack import GcpGlobalStack
             from mlfleet.stacks.gcp_regional_stack import GcpRegionalStack
-            stacks += [GcpRegionalStack(app, env, region) for region in env.regions_on("gcp")]
+            stacks += [GcpRegionalStack(app, env, region) for region in env.regions if isinstance(region, GcpRegion)]
             stacks.append(GcpGlobalStack(app, env))
         stacks.append(GlobalStack(app, env))
         aspect = PolicyAspect(acks)

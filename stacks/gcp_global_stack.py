@@ -12,14 +12,13 @@ from cdktn_provider_google.storage_bucket import StorageBucket
 from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
-from mlfleet.constructs.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
-from mlfleet.constructs.gcp_kms_key import GcpKmsKey, GcpKmsKeyProps
-from mlfleet.constructs.gcp_network import GcpVpc, GcpVpcProps
-from mlfleet.constructs.gcp_serving_identity import GcpServingIdentity, GcpServingIdentityProps
-from mlfleet.constructs.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import GCS_MULTI_REGIONS, Environment
-from mlfleet.stacks.stack_base import configure_backend, google_labels, google_provider
+from mlfleet.constructs.gcp.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
+from mlfleet.constructs.gcp.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
+from mlfleet.constructs.gcp.kms_key import CloudKmsKey, CloudKmsKeyProps
+from mlfleet.constructs.gcp.network import GcpVpc, GcpVpcProps
+from mlfleet.constructs.gcp.serving_identity import GcpServingIdentity, GcpServingIdentityProps
+from mlfleet.stacks.environment import GCS_MULTI_REGIONS, Environment, naming
+from mlfleet.stacks.stack_base import configure_backend, gcp_project, google_labels, google_provider
 
 ARTIFACT_KEY = "artifacts"
 
@@ -33,21 +32,24 @@ def gcp_state_region(env: Environment) -> str:
 class GcpGlobalStack(TerraformStack):
     def __init__(self, scope: Construct, env: Environment):
         super().__init__(scope, naming.gcp_global_stack_name(env.name))
-        gcp = env.gcp
+        gcp = gcp_project(env)
         project = gcp.project_id
         labels = google_labels(env)
         configure_backend(self, env, gcp_state_region(env), "gcp-global")
         google_provider(self, env, gcp_state_region(env))
 
+        network_name = env.gcp_network_name
+        assert network_name is not None  # the environment has its gcp section
         # An existing VPC is used as it is (its private services access included).
-        self.vpc = GcpVpc(self, "network", GcpVpcProps(project_id=project, name=env.gcp_network_name,
-                                                            private_services_cidr=gcp.private_services_cidr)) \
+        self.vpc = GcpVpc(self, "network", GcpVpcProps(project_id=project, name=network_name,
+                                                       private_services_cidr=gcp.private_services_cidr)) \
             if gcp.existing_vpc is None else None
 
         pair = env.gcp_artifact_regions
+        assert pair is not None  # there are Google Cloud regions
         multi_region = GCS_MULTI_REGIONS[pair[0].split("-")[0]]
         # A configurable dual-region's key lives in its multi-region.
-        self.artifact_key = GcpKmsKey(self, "artifact-key", GcpKmsKeyProps(
+        self.artifact_key = CloudKmsKey(self, "artifact-key", CloudKmsKeyProps(
             project_id=project, location=multi_region.lower(),
             key_ring=naming.gcp_key_ring(env.name, multi_region.lower()), key=ARTIFACT_KEY))
         store = env.artifact_store
@@ -64,7 +66,7 @@ class GcpGlobalStack(TerraformStack):
             review_principals=tuple(env.identities.of_cloud("review", "gcp")),
             models_prefix=store.models_prefix))
 
-        self.transfer = None
+        self.transfer: S3ToGcsTransfer | None = None
         if env.primary.cloud == "aws":
             source = env.primary.name
             self.transfer = S3ToGcsTransfer(self, "artifact-transfer", S3ToGcsTransferProps(
@@ -75,7 +77,7 @@ class GcpGlobalStack(TerraformStack):
 
         # Grants on the bucket name it by its (deterministic) name: they come after the bucket.
         bucket_address = f"{StorageBucket.TF_RESOURCE_TYPE}.{self.artifacts.bucket.friendly_unique_id}"
-        for scope in (self.identity, self.transfer):
-            for child in scope.node.find_all() if scope else ():
+        for granting in (self.identity, self.transfer):
+            for child in granting.node.find_all() if granting else ():
                 if isinstance(child, StorageBucketIamMember):
                     child.add_override("depends_on", [bucket_address])

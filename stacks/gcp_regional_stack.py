@@ -7,18 +7,21 @@ from __future__ import annotations
 from cdktn import TerraformStack
 from constructs import Construct
 
-from mlfleet.constructs.cloud_sql_registry import (CloudSqlInstanceSettings, CloudSqlRegistry, CloudSqlRegistryProps,
-                                                   CloudSqlReplica, CloudSqlReplicaProps)
-from mlfleet.constructs.cross_cloud_registry import AuroraToCloudSqlReplica, AuroraToCloudSqlReplicaProps
-from mlfleet.constructs.gcp_kms_key import GcpKmsKey, GcpKmsKeyProps
-from mlfleet.constructs.gcp_monitoring import FailoverHealthCheck, GcpMonitoring, GcpMonitoringProps, ReplicaLagWatch
-from mlfleet.constructs.gcp_network import GcpRegionalNetwork, GcpRegionalNetworkProps
-from mlfleet.constructs.gke_cluster import GkeCluster, GkeClusterProps
-from mlfleet.constructs.gke_gpu_node_pool import (GkeGpuNodePool, GkeGpuNodePoolProps, GpuSharing,
-                                                  ReservationAffinity)
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment, GcpRegion, GpuPool, gke_node_locations
-from mlfleet.stacks.stack_base import configure_backend, google_labels, google_provider
+from mlfleet.constructs.gcp.cloud_sql_registry import (
+    CloudSqlInstanceSettings,
+    CloudSqlRegistry,
+    CloudSqlRegistryProps,
+    CloudSqlReplica,
+    CloudSqlReplicaProps,
+)
+from mlfleet.constructs.gcp.cross_cloud_registry import AuroraToCloudSqlReplica, AuroraToCloudSqlReplicaProps
+from mlfleet.constructs.gcp.gke_cluster import GkeCluster, GkeClusterProps
+from mlfleet.constructs.gcp.gke_gpu_node_pool import GkeGpuPoolOptions, GpuSharing, ReservationAffinity
+from mlfleet.constructs.gcp.kms_key import CloudKmsKey, CloudKmsKeyProps
+from mlfleet.constructs.gcp.monitoring import FailoverHealthCheck, GcpMonitoring, GcpMonitoringProps, ReplicaLagWatch
+from mlfleet.constructs.gcp.network import GcpRegionalNetwork, GcpRegionalNetworkProps
+from mlfleet.stacks.environment import Environment, GcpRegion, GpuPool, gke_node_locations, naming
+from mlfleet.stacks.stack_base import configure_backend, gcp_project, google_labels, google_provider
 
 REGION_KEY = "mlfleet"
 
@@ -26,21 +29,23 @@ REGION_KEY = "mlfleet"
 class GcpRegionalStack(TerraformStack):
     def __init__(self, scope: Construct, env: Environment, region: GcpRegion):
         super().__init__(scope, naming.stack_name(env.name, region.name))
-        gcp = env.gcp
+        gcp = gcp_project(env)
         project, number = gcp.project_id, gcp.project_number
         primary = region.role == "primary"
         labels = google_labels(env)
         configure_backend(self, env, region.name, region.name)
         google_provider(self, env, region.name)
 
-        self.key = GcpKmsKey(self, "key", GcpKmsKeyProps(
+        self.key = CloudKmsKey(self, "key", CloudKmsKeyProps(
             project_id=project, location=region.name, key_ring=naming.gcp_key_ring(env.name, region.name),
             key=REGION_KEY))
 
         network = region.network
         existing = network.existing
+        network_name = env.gcp_network_name
+        assert network_name is not None  # the environment has its gcp section
         self.network = GcpRegionalNetwork(self, "network", GcpRegionalNetworkProps(
-            project_id=project, region=region.name, network_name=env.gcp_network_name,
+            project_id=project, region=region.name, network_name=network_name,
             subnet_name=existing.subnet_name if existing else naming.gcp_subnet(env.name, region.name),
             subnet_cidr=network.cidr, pods_cidr=network.pods_cidr, services_cidr=network.services_cidr,
             pods_range_name=existing.pods_range_name if existing else None,
@@ -56,13 +61,14 @@ class GcpRegionalStack(TerraformStack):
             release_channel=gcp.release_channel, authorized_networks=dict(gcp.control_plane_networks),
             node_service_account_id=naming.gke_node_service_account(env.name, region.name), labels=labels))
 
-        self.pools = [GkeGpuNodePool(self, f"pool-{pool.name}", _pool_props(env, region, pool, self.cluster))
+        self.pools = [self.cluster.add_gpu_pool(f"pool-{pool.name}", _pool_options(env, region, pool))
                       for pool in env.gpu_pools]
 
         settings = CloudSqlInstanceSettings(database_version=gcp.registry.database_version, tier=gcp.registry.tier,
                                             disk_size_gb=gcp.registry.disk_size_gb)
         instance = naming.cloud_sql_instance(env.name, region.name)
-        self.registry = self.registry_replica = None
+        self.registry: CloudSqlRegistry | None = None
+        self.registry_replica: CloudSqlReplica | AuroraToCloudSqlReplica | None = None
         if primary:
             self.registry = CloudSqlRegistry(self, "registry", CloudSqlRegistryProps(
                 project_id=project, project_number=number, region=region.name, instance_name=instance,
@@ -102,18 +108,17 @@ def _multi_region(region: str) -> str:
     return {"us": "us", "europe": "eu", "asia": "asia"}.get(region.split("-")[0], region)
 
 
-def _pool_props(env: Environment, region: GcpRegion, pool: GpuPool, cluster: GkeCluster) -> GkeGpuNodePoolProps:
+def _pool_options(env: Environment, region: GcpRegion, pool: GpuPool) -> GkeGpuPoolOptions:
     shape = pool.gcp
+    assert shape is not None  # the environment's checks give every pool a shape once a region is on Google Cloud
     reservation = pool.reservations.get(region.name)
-    affinity = ReservationAffinity(type="SPECIFIC", name=reservation.name) if reservation \
+    affinity = ReservationAffinity.specific(reservation.name) if reservation and reservation.name is not None \
         else ReservationAffinity(type=shape.reservation_affinity)
     standby = region.role == "standby"
-    return GkeGpuNodePoolProps(
-        project_id=env.gcp.project_id, cluster=cluster.cluster_id, region=region.name,
+    return GkeGpuPoolOptions(
         name=naming.node_group_name(pool.name), node_locations=gke_node_locations(region, shape.accelerator_type),
         machine_type=shape.machine_type, accelerator_type=shape.accelerator_type,
-        accelerator_count=shape.accelerator_count, node_service_account=cluster.node_service_account_email,
-        boot_disk_kms_key=cluster.kms_key_id, min_size=pool.min_size, max_size=pool.max_size,
+        accelerator_count=shape.accelerator_count, min_size=pool.min_size, max_size=pool.max_size,
         driver_version=shape.driver_version,
         gpu_sharing=GpuSharing(strategy=shape.gpu_sharing.strategy,
                                max_shared_clients_per_gpu=shape.gpu_sharing.max_shared_clients_per_gpu)

@@ -6,12 +6,14 @@ from __future__ import annotations
 from cdktn import TerraformStack
 from constructs import Construct
 
-from mlfleet.constructs.failover_routing import FailoverRouting, FailoverRoutingProps, RegionalEndpoint
-from mlfleet.constructs.registry_database import RegistryGlobalCluster, RegistryGlobalClusterProps
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.constructs.aws.aurora_registry import AuroraGlobalCluster, AuroraGlobalClusterProps
+from mlfleet.constructs.aws.failover_routing import (
+    RegionalEndpoint,
+    Route53FailoverRouting,
+    Route53FailoverRoutingProps,
+)
+from mlfleet.stacks.environment import Environment, naming
 from mlfleet.stacks.stack_base import configure_aws_stack
-
 
 # Route 53's control plane region: the provider's region when no AWS region hosts the platform.
 ROUTE53_HOME = "us-east-1"
@@ -31,11 +33,11 @@ class GlobalStack(TerraformStack):
         aws_regions = env.regions_on("aws")
         configure_aws_stack(self, env, env.primary.name if env.primary.cloud == "aws" else ROUTE53_HOME,
                             state_region=global_state_region(env), state_name="global")
-        self.global_cluster = RegistryGlobalCluster(self, "registry", RegistryGlobalClusterProps(
+        self.global_cluster = AuroraGlobalCluster(self, "registry", AuroraGlobalClusterProps(
             global_cluster_identifier=naming.global_cluster_id(env.name),
             engine_version=env.registry_database.engine_version)) if aws_regions else None
         serving = env.serving
-        self.routing = FailoverRouting(self, "routing", FailoverRoutingProps(
+        self.routing = Route53FailoverRouting(self, "routing", Route53FailoverRoutingProps(
             hosted_zone_id=serving.hosted_zone_id, record_name=serving.dns_name,
             endpoints=tuple(RegionalEndpoint(region=r.name, hostname=env.endpoint(r), role=r.role)
                             for r in env.regions),

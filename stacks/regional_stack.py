@@ -6,21 +6,29 @@ from __future__ import annotations
 from cdktn import TerraformStack
 from constructs import Construct
 
-from mlfleet.constructs.artifact_store import (ArtifactStore, ArtifactStoreProps, ObjectLockProps,
-                                               ReplicaTarget)
-from mlfleet.constructs.cross_cloud_artifact_copy import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
-from mlfleet.constructs.gpu_cluster import GpuCluster, GpuClusterProps
-from mlfleet.constructs.gpu_node_pool import GpuNodePool, GpuNodePoolProps, ReservationTarget
-from mlfleet.constructs.monitoring import (DatabaseLagWatch, GpuCapacityWatch, Monitoring, MonitoringProps,
-                                          ReplicationWatch)
-from mlfleet.constructs.network import ExistingNetwork, Network, NetworkProps
-from mlfleet.constructs.registry_database import RegistryDatabase, RegistryDatabaseProps
-from mlfleet.constructs.serving_identity import ServingIdentity, ServingIdentityProps
-from mlfleet.constructs.system_node_pool import SystemNodePool, SystemNodePoolProps
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import AwsRegion, Environment
-from mlfleet.stacks.offerings import GpuOfferings
-from mlfleet.stacks.stack_base import configure_aws_stack
+from mlfleet.constructs.aws.aurora_registry import AuroraRegistryDatabase, AuroraRegistryDatabaseProps
+from mlfleet.constructs.aws.eks_cluster import EksCluster, EksClusterProps
+from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuPoolOptions, Reservation
+from mlfleet.constructs.aws.gcs_transfer_role import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
+from mlfleet.constructs.aws.monitoring import (
+    CloudWatchMonitoring,
+    CloudWatchMonitoringProps,
+    DatabaseLagWatch,
+    GpuCapacityWatch,
+    ReplicationWatch,
+)
+from mlfleet.constructs.aws.network import ExistingNetwork, VpcNetwork, VpcNetworkProps
+from mlfleet.constructs.aws.s3_artifact_store import (
+    ObjectLockProps,
+    ReplicaTarget,
+    S3ArtifactStore,
+    S3ArtifactStoreProps,
+)
+from mlfleet.constructs.aws.serving_identity import IamServingIdentity, IamServingIdentityProps
+from mlfleet.stacks.environment import AwsRegion, Environment, naming
+from mlfleet.stacks.environment import Reservation as PoolReservation
+from mlfleet.stacks.environment.offerings import GpuOfferings
+from mlfleet.stacks.stack_base import configure_aws_stack, gcp_project
 
 
 class RegionalStack(TerraformStack):
@@ -30,48 +38,36 @@ class RegionalStack(TerraformStack):
         primary = region.role == "primary"
         configure_aws_stack(self, env, region.name, state_region=region.name, state_name=region.name)
 
-        self.network = Network(self, "network", _network_props(region))
+        self.network = VpcNetwork(self, "network", _network_props(region))
         cluster_name = naming.cluster_name(env.name, region.name)
-        self.cluster = GpuCluster(self, "cluster", GpuClusterProps(
+        self.cluster = EksCluster(self, "cluster", EksClusterProps(
             name=cluster_name, account_id=account, region=region.name,
             subnet_ids=tuple(self.network.private_subnet_ids)))
 
         # GPU nodes are tainted: cluster add-ons (coredns, the autoscaler) run here instead.
-        self.system_pool = SystemNodePool(self, "system-pool", SystemNodePoolProps(
-            cluster_name=self.cluster.cluster_name, node_role_arn=self.cluster.node_role_arn,
-            subnet_ids=tuple(self.network.private_subnet_ids), account_id=account,
-            kms_key_arn=self.cluster.key.key_arn))
+        self.system_pool = self.cluster.add_system_pool("system-pool")
 
         offerings = GpuOfferings.load()
         self.pools = []
         for pool in env.gpu_pools:
             reservation = pool.reservations.get(region.name)
-            subnets = tuple(self.network.private_subnet_ids)
-            self.pools.append(GpuNodePool(self, f"pool-{pool.name}", GpuNodePoolProps(
-                cluster_name=self.cluster.cluster_name, node_role_arn=self.cluster.node_role_arn,
-                # EFA's cluster placement group lives in one AZ, and its traffic needs a
-                # security group that admits its own members (the cluster's does).
-                subnet_ids=subnets[:1] if pool.efa_interfaces else subnets,
-                security_group_ids=(self.cluster.security_group_id,) if pool.efa_interfaces else (),
+            self.pools.append(self.cluster.add_gpu_pool(f"pool-{pool.name}", EksGpuPoolOptions(
                 name=naming.node_group_name(pool.name),
                 instance_types=tuple(pool.instance_types), ami_type=pool.ami_type,
                 capacity_type=pool.capacity_type,
                 gpus_per_node=min(offerings.gpus(t) for t in pool.instance_types),
                 min_size=pool.min_size, max_size=pool.max_size,
                 standby=not primary, warm_size=pool.warm_standby, failover_size=pool.min_size,
-                labels=dict(pool.labels), efa_interfaces=pool.efa_interfaces, account_id=account,
-                reservation=ReservationTarget(
-                    capacity_reservation_ids=(reservation.capacity_reservation_id,)
-                    if reservation.capacity_reservation_id else (),
-                    resource_group_arn=reservation.resource_group_arn) if reservation else None,
-                kms_key_arn=self.cluster.key.key_arn)))
+                labels=dict(pool.labels), efa_interfaces=pool.efa_interfaces,
+                reservation=_reservation(pool.capacity_type, reservation) if reservation else None)))
 
         store = env.artifact_store
         bucket = naming.artifact_bucket(env.name, account, region.name)
-        self.artifacts = ArtifactStore(self, "artifacts", ArtifactStoreProps(
+        self.artifacts = S3ArtifactStore(self, "artifacts", S3ArtifactStoreProps(
             bucket_name=bucket, account_id=account, region=region.name, role=region.role,
             key_alias=naming.artifact_key_alias(env.name),
-            replicate_to=tuple(ReplicaTarget(region=r.name, bucket_name=naming.artifact_bucket(env.name, account, r.name))
+            replicate_to=tuple(ReplicaTarget(region=r.name,
+                                             bucket_name=naming.artifact_bucket(env.name, account, r.name))
                                for r in env.standbys if r.cloud == "aws") if primary else (),
             replication_time_control=store.replication_time_control,
             noncurrent_version_expiration_days=store.noncurrent_version_days,
@@ -81,8 +77,9 @@ class RegionalStack(TerraformStack):
             replication_role_name=naming.role_name(env.name, region.name, "replication")))
 
         db = env.registry_database
-        replicates_to_gcp = env.gcp is not None and env.gcp.registry_source is not None
-        self.registry = RegistryDatabase(self, "registry", RegistryDatabaseProps(
+        gcp = env.gcp
+        replicates_to_gcp = gcp is not None and gcp.registry_source is not None
+        self.registry = AuroraRegistryDatabase(self, "registry", AuroraRegistryDatabaseProps(
             role="primary" if primary else "secondary",
             cluster_identifier=naming.db_cluster_id(env.name, region.name),
             global_cluster_identifier=naming.global_cluster_id(env.name),
@@ -90,14 +87,14 @@ class RegionalStack(TerraformStack):
             subnet_ids=tuple(self.network.private_subnet_ids),
             # DMS reaches the writer from the Google Cloud VPC's private services range.
             allowed_cidrs=(region.network.effective_cidr,)
-            + ((env.gcp.private_services_cidr,) if replicates_to_gcp else ()),
+            + ((gcp.private_services_cidr,) if gcp is not None and replicates_to_gcp else ()),
             logical_replication=replicates_to_gcp, rpo_seconds=env.targets.rpo,
             database_name=naming.registry_database(),
             engine_version=db.engine_version, instance_class=db.instance_class,
             instance_count=db.instances_primary if primary else db.instances_standby,
             backup_retention_days=db.backup_retention_days))
 
-        self.identity = ServingIdentity(self, "identity", ServingIdentityProps(
+        self.identity = IamServingIdentity(self, "identity", IamServingIdentityProps(
             name_prefix=f"mlfleet-{env.name}", account_id=account, region=region.name,
             bucket_name=bucket, key_arn=self.artifacts.key.key_arn, cluster_name=self.cluster.cluster_name,
             training_principals=tuple(env.identities.of_cloud("training", "aws")),
@@ -105,30 +102,39 @@ class RegionalStack(TerraformStack):
             models_prefix=store.models_prefix))
 
         # A Google Cloud standby pulls the primary's artifacts through Storage Transfer Service.
-        self.gcs_transfer_role = S3ToGcsTransferRole(self, "gcs-transfer", S3ToGcsTransferRoleProps(
-            role_name=naming.gcs_transfer_role(env.name, region.name), account_id=account, bucket_name=bucket,
-            key_arn=self.artifacts.key.key_arn, models_prefix=store.models_prefix,
-            transfer_agent_subject_id=env.gcp.storage_transfer_subject_id)) \
-            if primary and env.regions_on("gcp") else None
+        self.gcs_transfer_role: S3ToGcsTransferRole | None = None
+        if primary and env.regions_on("gcp"):
+            subject_id = gcp_project(env).storage_transfer_subject_id
+            assert subject_id is not None  # the checks require it of an AWS primary with Google Cloud standbys
+            self.gcs_transfer_role = S3ToGcsTransferRole(self, "gcs-transfer", S3ToGcsTransferRoleProps(
+                role_name=naming.gcs_transfer_role(env.name, region.name), account_id=account, bucket_name=bucket,
+                key_arn=self.artifacts.key.key_arn, models_prefix=store.models_prefix,
+                transfer_agent_subject_id=subject_id))
 
-        self.monitoring = Monitoring(self, "monitoring", MonitoringProps(
+        self.monitoring = CloudWatchMonitoring(self, "monitoring", CloudWatchMonitoringProps(
             name_prefix=f"mlfleet-{env.name}-{region.name}", account_id=account,
-            replications=tuple(
-                ReplicationWatch(source_bucket=bucket, destination_bucket=target.bucket_name,
-                                 rule_id=self.artifacts.replication_rule_ids[target.region])
-                for target in self.artifacts.replicate_to),
+            replications=ReplicationWatch.of_store(self.artifacts),
             database_lag=DatabaseLagWatch(cluster_identifier=naming.db_cluster_id(env.name, region.name),
                                           rpo_seconds=env.targets.rpo) if not primary else None,
             # A pool allowed to scale to zero here has no floor to alarm on.
-            gpu_pools=tuple(GpuCapacityWatch(pool=pool.node_group_name, autoscaling_group_name=pool.autoscaling_group_name,
-                                             minimum_in_service=pool.scaling_minimum)
-                            for pool in self.pools if pool.scaling_minimum >= 1)))
+            gpu_pools=tuple(GpuCapacityWatch.of_pool(pool) for pool in self.pools if pool.scaling_minimum >= 1)))
 
-def _network_props(region: AwsRegion) -> NetworkProps:
+
+def _network_props(region: AwsRegion) -> VpcNetworkProps:
     network = region.network
     if network.existing is not None:
         existing = network.existing
-        return NetworkProps(existing=ExistingNetwork(
+        return VpcNetworkProps.import_existing(ExistingNetwork(
             vpc_id=existing.vpc_id, private_subnet_ids=tuple(existing.private_subnet_ids), cidr=existing.cidr))
     zones = tuple(f"{region.name}{chr(ord('a') + i)}" for i in range(network.availability_zones))
-    return NetworkProps(cidr=network.cidr, availability_zones=zones, nat_gateways=network.nat_gateways)
+    assert network.cidr is not None  # the environment model gives cidr or existing
+    return VpcNetworkProps.create(cidr=network.cidr, availability_zones=zones, nat_gateways=network.nat_gateways)
+
+
+def _reservation(capacity_type: str, reservation: PoolReservation) -> Reservation:
+    if reservation.resource_group_arn is not None:
+        return Reservation.resource_group(reservation.resource_group_arn)
+    assert reservation.capacity_reservation_id is not None  # the environment model holds one or the other
+    if capacity_type == "CAPACITY_BLOCK":
+        return Reservation.capacity_block(reservation.capacity_reservation_id)
+    return Reservation.odcr(reservation.capacity_reservation_id)

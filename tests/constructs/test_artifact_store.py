@@ -3,12 +3,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.artifact_store import (ArtifactStore, ArtifactStoreProps, ObjectLockProps,
-                                               ReplicaTarget)
+from mlfleet.constructs.aws.s3_artifact_store import (
+    ObjectLockProps,
+    ReplicaTarget,
+    S3ArtifactStore,
+    S3ArtifactStoreProps,
+)
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ACCOUNT = "333333333333"
 MRK = "arn:aws:kms:us-east-1:333333333333:key/mrk-0123456789abcdef0123456789abcdef"
@@ -18,12 +23,12 @@ def bucket(region: str) -> str:
     return f"mlfleet-prod-{ACCOUNT}-{region}"
 
 
-def props(**overrides) -> ArtifactStoreProps:
+def props(**overrides) -> S3ArtifactStoreProps:
     base = dict(bucket_name=bucket("us-east-1"), account_id=ACCOUNT, region="us-east-1", role="primary",
                 key_alias="mlfleet-prod-artifacts",
                 replicate_to=(ReplicaTarget(region="us-west-2", bucket_name=bucket("us-west-2")),
                               ReplicaTarget(region="us-east-2", bucket_name=bucket("us-east-2"))))
-    return ArtifactStoreProps(**{**base, **overrides})
+    return S3ArtifactStoreProps(**{**base, **overrides})
 
 
 def statements(policy_resource: dict) -> dict[str, dict]:
@@ -43,7 +48,7 @@ def primary(tmp_path_factory):
     app = Testing.app(outdir=str(tmp_path_factory.mktemp("out")))
     stack = TerraformStack(app, "test")
     AwsProvider(stack, "aws", region="us-east-1")
-    store = ArtifactStore(stack, "artifacts", props(object_lock=ObjectLockProps(mode="COMPLIANCE", days=30)))
+    store = S3ArtifactStore(stack, "artifacts", props(object_lock=ObjectLockProps(mode="COMPLIANCE", days=30)))
     return store, json.loads(Testing.synth(stack))
 
 
@@ -125,7 +130,7 @@ def test_replication_role_is_least_privilege(primary):
 
 
 def test_standby_with_the_primary_key_arn_makes_a_replica_key_and_does_not_replicate(synth):
-    tf = synth(lambda stack: ArtifactStore(stack, "artifacts", props(
+    tf = synth(lambda stack: S3ArtifactStore(stack, "artifacts", props(
         bucket_name=bucket("us-west-2"), region="us-west-2", role="standby", replicate_to=(),
         multi_region_key_arn=MRK)), region="us-west-2")
     assert findings(tf) == []
@@ -138,7 +143,7 @@ def test_standby_with_the_primary_key_arn_makes_a_replica_key_and_does_not_repli
 
 
 def test_standby_without_the_primary_key_arn_gets_a_regional_key_under_the_same_alias(synth):
-    tf = synth(lambda stack: ArtifactStore(stack, "artifacts", props(
+    tf = synth(lambda stack: S3ArtifactStore(stack, "artifacts", props(
         bucket_name=bucket("us-west-2"), region="us-west-2", role="standby", replicate_to=())))
     key = only_resource(tf, "aws_kms_key")
     assert "multi_region" not in key and key["enable_key_rotation"] is True
@@ -146,7 +151,7 @@ def test_standby_without_the_primary_key_arn_gets_a_regional_key_under_the_same_
 
 
 def test_replication_without_rtc_keeps_metrics_but_no_time_control(synth):
-    tf = synth(lambda stack: ArtifactStore(stack, "artifacts", props(replication_time_control=False)))
+    tf = synth(lambda stack: S3ArtifactStore(stack, "artifacts", props(replication_time_control=False)))
     dest = only_resource(tf, "aws_s3_bucket_replication_configuration")["rule"][0]["destination"]
     assert "replication_time" not in dest
     assert dest["metrics"] == {"status": "Enabled"}
@@ -170,9 +175,9 @@ def test_replication_without_rtc_keeps_metrics_but_no_time_control(synth):
 ])
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"artifacts: {prop}: .*{reason}"):
-        synth(lambda stack: ArtifactStore(stack, "artifacts", props(**overrides)))
+        synth(lambda stack: S3ArtifactStore(stack, "artifacts", props(**overrides)))
 
 
 def test_synth_is_reproducible(synth):
-    build = lambda stack: ArtifactStore(stack, "artifacts", props(object_lock=ObjectLockProps(days=30)))  # noqa: E731
+    build = lambda stack: S3ArtifactStore(stack, "artifacts", props(object_lock=ObjectLockProps(days=30)))  # noqa: E731
     assert json.dumps(synth(build), sort_keys=True) == json.dumps(synth(build), sort_keys=True)

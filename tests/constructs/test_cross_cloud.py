@@ -7,14 +7,15 @@ import json
 
 import pytest
 
-from conftest import only_resource, resources
-from mlfleet.constructs.cloud_sql_registry import CloudSqlInstanceSettings
-from mlfleet.constructs.cross_cloud_artifact_copy import (S3ToGcsTransfer, S3ToGcsTransferProps,
-                                                          S3ToGcsTransferRole, S3ToGcsTransferRoleProps)
-from mlfleet.constructs.cross_cloud_registry import AuroraToCloudSqlReplica, AuroraToCloudSqlReplicaProps
-from mlfleet.constructs.gcp_kms_key import crypto_key_id
+from mlfleet.constructs.aws.gcs_transfer_role import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
+from mlfleet.constructs.gcp.cloud_sql_registry import CloudSqlInstanceSettings
+from mlfleet.constructs.gcp.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
+from mlfleet.constructs.gcp.cross_cloud_registry import AuroraToCloudSqlReplica, AuroraToCloudSqlReplicaProps
+from mlfleet.constructs.gcp.kms_key import crypto_key_id
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 PROJECT, NUMBER, REGION = "mlfleet-prod", "123456789012", "us-central1"
 NETWORK = f"projects/{PROJECT}/global/networks/mlfleet-prod"
@@ -63,7 +64,8 @@ def test_transfer_role_trusts_only_the_projects_agent_and_reads_only_models(synt
     bucket = "arn:aws:s3:::mlfleet-prod-111111111111-us-east-1"
     assert statements["ReadModels"]["Resource"] == f"{bucket}/models/*"
     assert statements["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": "models/*"}}
-    assert statements["DecryptModels"]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    assert statements["DecryptModels"]["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
     assert all(s["Effect"] == "Allow" and "*" not in s["Action"] for s in statements.values())
     assert not [f for f in evaluate_terraform("aws", tf) if f.rule != "MLF006"]
 
@@ -91,7 +93,8 @@ def test_dms_replica_is_private_encrypted_and_continuous(synth):
     settings = CloudSqlInstanceSettings(tier="db-perf-optimized-N-4")
     tf = synth(google(lambda s: AuroraToCloudSqlReplica(s, "registry", replica_props(settings=settings))),
                with_provider=False)
-    profiles = {p["connection_profile_id"]: p for p in resources(tf, "google_database_migration_service_connection_profile").values()}
+    profiles = {p["connection_profile_id"]: p
+                for p in resources(tf, "google_database_migration_service_connection_profile").values()}
     source = profiles["mlfleet-prod-registry-usc1-source"]["postgresql"]
     assert source["host"] == "mlfleet-prod-registry.cluster-c0abc.us-east-1.rds.amazonaws.com"
     assert source["ssl"] == {"type": "REQUIRED"} and source["username"] == "mlfleet_replication"
@@ -131,7 +134,8 @@ def test_policy_catches_a_public_dms_destination(synth):
 
 
 @pytest.mark.parametrize("build,prop", [
-    (lambda s: S3ToGcsTransferRole(s, "t", role_props(transfer_agent_subject_id="agent@x")), "transfer_agent_subject_id"),
+    (lambda s: S3ToGcsTransferRole(s, "t", role_props(transfer_agent_subject_id="agent@x")),
+     "transfer_agent_subject_id"),
     (lambda s: S3ToGcsTransferRole(s, "t", role_props(models_prefix="/models")), "models_prefix"),
     (lambda s: S3ToGcsTransfer(s, "t", transfer_props(repeat_interval_seconds=600)), "repeat_interval_seconds"),
     (lambda s: S3ToGcsTransfer(s, "t", transfer_props(role_arn="arn:aws:iam::1:role/x")), "role_arn"),

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import pytest
-from conftest import resources
 
-from mlfleet.constructs.failover_routing import (FAILOVER_OK_TOKEN, FailoverRouting, FailoverRoutingProps,
-                                                 RegionalEndpoint, health_check_output_name)
+from mlfleet.constructs.aws.failover_routing import (
+    FAILOVER_OK_TOKEN,
+    RegionalEndpoint,
+    Route53FailoverRouting,
+    Route53FailoverRoutingProps,
+    health_check_output_name,
+)
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import resources
 
 ZONE = "Z0PROD0000000000000000"
 NAME = "models.example.com"
@@ -19,8 +25,8 @@ def endpoint(region: str, role: str = "standby", weight: int = 100) -> RegionalE
 PROD = (endpoint("us-east-1", "primary"), endpoint("us-west-2", weight=200), endpoint("us-east-2", weight=50))
 
 
-def props(**overrides) -> FailoverRoutingProps:
-    return FailoverRoutingProps(**{**dict(hosted_zone_id=ZONE, record_name=NAME, endpoints=PROD), **overrides})
+def props(**overrides) -> Route53FailoverRoutingProps:
+    return Route53FailoverRoutingProps(**{**dict(hosted_zone_id=ZONE, record_name=NAME, endpoints=PROD), **overrides})
 
 
 def records_by_identifier(tf: dict) -> dict[tuple[str, str], dict]:
@@ -33,7 +39,7 @@ def health_check_ref(tf: dict, region: str) -> str:
 
 
 def test_each_region_gets_an_https_string_match_health_check_exported_for_the_runbooks(synth):
-    tf = synth(lambda stack: FailoverRouting(stack, "routing", props()))
+    tf = synth(lambda stack: Route53FailoverRouting(stack, "routing", props()))
     assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
     checks = {c["fqdn"]: c for c in resources(tf, "aws_route53_health_check").values()}
     assert set(checks) == {f"{r}.{NAME}" for r in ("us-east-1", "us-west-2", "us-east-2")}
@@ -49,7 +55,7 @@ def test_each_region_gets_an_https_string_match_health_check_exported_for_the_ru
 
 
 def test_failover_with_two_standbys_sends_secondary_to_weighted_healthy_standbys(synth):
-    tf = synth(lambda stack: FailoverRouting(stack, "routing", props()))
+    tf = synth(lambda stack: Route53FailoverRouting(stack, "routing", props()))
     records = records_by_identifier(tf)
     assert set(records) == {(NAME, "us-east-1"), (NAME, "standbys"),
                             (f"standby.{NAME}", "us-west-2"), (f"standby.{NAME}", "us-east-2")}
@@ -70,7 +76,7 @@ def test_failover_with_two_standbys_sends_secondary_to_weighted_healthy_standbys
 
 
 def test_failover_with_one_standby_points_secondary_straight_at_it(synth):
-    tf = synth(lambda stack: FailoverRouting(stack, "routing", props(endpoints=PROD[:2], ttl=30)))
+    tf = synth(lambda stack: Route53FailoverRouting(stack, "routing", props(endpoints=PROD[:2], ttl=30)))
     records = records_by_identifier(tf)
     assert set(records) == {(NAME, "us-east-1"), (NAME, "us-west-2")}
     secondary = records[(NAME, "us-west-2")]
@@ -80,7 +86,7 @@ def test_failover_with_one_standby_points_secondary_straight_at_it(synth):
 
 
 def test_weighted_policy_spreads_the_name_over_every_region(synth):
-    tf = synth(lambda stack: FailoverRouting(stack, "routing", props(
+    tf = synth(lambda stack: Route53FailoverRouting(stack, "routing", props(
         policy="weighted", request_interval=30, failure_threshold=5)))
     records = records_by_identifier(tf)
     assert {(n, i): r["weighted_routing_policy"]["weight"] for (n, i), r in records.items()} == {
@@ -113,4 +119,4 @@ def test_weighted_policy_spreads_the_name_over_every_region(synth):
 ])
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"routing: {prop}: .*{reason}"):
-        synth(lambda stack: FailoverRouting(stack, "routing", props(**overrides)))
+        synth(lambda stack: Route53FailoverRouting(stack, "routing", props(**overrides)))

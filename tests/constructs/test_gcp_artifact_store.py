@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import cdktn
 import pytest
-from conftest import only_resource
 
-from mlfleet.constructs.gcp_kms_key import crypto_key_id
-from mlfleet.constructs.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
+from mlfleet.constructs.gcp.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
+from mlfleet.constructs.gcp.kms_key import crypto_key_id
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource
 
 PROJECT, NUMBER = "mlfleet-prod", "123456789012"
 NAM4_KEY = crypto_key_id(PROJECT, "nam4", "mlfleet-prod-nam4", "artifacts")
@@ -64,7 +65,8 @@ def test_a_configurable_dual_region_places_data_in_its_two_regions(stack):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(location="US-CENTRAL1"), "location: 'US-CENTRAL1' is not a predefined dual-region .*Turbo replication needs"),
-    (dict(location="US", data_locations=("us-east4",)), "data_locations: a dual-region is exactly two different regions"),
+    (dict(location="US", data_locations=("us-east4",)),
+     "data_locations: a dual-region is exactly two different regions"),
     (dict(location="US", data_locations=("us-east4", "europe-west1")), r"data_locations\[1\]: 'europe-west1' is not a "
                                                                        "region of the US multi-region"),
     (dict(location="NAM9", data_locations=("us-east4", "us-west1")), "location: a configurable dual-region names"),

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import cdktn
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.cloud_sql_registry import (CloudSqlInstanceSettings, CloudSqlRegistry, CloudSqlRegistryProps,
-                                                   CloudSqlReplica, CloudSqlReplicaProps)
-from mlfleet.constructs.gcp_kms_key import crypto_key_id
+from mlfleet.constructs.gcp.cloud_sql_registry import (
+    CloudSqlInstanceSettings,
+    CloudSqlRegistry,
+    CloudSqlRegistryProps,
+    CloudSqlReplica,
+    CloudSqlReplicaProps,
+)
+from mlfleet.constructs.gcp.kms_key import crypto_key_id
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 PROJECT, NUMBER = "mlfleet-prod", "123456789012"
 NETWORK = f"projects/{PROJECT}/global/networks/mlfleet"

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import cdktn
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.gcp_kms_key import crypto_key_id
-from mlfleet.constructs.gke_cluster import GkeCluster, GkeClusterProps
+from mlfleet.constructs.gcp.gke_cluster import GkeCluster, GkeClusterProps
+from mlfleet.constructs.gcp.kms_key import crypto_key_id
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 PROJECT, NUMBER, REGION = "mlfleet-prod", "123456789012", "us-central1"
 KEY = crypto_key_id(PROJECT, REGION, "mlfleet-prod-usc1", "gke")
@@ -60,10 +61,12 @@ def test_cluster_is_regional_private_workload_identity_dataplane_v2_and_encrypts
     for node_config in (cluster["node_config"], pool["node_config"]):
         assert node_config["service_account"] == account_email
         assert node_config["workload_metadata_config"] == {"mode": "GKE_METADATA"}
-        assert node_config["shielded_instance_config"] == {"enable_secure_boot": True, "enable_integrity_monitoring": True}
+        assert node_config["shielded_instance_config"] == {"enable_secure_boot": True,
+                                                           "enable_integrity_monitoring": True}
         assert node_config["boot_disk_kms_key"] == KEY
     assert pool["autoscaling"] == {"min_node_count": 1, "max_node_count": 3}
-    assert pool["cluster"] == "${google_container_cluster.%s.id}" % next(iter(resources(tf, "google_container_cluster")))
+    cluster_id = next(iter(resources(tf, "google_container_cluster")))
+    assert pool["cluster"] == "${google_container_cluster.%s.id}" % cluster_id
 
     # The GKE and Compute service agents may use the key before the cluster needs it.
     grants = resources(tf, "google_kms_crypto_key_iam_member")
@@ -85,7 +88,8 @@ def stack():
 @pytest.mark.parametrize("overrides, message", [
     (dict(project_number="12ab"), "project_number: '12ab' is not a project number"),
     (dict(name="mlfleet-production-us-central1-serving-cluster"), "name: .* at most 40"),
-    (dict(name="mlfleet-production-us-east1"), "node_service_account_id: 'mlfleet-production-us-east1-nodes' is not a service "
+    (dict(name="mlfleet-production-us-east1"),
+     "node_service_account_id: 'mlfleet-production-us-east1-nodes' is not a service "
                                            "account id .*the default from name is too long"),
     (dict(kms_key_id=crypto_key_id(PROJECT, "us-east1", "r", "k")), "kms_key_id: the key is in 'us-east1'"),
     (dict(master_ipv4_cidr="172.16.0.0/24"), "master_ipv4_cidr: 172.16.0.0/24 is not a private /28"),

@@ -2,11 +2,17 @@ from __future__ import annotations
 
 import cdktn
 import pytest
-from conftest import only_resource
 
-from mlfleet.constructs.gcp_kms_key import crypto_key_id
-from mlfleet.constructs.gke_gpu_node_pool import GkeGpuNodePool, GkeGpuNodePoolProps, GpuSharing, ReservationAffinity
+from mlfleet.constructs.gcp.gke_gpu_node_pool import (
+    GkeGpuNodePool,
+    GkeGpuNodePoolProps,
+    GpuSharing,
+    ReservationAffinity,
+)
+from mlfleet.constructs.gcp.kms_key import crypto_key_id
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource
 
 PROJECT, REGION = "mlfleet-prod", "us-central1"
 KEY = crypto_key_id(PROJECT, REGION, "mlfleet-prod-usc1", "gke")

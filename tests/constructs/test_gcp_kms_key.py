@@ -1,12 +1,19 @@
 from __future__ import annotations
 
-import pytest
 import cdktn
-from conftest import only_resource
+import pytest
 
-from mlfleet.constructs.gcp_kms_key import (GcpKmsKey, GcpKmsKeyProps, crypto_key_id, key_location,
-                                            require_key_id, service_agent)
+from mlfleet.constructs.gcp.kms_key import (
+    CloudKmsKey,
+    CloudKmsKeyProps,
+    crypto_key_id,
+    key_location,
+    require_key_id,
+    service_agent,
+)
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource
 
 
 def google(build):
@@ -18,14 +25,14 @@ def google(build):
     return _build
 
 
-def props(**overrides) -> GcpKmsKeyProps:
-    return GcpKmsKeyProps(**{**dict(project_id="mlfleet-prod", location="us-central1", key_ring="mlfleet-prod-usc1",
-                                    key="registry", labels={"env": "prod"}), **overrides})
+def props(**overrides) -> CloudKmsKeyProps:
+    return CloudKmsKeyProps(**{**dict(project_id="mlfleet-prod", location="us-central1", key_ring="mlfleet-prod-usc1",
+                                      key="registry", labels={"env": "prod"}), **overrides})
 
 
 def test_key_is_rotated_protected_from_destroy_and_named_deterministically(synth):
     built = {}
-    tf = synth(google(lambda s: built.setdefault("key", GcpKmsKey(s, "key", props(rotation_days=30)))),
+    tf = synth(google(lambda s: built.setdefault("key", CloudKmsKey(s, "key", props(rotation_days=30)))),
                with_provider=False)
     ring = only_resource(tf, "google_kms_key_ring")
     key = only_resource(tf, "google_kms_crypto_key")
@@ -70,4 +77,4 @@ def test_a_key_in_another_location_than_its_data_is_refused(stack):
 ])
 def test_invalid_props_name_the_prop(stack, overrides, message):
     with pytest.raises(PropsError, match=message):
-        GcpKmsKey(stack, "key", props(**overrides))
+        CloudKmsKey(stack, "key", props(**overrides))

@@ -4,11 +4,17 @@ from types import SimpleNamespace
 
 import cdktn
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.gcp_monitoring import (HEALTHY_BODY_START, FailoverHealthCheck, GcpMonitoring,
-                                               GcpMonitoringProps, ReplicaLagWatch)
+from mlfleet.constructs.gcp.monitoring import (
+    HEALTHY_BODY_START,
+    FailoverHealthCheck,
+    GcpMonitoring,
+    GcpMonitoringProps,
+    ReplicaLagWatch,
+)
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 PROJECT = "mlfleet-prod"
 
@@ -44,7 +50,8 @@ def test_health_checks_ask_failover_health_and_replica_lag_alerts_at_half_the_rp
     assert uptime["monitored_resource"]["labels"]["host"] == "us-east1.models.example.com"
     assert uptime["http_check"]["use_ssl"] is True and uptime["http_check"]["validate_ssl"] is True
     assert uptime["content_matchers"] == [{"content": "MLFLEET_FAILOVER_OK", "matcher": "MATCHES_JSON_PATH",
-                                           "json_path_matcher": {"json_path": "$.status", "json_matcher": "EXACT_MATCH"}}]
+                                           "json_path_matcher": {"json_path": "$.status",
+                                                                 "json_matcher": "EXACT_MATCH"}}]
 
     email = only_resource(tf, "google_monitoring_notification_channel")
     assert email["type"] == "email" and email["labels"] == {"email_address": "oncall@example.com"}
@@ -67,13 +74,13 @@ def test_health_checks_ask_failover_health_and_replica_lag_alerts_at_half_the_rp
 def test_the_health_check_expects_how_the_runtime_healthy_body_begins():
     # A load-balancer health check matches the beginning of the body: pin it to the runtime's real answer.
     from mlfleet.runtime.health import HealthBounds, failover_health
-    from mlfleet.runtime.http_app import _dumps
+    from mlfleet.runtime.rest_codec import json_bytes
 
     manager = SimpleNamespace(manifest=SimpleNamespace(models={}), active={}, champion=lambda model: None)
     healthy, document = failover_health(manager, HealthBounds(), region="us-east1", draining=False, gpu={})
-    assert healthy and _dumps(document).startswith(HEALTHY_BODY_START.encode())
+    assert healthy and json_bytes(document).startswith(HEALTHY_BODY_START.encode())
     failing, document = failover_health(manager, HealthBounds(), region="us-east1", draining=True, gpu={})
-    assert not failing and not _dumps(document).startswith(HEALTHY_BODY_START.encode())
+    assert not failing and not json_bytes(document).startswith(HEALTHY_BODY_START.encode())
 
 
 @pytest.fixture
@@ -89,8 +96,10 @@ def stack():
      r"replica_lag\[0\].rpo_seconds: must be at least 1 second"),
     (dict(replica_lag=(ReplicaLagWatch(instance_name="db", rpo_seconds=60, budget_fraction=1.5),)),
      r"replica_lag\[0\].budget_fraction: must be in \(0, 1\]"),
-    (dict(replica_lag=(ReplicaLagWatch(instance_name="db", rpo_seconds=60),) * 2), "replica_lag: watches an instance twice"),
-    (dict(health_check=FailoverHealthCheck(timeout_sec=10)), "health_check.timeout_sec: must be at least 1 s and at most"),
+    (dict(replica_lag=(ReplicaLagWatch(instance_name="db", rpo_seconds=60),) * 2),
+     "replica_lag: watches an instance twice"),
+    (dict(health_check=FailoverHealthCheck(timeout_sec=10)),
+     "health_check.timeout_sec: must be at least 1 s and at most"),
     (dict(health_check=FailoverHealthCheck(port=0)), "health_check.port: 0 is not a TCP port"),
     (dict(health_check=FailoverHealthCheck(path="health")), "health_check.path: 'health' is not an HTTP path"),
     (dict(health_check=FailoverHealthCheck(public_hostname="https://x")), "health_check.public_hostname: 'https://x'"),

@@ -2,11 +2,17 @@ from __future__ import annotations
 
 import cdktn
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.gcp_network import (GcpRegionalNetwork, GcpRegionalNetworkProps, GcpVpc, GcpVpcProps,
-                                            network_self_link)
+from mlfleet.constructs.gcp.network import (
+    GcpRegionalNetwork,
+    GcpRegionalNetworkProps,
+    GcpVpc,
+    GcpVpcProps,
+    network_self_link,
+)
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 PROJECT = "mlfleet-prod"
 
@@ -91,7 +97,8 @@ def test_invalid_regional_props_name_the_prop(stack, overrides, message):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(name="-vpc"), "name: '-vpc'"),
-    (dict(private_services_cidr="10.250.0.0/25"), "private_services_cidr: private services access needs at least a /24"),
+    (dict(private_services_cidr="10.250.0.0/25"),
+     "private_services_cidr: private services access needs at least a /24"),
     (dict(private_services_cidr="34.0.0.0/16"), "private_services_cidr: 34.0.0.0/16 is not in a private range"),
 ])
 def test_invalid_vpc_props_name_the_prop(stack, overrides, message):

@@ -9,11 +9,11 @@ import test_gcp_gke_cluster as gke
 import test_gcp_gke_gpu_node_pool as pool
 import test_gcp_serving_identity as identity
 
-from mlfleet.constructs.cloud_sql_registry import CloudSqlRegistry
-from mlfleet.constructs.gcs_artifact_store import GcsArtifactStore
-from mlfleet.constructs.gcp_serving_identity import GcpServingIdentity
-from mlfleet.constructs.gke_cluster import GkeCluster
-from mlfleet.constructs.gke_gpu_node_pool import GkeGpuNodePool
+from mlfleet.constructs.gcp.cloud_sql_registry import CloudSqlRegistry
+from mlfleet.constructs.gcp.gcs_artifact_store import GcsArtifactStore
+from mlfleet.constructs.gcp.gke_cluster import GkeCluster
+from mlfleet.constructs.gcp.gke_gpu_node_pool import GkeGpuNodePool
+from mlfleet.constructs.gcp.serving_identity import GcpServingIdentity
 from mlfleet.constructs.policy import evaluate_terraform
 
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import cdktn
 import pytest
-from conftest import resources
 
-from mlfleet.constructs.gcp_serving_identity import GcpServingIdentity, GcpServingIdentityProps
+from mlfleet.constructs.gcp.serving_identity import GcpServingIdentity, GcpServingIdentityProps
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import resources
 
 PROJECT, BUCKET = "mlfleet-prod", "mlfleet-prod-models"
 OBJECTS = f"projects/_/buckets/{BUCKET}/objects/"
@@ -29,7 +30,8 @@ def props(**overrides) -> GcpServingIdentityProps:
 
 def test_serving_reads_only_champions_training_writes_only_candidates_review_publishes(synth):
     built = {}
-    tf = synth(google(lambda s: built.setdefault("id", GcpServingIdentity(s, "identity", props()))), with_provider=False)
+    tf = synth(google(lambda s: built.setdefault("id", GcpServingIdentity(s, "identity", props()))),
+               with_provider=False)
     accounts = {body["account_id"]: name for name, body in resources(tf, "google_service_account").items()}
     assert set(accounts) == {"mlfleet-prod-serving", "mlfleet-prod-training", "mlfleet-prod-review"}
 
@@ -60,7 +62,8 @@ def test_serving_reads_only_champions_training_writes_only_candidates_review_pub
          f"serviceAccount:{PROJECT}.svc.id.goog[mlfleet/mlfleet-runtime]"),
         (name % accounts["mlfleet-prod-training"], "roles/iam.serviceAccountTokenCreator",
          f"serviceAccount:trainer@{PROJECT}.iam.gserviceaccount.com"),
-        (name % accounts["mlfleet-prod-review"], "roles/iam.serviceAccountTokenCreator", "group:ml-reviewers@example.com"),
+        (name % accounts["mlfleet-prod-review"], "roles/iam.serviceAccountTokenCreator",
+         "group:ml-reviewers@example.com"),
     }
     assert resources(tf, "google_project_iam_member") == {}  # nothing project-wide
     assert {o: tf["output"][o]["value"] for o in ("serving_service_account", "training_service_account",
@@ -80,7 +83,8 @@ def stack():
     (dict(training_principals=("allAuthenticatedUsers",)), r"training_principals\[0\]: 'allAuthenticatedUsers'"),
     (dict(review_principals=("domain:example.com",)), r"review_principals\[0\]: 'domain:example.com'"),
     (dict(training_principals=()), "training_principals: name at least one principal"),
-    (dict(review_principals=("user:a@example.com", "user:a@example.com")), "review_principals: lists a principal twice"),
+    (dict(review_principals=("user:a@example.com", "user:a@example.com")),
+     "review_principals: lists a principal twice"),
     (dict(name_prefix="mlfleet-production-use1"), "name_prefix: 'mlfleet-production-use1' makes "
                                                 "'mlfleet-production-use1-training', not a service account id"),
     (dict(models_prefix="/models/"), "models_prefix: '/models/'"),

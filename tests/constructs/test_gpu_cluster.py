@@ -3,12 +3,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import only_resource, resources
 
 from mlfleet.constructs.acknowledgements import acknowledgements_for
-from mlfleet.constructs.gpu_cluster import AccessEntry, GpuCluster, GpuClusterProps
+from mlfleet.constructs.aws.eks_cluster import AccessEntry, EksCluster, EksClusterProps
 from mlfleet.constructs.policy import PolicyAspect, evaluate_terraform
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ACCOUNT = "111111111111"
 SUBNETS = ("subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3")
@@ -17,9 +18,9 @@ DEVS = f"arn:aws:iam::{ACCOUNT}:role/teams/serving-devs"
 POLICY = "arn:aws:eks::aws:cluster-access-policy/"
 
 
-def props(**overrides) -> GpuClusterProps:
+def props(**overrides) -> EksClusterProps:
     base = dict(name="mlfleet-prod-us-east-1", account_id=ACCOUNT, region="us-east-1", subnet_ids=SUBNETS)
-    return GpuClusterProps(**{**base, **overrides})
+    return EksClusterProps(**{**base, **overrides})
 
 
 def _roles(tf: dict) -> dict[str, dict]:
@@ -35,7 +36,7 @@ def _attached(tf: dict, role: str) -> set[str]:
 
 def test_default_cluster_is_private_encrypted_logged_and_api_authenticated(synth):
     built = {}
-    tf = synth(lambda stack: built.setdefault("cluster", GpuCluster(stack, "cluster", props())))
+    tf = synth(lambda stack: built.setdefault("cluster", EksCluster(stack, "cluster", props())))
     cluster = only_resource(tf, "aws_eks_cluster")
     key_arn = f"${{aws_kms_key.{next(iter(resources(tf, 'aws_kms_key')))}.arn}}"
 
@@ -71,7 +72,7 @@ def test_default_cluster_is_private_encrypted_logged_and_api_authenticated(synth
 
 
 def test_roles_carry_the_required_managed_policies_and_a_key_scoped_inline_policy(synth):
-    tf = synth(lambda stack: GpuCluster(stack, "cluster", props()))
+    tf = synth(lambda stack: EksCluster(stack, "cluster", props()))
     roles = _roles(tf)
     assert set(roles) == {"mlfleet-prod-us-east-1-cluster", "mlfleet-prod-us-east-1-node"}
     trust = {name: json.loads(r["assume_role_policy"])["Statement"][0]["Principal"] for name, r in roles.items()}
@@ -87,7 +88,7 @@ def test_roles_carry_the_required_managed_policies_and_a_key_scoped_inline_polic
 
 
 def test_access_entries_group_policies_per_principal_with_their_scope(synth):
-    tf = synth(lambda stack: GpuCluster(stack, "cluster", props(access_entries=(
+    tf = synth(lambda stack: EksCluster(stack, "cluster", props(access_entries=(
         AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSClusterAdminPolicy", scope="cluster"),
         AccessEntry(principal_arn=DEVS, policy_arn=POLICY + "AmazonEKSEditPolicy", scope="namespace",
                     namespaces=("serving", "canary")),
@@ -108,7 +109,7 @@ def test_access_entries_group_policies_per_principal_with_their_scope(synth):
 def test_public_endpoint_needs_explicit_cidrs_and_is_acknowledged_with_the_reason(synth):
     built = {}
     reason = "CI runners outside the VPC apply Kubernetes manifests"
-    tf = synth(lambda stack: built.setdefault("cluster", GpuCluster(stack, "cluster", props(
+    tf = synth(lambda stack: built.setdefault("cluster", EksCluster(stack, "cluster", props(
         endpoint_public_access_cidrs=("203.0.113.0/24", "198.51.100.7/32"), public_access_reason=reason))))
     vpc = only_resource(tf, "aws_eks_cluster")["vpc_config"]
     assert vpc["endpoint_public_access"] is True and vpc["endpoint_private_access"] is True
@@ -123,7 +124,7 @@ def test_policy_aspect_reports_the_public_endpoint_as_acknowledged(synth):
 
     def build(stack):
         from cdktn import Aspects
-        GpuCluster(stack, "cluster", props(endpoint_public_access_cidrs=("203.0.113.0/24",),
+        EksCluster(stack, "cluster", props(endpoint_public_access_cidrs=("203.0.113.0/24",),
                                            public_access_reason="office network runs kubectl"))
         Aspects.of(stack).add(aspect)
         stacks.append(stack)
@@ -149,19 +150,25 @@ def test_policy_aspect_reports_the_public_endpoint_as_acknowledged(synth):
     (dict(endpoint_public_access_cidrs=("203.0.113.0/24",)), r"public_access_reason: a public Kubernetes API"),
     (dict(public_access_reason="because"), r"public_access_reason: given without endpoint_public_access_cidrs"),
     (dict(log_retention_days=10), r"log_retention_days: 10 is not a CloudWatch Logs retention"),
-    (dict(access_entries=(AccessEntry(principal_arn="arn:aws:iam::111111111111:root", policy_arn=POLICY + "AmazonEKSViewPolicy",
+    (dict(access_entries=(AccessEntry(principal_arn="arn:aws:iam::111111111111:root",
+                                      policy_arn=POLICY + "AmazonEKSViewPolicy",
                                       scope="cluster"),)), r"access_entries\[0\].principal_arn"),
     (dict(access_entries=(AccessEntry(principal_arn=ADMINS, policy_arn="arn:aws:iam::aws:policy/AdministratorAccess",
-                                      scope="cluster"),)), r"access_entries\[0\].policy_arn: .* not an EKS access policy"),
-    (dict(access_entries=(AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSEditPolicy", scope="namespace"),)),
+                                      scope="cluster"),)),
+     r"access_entries\[0\].policy_arn: .* not an EKS access policy"),
+    (dict(access_entries=(AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSEditPolicy",
+                                      scope="namespace"),)),
      r"access_entries\[0\].namespaces: a namespace-scoped entry lists its namespaces"),
     (dict(access_entries=(AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSEditPolicy", scope="cluster",
-                                      namespaces=("serving",)),)), r"access_entries\[0\].namespaces: a cluster-scoped entry"),
-    (dict(access_entries=(AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSEditPolicy", scope="namespace",
+                                      namespaces=("serving",)),)),
+     r"access_entries\[0\].namespaces: a cluster-scoped entry"),
+    (dict(access_entries=(AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSEditPolicy",
+                                      scope="namespace",
                                       namespaces=("Serving",)),)), r"'Serving' is not a Kubernetes namespace"),
-    (dict(access_entries=2 * (AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSViewPolicy", scope="cluster"),)),
+    (dict(access_entries=2 * (AccessEntry(principal_arn=ADMINS, policy_arn=POLICY + "AmazonEKSViewPolicy",
+                                          scope="cluster"),)),
      r"access_entries\[1\]: .*AmazonEKSViewPolicy is already associated"),
 ])
 def test_invalid_props_are_rejected_with_the_prop_named(synth, overrides, match):
     with pytest.raises(PropsError, match=match):
-        synth(lambda stack: GpuCluster(stack, "cluster", props(**overrides)))
+        synth(lambda stack: EksCluster(stack, "cluster", props(**overrides)))

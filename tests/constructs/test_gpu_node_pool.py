@@ -1,32 +1,34 @@
 from __future__ import annotations
 
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.gpu_node_pool import GpuNodePool, GpuNodePoolProps, ReservationTarget
+from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuNodePool, EksGpuNodePoolProps, Reservation
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ACCOUNT = "111111111111"
 CLUSTER = "mlfleet-prod-us-east-1"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0123abcd-0000-0000-0000-000000000000"
 SUBNETS = ("subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3")
 CLUSTER_SG = "sg-0123456789abcdef0"
-RESERVATION = ReservationTarget(capacity_reservation_ids=("cr-0123456789abcdef0",))
+RESERVATION = Reservation.odcr("cr-0123456789abcdef0")
+BLOCK = Reservation.capacity_block("cr-0123456789abcdef0")
 RESOURCE_GROUP = f"arn:aws:resource-groups:us-east-1:{ACCOUNT}:group/gpu-reservations"
 TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 
 
-def props(**overrides) -> GpuNodePoolProps:
+def props(**overrides) -> EksGpuNodePoolProps:
     base = dict(cluster_name=CLUSTER, node_role_arn=f"arn:aws:iam::{ACCOUNT}:role/{CLUSTER}-node",
                 subnet_ids=SUBNETS, name="infer-gpu", account_id=ACCOUNT, instance_types=("g6.12xlarge", "g5.12xlarge"),
                 gpus_per_node=4, min_size=2, max_size=10, kms_key_arn=KEY)
-    return GpuNodePoolProps(**{**base, **overrides})
+    return EksGpuNodePoolProps(**{**base, **overrides})
 
 
-def _pool(synth, **overrides) -> tuple[dict, GpuNodePool]:
+def _pool(synth, **overrides) -> tuple[dict, EksGpuNodePool]:
     built = {}
-    tf = synth(lambda stack: built.setdefault("pool", GpuNodePool(stack, "pool", props(**overrides))))
+    tf = synth(lambda stack: built.setdefault("pool", EksGpuNodePool(stack, "pool", props(**overrides))))
     return tf, built["pool"]
 
 
@@ -68,7 +70,8 @@ def test_standby_pool_is_tainted_imdsv2_encrypted_warm_and_exports_its_sizes(syn
     asg_tags = resources(tf, "aws_autoscaling_group_tag").values()
     assert {t["tag"]["key"]: t["tag"]["value"] for t in asg_tags} == template_tags
     assert {t["autoscaling_group_name"] for t in asg_tags} == {
-        "${aws_eks_node_group.%s.resources[0].autoscaling_groups[0].name}" % next(iter(resources(tf, "aws_eks_node_group")))}
+        "${aws_eks_node_group.%s.resources[0].autoscaling_groups[0].name}"
+        % next(iter(resources(tf, "aws_eks_node_group")))}
     assert all(t["tag"]["propagate_at_launch"] is False for t in asg_tags)
 
     assert tf["output"]["infer_gpu_warm_size"]["value"] == 1
@@ -98,14 +101,15 @@ def test_bottlerocket_encrypts_both_its_os_and_data_volumes(synth):
     tf, _ = _pool(synth, ami_type="BOTTLEROCKET_x86_64_NVIDIA", root_volume_size_gib=500)
     volumes = {m["device_name"]: m["ebs"] for m in only_resource(tf, "aws_launch_template")["block_device_mappings"]}
     assert sorted(volumes) == ["/dev/xvda", "/dev/xvdb"]
-    assert all(v["encrypted"] == "true" and v["kms_key_id"] == KEY and v["volume_type"] == "gp3" for v in volumes.values())
+    assert all(v["encrypted"] == "true" and v["kms_key_id"] == KEY and v["volume_type"] == "gp3"
+               for v in volumes.values())
     assert "volume_size" not in volumes["/dev/xvda"] and volumes["/dev/xvdb"]["volume_size"] == 500
     assert only_resource(tf, "aws_eks_node_group")["ami_type"] == "BOTTLEROCKET_x86_64_NVIDIA"
 
 
 def test_capacity_block_pool_launches_into_its_block_with_the_type_on_the_template(synth):
     tf, _ = _pool(synth, capacity_type="CAPACITY_BLOCK", instance_types=("p5.48xlarge",), gpus_per_node=8,
-                  reservation=RESERVATION)
+                  reservation=BLOCK)
     template = only_resource(tf, "aws_launch_template")
     group = only_resource(tf, "aws_eks_node_group")
     assert template["instance_market_options"] == {"market_type": "capacity-block"}
@@ -116,7 +120,7 @@ def test_capacity_block_pool_launches_into_its_block_with_the_type_on_the_templa
 
 
 def test_on_demand_pool_targets_a_reservation_resource_group(synth):
-    tf, _ = _pool(synth, reservation=ReservationTarget(resource_group_arn=RESOURCE_GROUP))
+    tf, _ = _pool(synth, reservation=Reservation.resource_group(RESOURCE_GROUP))
     template = only_resource(tf, "aws_launch_template")
     assert template["capacity_reservation_specification"] == {
         "capacity_reservation_target": {"capacity_reservation_resource_group_arn": RESOURCE_GROUP}}
@@ -146,13 +150,13 @@ def test_security_groups_without_efa_go_on_the_template(synth):
 
 
 def test_pool_created_from_a_cluster_reference_is_ordered_after_the_cluster(synth):
-    from mlfleet.constructs.gpu_cluster import GpuCluster, GpuClusterProps
+    from mlfleet.constructs.aws.eks_cluster import EksCluster, EksClusterProps
 
     def build(stack):
-        cluster = GpuCluster(stack, "cluster", GpuClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
+        cluster = EksCluster(stack, "cluster", EksClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
                                                                subnet_ids=SUBNETS))
-        GpuNodePool(stack, "pool", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
-                                         kms_key_arn=cluster.key.key_arn))
+        EksGpuNodePool(stack, "pool", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
+                                            kms_key_arn=cluster.key.key_arn))
 
     tf = synth(build)
     cluster_ref = "${aws_eks_cluster.%s.name}" % next(iter(resources(tf, "aws_eks_cluster")))
@@ -168,21 +172,23 @@ def test_pool_created_from_a_cluster_reference_is_ordered_after_the_cluster(synt
     (dict(efa_interfaces=4, subnet_ids=SUBNETS[:1], security_group_ids=(CLUSTER_SG,), reservation=RESERVATION),
      r"efa_interfaces: conflicts with reservation"),
     (dict(efa_interfaces=4, subnet_ids=SUBNETS[:1], security_group_ids=(CLUSTER_SG,), capacity_type="CAPACITY_BLOCK",
-          instance_types=("p5.48xlarge",), reservation=RESERVATION), r"efa_interfaces: conflicts with capacity_type CAPACITY_BLOCK"),
+          instance_types=("p5.48xlarge",), reservation=BLOCK),
+          r"efa_interfaces: conflicts with capacity_type CAPACITY_BLOCK"),
     (dict(efa_interfaces=4, security_group_ids=(CLUSTER_SG,)), r"subnet_ids: .*one AZ: give exactly one subnet"),
     (dict(efa_interfaces=4, subnet_ids=SUBNETS[:1]), r"security_group_ids: EFA interfaces need a security group"),
     (dict(efa_interfaces=33), r"efa_interfaces: 33 is not between 0 and 32"),
     (dict(capacity_type="CAPACITY_BLOCK", instance_types=("p5.48xlarge",)), r"reservation: a CAPACITY_BLOCK pool"),
-    (dict(capacity_type="CAPACITY_BLOCK", reservation=RESERVATION), r"instance_types: a CAPACITY_BLOCK pool takes exactly one"),
+    (dict(capacity_type="CAPACITY_BLOCK", reservation=BLOCK),
+     r"instance_types: a CAPACITY_BLOCK pool takes exactly one"),
+    (dict(capacity_type="CAPACITY_BLOCK", instance_types=("p5.48xlarge",), reservation=RESERVATION),
+     r"reservation: a CAPACITY_BLOCK pool launches into its Capacity Block"),
+    (dict(reservation=BLOCK), r"reservation: a Capacity Block is for a CAPACITY_BLOCK pool, not ON_DEMAND"),
     (dict(capacity_type="CAPACITY_BLOCK", instance_types=("p5.48xlarge",),
-          reservation=ReservationTarget(resource_group_arn=RESOURCE_GROUP)), r"reservation: a CAPACITY_BLOCK pool"),
+          reservation=Reservation.resource_group(RESOURCE_GROUP)), r"reservation: a CAPACITY_BLOCK pool"),
     (dict(capacity_type="RESERVED"), r"capacity_type: 'RESERVED' is not one of"),
     (dict(capacity_type="SPOT", reservation=RESERVATION), r"reservation: capacity reservations hold on-demand"),
-    (dict(reservation=ReservationTarget(capacity_reservation_ids=("cr-0123456789abcdef0", "cr-0123456789abcdef1"))),
-     r"reservation.capacity_reservation_ids: a launch template targets one reservation, got 2"),
-    (dict(reservation=ReservationTarget()), r"reservation: give capacity_reservation_ids or resource_group_arn"),
-    (dict(reservation=ReservationTarget(capacity_reservation_ids=("cr-1",))), r"'cr-1' is not a capacity reservation id"),
-    (dict(reservation=ReservationTarget(resource_group_arn="arn:aws:iam::111111111111:group/x")),
+    (dict(reservation=Reservation.odcr("cr-1")), r"'cr-1' is not a capacity reservation id"),
+    (dict(reservation=Reservation.resource_group("arn:aws:iam::111111111111:group/x")),
      r"reservation.resource_group_arn: .* is not a resource group ARN"),
     (dict(standby=True, warm_size=3), r"warm_size: 3 is not between 0 and min_size \(2\)"),
     (dict(min_size=11), r"min_size: 11 is not between 0 and max_size \(10\)"),
@@ -204,7 +210,7 @@ def test_pool_created_from_a_cluster_reference_is_ordered_after_the_cluster(synt
 ])
 def test_invalid_props_are_rejected_with_the_prop_named(synth, overrides, match):
     with pytest.raises(PropsError, match=match):
-        synth(lambda stack: GpuNodePool(stack, "pool", props(**overrides)))
+        synth(lambda stack: EksGpuNodePool(stack, "pool", props(**overrides)))
 
 
 def test_a_created_volume_key_needs_an_alias_when_the_cluster_name_is_a_reference(synth):
@@ -212,32 +218,45 @@ def test_a_created_volume_key_needs_an_alias_when_the_cluster_name_is_a_referenc
 
     def build(stack):
         cluster_name = TerraformVariable(stack, "cluster_name", type="string").string_value
-        GpuNodePool(stack, "pool", props(cluster_name=cluster_name, kms_key_arn=None))
+        EksGpuNodePool(stack, "pool", props(cluster_name=cluster_name, kms_key_arn=None))
 
     with pytest.raises(PropsError, match=r"volume_key_alias: needed to name the pool's volume key"):
         synth(build)
 
 
 def test_network_cluster_and_efa_pool_synthesize_identically_twice_and_pass_the_policy_pass(synth):
-    from mlfleet.constructs.gpu_cluster import GpuCluster, GpuClusterProps
-    from mlfleet.constructs.network import Network, NetworkProps
+    from mlfleet.constructs.aws.eks_cluster import EksCluster, EksClusterProps
+    from mlfleet.constructs.aws.network import VpcNetwork, VpcNetworkProps
 
     def build(stack):
-        network = Network(stack, "network", NetworkProps(cidr="10.20.0.0/16",
-                                                         availability_zones=("us-east-1a", "us-east-1b", "us-east-1c")))
-        cluster = GpuCluster(stack, "cluster", GpuClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
+        network = VpcNetwork(stack, "network", VpcNetworkProps(
+            cidr="10.20.0.0/16", availability_zones=("us-east-1a", "us-east-1b", "us-east-1c")))
+        cluster = EksCluster(stack, "cluster", EksClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
                                                                subnet_ids=tuple(network.private_subnet_ids)))
-        GpuNodePool(stack, "pool", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
-                                         subnet_ids=tuple(network.private_subnet_ids[:1]), instance_types=("p5.48xlarge",),
-                                         gpus_per_node=8, efa_interfaces=32, security_group_ids=(cluster.security_group_id,),
-                                         kms_key_arn=cluster.key.key_arn))
+        EksGpuNodePool(stack, "pool", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
+                                            subnet_ids=tuple(network.private_subnet_ids[:1]),
+                                            instance_types=("p5.48xlarge",),
+                                            gpus_per_node=8, efa_interfaces=32,
+                                            security_group_ids=(cluster.security_group_id,),
+                                            kms_key_arn=cluster.key.key_arn))
 
     first, second = synth(build), synth(build)
     assert first == second
     group = only_resource(first, "aws_eks_node_group")
-    assert group["subnet_ids"] == ["${aws_subnet.%s.id}" % n for n, s in resources(first, "aws_subnet").items()
-                                   if s["availability_zone"] == "us-east-1a" and s["tags"]["Name"].startswith("mlfleet-private")]
+    assert group["subnet_ids"] == [
+        "${aws_subnet.%s.id}" % n for n, s in resources(first, "aws_subnet").items()
+        if s["availability_zone"] == "us-east-1a" and s["tags"]["Name"].startswith("mlfleet-private")]
     interfaces = only_resource(first, "aws_launch_template")["network_interfaces"]
     assert interfaces[0]["security_groups"] == [
-        "${aws_eks_cluster.%s.vpc_config[0].cluster_security_group_id}" % next(iter(resources(first, "aws_eks_cluster")))]
+        "${aws_eks_cluster.%s.vpc_config[0].cluster_security_group_id}" % next(iter(resources(first,
+                                                                                              "aws_eks_cluster")))]
     assert [f for f in evaluate_terraform("test", first) if f.rule != "MLF006"] == []
+
+
+def test_each_reservation_factory_targets_exactly_one_kind_of_capacity():
+    # "Give one, not both" cannot be written: each factory takes what its kind needs and nothing else.
+    assert (RESERVATION.capacity_reservation_id, RESERVATION.resource_group_arn) == ("cr-0123456789abcdef0", None)
+    assert (BLOCK.kind, BLOCK.capacity_reservation_id, BLOCK.resource_group_arn) == (
+        "capacity-block", "cr-0123456789abcdef0", None)
+    group = Reservation.resource_group(RESOURCE_GROUP)
+    assert (group.capacity_reservation_id, group.resource_group_arn) == (None, RESOURCE_GROUP)

@@ -3,12 +3,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.monitoring import (AlarmSubscription, DatabaseLagWatch, GpuCapacityWatch, Monitoring,
-                                           MonitoringProps, ReplicationWatch)
+from mlfleet.constructs.aws.monitoring import (
+    AlarmSubscription,
+    CloudWatchMonitoring,
+    CloudWatchMonitoringProps,
+    DatabaseLagWatch,
+    GpuCapacityWatch,
+    ReplicationWatch,
+)
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ACCOUNT = "333333333333"
 PREFIX = "mlfleet-prod-us-east-1"
@@ -16,7 +23,7 @@ SOURCE = f"mlfleet-prod-{ACCOUNT}-us-east-1"
 WEST = f"mlfleet-prod-{ACCOUNT}-us-west-2"
 
 
-def props(**overrides) -> MonitoringProps:
+def props(**overrides) -> CloudWatchMonitoringProps:
     base = dict(name_prefix=PREFIX, account_id=ACCOUNT,
                 replications=(ReplicationWatch(source_bucket=SOURCE, destination_bucket=WEST,
                                                rule_id="replicate-to-us-west-2"),),
@@ -24,7 +31,7 @@ def props(**overrides) -> MonitoringProps:
                 gpu_pools=(GpuCapacityWatch(pool="inference", autoscaling_group_name="eks-inference-gpu-1a2b",
                                             minimum_in_service=4),),
                 subscriptions=(AlarmSubscription(protocol="email", endpoint="oncall@example.com"),))
-    return MonitoringProps(**{**base, **overrides})
+    return CloudWatchMonitoringProps(**{**base, **overrides})
 
 
 def alarms(tf: dict) -> dict[str, dict]:
@@ -32,7 +39,7 @@ def alarms(tf: dict) -> dict[str, dict]:
 
 
 def test_alarms_notify_an_encrypted_topic_that_cloudwatch_can_publish_to(synth):
-    tf = synth(lambda stack: Monitoring(stack, "monitoring", props()))
+    tf = synth(lambda stack: CloudWatchMonitoring(stack, "monitoring", props()))
     assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
     topic = only_resource(tf, "aws_sns_topic")
     assert topic["name"] == f"{PREFIX}-alarms" and topic["kms_master_key_id"].startswith("${aws_kms_key.")
@@ -52,7 +59,7 @@ def test_alarms_notify_an_encrypted_topic_that_cloudwatch_can_publish_to(synth):
 
 
 def test_artifact_replication_alarms_watch_the_rule_and_ignore_idle_silence(synth):
-    found = alarms(synth(lambda stack: Monitoring(stack, "monitoring", props(
+    found = alarms(synth(lambda stack: CloudWatchMonitoring(stack, "monitoring", props(
         replication_latency_threshold_seconds=600))))
     dims = {"SourceBucket": SOURCE, "DestinationBucket": WEST, "RuleId": "replicate-to-us-west-2"}
     latency = found[f"{PREFIX}-artifact-replication-latency-replicate-to-us-west-2"]
@@ -68,7 +75,7 @@ def test_artifact_replication_alarms_watch_the_rule_and_ignore_idle_silence(synt
 
 
 def test_registry_lag_alarms_before_the_rpo_blocks_commits_and_on_silence(synth):
-    found = alarms(synth(lambda stack: Monitoring(stack, "monitoring", props())))
+    found = alarms(synth(lambda stack: CloudWatchMonitoring(stack, "monitoring", props())))
     lag = found[f"{PREFIX}-registry-replication-lag-mlfleet-prod-registry-us-west-2"]
     assert (lag["namespace"], lag["metric_name"]) == ("AWS/RDS", "AuroraGlobalDBReplicationLag")
     assert lag["dimensions"] == {"DBClusterIdentifier": "mlfleet-prod-registry-us-west-2"}
@@ -81,7 +88,7 @@ def test_gpu_capacity_alarm_takes_the_group_name_as_a_token(synth):
 
     def build(stack):
         group = TerraformVariable(stack, "asg", type="string").string_value
-        Monitoring(stack, "monitoring", props(
+        CloudWatchMonitoring(stack, "monitoring", props(
             replications=(), database_lag=None, subscriptions=(),
             gpu_pools=(GpuCapacityWatch(pool="inference", autoscaling_group_name=group, minimum_in_service=2),)))
 
@@ -113,4 +120,4 @@ def test_gpu_capacity_alarm_takes_the_group_name_as_a_token(synth):
 ])
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"monitoring: {prop}: .*{reason}"):
-        synth(lambda stack: Monitoring(stack, "monitoring", props(**overrides)))
+        synth(lambda stack: CloudWatchMonitoring(stack, "monitoring", props(**overrides)))

@@ -4,12 +4,13 @@ import ipaddress
 import json
 
 import pytest
-from conftest import only_resource, resources
 
 from mlfleet.constructs.acknowledgements import acknowledgements_for
-from mlfleet.constructs.network import ExistingNetwork, FlowLogs, Network, NetworkProps, plan_subnets
+from mlfleet.constructs.aws.network import ExistingNetwork, FlowLogs, VpcNetwork, VpcNetworkProps, plan_subnets
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 ACCOUNT = "111111111111"
@@ -28,7 +29,7 @@ def _ref(resource_type: str, tf: dict, body: dict) -> str:
 
 def test_created_network_is_private_per_az_with_nat_and_endpoints_and_passes_the_policy_pass(synth):
     built = {}
-    tf = synth(lambda stack: built.setdefault("net", Network(stack, "net", NetworkProps(
+    tf = synth(lambda stack: built.setdefault("net", VpcNetwork(stack, "net", VpcNetworkProps(
         cidr="10.20.0.0/16", availability_zones=ZONES))))
     net = built["net"]
 
@@ -42,7 +43,8 @@ def test_created_network_is_private_per_az_with_nat_and_endpoints_and_passes_the
     # One NAT gateway per AZ, each private route table routes through its own AZ's gateway.
     nats = resources(tf, "aws_nat_gateway")
     assert len(nats) == 3
-    nat_zone = {f"${{aws_nat_gateway.{n}.id}}": next(z for z, s in public.items() if b["subnet_id"] == _ref("aws_subnet", tf, s))
+    nat_zone = {f"${{aws_nat_gateway.{n}.id}}": next(z for z,
+                                                     s in public.items() if b["subnet_id"] == _ref("aws_subnet", tf, s))
                 for n, b in nats.items()}
     default_routes = [r for r in resources(tf, "aws_route").values() if "nat_gateway_id" in r]
     tables = {f"${{aws_route_table.{n}.id}}": b["tags"]["Name"] for n, b in resources(tf, "aws_route_table").items()}
@@ -68,7 +70,7 @@ def test_created_network_is_private_per_az_with_nat_and_endpoints_and_passes_the
 
 
 def test_single_nat_gateway_serves_every_az(synth):
-    tf = synth(lambda stack: Network(stack, "net", NetworkProps(
+    tf = synth(lambda stack: VpcNetwork(stack, "net", VpcNetworkProps(
         cidr="10.30.0.0/20", availability_zones=ZONES + ("us-east-1d",), nat_gateways="single")))
     nat_id = f"${{aws_nat_gateway.{next(iter(resources(tf, 'aws_nat_gateway')))}.id}}"
     nat_routes = [r["nat_gateway_id"] for r in resources(tf, "aws_route").values() if "nat_gateway_id" in r]
@@ -77,7 +79,7 @@ def test_single_nat_gateway_serves_every_az(synth):
 
 
 def test_flow_logs_go_to_an_encrypted_log_group_through_a_scoped_role(synth):
-    tf = synth(lambda stack: Network(stack, "net", NetworkProps(
+    tf = synth(lambda stack: VpcNetwork(stack, "net", VpcNetworkProps(
         cidr="10.20.0.0/16", availability_zones=ZONES, interface_endpoints=("ecr.api", "ecr.dkr", "sts", "eks-auth"),
         flow_logs=FlowLogs(account_id=ACCOUNT, name_prefix="mlfleet-prod-us-east-1", retention_days=90))))
     group = only_resource(tf, "aws_cloudwatch_log_group")
@@ -105,14 +107,15 @@ def test_existing_network_creates_nothing_and_exposes_its_ids(synth):
     built = {}
     existing = ExistingNetwork(vpc_id="vpc-0123456789abcdef0", cidr="10.40.0.0/16",
                                private_subnet_ids=("subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"))
-    tf = synth(lambda stack: built.setdefault("net", Network(stack, "net", NetworkProps(existing=existing))))
+    tf = synth(lambda stack: built.setdefault("net", VpcNetwork(stack, "net", VpcNetworkProps(existing=existing))))
     assert tf.get("resource", {}) == {}
     net = built["net"]
     assert (net.vpc_id, net.private_subnet_ids, net.cidr) == (
         "vpc-0123456789abcdef0", ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"], "10.40.0.0/16")
 
 
-@pytest.mark.parametrize("cidr, zones", [("10.0.0.0/16", 3), ("10.0.0.0/20", 6), ("172.16.0.0/20", 7), ("10.8.0.0/18", 5)])
+@pytest.mark.parametrize("cidr, zones", [("10.0.0.0/16", 3), ("10.0.0.0/20", 6), ("172.16.0.0/20", 7), ("10.8.0.0/18",
+                                                                                                        5)])
 def test_subnet_plan_is_disjoint_inside_the_cidr_with_large_private_subnets(cidr, zones):
     plan = plan_subnets(cidr, zones)
     network = ipaddress.ip_network(cidr)
@@ -151,13 +154,16 @@ EXISTING = ExistingNetwork(vpc_id="vpc-0123456789abcdef0", cidr="10.40.0.0/16",
     (dict(**NETWORK, flow_logs=FlowLogs(account_id=ACCOUNT, name_prefix="p", retention_days=100)),
      r"flow_logs.retention_days: 100 is not a CloudWatch Logs retention"),
     (dict(existing=EXISTING, cidr="10.20.0.0/16"), r"net: cidr: an existing network is imported as it is"),
-    (dict(existing=ExistingNetwork(vpc_id="vpc-1", cidr="10.40.0.0/16", private_subnet_ids=EXISTING.private_subnet_ids)),
+    (dict(existing=ExistingNetwork(vpc_id="vpc-1", cidr="10.40.0.0/16",
+                                   private_subnet_ids=EXISTING.private_subnet_ids)),
      r"existing.vpc_id: 'vpc-1' is not a VPC id"),
-    (dict(existing=ExistingNetwork(vpc_id=EXISTING.vpc_id, cidr="10.40.0.0/16", private_subnet_ids=("subnet-0aaaaaaaaaaaaaaa1",))),
+    (dict(existing=ExistingNetwork(vpc_id=EXISTING.vpc_id, cidr="10.40.0.0/16",
+                                   private_subnet_ids=("subnet-0aaaaaaaaaaaaaaa1",))),
      r"existing.private_subnet_ids: EKS needs private subnets in at least two AZs"),
-    (dict(existing=ExistingNetwork(vpc_id=EXISTING.vpc_id, cidr="10.40.0.0/16", private_subnet_ids=("subnet-1", "subnet-2"))),
+    (dict(existing=ExistingNetwork(vpc_id=EXISTING.vpc_id, cidr="10.40.0.0/16", private_subnet_ids=("subnet-1",
+                                                                                                    "subnet-2"))),
      r"existing.private_subnet_ids\[0\]: 'subnet-1' is not a subnet id"),
 ])
 def test_invalid_props_are_rejected_with_the_prop_named(synth, props, match):
     with pytest.raises(PropsError, match=match):
-        synth(lambda stack: Network(stack, "net", NetworkProps(**props)))
+        synth(lambda stack: VpcNetwork(stack, "net", VpcNetworkProps(**props)))

@@ -29,7 +29,8 @@ GOOD_BUCKET = {
     "aws_s3_bucket": {"b": {"bucket": "x"}},
     "aws_s3_bucket_server_side_encryption_configuration": {"e": {
         "bucket": "${aws_s3_bucket.b.id}",
-        "rule": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": "${aws_kms_key.k.arn}"}}]}},
+        "rule": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
+                                                              "kms_master_key_id": "${aws_kms_key.k.arn}"}}]}},
     "aws_s3_bucket_public_access_block": {"p": {
         "bucket": "${aws_s3_bucket.b.id}", "block_public_acls": True, "block_public_policy": True,
         "ignore_public_acls": True, "restrict_public_buckets": True}},
@@ -39,7 +40,8 @@ GOOD_DB = {"aws_rds_cluster": {"c": {"storage_encrypted": True, "kms_key_id": "$
            "aws_rds_cluster_instance": {"i": {"publicly_accessible": False}}}
 GOOD_NODES = {
     "aws_launch_template": {"lt": {"metadata_options": {"http_tokens": "required"},
-                                   "block_device_mappings": [{"device_name": "/dev/xvda", "ebs": {"encrypted": "true", "kms_key_id": "k"}}]}},
+                                   "block_device_mappings": [
+                                       {"device_name": "/dev/xvda", "ebs": {"encrypted": "true", "kms_key_id": "k"}}]}},
     "aws_eks_node_group": {"ng": {"ami_type": "AL2023_x86_64_NVIDIA", "instance_types": ["g6.12xlarge"],
                                   "taint": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
                                   "launch_template": {"id": "${aws_launch_template.lt.id}", "version": "1"}}},
@@ -62,31 +64,39 @@ def test_secure_resources_pass(good):
 
 
 CASES = [
-    ("MLF001", {"aws_s3_bucket": {"b": {"bucket": "x"}}, "aws_s3_bucket_public_access_block": GOOD_BUCKET["aws_s3_bucket_public_access_block"]}),
+    ("MLF001", {"aws_s3_bucket": {"b": {"bucket": "x"}},
+                "aws_s3_bucket_public_access_block": GOOD_BUCKET["aws_s3_bucket_public_access_block"]}),
     ("MLF001", {**GOOD_BUCKET, "aws_s3_bucket_server_side_encryption_configuration": {"e": {
-        "bucket": "${aws_s3_bucket.b.id}", "rule": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}]}}}),
+        "bucket": "${aws_s3_bucket.b.id}",
+        "rule": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}]}}}),
     ("MLF001", _with(GOOD_DB, "aws_rds_cluster", "c", storage_encrypted=False)),
     ("MLF001", {"aws_eks_cluster": {"c": {"vpc_config": {"endpoint_public_access": False}}}}),
     ("MLF001", {"aws_sns_topic": {"t": {"name": "alarms"}}}),
-    ("MLF001", _with(GOOD_NODES, "aws_launch_template", "lt", block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {"encrypted": "false"}}])),
+    ("MLF001", _with(GOOD_NODES, "aws_launch_template", "lt", block_device_mappings=[{"device_name": "/dev/xvda",
+                                                                                      "ebs": {"encrypted": "false"}}])),
     ("MLF002", {k: v for k, v in GOOD_BUCKET.items() if k != "aws_s3_bucket_public_access_block"}),
     ("MLF002", _with(GOOD_DB, "aws_rds_cluster_instance", "i", publicly_accessible=True)),
-    ("MLF002", {"aws_eks_cluster": {"c": {"vpc_config": {"endpoint_public_access": True}, "encryption_config": {"provider": {}}}}}),
+    ("MLF002", {"aws_eks_cluster": {"c": {"vpc_config": {"endpoint_public_access": True},
+                                          "encryption_config": {"provider": {}}}}}),
     ("MLF002", {"aws_security_group": {"s": {"ingress": [{"cidr_blocks": ["0.0.0.0/0"], "from_port": 443}]}}}),
     ("MLF002", {"aws_subnet": {"s": {"map_public_ip_on_launch": True}}}),
     ("MLF003", _with(GOOD_DB, "aws_rds_cluster", "c", deletion_protection=False)),
     ("MLF003", _with(GOOD_DB, "aws_rds_cluster", "c", skip_final_snapshot=True)),
     ("MLF003", _with(GOOD_BUCKET, "aws_s3_bucket", "b", force_destroy=True)),
     ("MLF003", {"aws_rds_global_cluster": {"g": {"storage_encrypted": True}}}),
-    ("MLF004", _with(GOOD_NODES, "aws_eks_node_group", "ng", taint=[{"key": "nvidia.com/gpu", "effect": "PREFER_NO_SCHEDULE"}])),
+    ("MLF004", _with(GOOD_NODES, "aws_eks_node_group", "ng", taint=[{"key": "nvidia.com/gpu",
+                                                                     "effect": "PREFER_NO_SCHEDULE"}])),
     ("MLF004", _with(GOOD_SYSTEM_NODES, "aws_eks_node_group", "ng", instance_types=["m7i.large", "g6e.xlarge"])),
     ("MLF004", _with(GOOD_NODES, "aws_eks_node_group", "ng", instance_types=["m7i.large"], taint=None)),
     ("MLF004", _with(GOOD_SYSTEM_NODES, "aws_eks_node_group", "ng", instance_types="${var.node_types}")),
     ("MLF004", _with(_with(GOOD_SYSTEM_NODES, "aws_launch_template", "lt", instance_type="p5.48xlarge"),
                      "aws_eks_node_group", "ng", instance_types=None)),
-    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))),
-    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": {"Action": "*", "Resource": "*"}}))),
-    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps({"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}))),
+    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps(
+        {"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))),
+    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps(
+        {"Statement": {"Action": "*", "Resource": "*"}}))),
+    ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps(
+        {"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}))),
     ("MLF007", _with(GOOD_NODES, "aws_launch_template", "lt", metadata_options={"http_tokens": "optional"})),
     ("MLF007", _with(GOOD_NODES, "aws_eks_node_group", "ng", launch_template=None)),
 ]
@@ -182,7 +192,8 @@ GOOD_GOOGLE = {
         "workload_metadata_config": {"mode": "GKE_METADATA"}, "boot_disk_kms_key": "k"}}},
     "google_database_migration_service_connection_profile": {"dms": {"cloudsql": {"settings": {
         "cmek_key_name": "k", "ip_config": {"enable_ipv4": False, "private_network": "n"}}}}},
-    "google_storage_bucket_iam_member": {"m": {"role": "roles/storage.objectViewer", "member": "serviceAccount:s@p.iam.gserviceaccount.com"}},
+    "google_storage_bucket_iam_member": {"m": {"role": "roles/storage.objectViewer",
+                                               "member": "serviceAccount:s@p.iam.gserviceaccount.com"}},
     "google_compute_firewall": {"f": {"source_ranges": ["35.191.0.0/16"]}},
 }
 
@@ -196,13 +207,15 @@ GOOGLE_CASES = [
     ("MLF001", "google_sql_database_instance", "db", {"encryption_key_name": None}),
     ("MLF001", "google_container_cluster", "c", {"database_encryption": {"state": "DECRYPTED"}}),
     ("MLF001", "google_container_node_pool", "np", {"node_config": {
-        "taint": [{"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}], "workload_metadata_config": {"mode": "GKE_METADATA"}}}),
+        "taint": [{"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}],
+        "workload_metadata_config": {"mode": "GKE_METADATA"}}}),
     ("MLF001", "google_database_migration_service_connection_profile", "dms", {"cloudsql": {"settings": {
         "ip_config": {"enable_ipv4": False}}}}),
     ("MLF002", "google_database_migration_service_connection_profile", "dms", {"cloudsql": {"settings": {
         "cmek_key_name": "k", "ip_config": {"enable_ipv4": True}}}}),
     ("MLF002", "google_storage_bucket", "b", {"public_access_prevention": "inherited"}),
-    ("MLF002", "google_sql_database_instance", "db", {"settings": {"deletion_protection_enabled": True, "ip_configuration": {"ipv4_enabled": True}}}),
+    ("MLF002", "google_sql_database_instance", "db", {"settings": {"deletion_protection_enabled": True,
+                                                                   "ip_configuration": {"ipv4_enabled": True}}}),
     ("MLF002", "google_container_cluster", "c", {"private_cluster_config": None}),
     ("MLF002", "google_storage_bucket_iam_member", "m", {"member": "allUsers"}),
     ("MLF002", "google_compute_firewall", "f", {"source_ranges": ["0.0.0.0/0"]}),
@@ -210,10 +223,12 @@ GOOGLE_CASES = [
     ("MLF003", "google_sql_database_instance", "db", {"deletion_protection": False}),
     ("MLF003", "google_container_cluster", "c", {"deletion_protection": False}),
     ("MLF004", "google_container_node_pool", "np", {"node_config": {
-        "guest_accelerator": [{"type": "nvidia-l4", "count": 1}], "workload_metadata_config": {"mode": "GKE_METADATA"}}}),
+        "guest_accelerator": [{"type": "nvidia-l4", "count": 1}],
+        "workload_metadata_config": {"mode": "GKE_METADATA"}}}),
     ("MLF005", "google_storage_bucket_iam_member", "m", {"role": "roles/editor"}),
     ("MLF007", "google_container_node_pool", "np", {"node_config": {
-        "taint": [{"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}], "workload_metadata_config": {"mode": "GCE_METADATA"}}}),
+        "taint": [{"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}],
+        "workload_metadata_config": {"mode": "GCE_METADATA"}}}),
 ]
 
 

@@ -1,22 +1,27 @@
 from __future__ import annotations
 
 import pytest
-from conftest import only_resource, resources
 
+from mlfleet.constructs.aws.aurora_registry import (
+    AuroraGlobalCluster,
+    AuroraGlobalClusterProps,
+    AuroraRegistryDatabase,
+    AuroraRegistryDatabaseProps,
+)
 from mlfleet.constructs.policy import evaluate_terraform
-from mlfleet.constructs.registry_database import (RegistryDatabase, RegistryDatabaseProps,
-                                                  RegistryGlobalCluster, RegistryGlobalClusterProps)
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ACCOUNT = "333333333333"
 
 
-def props(**overrides) -> RegistryDatabaseProps:
+def props(**overrides) -> AuroraRegistryDatabaseProps:
     base = dict(role="primary", cluster_identifier="mlfleet-prod-registry-us-east-1",
                 global_cluster_identifier="mlfleet-prod-registry", account_id=ACCOUNT,
                 vpc_id="vpc-0123456789abcdef0", subnet_ids=("subnet-0a1b2c3d", "subnet-1a2b3c4d", "subnet-2a3b4c5d"),
                 allowed_cidrs=("10.40.0.0/16", "10.41.0.0/16"), rpo_seconds=900)
-    return RegistryDatabaseProps(**{**base, **overrides})
+    return AuroraRegistryDatabaseProps(**{**base, **overrides})
 
 
 def findings(tf: dict) -> list:
@@ -24,7 +29,7 @@ def findings(tf: dict) -> list:
 
 
 def test_global_cluster_is_encrypted_protected_and_named_deterministically(synth):
-    tf = synth(lambda stack: RegistryGlobalCluster(stack, "registry", RegistryGlobalClusterProps(
+    tf = synth(lambda stack: AuroraGlobalCluster(stack, "registry", AuroraGlobalClusterProps(
         global_cluster_identifier="mlfleet-prod-registry", engine_version="16.4")))
     assert findings(tf) == []
     cluster = only_resource(tf, "aws_rds_global_cluster")
@@ -34,7 +39,7 @@ def test_global_cluster_is_encrypted_protected_and_named_deterministically(synth
 
 
 def test_primary_is_the_protected_encrypted_writer_with_a_managed_password(synth):
-    tf = synth(lambda stack: RegistryDatabase(stack, "registry", props()))
+    tf = synth(lambda stack: AuroraRegistryDatabase(stack, "registry", props()))
     assert findings(tf) == []
     cluster = only_resource(tf, "aws_rds_cluster")
     key_ref = cluster["kms_key_id"]
@@ -73,7 +78,7 @@ def test_primary_is_the_protected_encrypted_writer_with_a_managed_password(synth
 
 
 def test_secondary_joins_by_identifier_without_credentials_and_survives_writer_moves(synth):
-    tf = synth(lambda stack: RegistryDatabase(stack, "registry", props(
+    tf = synth(lambda stack: AuroraRegistryDatabase(stack, "registry", props(
         role="secondary", cluster_identifier="mlfleet-prod-registry-us-west-2", instance_count=1,
         rpo_seconds=20)), region="us-west-2")
     assert findings(tf) == []
@@ -108,4 +113,4 @@ def test_secondary_joins_by_identifier_without_credentials_and_survives_writer_m
 ])
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"registry: {prop}: .*{reason}"):
-        synth(lambda stack: RegistryDatabase(stack, "registry", props(**overrides)))
+        synth(lambda stack: AuroraRegistryDatabase(stack, "registry", props(**overrides)))

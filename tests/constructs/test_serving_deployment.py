@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import only_resource
 from mlfleet.constructs.serving_deployment import ServingDeployment, ServingDeploymentProps
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource
 
 
 def _synth(synth, **overrides):

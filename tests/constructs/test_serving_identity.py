@@ -4,12 +4,13 @@ import fnmatch
 import json
 
 import pytest
-from conftest import only_resource, resources
 
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.aws.serving_identity import IamServingIdentity, IamServingIdentityProps
 from mlfleet.constructs.policy import evaluate_terraform
-from mlfleet.constructs.serving_identity import ServingIdentity, ServingIdentityProps
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ACCOUNT = "333333333333"
 BUCKET = f"mlfleet-prod-{ACCOUNT}-us-east-1"
@@ -22,11 +23,11 @@ CHAMPION = {"s3:ExistingObjectTag/mlfleet:stage": "champion"}
 VIA_S3 = {"kms:ViaService": "s3.us-east-1.amazonaws.com"}
 
 
-def props(**overrides) -> ServingIdentityProps:
+def props(**overrides) -> IamServingIdentityProps:
     base = dict(name_prefix="mlfleet-prod", account_id=ACCOUNT, region="us-east-1", bucket_name=BUCKET,
                 key_arn=KEY, cluster_name="mlfleet-prod-us-east-1",
                 training_principals=(TRAINER,), review_principals=(REVIEWER,))
-    return ServingIdentityProps(**{**base, **overrides})
+    return IamServingIdentityProps(**{**base, **overrides})
 
 
 def allowed(policy: dict, action: str, resource: str, context: dict | None = None) -> bool:
@@ -62,7 +63,7 @@ def policies(tmp_path_factory):
     app = Testing.app(outdir=str(tmp_path_factory.mktemp("out")))
     stack = TerraformStack(app, "test")
     AwsProvider(stack, "aws", region="us-east-1")
-    ServingIdentity(stack, "identity", props())
+    IamServingIdentity(stack, "identity", props())
     tf = json.loads(Testing.synth(stack))
     by_role = {p["name"].removeprefix("mlfleet-"): json.loads(p["policy"])
                for p in resources(tf, "aws_iam_role_policy").values()}
@@ -131,8 +132,8 @@ def test_review_reads_approves_and_publishes_the_manifest(policies):
 
 def test_key_and_cluster_may_be_tokens_from_the_same_stack(synth):
     def build(stack):
-        key = EncryptionKey(stack, "key", EncryptionKeyProps(alias="mlfleet-prod-artifacts", account_id=ACCOUNT))
-        ServingIdentity(stack, "identity", props(key_arn=key.key_arn, models_prefix="registry/models/"))
+        key = KmsKey(stack, "key", KmsKeyProps(alias="mlfleet-prod-artifacts", account_id=ACCOUNT))
+        IamServingIdentity(stack, "identity", props(key_arn=key.key_arn, models_prefix="registry/models/"))
 
     tf = synth(build)
     serving = next(json.loads(p["policy"]) for p in resources(tf, "aws_iam_role_policy").values()
@@ -156,4 +157,4 @@ def test_key_and_cluster_may_be_tokens_from_the_same_stack(synth):
 ])
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"identity: {prop}: .*{reason}"):
-        synth(lambda stack: ServingIdentity(stack, "identity", props(**overrides)))
+        synth(lambda stack: IamServingIdentity(stack, "identity", props(**overrides)))

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import only_resource, resources
 
+from mlfleet.constructs.aws.eks_system_node_pool import EksSystemNodePool, EksSystemNodePoolProps
 from mlfleet.constructs.policy import evaluate_terraform
-from mlfleet.constructs.system_node_pool import SystemNodePool, SystemNodePoolProps
 from mlfleet.constructs.validation import PropsError
+
+from helpers.template import only_resource, resources
 
 ACCOUNT = "111111111111"
 CLUSTER = "mlfleet-prod-us-east-1"
@@ -13,17 +14,17 @@ KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0123abcd-0000-0000-0000-000000000000
 SUBNETS = ("subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3")
 
 
-def props(**overrides) -> SystemNodePoolProps:
+def props(**overrides) -> EksSystemNodePoolProps:
     base = dict(cluster_name=CLUSTER, node_role_arn=f"arn:aws:iam::{ACCOUNT}:role/{CLUSTER}-node",
                 subnet_ids=SUBNETS, account_id=ACCOUNT)
-    return SystemNodePoolProps(**{**base, **overrides})
+    return EksSystemNodePoolProps(**{**base, **overrides})
 
 
 def test_defaults_are_an_untainted_on_demand_pool_of_two_on_a_standard_ami_imdsv2_and_encrypted(synth):
     from cdktn import TerraformOutput
 
     def build(stack):
-        pool = SystemNodePool(stack, "system", props(kms_key_arn=KEY))
+        pool = EksSystemNodePool(stack, "system", props(kms_key_arn=KEY))
         TerraformOutput(stack, "system_nodes", value=pool.node_group_name).override_logical_id("system_nodes")
 
     tf = synth(build)
@@ -63,7 +64,7 @@ def test_defaults_are_an_untainted_on_demand_pool_of_two_on_a_standard_ami_imdsv
 
 
 def test_bottlerocket_pool_with_a_key_of_its_own_encrypts_both_volumes(synth):
-    tf = synth(lambda stack: SystemNodePool(stack, "system", props(
+    tf = synth(lambda stack: EksSystemNodePool(stack, "system", props(
         ami_type="BOTTLEROCKET_x86_64", min_size=3, max_size=6, root_volume_size_gib=80,
         labels={"tier": "system"}, tags={"team": "platform"})))
     group = only_resource(tf, "aws_eks_node_group")
@@ -81,15 +82,15 @@ def test_bottlerocket_pool_with_a_key_of_its_own_encrypts_both_volumes(synth):
 
 
 def test_cluster_with_system_and_gpu_pools_passes_the_policy_pass(synth):
-    from mlfleet.constructs.gpu_cluster import GpuCluster, GpuClusterProps
-    from mlfleet.constructs.gpu_node_pool import GpuNodePool, GpuNodePoolProps
+    from mlfleet.constructs.aws.eks_cluster import EksCluster, EksClusterProps
+    from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuNodePool, EksGpuNodePoolProps
 
     def build(stack):
-        cluster = GpuCluster(stack, "cluster", GpuClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
+        cluster = EksCluster(stack, "cluster", EksClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
                                                                subnet_ids=SUBNETS))
-        SystemNodePool(stack, "system", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
-                                              kms_key_arn=cluster.key.key_arn))
-        GpuNodePool(stack, "gpu", GpuNodePoolProps(
+        EksSystemNodePool(stack, "system", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
+                                                 kms_key_arn=cluster.key.key_arn))
+        EksGpuNodePool(stack, "gpu", EksGpuNodePoolProps(
             cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn, subnet_ids=SUBNETS,
             name="infer-gpu", account_id=ACCOUNT, instance_types=("g6e.12xlarge",), gpus_per_node=4, max_size=8,
             kms_key_arn=cluster.key.key_arn))
@@ -125,4 +126,4 @@ def test_cluster_with_system_and_gpu_pools_passes_the_policy_pass(synth):
 ])
 def test_invalid_props_are_rejected_with_the_prop_named(synth, overrides, match):
     with pytest.raises(PropsError, match=match):
-        synth(lambda stack: SystemNodePool(stack, "system", props(**overrides)))
+        synth(lambda stack: EksSystemNodePool(stack, "system", props(**overrides)))

@@ -12,9 +12,8 @@ Missing data is treated per alarm by what silence means for that metric (see eac
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cdktn import TerraformOutput, Token
 from cdktn_provider_aws.cloudwatch_metric_alarm import CloudwatchMetricAlarm
@@ -22,18 +21,29 @@ from cdktn_provider_aws.sns_topic import SnsTopic
 from cdktn_provider_aws.sns_topic_subscription import SnsTopicSubscription
 from constructs import Construct
 
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
 
-_NAME_PREFIX = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}$")
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_RULE_ID = re.compile(r"^[\w.-]{1,255}$")
-_CLUSTER_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+if TYPE_CHECKING:
+    from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuNodePool
+    from mlfleet.constructs.aws.s3_artifact_store import S3ArtifactStore
+from mlfleet.constructs.validation import (
+    ACCOUNT_ID,
+    CLOUDWATCH_NAME,
+    EMAIL,
+    HTTPS_URL,
+    LAMBDA_FUNCTION_ARN,
+    RDS_IDENTIFIER,
+    S3_BUCKET_NAME,
+    S3_REPLICATION_RULE_ID,
+    SQS_QUEUE_ARN,
+    require,
+)
+
 _ENDPOINTS = {
-    "email": re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
-    "https": re.compile(r"^https://\S+$"),
-    "sqs": re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:\S+$"),
-    "lambda": re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:\S+$"),
+    "email": EMAIL,
+    "https": HTTPS_URL,
+    "sqs": SQS_QUEUE_ARN,
+    "lambda": LAMBDA_FUNCTION_ARN,
 }
 
 
@@ -44,6 +54,12 @@ class ReplicationWatch:
     destination_bucket: str
     rule_id: str
 
+    @classmethod
+    def of_store(cls, store: S3ArtifactStore) -> tuple[ReplicationWatch, ...]:
+        """One watch per replication rule of the store (none on a standby, which only receives)."""
+        return tuple(cls(source_bucket=store.bucket_name, destination_bucket=target.bucket_name,
+                         rule_id=store.replication_rule_ids[target.region]) for target in store.replicate_to)
+
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseLagWatch:
@@ -51,7 +67,7 @@ class DatabaseLagWatch:
     cluster_identifier: str
     rpo_seconds: int
     budget_fraction: float = 0.5
-    """Alarm at this share of the RPO: at the full RPO, rds.global_db_rpo already blocks commits."""
+    """Alarm at this share of the RPO: at the full RPO, rds.global_db_rpo already blocks commits. Default: `0.5`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +78,12 @@ class GpuCapacityWatch:
     minimum_in_service: int
     """Alarm below this many in-service instances (the pool's size in this region's role)."""
 
+    @classmethod
+    def of_pool(cls, pool: EksGpuNodePool) -> GpuCapacityWatch:
+        """The pool's Auto Scaling group, alarmed below the size the pool keeps in this region's role."""
+        return cls(pool=pool.node_group_name, autoscaling_group_name=pool.autoscaling_group_name,
+                   minimum_in_service=pool.scaling_minimum)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AlarmSubscription:
@@ -70,32 +92,37 @@ class AlarmSubscription:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MonitoringProps:
+class CloudWatchMonitoringProps:
     name_prefix: str
     """Start of the topic's and every alarm's name, e.g. `mlfleet-prod-us-east-1`."""
     account_id: str
     key_alias: str | None = None
     """Alias of the topic's key; default `<name_prefix>-alarms`."""
     replications: tuple[ReplicationWatch, ...] = ()
+    """Replication rules to alarm on (latency, failed operations); default none."""
     replication_latency_threshold_seconds: int = 900
     """Default: Replication Time Control's 15-minute commitment."""
     database_lag: DatabaseLagWatch | None = None
+    """The registry replica's lag to alarm on (a standby region); default none."""
     gpu_pools: tuple[GpuCapacityWatch, ...] = ()
+    """GPU pools whose in-service nodes to alarm on; default none."""
     subscriptions: tuple[AlarmSubscription, ...] = ()
+    """Where the alarm topic notifies; default none."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the topic, its key and the alarms; default none."""
 
 
-class Monitoring(Construct):
+class CloudWatchMonitoring(Construct):
     """CloudWatch alarms on replication and GPU capacity, notifying an encrypted SNS topic."""
 
-    def __init__(self, scope: Construct, id_: str, props: MonitoringProps):
+    def __init__(self, scope: Construct, id_: str, props: CloudWatchMonitoringProps):
         super().__init__(scope, id_)
         _validate(self, props)
         self._name_prefix = props.name_prefix
         self._tags = dict(props.tags) or None
         tags = self._tags
         # CloudWatch must be able to use the key to publish to the encrypted topic.
-        self.key = EncryptionKey(self, "key", EncryptionKeyProps(
+        self.key = KmsKey(self, "key", KmsKeyProps(
             alias=props.key_alias or f"{props.name_prefix}-alarms", account_id=props.account_id,
             description=f"mlfleet alarm notifications {props.name_prefix}",
             service_principals=("cloudwatch.amazonaws.com",), tags=props.tags))
@@ -141,16 +168,16 @@ class Monitoring(Construct):
                 evaluation_periods=3, datapoints_to_alarm=3, comparison_operator="GreaterThanThreshold",
                 threshold=threshold_ms, treat_missing_data="breaching")
 
-        for watch in props.gpu_pools:
+        for pool in props.gpu_pools:
             # No data means group metrics are off or the group is gone: either way nobody can
             # see the capacity failover relies on. Ten minutes rides out a node replacement.
             self._alarm(
-                f"gpu-capacity-{watch.pool}",
-                f"GPU pool {watch.pool} has fewer than {watch.minimum_in_service} nodes in service",
+                f"gpu-capacity-{pool.pool}",
+                f"GPU pool {pool.pool} has fewer than {pool.minimum_in_service} nodes in service",
                 namespace="AWS/AutoScaling", metric_name="GroupInServiceInstances",
-                dimensions={"AutoScalingGroupName": watch.autoscaling_group_name}, statistic="Minimum",
+                dimensions={"AutoScalingGroupName": pool.autoscaling_group_name}, statistic="Minimum",
                 period=60, evaluation_periods=10, datapoints_to_alarm=10, comparison_operator="LessThanThreshold",
-                threshold=watch.minimum_in_service, treat_missing_data="breaching")
+                threshold=pool.minimum_in_service, treat_missing_data="breaching")
 
     @property
     def topic_arn(self) -> str:
@@ -164,10 +191,10 @@ class Monitoring(Construct):
             **metric)
 
 
-def _validate(scope: Construct, props: MonitoringProps) -> None:
-    require(bool(_NAME_PREFIX.match(props.name_prefix)), scope, "name_prefix",
+def _validate(scope: Construct, props: CloudWatchMonitoringProps) -> None:
+    require(bool(CLOUDWATCH_NAME.match(props.name_prefix)), scope, "name_prefix",
             f"{props.name_prefix!r} must be letters, digits, '-' or '_' (at most 100 characters)")
-    require(re.fullmatch(r"\d{12}", props.account_id) is not None, scope, "account_id",
+    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
     require(props.replication_latency_threshold_seconds >= 60, scope, "replication_latency_threshold_seconds",
             "must be at least 60 s (replication metrics are per minute)")
@@ -176,33 +203,34 @@ def _validate(scope: Construct, props: MonitoringProps) -> None:
         where = f"replications[{i}]"
         for prop in ("source_bucket", "destination_bucket"):
             value = getattr(watch, prop)
-            require(Token.is_unresolved(value) or bool(_BUCKET_NAME.match(value)), scope, f"{where}.{prop}",
+            require(Token.is_unresolved(value) or bool(S3_BUCKET_NAME.match(value)), scope, f"{where}.{prop}",
                     f"{value!r} is not a valid S3 bucket name")
-        require(bool(_RULE_ID.match(watch.rule_id)), scope, f"{where}.rule_id",
+        require(bool(S3_REPLICATION_RULE_ID.match(watch.rule_id)), scope, f"{where}.rule_id",
                 f"{watch.rule_id!r} is not a replication rule id")
         require(watch.rule_id not in rule_ids, scope, f"{where}.rule_id",
                 f"{watch.rule_id} is watched twice (alarm names derive from it)")
         rule_ids.add(watch.rule_id)
     if props.database_lag:
         lag = props.database_lag
-        require(bool(_CLUSTER_ID.match(lag.cluster_identifier)), scope, "database_lag.cluster_identifier",
+        require(bool(RDS_IDENTIFIER.match(lag.cluster_identifier)), scope, "database_lag.cluster_identifier",
                 f"{lag.cluster_identifier!r} is not an RDS cluster identifier")
         require(lag.rpo_seconds >= 1, scope, "database_lag.rpo_seconds", "must be at least 1 second")
         require(0 < lag.budget_fraction <= 1, scope, "database_lag.budget_fraction",
                 f"{lag.budget_fraction} is not in (0, 1]")
     pools: set[str] = set()
-    for i, watch in enumerate(props.gpu_pools):
+    for i, pool in enumerate(props.gpu_pools):
         where = f"gpu_pools[{i}]"
-        require(bool(_NAME_PREFIX.match(watch.pool)), scope, f"{where}.pool", f"{watch.pool!r} is not a pool name")
-        require(watch.pool not in pools, scope, f"{where}.pool", f"{watch.pool} is watched twice")
-        require(Token.is_unresolved(watch.autoscaling_group_name) or bool(watch.autoscaling_group_name.strip()),
+        require(bool(CLOUDWATCH_NAME.match(pool.pool)), scope, f"{where}.pool", f"{pool.pool!r} is not a pool name")
+        require(pool.pool not in pools, scope, f"{where}.pool", f"{pool.pool} is watched twice")
+        require(Token.is_unresolved(pool.autoscaling_group_name) or bool(pool.autoscaling_group_name.strip()),
                 scope, f"{where}.autoscaling_group_name", "is empty")
-        require(watch.minimum_in_service >= 1, scope, f"{where}.minimum_in_service",
+        require(pool.minimum_in_service >= 1, scope, f"{where}.minimum_in_service",
                 "must be at least 1; a pool allowed to be empty has no capacity to alarm on")
-        pools.add(watch.pool)
+        pools.add(pool.pool)
     for i, subscription in enumerate(props.subscriptions):
         pattern = _ENDPOINTS.get(subscription.protocol)
         require(pattern is not None, scope, f"subscriptions[{i}].protocol",
                 f"{subscription.protocol!r} is not one of {', '.join(sorted(_ENDPOINTS))}")
+        assert pattern is not None  # for the type checker: require raised otherwise
         require(bool(pattern.match(subscription.endpoint)), scope, f"subscriptions[{i}].endpoint",
                 f"{subscription.endpoint!r} is not a valid {subscription.protocol} endpoint")

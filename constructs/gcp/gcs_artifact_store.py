@@ -17,19 +17,31 @@ Layout under `models_prefix` (see `GcpServingIdentity`): `candidates/` written b
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from cdktn import TerraformOutput
 from cdktn_provider_google.storage_bucket import (
-    StorageBucket, StorageBucketCustomPlacementConfig, StorageBucketEncryption, StorageBucketLifecycleRule,
-    StorageBucketLifecycleRuleAction, StorageBucketLifecycleRuleCondition, StorageBucketSoftDeletePolicy,
-    StorageBucketVersioning)
+    StorageBucket,
+    StorageBucketCustomPlacementConfig,
+    StorageBucketEncryption,
+    StorageBucketLifecycleRule,
+    StorageBucketLifecycleRuleAction,
+    StorageBucketLifecycleRuleCondition,
+    StorageBucketSoftDeletePolicy,
+    StorageBucketVersioning,
+)
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
-                                            grant_service_agent, require_key_id)
-from mlfleet.constructs.validation import require, require_google_labels
+from mlfleet.constructs.gcp.kms_key import grant_service_agent, require_key_id
+from mlfleet.constructs.validation import (
+    GCS_BUCKET_NAME,
+    GOOGLE_PROJECT_ID,
+    GOOGLE_PROJECT_NUMBER,
+    GOOGLE_REGION,
+    OBJECT_PREFIX,
+    require,
+    require_google_labels,
+)
 
 # Predefined dual-regions (location -> its regions); a configurable pair names its multi-region.
 PREDEFINED_DUAL_REGIONS = {"ASIA1": ("asia-northeast1", "asia-northeast2"),
@@ -39,8 +51,6 @@ PREDEFINED_DUAL_REGIONS = {"ASIA1": ("asia-northeast1", "asia-northeast2"),
 MULTI_REGIONS = {"US": "us-", "EU": "europe-", "ASIA": "asia-"}
 MIN_SOFT_DELETE_DAYS, MAX_SOFT_DELETE_DAYS = 7, 90
 SECONDS_PER_DAY = 86400
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[a-z0-9][a-z0-9/_-]*/$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,13 +64,15 @@ class GcsArtifactStoreProps:
     kms_key_id: str
     """Crypto key in the bucket's location (`nam4` for NAM4, `us` for a pair of US regions)."""
     data_locations: tuple[str, ...] = ()
-    """A configurable dual-region: the two regions of `location`'s multi-region."""
+    """A configurable dual-region: the two regions of `location`'s multi-region. Default: none."""
     models_prefix: str = "models/"
+    """Where artifacts live in the bucket; default `models/`."""
     soft_delete_days: int = 30
-    """Days a deleted or overwritten object stays restorable (7 to 90)."""
+    """Days a deleted or overwritten object stays restorable (7 to 90). Default: `30`."""
     noncurrent_version_days: int = 90
-    """Days an older version of an artifact is kept once replaced."""
+    """Days an older version of an artifact is kept once replaced. Default: `90`."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the bucket; default none."""
 
 
 class GcsArtifactStore(Construct):
@@ -95,11 +107,11 @@ class GcsArtifactStore(Construct):
 
 
 def _validate(scope: Construct, p: GcsArtifactStoreProps) -> None:
-    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
             f"{p.project_number!r} is not a project number (digits only)")
-    require(bool(_BUCKET_NAME.match(p.bucket_name)) and not p.bucket_name.startswith("goog"), scope, "bucket_name",
+    require(bool(GCS_BUCKET_NAME.match(p.bucket_name)) and not p.bucket_name.startswith("goog"), scope, "bucket_name",
             f"{p.bucket_name!r}: 3 to 63 lowercase letters, digits, '-' and '_', not starting with 'goog'")
     location = p.location.upper()
     if p.data_locations:
@@ -108,14 +120,14 @@ def _validate(scope: Construct, p: GcsArtifactStoreProps) -> None:
         require(len(p.data_locations) == 2 and len(set(p.data_locations)) == 2, scope, "data_locations",
                 "a dual-region is exactly two different regions")
         for i, region in enumerate(p.data_locations):
-            require(bool(REGION.match(region)) and region.startswith(MULTI_REGIONS[location]), scope,
+            require(bool(GOOGLE_REGION.match(region)) and region.startswith(MULTI_REGIONS[location]), scope,
                     f"data_locations[{i}]", f"{region!r} is not a region of the {location} multi-region")
     else:
         require(location in PREDEFINED_DUAL_REGIONS, scope, "location",
                 f"{p.location!r} is not a predefined dual-region ({', '.join(PREDEFINED_DUAL_REGIONS)}); "
                 "for another pair give a multi-region and data_locations. Turbo replication needs a dual-region")
     require_key_id(scope, "kms_key_id", p.kms_key_id, location)
-    require(bool(_PREFIX.match(p.models_prefix)), scope, "models_prefix",
+    require(bool(OBJECT_PREFIX.match(p.models_prefix)), scope, "models_prefix",
             f"{p.models_prefix!r}: lowercase letters, digits, '-', '_', '/', ending with '/'")
     require(MIN_SOFT_DELETE_DAYS <= p.soft_delete_days <= MAX_SOFT_DELETE_DAYS, scope, "soft_delete_days",
             f"must be {MIN_SOFT_DELETE_DAYS} to {MAX_SOFT_DELETE_DAYS} days (Cloud Storage's range when it is on)")

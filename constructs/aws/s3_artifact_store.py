@@ -16,7 +16,6 @@ destination bucket's key, so the replicas never depend on the primary's key mate
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,19 +24,24 @@ from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from cdktn_provider_aws.s3_bucket import S3Bucket
 from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
-    S3BucketLifecycleConfiguration, S3BucketLifecycleConfigurationRule,
+    S3BucketLifecycleConfiguration,
+    S3BucketLifecycleConfigurationRule,
     S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
-    S3BucketLifecycleConfigurationRuleExpiration, S3BucketLifecycleConfigurationRuleFilter,
-    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration)
+    S3BucketLifecycleConfigurationRuleExpiration,
+    S3BucketLifecycleConfigurationRuleFilter,
+    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration,
+)
 from cdktn_provider_aws.s3_bucket_object_lock_configuration import (
-    S3BucketObjectLockConfigurationA, S3BucketObjectLockConfigurationRuleA,
-    S3BucketObjectLockConfigurationRuleDefaultRetentionA)
-from cdktn_provider_aws.s3_bucket_ownership_controls import (
-    S3BucketOwnershipControls, S3BucketOwnershipControlsRule)
+    S3BucketObjectLockConfigurationA,
+    S3BucketObjectLockConfigurationRuleA,
+    S3BucketObjectLockConfigurationRuleDefaultRetentionA,
+)
+from cdktn_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
 from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
 from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
 from cdktn_provider_aws.s3_bucket_replication_configuration import (
-    S3BucketReplicationConfigurationA, S3BucketReplicationConfigurationRule,
+    S3BucketReplicationConfigurationA,
+    S3BucketReplicationConfigurationRule,
     S3BucketReplicationConfigurationRuleDeleteMarkerReplication,
     S3BucketReplicationConfigurationRuleDestination,
     S3BucketReplicationConfigurationRuleDestinationEncryptionConfiguration,
@@ -47,22 +51,22 @@ from cdktn_provider_aws.s3_bucket_replication_configuration import (
     S3BucketReplicationConfigurationRuleDestinationReplicationTimeTime,
     S3BucketReplicationConfigurationRuleFilter,
     S3BucketReplicationConfigurationRuleSourceSelectionCriteria,
-    S3BucketReplicationConfigurationRuleSourceSelectionCriteriaSseKmsEncryptedObjects)
+    S3BucketReplicationConfigurationRuleSourceSelectionCriteriaSseKmsEncryptedObjects,
+)
 from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
-    S3BucketServerSideEncryptionConfigurationA, S3BucketServerSideEncryptionConfigurationRuleA,
-    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
-from cdktn_provider_aws.s3_bucket_versioning import (
-    S3BucketVersioningA, S3BucketVersioningVersioningConfiguration)
+    S3BucketServerSideEncryptionConfigurationA,
+    S3BucketServerSideEncryptionConfigurationRuleA,
+    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA,
+)
+from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 from constructs import Construct
 
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps, alias_arn
-from mlfleet.constructs.iam_policy import policy_document
-from mlfleet.constructs.validation import REGION, require
+from mlfleet.constructs.aws.iam_policy import policy_document
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps, alias_arn
+from mlfleet.constructs.validation import IAM_ROLE_NAME, REGION, S3_BUCKET_NAME, require
 
 # S3 Replication Time Control's commitment, and the threshold its metrics report against.
 RTC_MINUTES = 15
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,11 +80,12 @@ class ReplicaTarget:
 class ObjectLockProps:
     """Default retention applied to every new object version (write once, read many)."""
     mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    """GOVERNANCE (privileged users may shorten it) or COMPLIANCE (nobody can); default `GOVERNANCE`."""
     days: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArtifactStoreProps:
+class S3ArtifactStoreProps:
     bucket_name: str
     """Deterministic, globally unique bucket name for this region."""
     account_id: str
@@ -91,28 +96,31 @@ class ArtifactStoreProps:
     key_alias: str
     """Alias of the artifact key, without `alias/`: the same name in every region."""
     replicate_to: tuple[ReplicaTarget, ...] = ()
-    """Standby buckets to replicate to (primary only). Each must exist, versioned, before apply."""
+    """Standby buckets to replicate to (primary only). Each must exist, versioned, before apply. Default: none."""
     replication_time_control: bool = True
+    """S3 Replication Time Control: 99.99 % of objects within 15 minutes; default on."""
     noncurrent_version_expiration_days: int = 90
-    """Days an overwritten or deleted version is kept (a rollback window for artifacts)."""
+    """Days an overwritten or deleted version is kept (a rollback window for artifacts). Default: `90`."""
     object_lock: ObjectLockProps | None = None
+    """Default retention of every new version (write once, read many); default none."""
     multi_region_key_arn: str | None = None
-    """Standby only: the primary's multi-Region key ARN (`…:key/mrk-…`), to make a replica of it."""
+    """Standby only: the primary's multi-Region key ARN (`…:key/mrk-…`), to make a replica of it. Default: none."""
     replication_role_name: str | None = None
     """IAM role name for replication; default `<bucket_name>-replication` (IAM names are global)."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the construct's resources; default none."""
 
 
-class ArtifactStore(Construct):
+class S3ArtifactStore(Construct):
     """A regional artifact bucket; on the primary, with replication to every standby."""
 
-    def __init__(self, scope: Construct, id_: str, props: ArtifactStoreProps):
+    def __init__(self, scope: Construct, id_: str, props: S3ArtifactStoreProps):
         super().__init__(scope, id_)
         _validate(self, props)
         self.bucket_name = props.bucket_name
         self.bucket_arn = f"arn:aws:s3:::{props.bucket_name}"
 
-        self.key = EncryptionKey(self, "key", EncryptionKeyProps(
+        self.key = KmsKey(self, "key", KmsKeyProps(
             alias=props.key_alias, account_id=props.account_id,
             description=f"mlfleet artifacts in {props.bucket_name}",
             multi_region=props.role == "primary", replica_of_arn=props.multi_region_key_arn,
@@ -167,7 +175,7 @@ class ArtifactStore(Construct):
                                  description="Artifact key ARN (the primary's is a standby's multi_region_key_arn)")
         output.override_logical_id("artifact_key_arn")
 
-    def _replicate(self, props: ArtifactStoreProps, versioning: S3BucketVersioningA) -> None:
+    def _replicate(self, props: S3ArtifactStoreProps, versioning: S3BucketVersioningA) -> None:
         role_name = props.replication_role_name or f"{props.bucket_name}-replication"
         self.replication_role = IamRole(
             self, "replication-role", name=role_name, description=f"S3 replication from {props.bucket_name}",
@@ -210,8 +218,8 @@ class ArtifactStore(Construct):
                                           role=self.replication_role.arn, rule=rules, depends_on=[versioning])
 
 
-def _validate(scope: Construct, props: ArtifactStoreProps) -> None:
-    require(bool(_BUCKET_NAME.match(props.bucket_name)) and ".." not in props.bucket_name, scope,
+def _validate(scope: Construct, props: S3ArtifactStoreProps) -> None:
+    require(bool(S3_BUCKET_NAME.match(props.bucket_name)) and ".." not in props.bucket_name, scope,
             "bucket_name", f"{props.bucket_name!r} is not a valid S3 bucket name")
     require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
     require(props.role in ("primary", "standby"), scope, "role", f"{props.role!r} is not 'primary' or 'standby'")
@@ -229,7 +237,7 @@ def _validate(scope: Construct, props: ArtifactStoreProps) -> None:
         require(target.region != props.region, scope, f"{where}.region",
                 f"{target.region} is this bucket's own region")
         require(target.region not in seen, scope, f"{where}.region", f"{target.region} is listed twice")
-        require(bool(_BUCKET_NAME.match(target.bucket_name)), scope, f"{where}.bucket_name",
+        require(bool(S3_BUCKET_NAME.match(target.bucket_name)), scope, f"{where}.bucket_name",
                 f"{target.bucket_name!r} is not a valid S3 bucket name")
         require(target.bucket_name != props.bucket_name, scope, f"{where}.bucket_name",
                 "a bucket cannot replicate to itself")
@@ -245,7 +253,7 @@ def _validate(scope: Construct, props: ArtifactStoreProps) -> None:
                 f"retention ({props.object_lock.days} days), so lifecycle could not expire locked versions")
     role_name = props.replication_role_name or f"{props.bucket_name}-replication"
     if props.replicate_to:
-        require(bool(_ROLE_NAME.match(role_name)), scope, "replication_role_name",
+        require(bool(IAM_ROLE_NAME.match(role_name)), scope, "replication_role_name",
                 f"{role_name!r} is not a valid IAM role name (at most 64 characters); set one explicitly")
 
 
@@ -261,14 +269,14 @@ def _tls_only_statements(bucket_arn: str) -> list[dict]:
     }]
 
 
-def _replication_statements(props: ArtifactStoreProps, bucket_arn: str, key_arn: str) -> list[dict]:
+def _replication_statements(props: S3ArtifactStoreProps, bucket_arn: str, key_arn: str) -> list[dict]:
     destinations = sorted(props.replicate_to, key=lambda t: t.region)
     source_object_actions = ["s3:GetObjectVersionAcl", "s3:GetObjectVersionForReplication",
                              "s3:GetObjectVersionTagging"]
     if props.object_lock:
         # Replicas carry the source version's retention and legal hold.
         source_object_actions += ["s3:GetObjectLegalHold", "s3:GetObjectRetention"]
-    return [{
+    statements: list[dict] = [{
         "Sid": "ReadReplicationConfiguration", "Effect": "Allow",
         "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"], "Resource": bucket_arn,
     }, {
@@ -281,7 +289,8 @@ def _replication_statements(props: ArtifactStoreProps, bucket_arn: str, key_arn:
     }, {
         "Sid": "DecryptSourceObjects", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
         "Condition": {"StringEquals": {"kms:ViaService": f"s3.{props.region}.amazonaws.com"}},
-    }] + [{
+    }]
+    return statements + [{
         # IAM authorizes KMS use on the key, never on an alias ARN: match the destination key
         # by the alias it carries, in its region and account only.
         "Sid": f"EncryptReplicas{''.join(p.capitalize() for p in t.region.split('-'))}", "Effect": "Allow",

@@ -12,7 +12,6 @@ read unapproved models or write anything. IAM is global: role names carry the re
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from cdktn import Token
@@ -21,21 +20,23 @@ from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from constructs import Construct
 
-from mlfleet.constructs.iam_policy import policy_document
-from mlfleet.constructs.validation import REGION, require
-
-STAGE_TAG = "mlfleet:stage"
-CHAMPION = "champion"
-MANIFEST_NAME = "manifest.json"
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[a-z0-9][a-z0-9/_-]*/$")
-_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_PRINCIPAL = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]+)$")
+from mlfleet.constructs.aws.artifact_grants import MANIFEST_NAME, ArtifactBucket, PolicyStatements
+from mlfleet.constructs.aws.iam_policy import policy_document
+from mlfleet.constructs.validation import (
+    ACCOUNT_ID,
+    EKS_CLUSTER_NAME,
+    IAM_ROLE_NAME,
+    IAM_TRUSTED_PRINCIPAL_ARN,
+    KUBERNETES_NAME,
+    OBJECT_PREFIX,
+    REGION,
+    S3_BUCKET_NAME,
+    require,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServingIdentityProps:
+class IamServingIdentityProps:
     name_prefix: str
     """Start of every role name, e.g. `mlfleet-prod`; roles are `<prefix>-<region>-<purpose>`."""
     account_id: str
@@ -51,87 +52,56 @@ class ServingIdentityProps:
     review_principals: tuple[str, ...]
     """IAM role/user/account ARNs allowed to assume the review role (no wildcards)."""
     models_prefix: str = "models/"
+    """Where artifacts and the manifest live in the bucket; default `models/`."""
     namespace: str = "mlfleet"
+    """The runtime pods' Kubernetes namespace; default `mlfleet`."""
     service_account: str = "mlfleet-runtime"
+    """The runtime pods' Kubernetes service account; default `mlfleet-runtime`."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the roles; default none."""
 
 
-class ServingIdentity(Construct):
+class IamServingIdentity(Construct):
     """Serving (pod identity), training and review roles over one region's artifacts."""
 
-    def __init__(self, scope: Construct, id_: str, props: ServingIdentityProps):
+    def __init__(self, scope: Construct, id_: str, props: IamServingIdentityProps):
         super().__init__(scope, id_)
         _validate(self, props)
-        bucket_arn = f"arn:aws:s3:::{props.bucket_name}"
-        models = f"{bucket_arn}/{props.models_prefix}*"
-        manifest = f"{bucket_arn}/{props.models_prefix}{MANIFEST_NAME}"
+        # The bucket's attributes, as `Bucket.fromBucketAttributes` names a bucket: the statements
+        # each role gets are the bucket's grants (artifact_grants), not assembled here.
+        artifacts = ArtifactBucket(bucket_name=props.bucket_name, key_arn=props.key_arn, region=props.region)
         self.manifest_key = f"{props.models_prefix}{MANIFEST_NAME}"
-        via_s3 = {"StringEquals": {"kms:ViaService": f"s3.{props.region}.amazonaws.com"}}
         tags = dict(props.tags) or None
 
         cluster_arn = f"arn:aws:eks:{props.region}:{props.account_id}:cluster/{props.cluster_name}"
+        serving = PolicyStatements()
+        artifacts.grant_read_champions(serving, props.models_prefix)
         self.runtime_role = self._role(props, "serving", "mlfleet runtime pods: read champion models", {
             "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
             "Action": ["sts:AssumeRole", "sts:TagSession"],
             # Only pods of this account's cluster, not any EKS cluster that names the role.
             "Condition": {"StringEquals": {"aws:SourceAccount": props.account_id},
-                          "ArnEquals": {"aws:SourceArn": cluster_arn}}}, [{
-                "Sid": "ReadChampionArtifacts", "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": models,
-                "Condition": {"StringEquals": {f"s3:ExistingObjectTag/{STAGE_TAG}": CHAMPION}},
-            }, {
-                "Sid": "ReadManifest", "Effect": "Allow", "Action": "s3:GetObject", "Resource": manifest,
-            }, {
-                "Sid": "DecryptArtifacts", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": props.key_arn,
-                "Condition": via_s3,
-            }], tags)
+                          "ArnEquals": {"aws:SourceArn": cluster_arn}}}, serving, tags)
         self.pod_identity_association = EksPodIdentityAssociation(
             self, "runtime-pod-identity", cluster_name=props.cluster_name, namespace=props.namespace,
             service_account=props.service_account, role_arn=self.runtime_role.arn, tags=tags)
 
+        training = PolicyStatements()
+        artifacts.grant_write_candidates(training, props.models_prefix)
         self.training_role = self._role(props, "training", "mlfleet training: write candidate models",
-                                        _assumed_by(props.training_principals), [{
-            "Sid": "WriteCandidates", "Effect": "Allow",
-            # Multipart uploads of large artifacts need to be abortable.
-            "Action": ["s3:AbortMultipartUpload", "s3:PutObject"], "Resource": models,
-        }, {
-            "Sid": "EncryptUploads", "Effect": "Allow",
-            # Multipart uploads under SSE-KMS decrypt the data key to assemble the parts.
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": props.key_arn, "Condition": via_s3,
-        }, {
-            "Sid": "DenyChampionTag", "Effect": "Deny",
-            "Action": ["s3:PutObject", "s3:PutObjectTagging", "s3:PutObjectVersionTagging"], "Resource": models,
-            "Condition": {"StringEquals": {f"s3:RequestObjectTag/{STAGE_TAG}": CHAMPION}},
-        }, {
-            # The manifest lives under the prefix: an explicit deny keeps training from repinning it.
-            "Sid": "DenyManifestWrites", "Effect": "Deny", "Action": "s3:PutObject", "Resource": manifest,
-        }], tags)
+                                        _assumed_by(props.training_principals), training, tags)
 
+        review = PolicyStatements()
+        artifacts.grant_approve_champions(review, props.models_prefix)
         self.review_role = self._role(props, "review", "mlfleet review: approve champion models",
-                                      _assumed_by(props.review_principals), [{
-            "Sid": "ListModels", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
-            "Resource": bucket_arn, "Condition": {"StringLike": {"s3:prefix": f"{props.models_prefix}*"}},
-        }, {
-            "Sid": "ReadModels", "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
-                       "s3:GetObjectVersionTagging"],
-            "Resource": models,
-        }, {
-            "Sid": "ApproveChampion", "Effect": "Allow",
-            "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"], "Resource": models,
-        }, {
-            "Sid": "PublishManifest", "Effect": "Allow", "Action": "s3:PutObject", "Resource": manifest,
-        }, {
-            "Sid": "UseArtifactKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-            "Resource": props.key_arn, "Condition": via_s3,
-        }], tags)
+                                      _assumed_by(props.review_principals), review, tags)
 
-    def _role(self, props: ServingIdentityProps, purpose: str, description: str, trust: dict,
-              statements: list[dict], tags: dict[str, str] | None) -> IamRole:
+    def _role(self, props: IamServingIdentityProps, purpose: str, description: str, trust: dict,
+              policy: PolicyStatements, tags: dict[str, str] | None) -> IamRole:
         role = IamRole(self, f"{purpose}-role", name=role_name(props.name_prefix, props.region, purpose),
                        description=description, assume_role_policy=policy_document([trust]), tags=tags)
         IamRolePolicy(self, f"{purpose}-policy", name=f"mlfleet-{purpose}", role=role.id,
-                      policy=policy_document(statements))
+                      policy=policy_document(policy.statements))
         return role
 
 
@@ -144,28 +114,27 @@ def _assumed_by(principals: tuple[str, ...]) -> dict:
 
 
 
-def _validate(scope: Construct, props: ServingIdentityProps) -> None:
-    require(re.fullmatch(r"\d{12}", props.account_id) is not None, scope, "account_id",
+def _validate(scope: Construct, props: IamServingIdentityProps) -> None:
+    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
     require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
     longest = role_name(props.name_prefix, props.region, "training")
-    require(bool(_ROLE_NAME.match(longest)), scope, "name_prefix",
+    require(bool(IAM_ROLE_NAME.match(longest)), scope, "name_prefix",
             f"{longest!r} is not a valid IAM role name (letters, digits, +=,.@_-; at most 64 characters)")
-    require(bool(_BUCKET_NAME.match(props.bucket_name)), scope, "bucket_name",
+    require(bool(S3_BUCKET_NAME.match(props.bucket_name)), scope, "bucket_name",
             f"{props.bucket_name!r} is not a valid S3 bucket name")
     require(Token.is_unresolved(props.key_arn) or props.key_arn.startswith(f"arn:aws:kms:{props.region}:"),
             scope, "key_arn", f"{props.key_arn!r} is not a KMS key ARN in {props.region}")
-    require(bool(_PREFIX.match(props.models_prefix)), scope, "models_prefix",
+    require(bool(OBJECT_PREFIX.match(props.models_prefix)), scope, "models_prefix",
             f"{props.models_prefix!r} must be a relative key prefix ending in '/', e.g. 'models/'")
-    require(Token.is_unresolved(props.cluster_name) or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}",
-                                                                    props.cluster_name) is not None,
+    require(Token.is_unresolved(props.cluster_name) or bool(EKS_CLUSTER_NAME.match(props.cluster_name)),
             scope, "cluster_name", f"{props.cluster_name!r} is not an EKS cluster name")
     for prop in ("namespace", "service_account"):
         value = getattr(props, prop)
-        require(bool(_K8S_NAME.match(value)), scope, prop, f"{value!r} is not a Kubernetes DNS label")
+        require(bool(KUBERNETES_NAME.match(value)), scope, prop, f"{value!r} is not a Kubernetes DNS label")
     for prop in ("training_principals", "review_principals"):
         principals = getattr(props, prop)
         require(len(principals) >= 1, scope, prop, "name at least one principal that may assume the role")
         for i, principal in enumerate(principals):
-            require(bool(_PRINCIPAL.match(principal)), scope, f"{prop}[{i}]",
+            require(bool(IAM_TRUSTED_PRINCIPAL_ARN.match(principal)), scope, f"{prop}[{i}]",
                     f"{principal!r} is not an IAM role, user or account root ARN (wildcards are not allowed)")

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktn_provider_aws.default_security_group import DefaultSecurityGroup
@@ -34,18 +33,22 @@ from cdktn_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupI
 from constructs import Construct
 
 from mlfleet.constructs.acknowledgements import acknowledge
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
-from mlfleet.constructs.iam_policy import policy_document
-from mlfleet.constructs.validation import PropsError, require
+from mlfleet.constructs.aws.iam_policy import policy_document
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.validation import (
+    ACCOUNT_ID,
+    AVAILABILITY_ZONE,
+    NETWORK_NAME,
+    SUBNET_ID,
+    VPC_ENDPOINT_SERVICE,
+    VPC_ID,
+    PropsError,
+    require,
+)
 
 MIN_AVAILABILITY_ZONES = 3
 # A public subnet holds one NAT gateway's interface; AWS keeps 5 addresses of every subnet.
 _PUBLIC_PREFIX_MIN, _PUBLIC_PREFIX_MAX = 26, 28
-_AZ = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d)([a-z])$")
-_VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
-_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_ENDPOINT_SERVICE = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,47}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,31 +68,46 @@ class FlowLogs:
     """Names the log group (`/mlfleet/<prefix>/vpc-flow-logs`), the delivery role and the key
     alias (`<prefix>-flow-logs`); IAM is global, so include the region, e.g. `mlfleet-prod-us-east-1`."""
     retention_days: int = 365
+    """Days CloudWatch keeps the flow logs; default `365`."""
     traffic_type: Literal["ACCEPT", "REJECT", "ALL"] = "ALL"
+    """`ALL`, `ACCEPT` or `REJECT` traffic; default `ALL`."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class NetworkProps:
+class VpcNetworkProps:
     cidr: str | None = None
-    """Private IPv4 range of the VPC to create, e.g. `10.20.0.0/16`."""
+    """Private IPv4 range of the VPC to create, e.g. `10.20.0.0/16`. Default: none."""
     availability_zones: tuple[str, ...] = ()
-    """AZ names of one region (at least three), e.g. `("us-east-1a", "us-east-1b", "us-east-1c")`."""
+    """AZ names of one region (at least three), e.g. `("us-east-1a", "us-east-1b", "us-east-1c")`. Default: none."""
     nat_gateways: Literal["per_az", "single"] = "per_az"
-    """`per_az` keeps egress up when an AZ fails; `single` is cheaper and shares one AZ's fate."""
+    """`per_az` keeps egress up when an AZ fails; `single` is cheaper and shares one AZ's fate. Default: `per_az`."""
     interface_endpoints: tuple[str, ...] = ("ecr.api", "ecr.dkr", "sts")
-    """Services reached through interface endpoints with private DNS (`com.amazonaws.<region>.<name>`)."""
+    """Services reached through interface endpoints with private DNS (`com.amazonaws.<region>.<name>`).
+    Default: `ecr.api, ecr.dkr, sts`."""
     flow_logs: FlowLogs | None = None
+    """VPC flow logs to CloudWatch; default none."""
     existing: ExistingNetwork | None = None
-    """Import this network instead of creating one (then give no other network props)."""
+    """Import this network instead of creating one (then give no other network props). Default: none."""
     name: str = "mlfleet"
-    """Name tag prefix of the created resources."""
+    """Name tag prefix of the created resources. Default: `mlfleet`."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the construct's resources; default none."""
+
+    @classmethod
+    def create(cls, *, cidr: str, availability_zones: tuple[str, ...], **options: Any) -> VpcNetworkProps:
+        """A VPC to create over these AZs; `options` are the other props of a created network."""
+        return cls(cidr=cidr, availability_zones=availability_zones, **options)
+
+    @classmethod
+    def import_existing(cls, existing: ExistingNetwork) -> VpcNetworkProps:
+        """A network made elsewhere, used as it is: nothing is created, so no other prop applies."""
+        return cls(existing=existing)
 
 
-class Network(Construct):
+class VpcNetwork(Construct):
     """A private, multi-AZ VPC for GPU clusters, or an imported one (see module docstring)."""
 
-    def __init__(self, scope: Construct, id_: str, props: NetworkProps):
+    def __init__(self, scope: Construct, id_: str, props: VpcNetworkProps):
         super().__init__(scope, id_)
         if props.existing is not None:
             _validate_existing(self, props)
@@ -102,6 +120,7 @@ class Network(Construct):
             return
 
         self.region = _validate_created(self, props)
+        assert props.cidr is not None  # validated above
         plan = plan_subnets(props.cidr, len(props.availability_zones))
         self.cidr = str(ipaddress.ip_network(props.cidr))
         self.private_subnet_cidrs = [str(n) for n in plan.private]
@@ -178,7 +197,7 @@ class Network(Construct):
             self._flow_logs(props.flow_logs, tags)
 
     def _flow_logs(self, flow: FlowLogs, tags: dict[str, str]) -> None:
-        key = EncryptionKey(self, "flow-logs-key", EncryptionKeyProps(
+        key = KmsKey(self, "flow-logs-key", KmsKeyProps(
             alias=f"{flow.name_prefix}-flow-logs", account_id=flow.account_id,
             description=f"mlfleet VPC flow logs of {flow.name_prefix}",
             service_principals=(f"logs.{self.region}.amazonaws.com",), tags=tags))
@@ -211,7 +230,7 @@ class SubnetPlan:
 def plan_subnets(cidr: str, zones: int) -> SubnetPlan:
     """The subnets of `cidr` for `zones` AZs (see module docstring). Raises ValueError when the
     range is too small."""
-    network = ipaddress.ip_network(cidr, strict=True)
+    network = ipaddress.IPv4Network(cidr, strict=True)
     blocks = list(network.subnets(prefixlen_diff=math.ceil(math.log2(zones + 1))))
     reserved = blocks[-1]
     public_prefix = max(_PUBLIC_PREFIX_MIN, reserved.prefixlen + math.ceil(math.log2(zones)))
@@ -222,28 +241,30 @@ def plan_subnets(cidr: str, zones: int) -> SubnetPlan:
     return SubnetPlan(private=blocks[:zones], public=public)
 
 
-def _validate_existing(scope: Construct, props: NetworkProps) -> None:
+def _validate_existing(scope: Construct, props: VpcNetworkProps) -> None:
     existing = props.existing
+    assert existing is not None  # the constructor validates an existing network only
     others = {"cidr": props.cidr is not None, "availability_zones": bool(props.availability_zones),
               "flow_logs": props.flow_logs is not None}
     for prop, given in others.items():
         require(not given, scope, prop, "an existing network is imported as it is: give either "
                 "existing or the props of a network to create, not both")
-    require(bool(_VPC_ID.match(existing.vpc_id)), scope, "existing.vpc_id",
+    require(bool(VPC_ID.match(existing.vpc_id)), scope, "existing.vpc_id",
             f"{existing.vpc_id!r} is not a VPC id (vpc-…)")
     require(len(existing.private_subnet_ids) >= 2, scope, "existing.private_subnet_ids",
             "EKS needs private subnets in at least two AZs")
     for i, subnet in enumerate(existing.private_subnet_ids):
-        require(bool(_SUBNET_ID.match(subnet)), scope, f"existing.private_subnet_ids[{i}]",
+        require(bool(SUBNET_ID.match(subnet)), scope, f"existing.private_subnet_ids[{i}]",
                 f"{subnet!r} is not a subnet id (subnet-…)")
     require(len(set(existing.private_subnet_ids)) == len(existing.private_subnet_ids), scope,
             "existing.private_subnet_ids", "lists a subnet twice")
     _private_cidr(scope, "existing.cidr", existing.cidr)
 
 
-def _validate_created(scope: Construct, props: NetworkProps) -> str:
+def _validate_created(scope: Construct, props: VpcNetworkProps) -> str:
     """Validate the props of a network to create; returns the region the AZs belong to."""
     require(props.cidr is not None, scope, "cidr", "give the CIDR of the VPC to create, or existing ids")
+    assert props.cidr is not None  # for the type checker: require raised otherwise
     network = _private_cidr(scope, "cidr", props.cidr)
     # AWS caps a VPC at /16; below /20 the private subnets run out of pod addresses.
     require(16 <= network.prefixlen <= 20, scope, "cidr",
@@ -253,8 +274,9 @@ def _validate_created(scope: Construct, props: NetworkProps) -> str:
             f"needs at least {MIN_AVAILABILITY_ZONES} AZs so that losing one keeps a majority (got {len(zones)})")
     regions = set()
     for i, zone in enumerate(zones):
-        match = _AZ.match(zone)
+        match = AVAILABILITY_ZONE.match(zone)
         require(match is not None, scope, f"availability_zones[{i}]", f"{zone!r} is not an AZ name like us-east-1a")
+        assert match is not None  # for the type checker: require raised otherwise
         regions.add(match.group(1))
     require(len(regions) == 1, scope, "availability_zones", f"AZs of one region only, got {sorted(regions)}")
     require(len(set(zones)) == len(zones), scope, "availability_zones", "lists an AZ twice")
@@ -267,14 +289,14 @@ def _validate_created(scope: Construct, props: NetworkProps) -> str:
     require(len(set(props.interface_endpoints)) == len(props.interface_endpoints), scope,
             "interface_endpoints", "lists a service twice")
     for i, service in enumerate(props.interface_endpoints):
-        require(bool(_ENDPOINT_SERVICE.match(service)) and service != "s3", scope, f"interface_endpoints[{i}]",
+        require(bool(VPC_ENDPOINT_SERVICE.match(service)) and service != "s3", scope, f"interface_endpoints[{i}]",
                 f"{service!r} is not a service name like 'ecr.api' (S3 always gets a gateway endpoint)")
-    require(bool(_NAME.match(props.name)), scope, "name", f"{props.name!r}: letters, digits and '-', at most 48")
+    require(bool(NETWORK_NAME.match(props.name)), scope, "name", f"{props.name!r}: letters, digits and '-', at most 48")
     if props.flow_logs is not None:
         flow = props.flow_logs
-        require(re.fullmatch(r"\d{12}", flow.account_id) is not None, scope, "flow_logs.account_id",
+        require(bool(ACCOUNT_ID.match(flow.account_id)), scope, "flow_logs.account_id",
                 f"{flow.account_id!r} is not a 12-digit AWS account id")
-        require(bool(_NAME.match(flow.name_prefix)), scope, "flow_logs.name_prefix",
+        require(bool(NETWORK_NAME.match(flow.name_prefix)), scope, "flow_logs.name_prefix",
                 f"{flow.name_prefix!r}: letters, digits and '-', at most 48 (it names an IAM role)")
         require(flow.retention_days in _LOG_RETENTION_DAYS, scope, "flow_logs.retention_days",
                 f"{flow.retention_days} is not a CloudWatch Logs retention "
@@ -289,7 +311,9 @@ def _private_cidr(scope: Construct, prop: str, value: str) -> ipaddress.IPv4Netw
         network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
         raise PropsError(scope, prop, f"{value!r} is not a network CIDR ({exc})") from None
-    require(network.version == 4 and network.is_private, scope, prop, f"{value} is not a private IPv4 range")
+    require(isinstance(network, ipaddress.IPv4Network) and network.is_private, scope, prop,
+            f"{value} is not a private IPv4 range")
+    assert isinstance(network, ipaddress.IPv4Network)  # for the type checker: require raised otherwise
     return network
 
 

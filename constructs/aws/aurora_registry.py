@@ -1,7 +1,7 @@
 """The model registry's database: an Aurora PostgreSQL global database.
 
-`RegistryGlobalCluster` goes in the `<env>-global` stack. Each regional stack adds a
-`RegistryDatabase`: the primary region's cluster is the global writer, every standby's is a
+`AuroraGlobalCluster` goes in the `<env>-global` stack. Each regional stack adds a
+`AuroraRegistryDatabase`: the primary region's cluster is the global writer, every standby's is a
 read-only secondary. Regional clusters join the global cluster by its deterministic
 identifier (a string, never a cross-stack token), so a standby plans while the primary region
 is down. Deploy order on first creation: global stack, primary region, then standbys.
@@ -26,40 +26,44 @@ from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
 from cdktn_provider_aws.db_subnet_group import DbSubnetGroup
 from cdktn_provider_aws.rds_cluster import RdsCluster
 from cdktn_provider_aws.rds_cluster_instance import RdsClusterInstance
-from cdktn_provider_aws.rds_cluster_parameter_group import (RdsClusterParameterGroup,
-                                                            RdsClusterParameterGroupParameter)
+from cdktn_provider_aws.rds_cluster_parameter_group import RdsClusterParameterGroup, RdsClusterParameterGroupParameter
 from cdktn_provider_aws.rds_global_cluster import RdsGlobalCluster
 from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupIngress
 from constructs import Construct
 
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
-from mlfleet.constructs.validation import PropsError, require
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.validation import (
+    ACCOUNT_ID,
+    AURORA_NAME,
+    RDS_IDENTIFIER,
+    RDS_INSTANCE_CLASS,
+    SUBNET_ID,
+    VPC_ID,
+    PropsError,
+    require,
+)
 
 ENGINE = "aurora-postgresql"
 PORT = 5432
 MIN_GLOBAL_DB_RPO_SECONDS = 20  # Aurora rejects a smaller rds.global_db_rpo
 # What Database Migration Service needs of an Aurora PostgreSQL source.
 LOGICAL_REPLICATION_PARAMETERS = (("rds.logical_replication", "1"), ("shared_preload_libraries", "pglogical"))
-_IDENTIFIER = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _ENGINE_VERSION = re.compile(r"^(\d+)\.\d+$")
-_INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
-_SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_VPC = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 
 
 @dataclass(frozen=True, kw_only=True)
-class RegistryGlobalClusterProps:
+class AuroraGlobalClusterProps:
     global_cluster_identifier: str
     engine_version: str = "16.6"
-    """Aurora PostgreSQL version; every regional cluster must use the same one."""
+    """Aurora PostgreSQL version; every regional cluster must use the same one. Default: `16.6`."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the global cluster; default none."""
 
 
-class RegistryGlobalCluster(Construct):
+class AuroraGlobalCluster(Construct):
     """The global cluster every region's registry database joins (no data of its own)."""
 
-    def __init__(self, scope: Construct, id_: str, props: RegistryGlobalClusterProps):
+    def __init__(self, scope: Construct, id_: str, props: AuroraGlobalClusterProps):
         super().__init__(scope, id_)
         _require_identifier(self, "global_cluster_identifier", props.global_cluster_identifier)
         _require_engine_version(self, props.engine_version)
@@ -73,12 +77,12 @@ class RegistryGlobalCluster(Construct):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RegistryDatabaseProps:
+class AuroraRegistryDatabaseProps:
     role: Literal["primary", "secondary"]
     """`primary` creates the global writer; `secondary` a read-only replica cluster."""
     cluster_identifier: str
     global_cluster_identifier: str
-    """The `RegistryGlobalCluster`'s identifier, as a string (never a token from another stack)."""
+    """The `AuroraGlobalCluster`'s identifier, as a string (never a token from another stack)."""
     account_id: str
     vpc_id: str
     subnet_ids: tuple[str, ...]
@@ -88,24 +92,30 @@ class RegistryDatabaseProps:
     rpo_seconds: int
     """RPO target: Aurora blocks commits when no secondary is within it (at least 20 s)."""
     engine_version: str = "16.6"
+    """Aurora PostgreSQL version, the global cluster's; default `16.6`."""
     instance_class: str = "db.r7g.large"
+    """Instance class of every instance of the regional cluster; default `db.r7g.large`."""
     instance_count: int = 2
+    """Instances of the regional cluster (1 to 15); default `2`."""
     backup_retention_days: int = 14
-    """Automated backups and point-in-time recovery window (7 to 35 days)."""
+    """Automated backups and point-in-time recovery window (7 to 35 days). Default: `14`."""
     database_name: str = "registry"
+    """The registry's database; default `registry`."""
     master_username: str = "mlfleet_admin"
+    """The master user (on the primary, RDS keeps its password in Secrets Manager); default `mlfleet_admin`."""
     key_alias: str | None = None
     """Alias of this region's database key; default `<cluster_identifier>`."""
     logical_replication: bool = False
     """Logical replication (pglogical) for a Cloud SQL replica through DMS (`cross_cloud_registry`).
-    A static parameter: it takes effect at the cluster's next reboot."""
+    A static parameter: it takes effect at the cluster's next reboot. Default: off."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the construct's resources; default none."""
 
 
-class RegistryDatabase(Construct):
+class AuroraRegistryDatabase(Construct):
     """One region's member of the registry's global database, with its own KMS key."""
 
-    def __init__(self, scope: Construct, id_: str, props: RegistryDatabaseProps):
+    def __init__(self, scope: Construct, id_: str, props: AuroraRegistryDatabaseProps):
         super().__init__(scope, id_)
         _validate(self, props)
         primary = props.role == "primary"
@@ -114,7 +124,7 @@ class RegistryDatabase(Construct):
         self.cluster_identifier = props.cluster_identifier
         self.global_cluster_identifier = props.global_cluster_identifier
 
-        self.key = EncryptionKey(self, "key", EncryptionKeyProps(
+        self.key = KmsKey(self, "key", KmsKeyProps(
             alias=props.key_alias or props.cluster_identifier, account_id=props.account_id,
             description=f"mlfleet registry database {props.cluster_identifier}", tags=props.tags))
         subnet_group = DbSubnetGroup(
@@ -128,7 +138,9 @@ class RegistryDatabase(Construct):
                 cidr_blocks=list(props.allowed_cidrs))],
             # Aurora replicates across regions outside the VPC; the cluster opens no connections.
             egress=[], tags=tags)
-        major = _ENGINE_VERSION.match(props.engine_version).group(1)
+        version = _ENGINE_VERSION.match(props.engine_version)
+        assert version is not None  # validated above
+        major = version.group(1)
         parameters = RdsClusterParameterGroup(
             self, "parameters", name=props.cluster_identifier, family=f"{ENGINE}{major}",
             description=f"mlfleet registry {props.cluster_identifier}: RPO {props.rpo_seconds}s",
@@ -185,22 +197,22 @@ class RegistryDatabase(Construct):
         return self.cluster.reader_endpoint
 
 
-def _validate(scope: Construct, props: RegistryDatabaseProps) -> None:
+def _validate(scope: Construct, props: AuroraRegistryDatabaseProps) -> None:
     require(props.role in ("primary", "secondary"), scope, "role", f"{props.role!r} is not 'primary' or 'secondary'")
     _require_identifier(scope, "cluster_identifier", props.cluster_identifier)
     _require_identifier(scope, "global_cluster_identifier", props.global_cluster_identifier)
     require(props.cluster_identifier != props.global_cluster_identifier, scope, "cluster_identifier",
             "must differ from global_cluster_identifier")
-    require(re.fullmatch(r"\d{12}", props.account_id) is not None, scope, "account_id",
+    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
     _require_engine_version(scope, props.engine_version)
-    require(Token.is_unresolved(props.vpc_id) or bool(_VPC.match(props.vpc_id)), scope, "vpc_id",
+    require(Token.is_unresolved(props.vpc_id) or bool(VPC_ID.match(props.vpc_id)), scope, "vpc_id",
             f"{props.vpc_id!r} is not a VPC id")
     require(len(props.subnet_ids) >= 2, scope, "subnet_ids",
             "Aurora needs subnets in at least two availability zones")
     require(len(set(props.subnet_ids)) == len(props.subnet_ids), scope, "subnet_ids", "lists a subnet twice")
     for i, subnet in enumerate(props.subnet_ids):
-        require(Token.is_unresolved(subnet) or bool(_SUBNET.match(subnet)), scope, f"subnet_ids[{i}]",
+        require(Token.is_unresolved(subnet) or bool(SUBNET_ID.match(subnet)), scope, f"subnet_ids[{i}]",
                 f"{subnet!r} is not a subnet id")
     require(len(props.allowed_cidrs) >= 1, scope, "allowed_cidrs",
             "name at least one network that may connect, or nothing can reach the registry")
@@ -216,16 +228,16 @@ def _validate(scope: Construct, props: RegistryDatabaseProps) -> None:
     require(7 <= props.backup_retention_days <= 35, scope, "backup_retention_days",
             f"{props.backup_retention_days} is outside 7 to 35 days")
     require(1 <= props.instance_count <= 15, scope, "instance_count", f"{props.instance_count} is outside 1 to 15")
-    require(bool(_INSTANCE_CLASS.match(props.instance_class)), scope, "instance_class",
+    require(bool(RDS_INSTANCE_CLASS.match(props.instance_class)), scope, "instance_class",
             f"{props.instance_class!r} is not an RDS instance class like db.r7g.large")
-    require(bool(_SQL_NAME.match(props.database_name)), scope, "database_name",
+    require(bool(AURORA_NAME.match(props.database_name)), scope, "database_name",
             f"{props.database_name!r} is not a PostgreSQL identifier (lowercase, letters, digits, _)")
-    require(bool(_SQL_NAME.match(props.master_username)) and props.master_username not in ("postgres", "rdsadmin"),
+    require(bool(AURORA_NAME.match(props.master_username)) and props.master_username not in ("postgres", "rdsadmin"),
             scope, "master_username", f"{props.master_username!r} is not a usable PostgreSQL user name")
 
 
 def _require_identifier(scope: Construct, prop: str, value: str) -> None:
-    require(len(value) <= 63 and bool(_IDENTIFIER.match(value)), scope, prop,
+    require(len(value) <= 63 and bool(RDS_IDENTIFIER.match(value)), scope, prop,
             f"{value!r} is not an RDS identifier (lowercase letters, digits and single hyphens, "
             "starting with a letter, at most 63 characters)")
 

@@ -14,23 +14,23 @@ The DR runbooks read each region's health check id from the `health_check_<regio
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from cdktn import TerraformOutput
 from cdktn_provider_aws.route53_health_check import Route53HealthCheck
-from cdktn_provider_aws.route53_record import (Route53Record, Route53RecordAlias,
-                                               Route53RecordFailoverRoutingPolicy,
-                                               Route53RecordWeightedRoutingPolicy)
+from cdktn_provider_aws.route53_record import (
+    Route53Record,
+    Route53RecordAlias,
+    Route53RecordFailoverRoutingPolicy,
+    Route53RecordWeightedRoutingPolicy,
+)
 from constructs import Construct
 
-from mlfleet.constructs.validation import GOOGLE_REGION, REGION, require
+from mlfleet.constructs.validation import DNS_NAME, GOOGLE_REGION, HOSTED_ZONE_ID, REGION, require
 
 FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
 """What the runtime's failover-health body contains when the region may take traffic."""
-_DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_ZONE_ID = re.compile(r"^Z[A-Z0-9]{4,32}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,30 +42,35 @@ class RegionalEndpoint:
     role: Literal["primary", "standby"]
     weight: int = 100
     """Relative share of traffic among weighted records, 0 to 255 (a 0 record gets traffic only
-    when every non-zero record is unhealthy)."""
+    when every non-zero record is unhealthy). Default: `100`."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class FailoverRoutingProps:
+class Route53FailoverRoutingProps:
     hosted_zone_id: str
     record_name: str
     """The name clients resolve, e.g. `models.example.com` (not the zone apex: it is a CNAME)."""
     endpoints: tuple[RegionalEndpoint, ...]
     policy: Literal["failover", "weighted"] = "failover"
+    """`failover` (primary, then standbys) or `weighted` (every healthy region); default `failover`."""
     ttl: int = 60
-    """Seconds resolvers cache an answer: bounds how long clients keep a failed region."""
+    """Seconds resolvers cache an answer: bounds how long clients keep a failed region. Default: `60`."""
     health_path: str = "/v2/health/failover"
+    """The runtime's failover health endpoint each region is probed at; default `/v2/health/failover`."""
     search_string: str = FAILOVER_OK_TOKEN
+    """What a healthy failover response body must contain; default `FAILOVER_OK_TOKEN`."""
     request_interval: Literal[10, 30] = 10
+    """Seconds between health checks (10 or 30); default `10`."""
     failure_threshold: int = 3
-    """Consecutive failed checks before a region is unhealthy (10 s x 3 = 30 s to detect)."""
+    """Consecutive failed checks before a region is unhealthy (10 s x 3 = 30 s to detect). Default: `3`."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the health checks; default none."""
 
 
-class FailoverRouting(Construct):
+class Route53FailoverRouting(Construct):
     """Health-checked DNS records that route clients to the healthy region(s)."""
 
-    def __init__(self, scope: Construct, id_: str, props: FailoverRoutingProps):
+    def __init__(self, scope: Construct, id_: str, props: Route53FailoverRoutingProps):
         super().__init__(scope, id_)
         _validate(self, props)
         self.record_name = props.record_name
@@ -90,7 +95,7 @@ class FailoverRouting(Construct):
         else:
             self._failover(props)
 
-    def _failover(self, props: FailoverRoutingProps) -> None:
+    def _failover(self, props: Route53FailoverRoutingProps) -> None:
         primary = next(e for e in props.endpoints if e.role == "primary")
         standbys = [e for e in props.endpoints if e.role == "standby"]
         self._cname(props, "primary", props.record_name, primary, set_identifier=primary.region,
@@ -108,13 +113,13 @@ class FailoverRouting(Construct):
                 alias=Route53RecordAlias(name=self.standby_record_name, zone_id=props.hosted_zone_id,
                                          evaluate_target_health=True))
 
-    def _weighted(self, props: FailoverRoutingProps, id_prefix: str, name: str,
+    def _weighted(self, props: Route53FailoverRoutingProps, id_prefix: str, name: str,
                   endpoints: list[RegionalEndpoint] | tuple[RegionalEndpoint, ...]) -> None:
         for endpoint in endpoints:
             self._cname(props, f"{id_prefix}-{endpoint.region}", name, endpoint, set_identifier=endpoint.region,
                         weighted_routing_policy=Route53RecordWeightedRoutingPolicy(weight=endpoint.weight))
 
-    def _cname(self, props: FailoverRoutingProps, id_: str, name: str, endpoint: RegionalEndpoint,
+    def _cname(self, props: Route53FailoverRoutingProps, id_: str, name: str, endpoint: RegionalEndpoint,
                **routing) -> Route53Record:
         return Route53Record(
             self, id_, zone_id=props.hosted_zone_id, name=name, type="CNAME", ttl=props.ttl,
@@ -126,10 +131,10 @@ def health_check_output_name(region: str) -> str:
     return f"health_check_{region.replace('-', '_')}"
 
 
-def _validate(scope: Construct, props: FailoverRoutingProps) -> None:
-    require(bool(_ZONE_ID.match(props.hosted_zone_id)), scope, "hosted_zone_id",
+def _validate(scope: Construct, props: Route53FailoverRoutingProps) -> None:
+    require(bool(HOSTED_ZONE_ID.match(props.hosted_zone_id)), scope, "hosted_zone_id",
             f"{props.hosted_zone_id!r} is not a Route 53 hosted zone id")
-    require(bool(_DNS_NAME.match(props.record_name)), scope, "record_name",
+    require(bool(DNS_NAME.match(props.record_name)), scope, "record_name",
             f"{props.record_name!r} is not a lowercase DNS name without a trailing dot")
     require(props.policy in ("failover", "weighted"), scope, "policy",
             f"{props.policy!r} is not 'failover' or 'weighted'")
@@ -152,7 +157,7 @@ def _validate(scope: Construct, props: FailoverRoutingProps) -> None:
                 f"{endpoint.region!r} is not an AWS or Google Cloud region name")
         require(endpoint.region not in regions, scope, f"{where}.region",
                 f"{endpoint.region} is already endpoints[{regions.get(endpoint.region)}]")
-        require(bool(_DNS_NAME.match(endpoint.hostname)), scope, f"{where}.hostname",
+        require(bool(DNS_NAME.match(endpoint.hostname)), scope, f"{where}.hostname",
                 f"{endpoint.hostname!r} is not a lowercase DNS name")
         require(endpoint.hostname not in hostnames, scope, f"{where}.hostname",
                 f"{endpoint.hostname} is already endpoints[{hostnames.get(endpoint.hostname)}]")

@@ -22,18 +22,33 @@ from typing import Literal
 from cdktn import TerraformOutput, Token
 from cdktn_provider_google.sql_database import SqlDatabase
 from cdktn_provider_google.sql_database_instance import (
-    SqlDatabaseInstance, SqlDatabaseInstanceReplicaConfiguration, SqlDatabaseInstanceReplicationCluster,
-    SqlDatabaseInstanceSettings, SqlDatabaseInstanceSettingsBackupConfiguration,
-    SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings, SqlDatabaseInstanceSettingsDatabaseFlags,
-    SqlDatabaseInstanceSettingsDataCacheConfig, SqlDatabaseInstanceSettingsFinalBackupConfig,
-    SqlDatabaseInstanceSettingsInsightsConfig, SqlDatabaseInstanceSettingsIpConfiguration,
-    SqlDatabaseInstanceSettingsMaintenanceWindow)
+    SqlDatabaseInstance,
+    SqlDatabaseInstanceReplicaConfiguration,
+    SqlDatabaseInstanceReplicationCluster,
+    SqlDatabaseInstanceSettings,
+    SqlDatabaseInstanceSettingsBackupConfiguration,
+    SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings,
+    SqlDatabaseInstanceSettingsDatabaseFlags,
+    SqlDatabaseInstanceSettingsDataCacheConfig,
+    SqlDatabaseInstanceSettingsFinalBackupConfig,
+    SqlDatabaseInstanceSettingsInsightsConfig,
+    SqlDatabaseInstanceSettingsIpConfiguration,
+    SqlDatabaseInstanceSettingsMaintenanceWindow,
+)
 from cdktn_provider_google.sql_user import SqlUser
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
-                                            RESOURCE_NAME, grant_service_agent, require_key_id)
-from mlfleet.constructs.validation import require, require_google_labels
+from mlfleet.constructs.gcp.kms_key import grant_service_agent, require_key_id
+from mlfleet.constructs.validation import (
+    GOOGLE_PROJECT_ID,
+    GOOGLE_PROJECT_NUMBER,
+    GOOGLE_REGION,
+    GOOGLE_RESOURCE_NAME,
+    GOOGLE_SERVICE_ACCOUNT_EMAIL,
+    POSTGRES_NAME,
+    require,
+    require_google_labels,
+)
 
 POSTGRES_VERSIONS = ("POSTGRES_15", "POSTGRES_16", "POSTGRES_17")
 IAM_AUTH_FLAG = "cloudsql.iam_authentication"
@@ -41,8 +56,6 @@ IAM_AUTH_FLAG = "cloudsql.iam_authentication"
 AUDIT_FLAGS = {"log_connections": "on", "log_disconnections": "on"}
 SERVICE_ACCOUNT_SUFFIX = ".gserviceaccount.com"
 _TIER = re.compile(r"^db-perf-optimized-N-(2|4|8|16|32|48|64|80|96|128)$")
-_DATABASE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -50,12 +63,13 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 class CloudSqlInstanceSettings:
     """What the primary and its replica share: a replica is sized like its primary."""
     database_version: Literal["POSTGRES_15", "POSTGRES_16", "POSTGRES_17"] = "POSTGRES_16"
+    """A Cloud SQL PostgreSQL version; default `POSTGRES_16`."""
     tier: str = "db-perf-optimized-N-2"
-    """An Enterprise Plus machine tier (`db-perf-optimized-N-<vCPUs>`)."""
+    """An Enterprise Plus machine tier (`db-perf-optimized-N-<vCPUs>`). Default: `db-perf-optimized-N-2`."""
     disk_size_gb: int = 100
-    """Starting size; storage grows automatically."""
+    """Starting size; storage grows automatically. Default: `100`."""
     database_flags: dict[str, str] = field(default_factory=dict)
-    """Extra PostgreSQL flags (IAM authentication and connection logging are always on)."""
+    """Extra PostgreSQL flags (IAM authentication and connection logging are always on). Default: none."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,22 +85,27 @@ class CloudSqlRegistryProps:
     kms_key_id: str
     """Crypto key in the instance's region."""
     settings: CloudSqlInstanceSettings = field(default_factory=CloudSqlInstanceSettings)
+    """Machine, disk and flags of the instance; default `CloudSqlInstanceSettings()`."""
     database_name: str = "mlfleet_registry"
+    """The registry's database; default `mlfleet_registry`."""
     iam_service_accounts: tuple[str, ...] = ()
-    """Service account emails that log in with IAM database authentication (no passwords)."""
+    """Service account emails that log in with IAM database authentication (no passwords). Default: none."""
     backup_start_time: str = "03:00"
-    """UTC start of the daily backup window (HH:MM)."""
+    """UTC start of the daily backup window (HH:MM). Default: `03:00`."""
     retained_backups: int = 14
+    """Automated backups kept; default `14`."""
     transaction_log_retention_days: int = 14
-    """Point-in-time recovery window (Enterprise Plus: 1 to 35 days)."""
+    """Point-in-time recovery window (Enterprise Plus: 1 to 35 days). Default: `14`."""
     backup_location: str | None = None
     """Where backups are stored; default the multi-region nearest the instance (outlives the region)."""
     maintenance_day: int = 7
-    """1 (Monday) to 7 (Sunday)."""
+    """1 (Monday) to 7 (Sunday). Default: `7`."""
     maintenance_hour: int = 4
+    """UTC hour of the maintenance window (0 to 23); default `4`."""
     dr_replica_name: str | None = None
-    """The DR replica's instance name, once it exists: enables switchover and replica failover."""
+    """The DR replica's instance name, once it exists: enables switchover and replica failover. Default: none."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the instance; default none."""
 
 
 class CloudSqlRegistry(Construct):
@@ -152,8 +171,9 @@ class CloudSqlReplicaProps:
     kms_key_id: str
     """Crypto key in the replica's region."""
     settings: CloudSqlInstanceSettings = field(default_factory=CloudSqlInstanceSettings)
-    """As the primary's: a promoted replica takes the primary's load."""
+    """As the primary's: a promoted replica takes the primary's load. Default: `CloudSqlInstanceSettings()`."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the replica; default none."""
 
 
 class CloudSqlReplica(Construct):
@@ -163,11 +183,11 @@ class CloudSqlReplica(Construct):
         super().__init__(scope, id_)
         _validate_common(self, props.project_id, props.project_number, props.region, props.instance_name,
                          props.private_network, props.kms_key_id, props.settings, props.labels)
-        require(bool(RESOURCE_NAME.match(props.primary_instance_name)), self, "primary_instance_name",
+        require(bool(GOOGLE_RESOURCE_NAME.match(props.primary_instance_name)), self, "primary_instance_name",
                 f"{props.primary_instance_name!r} is not a Cloud SQL instance name")
         require(props.primary_instance_name != props.instance_name, self, "instance_name",
                 "must differ from primary_instance_name")
-        require(bool(REGION.match(props.primary_region)), self, "primary_region",
+        require(bool(GOOGLE_REGION.match(props.primary_region)), self, "primary_region",
                 f"{props.primary_region!r} is not a Google Cloud region")
         require(props.primary_region != props.region, self, "region",
                 f"a DR replica runs in another region than its primary ({props.primary_region})")
@@ -207,11 +227,12 @@ def _settings(s: CloudSqlInstanceSettings, private_network: str, labels: dict[st
 def _validate_common(scope: Construct, project_id: str, project_number: str, region: str, instance_name: str,
                      private_network: str, kms_key_id: str, settings: CloudSqlInstanceSettings,
                      labels: dict[str, str]) -> None:
-    require(bool(PROJECT_ID.match(project_id)), scope, "project_id", f"{project_id!r} is not a Google Cloud project id")
-    require(bool(PROJECT_NUMBER.match(project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_ID.match(project_id)), scope, "project_id",
+            f"{project_id!r} is not a Google Cloud project id")
+    require(bool(GOOGLE_PROJECT_NUMBER.match(project_number)), scope, "project_number",
             f"{project_number!r} is not a project number (digits only)")
-    require(bool(REGION.match(region)), scope, "region", f"{region!r} is not a Google Cloud region")
-    require(bool(RESOURCE_NAME.match(instance_name)) and len(instance_name) <= 98, scope, "instance_name",
+    require(bool(GOOGLE_REGION.match(region)), scope, "region", f"{region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.match(instance_name)) and len(instance_name) <= 98, scope, "instance_name",
             f"{instance_name!r}: lowercase letters, digits and '-', starting with a letter")
     if not Token.is_unresolved(private_network):
         require("/global/networks/" in private_network, scope, "private_network",
@@ -229,10 +250,10 @@ def _validate_common(scope: Construct, project_id: str, project_number: str, reg
 
 
 def _validate_primary(scope: Construct, p: CloudSqlRegistryProps) -> None:
-    require(bool(_DATABASE.match(p.database_name)), scope, "database_name",
+    require(bool(POSTGRES_NAME.match(p.database_name)), scope, "database_name",
             f"{p.database_name!r}: lowercase letters, digits and '_', at most 63 characters")
     for i, email in enumerate(p.iam_service_accounts):
-        require(bool(_SERVICE_ACCOUNT.match(email)), scope, f"iam_service_accounts[{i}]",
+        require(bool(GOOGLE_SERVICE_ACCOUNT_EMAIL.match(email)), scope, f"iam_service_accounts[{i}]",
                 f"{email!r} is not a user-managed service account email")
     require(bool(_HHMM.match(p.backup_start_time)), scope, "backup_start_time",
             f"{p.backup_start_time!r} is not a UTC time HH:MM")
@@ -245,5 +266,5 @@ def _validate_primary(scope: Construct, p: CloudSqlRegistryProps) -> None:
     require(1 <= p.maintenance_day <= 7, scope, "maintenance_day", "1 (Monday) to 7 (Sunday)")
     require(0 <= p.maintenance_hour <= 23, scope, "maintenance_hour", "0 to 23 (UTC)")
     if p.dr_replica_name is not None:
-        require(bool(RESOURCE_NAME.match(p.dr_replica_name)) and p.dr_replica_name != p.instance_name, scope,
+        require(bool(GOOGLE_RESOURCE_NAME.match(p.dr_replica_name)) and p.dr_replica_name != p.instance_name, scope,
                 "dr_replica_name", f"{p.dr_replica_name!r} is not another Cloud SQL instance's name")

@@ -11,27 +11,45 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from cdktn import TerraformOutput, Token
 from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktn_provider_aws.eks_access_entry import EksAccessEntry
 from cdktn_provider_aws.eks_access_policy_association import (
-    EksAccessPolicyAssociation, EksAccessPolicyAssociationAccessScope)
+    EksAccessPolicyAssociation,
+    EksAccessPolicyAssociationAccessScope,
+)
 from cdktn_provider_aws.eks_addon import EksAddon
+from cdktn_provider_aws.eks_cluster import EksCluster as EksClusterResource
 from cdktn_provider_aws.eks_cluster import (
-    EksCluster, EksClusterAccessConfig, EksClusterEncryptionConfig, EksClusterEncryptionConfigProvider,
-    EksClusterVpcConfig, EksClusterZonalShiftConfig)
+    EksClusterAccessConfig,
+    EksClusterEncryptionConfig,
+    EksClusterEncryptionConfigProvider,
+    EksClusterVpcConfig,
+    EksClusterZonalShiftConfig,
+)
 from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 from constructs import Construct
 
 from mlfleet.constructs.acknowledgements import acknowledge
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
-from mlfleet.constructs.iam_policy import policy_document
-from mlfleet.constructs.validation import ACCOUNT_ID, PropsError, REGION, require
+from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuNodePool, EksGpuNodePoolProps, EksGpuPoolOptions
+from mlfleet.constructs.aws.eks_system_node_pool import EksSystemNodePool, EksSystemNodePoolProps, EksSystemPoolOptions
+from mlfleet.constructs.aws.iam_policy import policy_document
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.validation import (
+    ACCOUNT_ID,
+    EKS_ACCESS_POLICY_ARN,
+    EKS_CLUSTER_NAME,
+    IAM_ROLE_OR_USER_ARN,
+    KUBERNETES_NAME,
+    REGION,
+    PropsError,
+    require,
+)
 
 DEFAULT_KUBERNETES_VERSION = "1.33"
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
@@ -40,11 +58,8 @@ NODE_MANAGED_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistr
 POD_IDENTITY_AGENT = "eks-pod-identity-agent"
 
 # Role names are `<cluster>-cluster` / `<cluster>-node` and IAM allows 64 characters.
-_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,56}$")
+MAX_CLUSTER_NAME = 57
 _VERSION = re.compile(r"^1\.\d{2}$")
-_PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
-_ACCESS_POLICY = re.compile(r"^arn:aws[a-z-]*:eks::aws:cluster-access-policy/[A-Za-z0-9]+$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
                        2192, 2557, 2922, 3288, 3653)
 
@@ -57,11 +72,11 @@ class AccessEntry:
     """An EKS access policy, e.g. `arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy`."""
     scope: Literal["cluster", "namespace"]
     namespaces: tuple[str, ...] = ()
-    """The namespaces a `namespace`-scoped entry covers (none for `cluster`)."""
+    """The namespaces a `namespace`-scoped entry covers (none for `cluster`). Default: none."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class GpuClusterProps:
+class EksClusterProps:
     name: str
     """The cluster's name; also names its roles (`<name>-cluster`, `<name>-node`), so include the region."""
     account_id: str
@@ -69,31 +84,39 @@ class GpuClusterProps:
     subnet_ids: tuple[str, ...]
     """Private subnets in at least two AZs, for the control plane's network interfaces."""
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    """Kubernetes minor version of the control plane; default `DEFAULT_KUBERNETES_VERSION` (1.33)."""
     endpoint_public_access_cidrs: tuple[str, ...] = ()
     """Open the Kubernetes API endpoint to these CIDRs too (default: private endpoint only)."""
     public_access_reason: str | None = None
-    """Why the endpoint is public: required with `endpoint_public_access_cidrs`, shown in the review."""
+    """Why the endpoint is public: required with `endpoint_public_access_cidrs`, shown in the review. Default: none."""
     access_entries: tuple[AccessEntry, ...] = ()
+    """Kubernetes access for IAM principals (the cluster's creator gets none implicitly); default none."""
     deletion_protection: bool = True
+    """Refuse to delete the cluster and its log group; default on."""
     log_retention_days: int = 365
+    """Days CloudWatch keeps the control-plane logs; default `365`."""
     key_alias: str | None = None
     """Alias of the cluster's KMS key (Secrets, control-plane logs); default `<name>-eks`."""
     zonal_shift: bool = True
-    """Let ARC zonal shift move traffic away from an impaired AZ."""
+    """Let ARC zonal shift move traffic away from an impaired AZ. Default: on."""
     pod_identity_agent_version: str | None = None
     """Pin the Pod Identity agent add-on version (default: EKS's default for the cluster version)."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the construct's resources; default none."""
 
 
-class GpuCluster(Construct):
+class EksCluster(Construct):
     """A private EKS cluster with encrypted Secrets and logs, access entries and Pod Identity."""
 
-    def __init__(self, scope: Construct, id_: str, props: GpuClusterProps):
+    def __init__(self, scope: Construct, id_: str, props: EksClusterProps):
         super().__init__(scope, id_)
         _validate(self, props)
+        self._scope = scope
+        self.account_id = props.account_id
+        self.subnet_ids = props.subnet_ids
         tags = dict(props.tags) or None
 
-        self.key = EncryptionKey(self, "key", EncryptionKeyProps(
+        self.key = KmsKey(self, "key", KmsKeyProps(
             alias=props.key_alias or f"{props.name}-eks", account_id=props.account_id,
             description=f"mlfleet EKS cluster {props.name}: Secrets, control-plane logs, node volumes",
             service_principals=(f"logs.{props.region}.amazonaws.com",), tags=props.tags))
@@ -129,7 +152,7 @@ class GpuCluster(Construct):
             deletion_protection_enabled=props.deletion_protection or None, tags=tags)
 
         public = bool(props.endpoint_public_access_cidrs)
-        self.cluster = EksCluster(
+        self.cluster = EksClusterResource(
             self, "cluster", name=props.name, version=props.kubernetes_version, role_arn=self.cluster_role.arn,
             vpc_config=EksClusterVpcConfig(
                 subnet_ids=list(props.subnet_ids), endpoint_private_access=True, endpoint_public_access=public,
@@ -146,7 +169,7 @@ class GpuCluster(Construct):
             # outlive the nodes that need them.
             depends_on=[log_group, *cluster_role_ready, *node_role_ready])
         if public:
-            acknowledge(self.cluster, "MLF002", props.public_access_reason)
+            acknowledge(self.cluster, "MLF002", props.public_access_reason or "")
 
         EksAddon(self, "pod-identity-agent", cluster_name=self.cluster.name, addon_name=POD_IDENTITY_AGENT,
                  addon_version=props.pod_identity_agent_version, resolve_conflicts_on_create="OVERWRITE",
@@ -163,6 +186,29 @@ class GpuCluster(Construct):
                 ("eks_cluster_name", self.cluster.name, "EKS cluster the DR runbooks scale node groups in"),
                 ("eks_cluster_arn", self.cluster.arn, "EKS cluster ARN")):
             TerraformOutput(self, name, value=value, description=description).override_logical_id(name)
+
+    def add_gpu_pool(self, id_: str, options: EksGpuPoolOptions) -> EksGpuNodePool:
+        """A GPU node pool of this cluster, as CDK's `addNodegroupCapacity` adds one: its nodes join with
+        the cluster's node role, run in the cluster's subnets and encrypt their volumes with the cluster's
+        key. With EFA the pool takes the first subnet only (a cluster placement group lives in one AZ)
+        and the cluster security group, which admits its own members as EFA traffic needs.
+
+        The pool is created beside the cluster (`scope/id_`), not under it, so its Terraform address
+        does not change with the cluster's."""
+        efa = bool(options.efa_interfaces)
+        return EksGpuNodePool(self._scope, id_, EksGpuNodePoolProps(
+            **_settings(options), cluster_name=self.cluster_name, node_role_arn=self.node_role_arn,
+            subnet_ids=self.subnet_ids[:1] if efa else self.subnet_ids,
+            security_group_ids=(self.security_group_id,) if efa else (), account_id=self.account_id,
+            kms_key_arn=self.key.key_arn))
+
+    def add_system_pool(self, id_: str, options: EksSystemPoolOptions | None = None) -> EksSystemNodePool:
+        """The untainted pool for the cluster's add-ons, over all of the cluster's subnets (one per AZ),
+        with the cluster's node role and key; created beside the cluster like `add_gpu_pool`'s pools."""
+        return EksSystemNodePool(self._scope, id_, EksSystemNodePoolProps(
+            **_settings(options or EksSystemPoolOptions()), cluster_name=self.cluster_name,
+            node_role_arn=self.node_role_arn, subnet_ids=self.subnet_ids, account_id=self.account_id,
+            kms_key_arn=self.key.key_arn))
 
     def _access_entries(self, entries: tuple[AccessEntry, ...], tags: dict[str, str] | None) -> None:
         created: dict[str, EksAccessEntry] = {}
@@ -181,8 +227,8 @@ class GpuCluster(Construct):
                 depends_on=[created[entry.principal_arn]])
 
 
-def _validate(scope: Construct, props: GpuClusterProps) -> None:
-    require(bool(_CLUSTER_NAME.match(props.name)), scope, "name",
+def _validate(scope: Construct, props: EksClusterProps) -> None:
+    require(bool(EKS_CLUSTER_NAME.match(props.name)) and len(props.name) <= MAX_CLUSTER_NAME, scope, "name",
             f"{props.name!r}: letters, digits, '-' and '_', starting with a letter or digit, at most 57 "
             "characters (it names the cluster's IAM roles)")
     require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
@@ -212,9 +258,9 @@ def _validate(scope: Construct, props: GpuClusterProps) -> None:
     pairs: set[tuple[str, str]] = set()
     for i, entry in enumerate(props.access_entries):
         where = f"access_entries[{i}]"
-        require(bool(_PRINCIPAL.match(entry.principal_arn)), scope, f"{where}.principal_arn",
+        require(bool(IAM_ROLE_OR_USER_ARN.match(entry.principal_arn)), scope, f"{where}.principal_arn",
                 f"{entry.principal_arn!r} is not an IAM role or user ARN")
-        require(bool(_ACCESS_POLICY.match(entry.policy_arn)), scope, f"{where}.policy_arn",
+        require(bool(EKS_ACCESS_POLICY_ARN.match(entry.policy_arn)), scope, f"{where}.policy_arn",
                 f"{entry.policy_arn!r} is not an EKS access policy ARN "
                 "(arn:aws:eks::aws:cluster-access-policy/…)")
         require(entry.scope in ("cluster", "namespace"), scope, f"{where}.scope",
@@ -226,7 +272,7 @@ def _validate(scope: Construct, props: GpuClusterProps) -> None:
             require(not entry.namespaces, scope, f"{where}.namespaces",
                     "a cluster-scoped entry covers every namespace; use scope 'namespace' to limit it")
         for namespace in entry.namespaces:
-            require(bool(_NAMESPACE.match(namespace)), scope, f"{where}.namespaces",
+            require(bool(KUBERNETES_NAME.match(namespace)), scope, f"{where}.namespaces",
                     f"{namespace!r} is not a Kubernetes namespace name")
         pair = (entry.principal_arn, entry.policy_arn)
         require(pair not in pairs, scope, where, f"{entry.policy_arn} is already associated with {entry.principal_arn}")
@@ -236,3 +282,7 @@ def _validate(scope: Construct, props: GpuClusterProps) -> None:
 def _managed_policy(name: str) -> str:
     return f"arn:aws:iam::aws:policy/{name}"
 
+
+def _settings(options: EksGpuPoolOptions | EksSystemPoolOptions) -> dict:
+    """The options' fields as keywords (not `asdict`, which would turn a nested reservation into a dict)."""
+    return {f.name: getattr(options, f.name) for f in fields(options)}

@@ -14,7 +14,6 @@ address for the volume key would mean a new key, and volumes that the old one en
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,14 +21,29 @@ from cdktn import Token
 from cdktn_provider_aws.eks_node_group import EksNodeGroupLaunchTemplate
 from cdktn_provider_aws.kms_grant import KmsGrant
 from cdktn_provider_aws.launch_template import (
-    LaunchTemplate, LaunchTemplateBlockDeviceMappings, LaunchTemplateBlockDeviceMappingsEbs,
-    LaunchTemplateCapacityReservationSpecification, LaunchTemplateInstanceMarketOptions,
-    LaunchTemplateMetadataOptions, LaunchTemplateNetworkInterfaces, LaunchTemplatePlacement,
-    LaunchTemplateTagSpecifications)
+    LaunchTemplate,
+    LaunchTemplateBlockDeviceMappings,
+    LaunchTemplateBlockDeviceMappingsEbs,
+    LaunchTemplateCapacityReservationSpecification,
+    LaunchTemplateInstanceMarketOptions,
+    LaunchTemplateMetadataOptions,
+    LaunchTemplateNetworkInterfaces,
+    LaunchTemplatePlacement,
+    LaunchTemplateTagSpecifications,
+)
 from constructs import Construct
 
-from mlfleet.constructs.encryption_key import EncryptionKey, EncryptionKeyProps
-from mlfleet.constructs.validation import ACCOUNT_ID, require
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.validation import (
+    ACCOUNT_ID,
+    EC2_INSTANCE_TYPE,
+    EKS_CLUSTER_NAME,
+    EKS_NODE_GROUP_NAME,
+    KMS_KEY_OR_ALIAS_ARN,
+    KUBERNETES_LABEL_KEY,
+    KUBERNETES_LABEL_VALUE,
+    require,
+)
 
 # AMI type -> the EBS devices it boots from. Bottlerocket keeps its OS and its data (images,
 # container storage) on two volumes; both are encrypted, the data volume gets the size.
@@ -46,13 +60,6 @@ EBS_GRANT_OPERATIONS = ("CreateGrant", "Decrypt", "DescribeKey", "Encrypt", "Gen
                         "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom", "ReEncryptTo")
 AUTOSCALING_SERVICE_ROLE = "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
 
-_NODE_GROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
-_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
-_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-_KMS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/\S+$")
-_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
-_LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
-LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
 """A Kubernetes label value (also the shape of a taint value); empty allowed."""
 
 
@@ -74,13 +81,20 @@ class NodeLaunchTemplateProps:
     volume_key_alias: str | None = None
     """Alias of the created key; default `<cluster_name>-<pool_name>-volumes`."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the template and what it launches; default none."""
     # Launch options a pool may add to the baseline (capacity, EFA, placement).
     instance_type: str | None = None
+    """The instance type, where the node group cannot take it (a Capacity Block); default none."""
     instance_market_options: LaunchTemplateInstanceMarketOptions | None = None
+    """Market options (a Capacity Block's); default none."""
     capacity_reservation_specification: LaunchTemplateCapacityReservationSpecification | None = None
+    """The reservation the nodes launch into; default none."""
     network_interfaces: tuple[LaunchTemplateNetworkInterfaces, ...] = ()
+    """Network interfaces (EFA); default none."""
     vpc_security_group_ids: tuple[str, ...] = ()
+    """Node security groups, when not on the interfaces; default none."""
     placement: LaunchTemplatePlacement | None = None
+    """The placement group (EFA); default none."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ def add_node_launch_template(pool: Construct, props: NodeLaunchTemplateProps) ->
     if props.kms_key_arn is not None:
         key_arn = props.kms_key_arn
     else:
-        key_arn = EncryptionKey(pool, "volume-key", EncryptionKeyProps(
+        key_arn = KmsKey(pool, "volume-key", KmsKeyProps(
             alias=props.volume_key_alias or f"{qualified_name}-volumes", account_id=props.account_id,
             description=props.key_description, tags=tags)).key_arn
     grant = KmsGrant(
@@ -141,40 +155,50 @@ def add_node_launch_template(pool: Construct, props: NodeLaunchTemplateProps) ->
 
 
 class NodePoolProps(Protocol):
-    """The props every node pool has, checked by `validate_node_pool_props`."""
-    name: str
-    cluster_name: str
-    account_id: str
-    subnet_ids: tuple[str, ...]
-    instance_types: tuple[str, ...]
-    labels: dict[str, str]
-    root_volume_size_gib: int
-    kms_key_arn: str | None
-    volume_key_alias: str | None
+    """The props every node pool has, checked by `validate_node_pool_props` (read-only, as frozen props are)."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def cluster_name(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def subnet_ids(self) -> tuple[str, ...]: ...
+    @property
+    def instance_types(self) -> tuple[str, ...]: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
+    @property
+    def root_volume_size_gib(self) -> int: ...
+    @property
+    def kms_key_arn(self) -> str | None: ...
+    @property
+    def volume_key_alias(self) -> str | None: ...
 
 
 def validate_node_pool_props(scope: Construct, p: NodePoolProps) -> None:
     """Raise PropsError, naming the prop, for the first of the shared props that is invalid."""
-    require(bool(_NODE_GROUP_NAME.match(p.name)), scope, "name",
+    require(bool(EKS_NODE_GROUP_NAME.match(p.name)), scope, "name",
             f"{p.name!r}: letters, digits, '-' and '_', starting with a letter or digit, at most 63 characters")
     if not Token.is_unresolved(p.cluster_name):
-        require(bool(_CLUSTER_NAME.match(p.cluster_name)), scope, "cluster_name",
+        require(bool(EKS_CLUSTER_NAME.match(p.cluster_name)), scope, "cluster_name",
                 f"{p.cluster_name!r} is not an EKS cluster name")
     require(bool(ACCOUNT_ID.match(p.account_id)), scope, "account_id",
             f"{p.account_id!r} is not a 12-digit AWS account id")
     require(bool(p.subnet_ids), scope, "subnet_ids", "give at least one subnet")
     require(bool(p.instance_types), scope, "instance_types", "give at least one instance type")
     for i, instance_type in enumerate(p.instance_types):
-        require(bool(_INSTANCE_TYPE.match(instance_type)), scope, f"instance_types[{i}]",
+        require(bool(EC2_INSTANCE_TYPE.match(instance_type)), scope, f"instance_types[{i}]",
                 f"{instance_type!r} is not an EC2 instance type")
     require(len(set(p.instance_types)) == len(p.instance_types), scope, "instance_types", "lists a type twice")
     for key, value in p.labels.items():
-        require(bool(_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
-        require(bool(LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+        require(bool(KUBERNETES_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
+        require(bool(KUBERNETES_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
                 f"{value!r} is not a Kubernetes label value (63 characters: letters, digits, '-', '_', '.')")
     require(16 <= p.root_volume_size_gib <= 16384, scope, "root_volume_size_gib", "must be 16 to 16384 GiB (gp3)")
     if p.kms_key_arn is not None and not Token.is_unresolved(p.kms_key_arn):
-        require(bool(_KMS_KEY.match(p.kms_key_arn)), scope, "kms_key_arn", f"{p.kms_key_arn!r} is not a KMS key ARN")
+        require(bool(KMS_KEY_OR_ALIAS_ARN.match(p.kms_key_arn)), scope, "kms_key_arn",
+                f"{p.kms_key_arn!r} is not a KMS key ARN")
     require(p.kms_key_arn is None or p.volume_key_alias is None, scope, "volume_key_alias",
             "names a key the pool would create, but kms_key_arn is given")
     if p.kms_key_arn is None and p.volume_key_alias is None:

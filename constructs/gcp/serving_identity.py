@@ -31,26 +31,23 @@ from dataclasses import dataclass
 from cdktn import TerraformOutput
 from cdktn_provider_google.service_account import ServiceAccount
 from cdktn_provider_google.service_account_iam_member import ServiceAccountIamMember
-from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember, StorageBucketIamMemberCondition
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import PROJECT_ID, SERVICE_ACCOUNT_ID
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
+from mlfleet.constructs.validation import (
+    GCS_BUCKET_NAME,
+    GOOGLE_IAM_MEMBER,
+    GOOGLE_PROJECT_ID,
+    GOOGLE_SERVICE_ACCOUNT_ID,
+    KUBERNETES_NAME,
+    OBJECT_PREFIX,
+    require,
+)
 
-CANDIDATES = "candidates/"
-CHAMPION = "champion/"
-MANIFEST_NAME = "manifest.json"
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 IMPERSONATE = "roles/iam.serviceAccountTokenCreator"
-OBJECT_VIEWER = "roles/storage.objectViewer"
-OBJECT_CREATOR = "roles/storage.objectCreator"
-OBJECT_USER = "roles/storage.objectUser"
 PURPOSES = ("serving", "training", "review")
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[a-z0-9][a-z0-9/_-]*/$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # Named principals only: no allUsers, allAuthenticatedUsers or whole domains.
-_PRINCIPAL = re.compile(r"^(user|group|serviceAccount):[^\s@]+@[^\s@]+\.[a-z]{2,}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,9 +62,11 @@ class GcpServingIdentityProps:
     review_principals: tuple[str, ...]
     """Who may impersonate the review account: `user:`, `group:` or `serviceAccount:` emails."""
     models_prefix: str = "models/"
+    """Where artifacts live in the bucket; default `models/`."""
     namespace: str = "mlfleet"
+    """The runtime's Kubernetes namespace; default `mlfleet`."""
     service_account: str = "mlfleet-runtime"
-    """The runtime's Kubernetes service account."""
+    """The runtime's Kubernetes service account. Default: `mlfleet-runtime`."""
 
 
 class GcpServingIdentity(Construct):
@@ -76,10 +75,12 @@ class GcpServingIdentity(Construct):
     def __init__(self, scope: Construct, id_: str, props: GcpServingIdentityProps):
         super().__init__(scope, id_)
         _validate(self, props)
-        project, bucket = props.project_id, props.bucket_name
-        self.candidates_prefix = f"{props.models_prefix}{CANDIDATES}"
-        self.champion_prefix = f"{props.models_prefix}{CHAMPION}"
-        self.manifest_key = f"{self.champion_prefix}{MANIFEST_NAME}"
+        project = props.project_id
+        # The bucket's attributes: each binding below is the bucket's grant (artifact_grants).
+        artifacts = GcsArtifactBucket(bucket_name=props.bucket_name, models_prefix=props.models_prefix)
+        self.candidates_prefix = artifacts.candidates_prefix
+        self.champion_prefix = artifacts.champion_prefix
+        self.manifest_key = artifacts.manifest_key
         self.workload_identity_member = \
             f"serviceAccount:{project}.svc.id.goog[{props.namespace}/{props.service_account}]"
 
@@ -99,26 +100,13 @@ class GcpServingIdentity(Construct):
                 ServiceAccountIamMember(self, f"{purpose}-impersonator-{_slug(principal)}",
                                         service_account_id=accounts[purpose].name, role=IMPERSONATE, member=principal)
 
-        def objects(prefix: str) -> str:
-            return f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}")'
-
-        listing = 'resource.type == "storage.googleapis.com/Bucket"'
-        grants = (
-            ("serving", OBJECT_VIEWER, "champion-read", objects(self.champion_prefix),
-             "Read champion artifacts and the manifest only"),
-            ("training", OBJECT_CREATOR, "candidate-write", objects(self.candidates_prefix),
-             "Create candidate artifacts only (no overwrite, no champion)"),
-            # Listing is checked on the bucket, not on objects: review lists names, reads models.
-            ("review", OBJECT_VIEWER, "models-read", f"{listing} || {objects(props.models_prefix)}",
-             "List the bucket and read every model artifact"),
-            ("review", OBJECT_USER, "champion-publish", objects(self.champion_prefix),
-             "Publish champion artifacts and the manifest"),
-        )
-        self.bucket_grants = [StorageBucketIamMember(
-            self, f"{purpose}-{title}", bucket=bucket, role=role,
-            member=f"serviceAccount:{accounts[purpose].email}",
-            condition=StorageBucketIamMemberCondition(title=title, description=description, expression=expression))
-            for purpose, role, title, expression, description in grants]
+        member = {purpose: f"serviceAccount:{accounts[purpose].email}" for purpose in PURPOSES}
+        self.bucket_grants = [
+            artifacts.grant_read_champions(self, "serving-champion-read", member["serving"]),
+            artifacts.grant_write_candidates(self, "training-candidate-write", member["training"]),
+            artifacts.grant_read_models(self, "review-models-read", member["review"]),
+            artifacts.grant_publish_champions(self, "review-champion-publish", member["review"]),
+        ]
 
         self.serving_email: str = self.serving_account.email
         self.training_email: str = self.training_account.email
@@ -134,24 +122,24 @@ def _slug(principal: str) -> str:
 
 
 def _validate(scope: Construct, p: GcpServingIdentityProps) -> None:
-    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
     longest = f"{p.name_prefix}-training"
-    require(bool(SERVICE_ACCOUNT_ID.match(longest)), scope, "name_prefix",
+    require(bool(GOOGLE_SERVICE_ACCOUNT_ID.match(longest)), scope, "name_prefix",
             f"{p.name_prefix!r} makes {longest!r}, not a service account id "
             "(6 to 30 lowercase letters, digits and '-', starting with a letter)")
-    require(bool(_BUCKET_NAME.match(p.bucket_name)), scope, "bucket_name",
+    require(bool(GCS_BUCKET_NAME.match(p.bucket_name)), scope, "bucket_name",
             f"{p.bucket_name!r} is not a Cloud Storage bucket name")
-    require(bool(_PREFIX.match(p.models_prefix)), scope, "models_prefix",
+    require(bool(OBJECT_PREFIX.match(p.models_prefix)), scope, "models_prefix",
             f"{p.models_prefix!r}: lowercase letters, digits, '-', '_', '/', ending with '/'")
     for prop in ("namespace", "service_account"):
-        require(bool(_K8S_NAME.match(getattr(p, prop))), scope, prop,
+        require(bool(KUBERNETES_NAME.match(getattr(p, prop))), scope, prop,
                 f"{getattr(p, prop)!r} is not a Kubernetes name")
     for prop in ("training_principals", "review_principals"):
         principals = getattr(p, prop)
         require(bool(principals), scope, prop, "name at least one principal")
         for i, principal in enumerate(principals):
-            require(bool(_PRINCIPAL.match(principal)), scope, f"{prop}[{i}]",
+            require(bool(GOOGLE_IAM_MEMBER.match(principal)), scope, f"{prop}[{i}]",
                     f"{principal!r} is not a named principal (user:, group: or serviceAccount: email); "
                     "allUsers, allAuthenticatedUsers and domains are refused")
         require(len(set(principals)) == len(principals), scope, prop, "lists a principal twice")

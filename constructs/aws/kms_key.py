@@ -7,33 +7,33 @@ without reading this region's state (principle 1: failure domains first).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 from cdktn_provider_aws.kms_alias import KmsAlias
-from cdktn_provider_aws.kms_key import KmsKey
+from cdktn_provider_aws.kms_key import KmsKey as KmsKeyResource
 from cdktn_provider_aws.kms_replica_key import KmsReplicaKey
 from constructs import Construct
 
-from mlfleet.constructs.validation import ACCOUNT_ID, require
-
-_ALIAS = re.compile(r"^[a-zA-Z0-9/_-]{1,250}$")
+from mlfleet.constructs.validation import ACCOUNT_ID, KMS_ALIAS_NAME, require
 
 
 @dataclass(frozen=True, kw_only=True)
-class EncryptionKeyProps:
+class KmsKeyProps:
     alias: str
     """Alias without the `alias/` prefix, e.g. `mlfleet-prod-artifacts`."""
     account_id: str
     description: str = "mlfleet data key"
+    """The key's description; default `mlfleet data key`."""
     deletion_window_days: int = 30
+    """Days a key scheduled for deletion stays recoverable (7 to 30); default `30`."""
     multi_region: bool = False
-    """Create a multi-Region primary key (its replicas can then be made in other regions)."""
+    """Create a multi-Region primary key (its replicas can then be made in other regions). Default: off."""
     replica_of_arn: str | None = None
-    """Make this key a replica of that multi-Region primary key (`arn:…:key/mrk-…`)."""
+    """Make this key a replica of that multi-Region primary key (`arn:…:key/mrk-…`). Default: none."""
     service_principals: tuple[str, ...] = field(default=())
-    """AWS services (e.g. `logs.us-east-1.amazonaws.com`) allowed to use the key in this account."""
+    """AWS services (e.g. `logs.us-east-1.amazonaws.com`) allowed to use the key in this account. Default: none."""
     tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the key; default none."""
 
 
 def alias_arn(region: str, account_id: str, alias: str) -> str:
@@ -41,12 +41,12 @@ def alias_arn(region: str, account_id: str, alias: str) -> str:
     return f"arn:aws:kms:{region}:{account_id}:alias/{alias}"
 
 
-class EncryptionKey(Construct):
+class KmsKey(Construct):
     """KMS key (rotated yearly, 30-day deletion window) with an account-scoped key policy."""
 
-    def __init__(self, scope: Construct, id_: str, props: EncryptionKeyProps):
+    def __init__(self, scope: Construct, id_: str, props: KmsKeyProps):
         super().__init__(scope, id_)
-        require(bool(_ALIAS.match(props.alias)) and not props.alias.startswith("aws/"), self,
+        require(bool(KMS_ALIAS_NAME.match(props.alias)) and not props.alias.startswith("aws/"), self,
                 "alias", f"{props.alias!r} is not a valid customer key alias")
         require(ACCOUNT_ID.match(props.account_id) is not None, self, "account_id",
                 f"{props.account_id!r} is not a 12-digit AWS account id")
@@ -65,7 +65,7 @@ class EncryptionKey(Construct):
                 self, "key", primary_key_arn=props.replica_of_arn, description=props.description,
                 deletion_window_in_days=props.deletion_window_days, policy=policy, tags=tags)
         else:
-            self.key = KmsKey(
+            self.key = KmsKeyResource(
                 self, "key", description=props.description, enable_key_rotation=True,
                 deletion_window_in_days=props.deletion_window_days,
                 multi_region=props.multi_region or None, policy=policy, tags=tags)

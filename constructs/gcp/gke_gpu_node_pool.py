@@ -1,4 +1,4 @@
-"""A pool of GPU nodes on GKE: the Google counterpart of `gpu_node_pool.GpuNodePool`.
+"""A pool of GPU nodes on GKE: the Google counterpart of `aws.eks_gpu_node_pool.EksGpuNodePool`.
 
 - Every node carries the `nvidia.com/gpu=<value>:NoSchedule` taint, so only pods that ask for
   GPUs land on (and pay for) GPU nodes. GKE installs the NVIDIA driver (DEFAULT or LATEST).
@@ -26,17 +26,37 @@ from typing import Literal
 
 from cdktn import TerraformResourceLifecycle, Token
 from cdktn_provider_google.container_node_pool import (
-    ContainerNodePool, ContainerNodePoolAutoscaling, ContainerNodePoolManagement, ContainerNodePoolNodeConfig,
-    ContainerNodePoolNodeConfigGuestAccelerator, ContainerNodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfig,
-    ContainerNodePoolNodeConfigGuestAcceleratorGpuSharingConfig, ContainerNodePoolNodeConfigReservationAffinity,
-    ContainerNodePoolNodeConfigShieldedInstanceConfig, ContainerNodePoolNodeConfigTaint,
-    ContainerNodePoolNodeConfigWorkloadMetadataConfig, ContainerNodePoolQueuedProvisioning,
-    ContainerNodePoolUpgradeSettings)
+    ContainerNodePool,
+    ContainerNodePoolAutoscaling,
+    ContainerNodePoolManagement,
+    ContainerNodePoolNodeConfig,
+    ContainerNodePoolNodeConfigGuestAccelerator,
+    ContainerNodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfig,
+    ContainerNodePoolNodeConfigGuestAcceleratorGpuSharingConfig,
+    ContainerNodePoolNodeConfigReservationAffinity,
+    ContainerNodePoolNodeConfigShieldedInstanceConfig,
+    ContainerNodePoolNodeConfigTaint,
+    ContainerNodePoolNodeConfigWorkloadMetadataConfig,
+    ContainerNodePoolQueuedProvisioning,
+    ContainerNodePoolUpgradeSettings,
+)
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import PROJECT_ID, REGION, RESOURCE_NAME, ZONE, require_key_id
+from mlfleet.constructs.gcp.kms_key import require_key_id
 from mlfleet.constructs.standby_pool import add_pool_outputs, pool_sizes, validate_standby_sizes
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import (
+    GOOGLE_ACCELERATOR_TYPE,
+    GOOGLE_MACHINE_TYPE,
+    GOOGLE_PROJECT_ID,
+    GOOGLE_REGION,
+    GOOGLE_RESERVATION,
+    GOOGLE_RESOURCE_NAME,
+    GOOGLE_SERVICE_ACCOUNT_EMAIL,
+    GOOGLE_ZONE,
+    KUBERNETES_LABEL_KEY,
+    KUBERNETES_LABEL_VALUE,
+    require,
+)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 DRIVER_VERSIONS = ("DEFAULT", "LATEST")
@@ -52,14 +72,7 @@ MIG_ACCELERATORS = ("nvidia-tesla-a100", "nvidia-a100-80gb", "nvidia-h100-80gb",
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 MAX_POOL_NODES = 1000
 
-_ACCELERATOR = re.compile(r"^nvidia-[a-z0-9-]+$")
-_MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
 _MIG_PARTITION = re.compile(r"^[1-7]g\.\d+gb$")
-_RESERVATION = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/reservations/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$")
-_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
-_LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
-_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,17 +86,30 @@ class GpuSharing:
 class ReservationAffinity:
     """Which Compute Engine reservations the nodes consume."""
     type: Literal["NONE", "ANY", "SPECIFIC"] = "ANY"
+    """NONE, ANY or SPECIFIC (prefer the factories: `none()`, `any()`, `specific(name)`); default `ANY`."""
     name: str | None = None
-    """SPECIFIC: the reservation's name, or `projects/P/reservations/NAME` for a shared one."""
+    """SPECIFIC: the reservation's name, or `projects/P/reservations/NAME` for a shared one. Default: none."""
+
+    @classmethod
+    def none(cls) -> ReservationAffinity:
+        """Never consume a reservation."""
+        return cls(type="NONE")
+
+    @classmethod
+    def any(cls) -> ReservationAffinity:
+        """Consume any matching reservation, else on-demand capacity (GKE's default)."""
+        return cls(type="ANY")
+
+    @classmethod
+    def specific(cls, name: str) -> ReservationAffinity:
+        """Consume only the named reservation (`projects/P/reservations/NAME` for a shared one)."""
+        return cls(type="SPECIFIC", name=name)
 
 
 @dataclass(frozen=True, kw_only=True)
-class GkeGpuNodePoolProps:
-    project_id: str
-    cluster: str
-    """The cluster's id or name; pass `GkeCluster.cluster_id` so the pool is created after it."""
-    region: str
-    """The cluster's region."""
+class GkeGpuPoolOptions:
+    """A GPU pool's own settings. `GkeCluster.add_gpu_pool` adds the cluster's (project, region,
+    node service account, boot disk key)."""
     name: str
     """Node pool name, unique in the cluster; also names the pool's outputs."""
     node_locations: tuple[str, ...]
@@ -92,38 +118,57 @@ class GkeGpuNodePoolProps:
     accelerator_type: str
     accelerator_count: int
     """GPUs on each node."""
+    max_size: int
+    """Most nodes, across all zones."""
+    min_size: int = 0
+    """Nodes the pool always runs when it serves (in a standby: once failed over), across all zones. Default: `0`."""
+    driver_version: Literal["DEFAULT", "LATEST"] = "DEFAULT"
+    """The NVIDIA driver GKE installs (default: the GKE version's default driver)."""
+    gpu_sharing: GpuSharing | None = None
+    """Share each GPU between containers (default: one container per GPU)."""
+    mig_partition_size: str | None = None
+    """MIG partition of each GPU, e.g. `1g.10gb` (A100, H100, H200 only). Default: none."""
+    location_policy: Literal["BALANCED", "ANY"] = "BALANCED"
+    """BALANCED spreads nodes over the zones; ANY takes capacity wherever it is (spot, scarce GPUs).
+    Default: `BALANCED`."""
+    spot: bool = False
+    """Spot VMs (default: on-demand)."""
+    reservation: ReservationAffinity = field(default_factory=ReservationAffinity.any)
+    """Which reservations the nodes consume (default: any matching one, else on-demand)."""
+    queued_provisioning: bool = False
+    """Nodes only through ProvisioningRequests (Dynamic Workload Scheduler). Default: off."""
+    standby: bool = False
+    """A standby pool runs `warm_size` nodes until a failover scales it to `failover_size`. Default: off."""
+    warm_size: int = 0
+    """Standby: the nodes it runs before a failover (default none)."""
+    failover_size: int | None = None
+    """Standby: the size a failover scales to; default `min_size`."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Kubernetes labels on every node (default none)."""
+    gpu_taint_value: str = "present"
+    """Value of the `nvidia.com/gpu` NoSchedule taint. Default: `present`."""
+    disk_type: Literal["pd-balanced", "pd-ssd", "hyperdisk-balanced"] = "pd-balanced"
+    """Boot disk type; the newest GPU machines (A3 Ultra, A4) take only hyperdisk-balanced. Default: `pd-balanced`."""
+    disk_size_gb: int = 200
+    """Room for CUDA images and model caches. Default: `200`."""
+    auto_upgrade: bool = True
+    """Let GKE upgrade the nodes with the cluster's release channel. Default: on."""
+    resource_labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the nodes' VMs and disks (billing; default none)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GkeGpuNodePoolProps(GkeGpuPoolOptions):
+    """A pool's settings and the cluster it joins, given by name (`GkeCluster.add_gpu_pool` fills them in)."""
+    project_id: str
+    cluster: str
+    """The cluster's id or name; pass `GkeCluster.cluster_id` so the pool is created after it."""
+    region: str
+    """The cluster's region."""
     node_service_account: str
     """The nodes' service account email (`GkeCluster.node_service_account_email`)."""
     boot_disk_kms_key: str
     """Crypto key in the pool's region for the boot disks (`GkeCluster.kms_key_id`)."""
-    max_size: int
-    """Most nodes, across all zones."""
-    min_size: int = 0
-    """Nodes the pool always runs when it serves (in a standby: once failed over), across all zones."""
-    driver_version: Literal["DEFAULT", "LATEST"] = "DEFAULT"
-    gpu_sharing: GpuSharing | None = None
-    mig_partition_size: str | None = None
-    """MIG partition of each GPU, e.g. `1g.10gb` (A100, H100, H200 only)."""
-    location_policy: Literal["BALANCED", "ANY"] = "BALANCED"
-    """BALANCED spreads nodes over the zones; ANY takes capacity wherever it is (spot, scarce GPUs)."""
-    spot: bool = False
-    reservation: ReservationAffinity = field(default_factory=ReservationAffinity)
-    queued_provisioning: bool = False
-    """Nodes only through ProvisioningRequests (Dynamic Workload Scheduler)."""
-    standby: bool = False
-    """A standby pool runs `warm_size` nodes until a failover scales it to `failover_size`."""
-    warm_size: int = 0
-    failover_size: int | None = None
-    """Standby: the size a failover scales to; default `min_size`."""
-    labels: dict[str, str] = field(default_factory=dict)
-    gpu_taint_value: str = "present"
-    disk_type: Literal["pd-balanced", "pd-ssd", "hyperdisk-balanced"] = "pd-balanced"
-    """Boot disk type; the newest GPU machines (A3 Ultra, A4) take only hyperdisk-balanced."""
-    disk_size_gb: int = 200
-    """Room for CUDA images and model caches."""
-    auto_upgrade: bool = True
-    resource_labels: dict[str, str] = field(default_factory=dict)
-    """Google Cloud labels on the nodes' VMs and disks (billing)."""
 
 
 class GkeGpuNodePool(Construct):
@@ -190,27 +235,27 @@ class GkeGpuNodePool(Construct):
 
 
 def _validate(scope: Construct, p: GkeGpuNodePoolProps) -> None:
-    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(RESOURCE_NAME.match(p.name)) and len(p.name) <= 40, scope, "name",
+    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.match(p.name)) and len(p.name) <= 40, scope, "name",
             f"{p.name!r}: lowercase letters, digits and '-', starting with a letter, at most 40 characters")
     if not Token.is_unresolved(p.cluster):
         require(bool(p.cluster), scope, "cluster", "name the cluster")
     require(bool(p.node_locations), scope, "node_locations",
             "give at least one zone where the accelerator is offered")
     for i, zone in enumerate(p.node_locations):
-        match = ZONE.match(zone)
+        match = GOOGLE_ZONE.match(zone)
         require(match is not None and match[1] == p.region, scope, f"node_locations[{i}]",
                 f"{zone!r} is not a zone of {p.region}")
     require(len(set(p.node_locations)) == len(p.node_locations), scope, "node_locations", "lists a zone twice")
-    require(bool(_MACHINE_TYPE.match(p.machine_type)), scope, "machine_type",
+    require(bool(GOOGLE_MACHINE_TYPE.match(p.machine_type)), scope, "machine_type",
             f"{p.machine_type!r} is not a Compute Engine machine type")
-    require(bool(_ACCELERATOR.match(p.accelerator_type)), scope, "accelerator_type",
+    require(bool(GOOGLE_ACCELERATOR_TYPE.match(p.accelerator_type)), scope, "accelerator_type",
             f"{p.accelerator_type!r} is not an NVIDIA accelerator type (nvidia-…)")
     require(1 <= p.accelerator_count <= 16, scope, "accelerator_count", "a node has 1 to 16 GPUs")
     if not Token.is_unresolved(p.node_service_account):
-        require(bool(_SERVICE_ACCOUNT.match(p.node_service_account)), scope, "node_service_account",
+        require(bool(GOOGLE_SERVICE_ACCOUNT_EMAIL.match(p.node_service_account)), scope, "node_service_account",
                 f"{p.node_service_account!r} is not a user-managed service account email")
     require_key_id(scope, "boot_disk_kms_key", p.boot_disk_kms_key, p.region)
     require(p.driver_version in DRIVER_VERSIONS, scope, "driver_version",
@@ -219,10 +264,10 @@ def _validate(scope: Construct, p: GkeGpuNodePoolProps) -> None:
     _validate_sizes(scope, p)
     _validate_capacity(scope, p)
     for key, value in p.labels.items():
-        require(bool(_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
-        require(bool(_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+        require(bool(KUBERNETES_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
+        require(bool(KUBERNETES_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
                 f"{value!r} is not a Kubernetes label value (63 characters: letters, digits, '-', '_', '.')")
-    require(bool(p.gpu_taint_value) and bool(_LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
+    require(bool(p.gpu_taint_value) and bool(KUBERNETES_LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
             f"{p.gpu_taint_value!r} is not a taint value (63 characters: letters, digits, '-', '_', '.')")
     require(p.disk_type in DISK_TYPES, scope, "disk_type", f"{p.disk_type!r} is not one of {', '.join(DISK_TYPES)}")
     require(10 <= p.disk_size_gb <= 65536, scope, "disk_size_gb", "must be 10 to 65536 GB")
@@ -258,7 +303,7 @@ def _validate_capacity(scope: Construct, p: GkeGpuNodePoolProps) -> None:
     require(reservation.type in AFFINITIES, scope, "reservation.type",
             f"{reservation.type!r} is not one of {', '.join(AFFINITIES)}")
     if reservation.type == "SPECIFIC":
-        require(reservation.name is not None and bool(_RESERVATION.match(reservation.name)), scope,
+        require(reservation.name is not None and bool(GOOGLE_RESERVATION.match(reservation.name)), scope,
                 "reservation.name", f"{reservation.name!r} is not a reservation name (or projects/P/reservations/NAME)")
         require(not p.spot, scope, "reservation", "a reservation holds on-demand capacity, not spot")
     else:

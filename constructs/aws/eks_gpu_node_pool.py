@@ -22,19 +22,30 @@ from typing import Literal
 from cdktn import TerraformResourceLifecycle
 from cdktn_provider_aws.autoscaling_group_tag import AutoscalingGroupTagA, AutoscalingGroupTagTag
 from cdktn_provider_aws.eks_node_group import (
-    EksNodeGroup, EksNodeGroupNodeRepairConfig, EksNodeGroupScalingConfig, EksNodeGroupTaint,
-    EksNodeGroupUpdateConfig)
+    EksNodeGroup,
+    EksNodeGroupNodeRepairConfig,
+    EksNodeGroupScalingConfig,
+    EksNodeGroupTaint,
+    EksNodeGroupUpdateConfig,
+)
 from cdktn_provider_aws.launch_template import (
     LaunchTemplateCapacityReservationSpecification,
-    LaunchTemplateCapacityReservationSpecificationCapacityReservationTarget, LaunchTemplateInstanceMarketOptions,
-    LaunchTemplateNetworkInterfaces, LaunchTemplatePlacement)
+    LaunchTemplateCapacityReservationSpecificationCapacityReservationTarget,
+    LaunchTemplateInstanceMarketOptions,
+    LaunchTemplateNetworkInterfaces,
+    LaunchTemplatePlacement,
+)
 from cdktn_provider_aws.placement_group import PlacementGroup
 from constructs import Construct
 
-from mlfleet.constructs.node_launch_template import (
-    AMI_DEVICES, LABEL_VALUE, NodeLaunchTemplateProps, add_node_launch_template, validate_node_pool_props)
+from mlfleet.constructs.aws.node_launch_template import (
+    AMI_DEVICES,
+    NodeLaunchTemplateProps,
+    add_node_launch_template,
+    validate_node_pool_props,
+)
 from mlfleet.constructs.standby_pool import add_pool_outputs, pool_sizes, validate_standby_sizes
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import CAPACITY_RESERVATION_ID, KUBERNETES_LABEL_VALUE, RESOURCE_GROUP_ARN, require
 
 GPU_RESOURCE = "nvidia.com/gpu"
 NVIDIA_AMI_DEVICES: dict[str, tuple[str, ...]] = {
@@ -43,64 +54,101 @@ CAPACITY_TYPES = ("ON_DEMAND", "SPOT", "CAPACITY_BLOCK")
 AUTOSCALER_PREFIX = "k8s.io/cluster-autoscaler"
 MAX_EFA_INTERFACES = 32  # p5.48xlarge: one per network card
 
-_RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8,17}$")
-_RESOURCE_GROUP = re.compile(r"^arn:aws[a-z-]*:resource-groups:[a-z0-9-]+:\d{12}:group/[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Reserved capacity a pool launches into. Make one with the factory of its kind, which takes
+    exactly what that kind needs: one reservation, a resource group of them, or a Capacity Block."""
+    kind: Literal["odcr", "resource-group", "capacity-block"]
+    target: str
+    """The capacity reservation id (`cr-…`) or, for `resource-group`, the group's ARN."""
+
+    @classmethod
+    def odcr(cls, capacity_reservation_id: str) -> Reservation:
+        """An on-demand capacity reservation (ON_DEMAND pools). A launch template targets a single
+        one: put several in a resource group."""
+        return cls("odcr", capacity_reservation_id)
+
+    @classmethod
+    def resource_group(cls, arn: str) -> Reservation:
+        """A resource group of on-demand capacity reservations (ON_DEMAND pools)."""
+        return cls("resource-group", arn)
+
+    @classmethod
+    def capacity_block(cls, capacity_reservation_id: str) -> Reservation:
+        """The Capacity Block for ML a CAPACITY_BLOCK pool launches into, by its reservation id."""
+        return cls("capacity-block", capacity_reservation_id)
+
+    @property
+    def capacity_reservation_id(self) -> str | None:
+        return None if self.kind == "resource-group" else self.target
+
+    @property
+    def resource_group_arn(self) -> str | None:
+        return self.target if self.kind == "resource-group" else None
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReservationTarget:
-    """On-demand capacity the pool launches into: one reservation, or a resource group of them."""
-    capacity_reservation_ids: tuple[str, ...] = ()
-    """At most one: a launch template targets a single reservation (group several in a resource group)."""
-    resource_group_arn: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class GpuNodePoolProps:
-    cluster_name: str
-    """The cluster's name; pass the cluster construct's `cluster_name` so the pool is created after it."""
-    node_role_arn: str
-    subnet_ids: tuple[str, ...]
+class EksGpuPoolOptions:
+    """A GPU pool's own settings. `EksCluster.add_gpu_pool` adds the cluster's (role, subnets, key)."""
     name: str
     """Node group name, unique in the cluster; also names the pool's outputs."""
-    account_id: str
     instance_types: tuple[str, ...]
     gpus_per_node: int
     """GPUs on each node (the smallest of the instance types): the autoscaler's scale-from-zero template."""
     max_size: int
     min_size: int = 0
-    """Nodes the pool always runs when it serves (in a standby: once failed over)."""
+    """Nodes the pool always runs when it serves (in a standby: once failed over). Default: `0`."""
     ami_type: str = "AL2023_x86_64_NVIDIA"
+    """An NVIDIA AMI type (default: Amazon Linux 2023's)."""
     capacity_type: Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"] = "ON_DEMAND"
-    reservation: ReservationTarget | None = None
-    """Capacity reservation to launch into (ON_DEMAND), or the Capacity Block (CAPACITY_BLOCK, required)."""
+    """On-demand, spot, or a Capacity Block for ML; default `ON_DEMAND`."""
+    reservation: Reservation | None = None
+    """Capacity reservation to launch into (ON_DEMAND), or the Capacity Block (CAPACITY_BLOCK, required);
+    default: none."""
     standby: bool = False
-    """A standby pool runs `warm_size` nodes until a failover scales it to `failover_size`."""
+    """A standby pool runs `warm_size` nodes until a failover scales it to `failover_size`. Default: off."""
     warm_size: int = 0
+    """Standby: the nodes it runs before a failover (default none)."""
     failover_size: int | None = None
     """Standby: the size a failover scales to; default `min_size`."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Kubernetes labels on every node (default none)."""
     gpu_taint_value: str = "present"
+    """Value of the `nvidia.com/gpu` NoSchedule taint. Default: `present`."""
     efa_interfaces: int = 0
     """EFA interfaces per node, one per network card (p5.48xlarge: 32, p4d.24xlarge: 4); 0: no EFA.
-    Every instance type of the pool needs that many network cards."""
+    Every instance type of the pool needs that many network cards. Default: `0`."""
+    volume_key_alias: str | None = None
+    """Alias of the created volume key; default `<cluster_name>-<name>-volumes`."""
+    root_volume_size_gib: int = 200
+    """Room for CUDA images and model caches (Bottlerocket: the data volume). Default: `200`."""
+    node_auto_repair: bool = True
+    """Let EKS replace nodes that report unhealthy. Default: on."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """AWS tags on the pool's resources (default none)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EksGpuNodePoolProps(EksGpuPoolOptions):
+    """A pool's settings and the cluster it joins, given by name (`EksCluster.add_gpu_pool` fills them in)."""
+    cluster_name: str
+    """The cluster's name; pass the cluster construct's `cluster_name` so the pool is created after it."""
+    node_role_arn: str
+    subnet_ids: tuple[str, ...]
+    account_id: str
     security_group_ids: tuple[str, ...] = ()
     """Node security groups (default: EKS's cluster security group). Required with EFA, whose
     traffic needs a group that admits its own members, as the cluster security group does."""
     kms_key_arn: str | None = None
     """Key for the node volumes; default: a key created for the pool."""
-    volume_key_alias: str | None = None
-    """Alias of the created volume key; default `<cluster_name>-<name>-volumes`."""
-    root_volume_size_gib: int = 200
-    """Room for CUDA images and model caches (Bottlerocket: the data volume)."""
-    node_auto_repair: bool = True
-    tags: dict[str, str] = field(default_factory=dict)
 
 
-class GpuNodePool(Construct):
+class EksGpuNodePool(Construct):
     """A tainted, IMDSv2-only, encrypted GPU node group (see module docstring)."""
 
-    def __init__(self, scope: Construct, id_: str, props: GpuNodePoolProps):
+    def __init__(self, scope: Construct, id_: str, props: EksGpuNodePoolProps):
         super().__init__(scope, id_)
         _validate(self, props)
         tags = dict(props.tags)
@@ -129,8 +177,7 @@ class GpuNodePool(Construct):
             if capacity_block else None,
             capacity_reservation_specification=LaunchTemplateCapacityReservationSpecification(
                 capacity_reservation_target=LaunchTemplateCapacityReservationSpecificationCapacityReservationTarget(
-                    capacity_reservation_id=reservation.capacity_reservation_ids[0]
-                    if reservation.capacity_reservation_ids else None,
+                    capacity_reservation_id=reservation.capacity_reservation_id,
                     capacity_reservation_resource_group_arn=reservation.resource_group_arn))
             if reservation else None,
             network_interfaces=tuple(LaunchTemplateNetworkInterfaces(
@@ -175,7 +222,7 @@ class GpuNodePool(Construct):
                                              "EKS node group of the pool"), self.sizes)
 
     @staticmethod
-    def _node_template_tags(props: GpuNodePoolProps) -> dict[str, str]:
+    def _node_template_tags(props: EksGpuNodePoolProps) -> dict[str, str]:
         template = f"{AUTOSCALER_PREFIX}/node-template"
         tags = {f"{template}/label/{k}": v for k, v in sorted(props.labels.items())}
         tags[f"{template}/taint/{GPU_RESOURCE}"] = f"{props.gpu_taint_value}:NoSchedule"
@@ -183,18 +230,18 @@ class GpuNodePool(Construct):
         return tags
 
 
-def _validate(scope: Construct, p: GpuNodePoolProps) -> None:
+def _validate(scope: Construct, p: EksGpuNodePoolProps) -> None:
     validate_node_pool_props(scope, p)
     require(p.ami_type in NVIDIA_AMI_DEVICES, scope, "ami_type",
             f"{p.ami_type!r} is not an NVIDIA AMI type; use one of {', '.join(NVIDIA_AMI_DEVICES)}")
     require(p.gpus_per_node >= 1, scope, "gpus_per_node", "a GPU node has at least one GPU")
     _validate_sizes(scope, p)
     _validate_capacity(scope, p)
-    require(bool(p.gpu_taint_value) and bool(LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
+    require(bool(p.gpu_taint_value) and bool(KUBERNETES_LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
             f"{p.gpu_taint_value!r} is not a taint value (63 characters: letters, digits, '-', '_', '.')")
 
 
-def _validate_sizes(scope: Construct, p: GpuNodePoolProps) -> None:
+def _validate_sizes(scope: Construct, p: EksGpuNodePoolProps) -> None:
     require(p.max_size >= 1, scope, "max_size", "an EKS node group holds at least one node")
     require(0 <= p.min_size <= p.max_size, scope, "min_size",
             f"{p.min_size} is not between 0 and max_size ({p.max_size})")
@@ -202,30 +249,29 @@ def _validate_sizes(scope: Construct, p: GpuNodePoolProps) -> None:
                            failover_size=p.failover_size)
 
 
-def _validate_capacity(scope: Construct, p: GpuNodePoolProps) -> None:
+def _validate_capacity(scope: Construct, p: EksGpuNodePoolProps) -> None:
     require(p.capacity_type in CAPACITY_TYPES, scope, "capacity_type",
             f"{p.capacity_type!r} is not one of {', '.join(CAPACITY_TYPES)}")
     reservation = p.reservation
     if reservation is not None:
         require(p.capacity_type != "SPOT", scope, "reservation",
                 "capacity reservations hold on-demand capacity, not spot")
-        ids, group = reservation.capacity_reservation_ids, reservation.resource_group_arn
-        require(bool(ids) != (group is not None), scope, "reservation",
-                "give capacity_reservation_ids or resource_group_arn, not both and not neither")
-        require(len(ids) <= 1, scope, "reservation.capacity_reservation_ids",
-                f"a launch template targets one reservation, got {len(ids)}; put them in a resource group "
-                "and give resource_group_arn")
-        for reservation_id in ids:
-            require(bool(_RESERVATION_ID.match(reservation_id)), scope, "reservation.capacity_reservation_ids",
+        reservation_id, group = reservation.capacity_reservation_id, reservation.resource_group_arn
+        if reservation_id is not None:
+            require(bool(CAPACITY_RESERVATION_ID.match(reservation_id)), scope, "reservation.capacity_reservation_id",
                     f"{reservation_id!r} is not a capacity reservation id (cr-…)")
         if group is not None:
-            require(bool(_RESOURCE_GROUP.match(group)), scope, "reservation.resource_group_arn",
+            require(bool(RESOURCE_GROUP_ARN.match(group)), scope, "reservation.resource_group_arn",
                     f"{group!r} is not a resource group ARN")
+    block = reservation is not None and reservation.kind == "capacity-block"
     if p.capacity_type == "CAPACITY_BLOCK":
-        require(reservation is not None and len(reservation.capacity_reservation_ids) == 1, scope, "reservation",
-                "a CAPACITY_BLOCK pool launches into its Capacity Block: give its reservation id")
+        require(block, scope, "reservation",
+                "a CAPACITY_BLOCK pool launches into its Capacity Block: give Reservation.capacity_block(<its id>)")
         require(len(p.instance_types) == 1, scope, "instance_types",
                 "a CAPACITY_BLOCK pool takes exactly one instance type, the block's")
+    else:
+        require(not block, scope, "reservation",
+                f"a Capacity Block is for a CAPACITY_BLOCK pool, not {p.capacity_type}: use Reservation.odcr")
     require(0 <= p.efa_interfaces <= MAX_EFA_INTERFACES, scope, "efa_interfaces",
             f"{p.efa_interfaces} is not between 0 and {MAX_EFA_INTERFACES}")
     if p.efa_interfaces:

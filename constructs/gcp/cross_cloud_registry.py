@@ -26,29 +26,38 @@ lag for it, the alert treats the silence as a breach and fires, rather than stay
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from cdktn import TerraformOutput, Token
 from cdktn_provider_google.data_google_secret_manager_secret_version import DataGoogleSecretManagerSecretVersion
 from cdktn_provider_google.database_migration_service_connection_profile import (
-    DatabaseMigrationServiceConnectionProfile, DatabaseMigrationServiceConnectionProfileCloudsql,
+    DatabaseMigrationServiceConnectionProfile,
+    DatabaseMigrationServiceConnectionProfileCloudsql,
     DatabaseMigrationServiceConnectionProfileCloudsqlSettings,
     DatabaseMigrationServiceConnectionProfileCloudsqlSettingsIpConfig,
-    DatabaseMigrationServiceConnectionProfilePostgresql, DatabaseMigrationServiceConnectionProfilePostgresqlSsl)
+    DatabaseMigrationServiceConnectionProfilePostgresql,
+    DatabaseMigrationServiceConnectionProfilePostgresqlSsl,
+)
 from cdktn_provider_google.database_migration_service_migration_job import (
-    DatabaseMigrationServiceMigrationJob, DatabaseMigrationServiceMigrationJobVpcPeeringConnectivity)
+    DatabaseMigrationServiceMigrationJob,
+    DatabaseMigrationServiceMigrationJobVpcPeeringConnectivity,
+)
 from constructs import Construct
 
-from mlfleet.constructs.cloud_sql_registry import IAM_AUTH_FLAG, POSTGRES_VERSIONS, CloudSqlInstanceSettings
-from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
-                                            RESOURCE_NAME, grant_service_agent, require_key_id)
-from mlfleet.constructs.validation import require, require_google_labels
-
-_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_USER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_PROFILE_ID = re.compile(r"^[a-z][a-z0-9-]{0,58}[a-z0-9]$")
+from mlfleet.constructs.gcp.cloud_sql_registry import IAM_AUTH_FLAG, POSTGRES_VERSIONS, CloudSqlInstanceSettings
+from mlfleet.constructs.gcp.kms_key import grant_service_agent, require_key_id
+from mlfleet.constructs.validation import (
+    DMS_CONNECTION_PROFILE_ID,
+    DNS_NAME,
+    GOOGLE_PROJECT_ID,
+    GOOGLE_PROJECT_NUMBER,
+    GOOGLE_REGION,
+    GOOGLE_RESOURCE_NAME,
+    POSTGRES_NAME,
+    SECRET_MANAGER_SECRET_ID,
+    require,
+    require_google_labels,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,13 +78,18 @@ class AuroraToCloudSqlReplicaProps:
     kms_key_id: str
     """Crypto key in the region, for the instance."""
     source_port: int = 5432
+    """The Aurora writer's port; default `5432`."""
     replication_user: str = "mlfleet_replication"
+    """The PostgreSQL user DMS replicates as; default `mlfleet_replication`."""
     source_database: str = "mlfleet_registry"
+    """The database replicated; default `mlfleet_registry`."""
     source_ca_certificate: str | None = None
     """PEM of the Aurora CA (Amazon RDS bundle): verify the source. Without it TLS is required
-    but the server is not verified."""
+    but the server is not verified. Default: none."""
     settings: CloudSqlInstanceSettings = field(default_factory=CloudSqlInstanceSettings)
+    """Machine, disk and flags of the destination instance; default `CloudSqlInstanceSettings()`."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the construct's resources; default none."""
 
 
 class AuroraToCloudSqlReplica(Construct):
@@ -127,19 +141,21 @@ class AuroraToCloudSqlReplica(Construct):
 
 
 def _validate(scope: Construct, p: AuroraToCloudSqlReplicaProps) -> None:
-    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id", f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
+            f"{p.project_id!r} is not a Google Cloud project id")
+    require(bool(GOOGLE_PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
             f"{p.project_number!r} is not a project number (digits only)")
-    require(bool(REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(RESOURCE_NAME.match(p.instance_name)) and bool(_PROFILE_ID.match(f"{p.instance_name}-source")),
-            scope, "instance_name", f"{p.instance_name!r}: lowercase letters, digits and '-', at most 53 characters")
-    require(bool(_HOST.match(p.source_host)), scope, "source_host", f"{p.source_host!r} is not a DNS name")
+    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.match(p.instance_name))
+            and bool(DMS_CONNECTION_PROFILE_ID.match(f"{p.instance_name}-source")), scope, "instance_name",
+            f"{p.instance_name!r}: lowercase letters, digits and '-', at most 53 characters")
+    require(bool(DNS_NAME.match(p.source_host)), scope, "source_host", f"{p.source_host!r} is not a DNS name")
     require(1 <= p.source_port <= 65535, scope, "source_port", f"{p.source_port} is not a TCP port")
-    require(bool(_USER.match(p.replication_user)), scope, "replication_user",
+    require(bool(POSTGRES_NAME.match(p.replication_user)), scope, "replication_user",
             f"{p.replication_user!r} is not a PostgreSQL user name")
-    require(bool(_USER.match(p.source_database)), scope, "source_database",
+    require(bool(POSTGRES_NAME.match(p.source_database)), scope, "source_database",
             f"{p.source_database!r} is not a PostgreSQL database name")
-    require(bool(_SECRET.match(p.password_secret)), scope, "password_secret",
+    require(bool(SECRET_MANAGER_SECRET_ID.match(p.password_secret)), scope, "password_secret",
             f"{p.password_secret!r} is not a Secret Manager secret id")
     if not Token.is_unresolved(p.private_network):
         require("/global/networks/" in p.private_network, scope, "private_network",

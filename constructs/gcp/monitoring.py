@@ -15,51 +15,67 @@ failover health, and alerts on registry replica lag and on the serving endpoint'
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from cdktn import TerraformOutput
-from cdktn_provider_google.compute_region_health_check import (ComputeRegionHealthCheck,
-                                                               ComputeRegionHealthCheckHttpHealthCheck,
-                                                               ComputeRegionHealthCheckLogConfig)
+from cdktn_provider_google.compute_region_health_check import (
+    ComputeRegionHealthCheck,
+    ComputeRegionHealthCheckHttpHealthCheck,
+    ComputeRegionHealthCheckLogConfig,
+)
 from cdktn_provider_google.monitoring_alert_policy import (
-    MonitoringAlertPolicy, MonitoringAlertPolicyAlertStrategy, MonitoringAlertPolicyConditions,
-    MonitoringAlertPolicyConditionsConditionThreshold, MonitoringAlertPolicyConditionsConditionThresholdAggregations,
-    MonitoringAlertPolicyDocumentation)
+    MonitoringAlertPolicy,
+    MonitoringAlertPolicyAlertStrategy,
+    MonitoringAlertPolicyConditions,
+    MonitoringAlertPolicyConditionsConditionThreshold,
+    MonitoringAlertPolicyConditionsConditionThresholdAggregations,
+    MonitoringAlertPolicyDocumentation,
+)
 from cdktn_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from cdktn_provider_google.monitoring_uptime_check_config import (
-    MonitoringUptimeCheckConfig, MonitoringUptimeCheckConfigContentMatchers,
-    MonitoringUptimeCheckConfigContentMatchersJsonPathMatcher, MonitoringUptimeCheckConfigHttpCheck,
-    MonitoringUptimeCheckConfigMonitoredResource)
+    MonitoringUptimeCheckConfig,
+    MonitoringUptimeCheckConfigContentMatchers,
+    MonitoringUptimeCheckConfigContentMatchersJsonPathMatcher,
+    MonitoringUptimeCheckConfigHttpCheck,
+    MonitoringUptimeCheckConfigMonitoredResource,
+)
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import PROJECT_ID, REGION, RESOURCE_NAME
-from mlfleet.constructs.validation import require
+from mlfleet.constructs.validation import (
+    DNS_NAME,
+    EMAIL,
+    GOOGLE_NOTIFICATION_CHANNEL,
+    GOOGLE_PROJECT_ID,
+    GOOGLE_REGION,
+    GOOGLE_RESOURCE_NAME,
+    HTTP_PATH,
+    require,
+)
 
 FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
 HEALTHY_BODY_START = '{"status":"%s"' % FAILOVER_OK_TOKEN
 """How the runtime's healthy failover-health body begins (compact JSON, `status` first)."""
 REPLICA_LAG_METRIC = "cloudsql.googleapis.com/database/replication/replica_lag"
 UPTIME_METRIC = "monitoring.googleapis.com/uptime_check/check_passed"
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_CHANNEL = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/notificationChannels/\d+$")
-_DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FailoverHealthCheck:
     """The runtime's failover health, as the region's load balancer and uptime checks ask it."""
     port: int = 8000
-    """The runtime's HTTP port on its pods (the load balancer reaches pods through NEGs)."""
+    """The runtime's HTTP port on its pods (the load balancer reaches pods through NEGs). Default: `8000`."""
     path: str = "/v2/health/failover"
+    """The runtime's failover health endpoint; default `/v2/health/failover`."""
     check_interval_sec: int = 5
+    """Seconds between checks; default `5`."""
     timeout_sec: int = 5
+    """Seconds a check may take (at most the interval); default `5`."""
     unhealthy_threshold: int = 3
-    """Consecutive failures before a backend is unhealthy (5 s x 3 = 15 s to detect)."""
+    """Consecutive failures before a backend is unhealthy (5 s x 3 = 15 s to detect). Default: `3`."""
     healthy_threshold: int = 2
+    """Consecutive successes before a backend is healthy again; default `2`."""
     public_hostname: str | None = None
-    """The region's public serving hostname: adds an HTTPS uptime check and its alert."""
+    """The region's public serving hostname: adds an HTTPS uptime check and its alert. Default: none."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +84,7 @@ class ReplicaLagWatch:
     instance_name: str
     rpo_seconds: int
     budget_fraction: float = 0.5
-    """Alert at this share of the RPO, while there is time to act."""
+    """Alert at this share of the RPO, while there is time to act. Default: `0.5`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,11 +94,15 @@ class GcpMonitoringProps:
     name_prefix: str
     """Start of resource names, e.g. `mlfleet-prod-us-central1`."""
     health_check: FailoverHealthCheck = field(default_factory=FailoverHealthCheck)
+    """The failover health check; default `FailoverHealthCheck()`."""
     replica_lag: tuple[ReplicaLagWatch, ...] = ()
+    """Registry replicas whose lag to alert on; default none."""
     alert_emails: tuple[str, ...] = ()
+    """Email addresses alerted (a channel each); default none."""
     notification_channels: tuple[str, ...] = ()
-    """Existing channels (`projects/P/notificationChannels/ID`), e.g. PagerDuty or Slack."""
+    """Existing channels (`projects/P/notificationChannels/ID`), e.g. PagerDuty or Slack. Default: none."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the construct's resources; default none."""
 
 
 class GcpMonitoring(Construct):
@@ -138,7 +158,8 @@ class GcpMonitoring(Construct):
                         "than one probe location: the region may not take traffic.")
 
         self.replica_lag_alerts = [self._alert(
-            props, f"replica-lag-{watch.instance_name}", f"{props.name_prefix} registry replica lag {watch.instance_name}",
+            props, f"replica-lag-{watch.instance_name}",
+            f"{props.name_prefix} registry replica lag {watch.instance_name}",
             (f'metric.type = "{REPLICA_LAG_METRIC}" AND resource.type = "cloudsql_database" AND '
              f'resource.labels.database_id = "{project}:{watch.instance_name}"'),
             threshold=watch.rpo_seconds * watch.budget_fraction, aligner="ALIGN_MAX", reducer=None, group_by=None,
@@ -167,32 +188,32 @@ class GcpMonitoring(Construct):
 
 
 def _validate(scope: Construct, p: GcpMonitoringProps) -> None:
-    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(RESOURCE_NAME.match(p.name_prefix)) and len(p.name_prefix) <= 50, scope, "name_prefix",
+    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.match(p.name_prefix)) and len(p.name_prefix) <= 50, scope, "name_prefix",
             f"{p.name_prefix!r}: lowercase letters, digits and '-', starting with a letter, at most 50 characters")
     check = p.health_check
     require(1 <= check.port <= 65535, scope, "health_check.port", f"{check.port} is not a TCP port")
-    require(bool(_PATH.match(check.path)), scope, "health_check.path", f"{check.path!r} is not an HTTP path")
+    require(bool(HTTP_PATH.match(check.path)), scope, "health_check.path", f"{check.path!r} is not an HTTP path")
     require(1 <= check.timeout_sec <= check.check_interval_sec <= 300, scope, "health_check.timeout_sec",
             f"must be at least 1 s and at most check_interval_sec ({check.check_interval_sec} s, at most 300)")
     for prop in ("unhealthy_threshold", "healthy_threshold"):
         require(1 <= getattr(check, prop) <= 10, scope, f"health_check.{prop}", "must be 1 to 10")
     if check.public_hostname is not None:
-        require(bool(_DNS_NAME.match(check.public_hostname)), scope, "health_check.public_hostname",
+        require(bool(DNS_NAME.match(check.public_hostname)), scope, "health_check.public_hostname",
                 f"{check.public_hostname!r} is not a DNS name")
     for i, watch in enumerate(p.replica_lag):
-        require(bool(RESOURCE_NAME.match(watch.instance_name)), scope, f"replica_lag[{i}].instance_name",
+        require(bool(GOOGLE_RESOURCE_NAME.match(watch.instance_name)), scope, f"replica_lag[{i}].instance_name",
                 f"{watch.instance_name!r} is not a Cloud SQL instance name")
         require(watch.rpo_seconds >= 1, scope, f"replica_lag[{i}].rpo_seconds", "must be at least 1 second")
         require(0 < watch.budget_fraction <= 1, scope, f"replica_lag[{i}].budget_fraction", "must be in (0, 1]")
     require(len({w.instance_name for w in p.replica_lag}) == len(p.replica_lag), scope, "replica_lag",
             "watches an instance twice")
     for i, email in enumerate(p.alert_emails):
-        require(bool(_EMAIL.match(email)), scope, f"alert_emails[{i}]", f"{email!r} is not an email address")
+        require(bool(EMAIL.match(email)), scope, f"alert_emails[{i}]", f"{email!r} is not an email address")
     for i, channel in enumerate(p.notification_channels):
-        require(bool(_CHANNEL.match(channel)), scope, f"notification_channels[{i}]",
+        require(bool(GOOGLE_NOTIFICATION_CHANNEL.match(channel)), scope, f"notification_channels[{i}]",
                 f"{channel!r} is not a notification channel (projects/P/notificationChannels/ID)")
     require(bool(p.alert_emails or p.notification_channels), scope, "alert_emails",
             "give alert_emails or notification_channels: an alert nobody receives protects nothing")

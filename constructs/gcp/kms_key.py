@@ -12,7 +12,6 @@ The shapes of the Google identifiers every GCP construct validates live in `vali
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from cdktn import TerraformResourceLifecycle, Token
@@ -21,18 +20,14 @@ from cdktn_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMembe
 from cdktn_provider_google.kms_key_ring import KmsKeyRing
 from constructs import Construct
 
-from mlfleet.constructs.validation import (GOOGLE_PROJECT_ID as PROJECT_ID, GOOGLE_PROJECT_NUMBER as PROJECT_NUMBER,
-                                          GOOGLE_REGION as REGION, GOOGLE_RESOURCE_NAME as RESOURCE_NAME,
-                                          GOOGLE_SERVICE_ACCOUNT_ID as SERVICE_ACCOUNT_ID, GOOGLE_ZONE as ZONE, require,
-                                          require_google_labels)
-
-__all__ = ["PROJECT_ID", "PROJECT_NUMBER", "REGION", "RESOURCE_NAME",
-           "SERVICE_ACCOUNT_ID", "ZONE", "CRYPTO_KEY_ID", "GcpKmsKey", "GcpKmsKeyProps", "crypto_key_id",
-           "grant_service_agent", "key_location", "require_key_id", "service_agent"]
-CRYPTO_KEY_ID = re.compile(
-    r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/keyRings/(?P<ring>[A-Za-z0-9_-]{1,63})"
-    r"/cryptoKeys/(?P<key>[A-Za-z0-9_-]{1,63})$")
-_KMS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+from mlfleet.constructs.validation import (
+    GOOGLE_CRYPTO_KEY_ID,
+    GOOGLE_KMS_LOCATION,
+    GOOGLE_KMS_NAME,
+    GOOGLE_PROJECT_ID,
+    require,
+    require_google_labels,
+)
 
 ENCRYPTER_DECRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 # The service agents that encrypt with a customer key on a project's behalf.
@@ -52,7 +47,7 @@ def crypto_key_id(project: str, location: str, key_ring: str, key: str) -> str:
 
 def key_location(key_id: str) -> str | None:
     """The location in a crypto key id, or None when the id is a reference or malformed."""
-    match = CRYPTO_KEY_ID.match(key_id) if not Token.is_unresolved(key_id) else None
+    match = GOOGLE_CRYPTO_KEY_ID.match(key_id) if not Token.is_unresolved(key_id) else None
     return match["location"] if match else None
 
 
@@ -64,7 +59,7 @@ def require_key_id(scope: Construct, prop: str, key_id: str, location: str) -> N
     """Validate a crypto key id given in props, and that it lives where the data it encrypts lives."""
     if Token.is_unresolved(key_id):
         return
-    require(CRYPTO_KEY_ID.match(key_id) is not None, scope, prop,
+    require(GOOGLE_CRYPTO_KEY_ID.match(key_id) is not None, scope, prop,
             f"{key_id!r} is not a crypto key id (projects/P/locations/L/keyRings/R/cryptoKeys/K)")
     require(key_location(key_id) == location.lower(), scope, prop,
             f"the key is in {key_location(key_id)!r}, but the data it encrypts is in {location.lower()!r}: "
@@ -79,30 +74,32 @@ def grant_service_agent(scope: Construct, id_: str, key_id: str, project_number:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GcpKmsKeyProps:
+class CloudKmsKeyProps:
     project_id: str
     location: str
     """A region (`us-central1`), a dual-region (`nam4`) or a multi-region (`us`): where the data is."""
     key_ring: str
     key: str
     rotation_days: int = 90
+    """Days between automatic key rotations; default `90`."""
     destroy_scheduled_days: int = 30
-    """Days a destroyed key version stays recoverable."""
+    """Days a destroyed key version stays recoverable. Default: `30`."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the key; default none."""
 
 
-class GcpKmsKey(Construct):
+class CloudKmsKey(Construct):
     """A key ring and one software crypto key, rotated, protected from `terraform destroy`."""
 
-    def __init__(self, scope: Construct, id_: str, props: GcpKmsKeyProps):
+    def __init__(self, scope: Construct, id_: str, props: CloudKmsKeyProps):
         super().__init__(scope, id_)
-        require(bool(PROJECT_ID.match(props.project_id)), self, "project_id",
+        require(bool(GOOGLE_PROJECT_ID.match(props.project_id)), self, "project_id",
                 f"{props.project_id!r} is not a Google Cloud project id")
-        require(bool(re.match(r"^[a-z][a-z0-9-]*[a-z0-9]$", props.location)), self, "location",
+        require(bool(GOOGLE_KMS_LOCATION.match(props.location)), self, "location",
                 f"{props.location!r} is not a Cloud KMS location")
         for prop in ("key_ring", "key"):
             value = getattr(props, prop)
-            require(bool(_KMS_NAME.match(value)), self, prop,
+            require(bool(GOOGLE_KMS_NAME.match(value)), self, prop,
                     f"{value!r}: 1 to 63 letters, digits, '-' or '_'")
         require(1 <= props.rotation_days <= 365, self, "rotation_days", "must be 1 to 365 days")
         require(1 <= props.destroy_scheduled_days <= 120, self, "destroy_scheduled_days",

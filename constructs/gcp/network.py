@@ -20,15 +20,17 @@ from cdktn_provider_google.compute_global_address import ComputeGlobalAddress
 from cdktn_provider_google.compute_network import ComputeNetwork
 from cdktn_provider_google.compute_router import ComputeRouter
 from cdktn_provider_google.compute_router_nat import ComputeRouterNat, ComputeRouterNatLogConfig
-from cdktn_provider_google.compute_subnetwork import (ComputeSubnetwork, ComputeSubnetworkLogConfig,
-                                                      ComputeSubnetworkSecondaryIpRange)
+from cdktn_provider_google.compute_subnetwork import (
+    ComputeSubnetwork,
+    ComputeSubnetworkLogConfig,
+    ComputeSubnetworkSecondaryIpRange,
+)
 from cdktn_provider_google.service_networking_connection import ServiceNetworkingConnection
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import PROJECT_ID, REGION, RESOURCE_NAME
-from mlfleet.constructs.validation import PropsError, require
+from mlfleet.constructs.validation import GOOGLE_PROJECT_ID, GOOGLE_REGION, GOOGLE_RESOURCE_NAME, PropsError, require
 
-PRIVATE_RANGES = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+PRIVATE_RANGES = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                                           "100.64.0.0/10"))
 
 
@@ -45,7 +47,8 @@ class GcpVpcProps:
     project_id: str
     name: str
     private_services_cidr: str = "10.250.0.0/16"
-    """Range Google allocates Cloud SQL private IPs from (private services access), in every region."""
+    """Range Google allocates Cloud SQL private IPs from (private services access), in every region.
+    Default: `10.250.0.0/16`."""
 
 
 class GcpVpc(Construct):
@@ -83,20 +86,21 @@ class GcpRegionalNetworkProps:
     """The VPC (made by `GcpVpc` in the global stack, or an existing one)."""
     subnet_name: str
     subnet_cidr: str | None = None
-    """Primary range of the nodes. Required unless `existing_subnet`."""
+    """Primary range of the nodes. Required unless `existing_subnet`. Default: none."""
     pods_cidr: str | None = None
-    """Secondary range for pod IPs. Required unless `existing_subnet`."""
+    """Secondary range for pod IPs. Required unless `existing_subnet`. Default: none."""
     services_cidr: str | None = None
-    """Secondary range for Service IPs. Required unless `existing_subnet`."""
+    """Secondary range for Service IPs. Required unless `existing_subnet`. Default: none."""
     pods_range_name: str | None = None
     """Name of the pods secondary range; default `<subnet_name>-pods`."""
     services_range_name: str | None = None
     """Name of the services secondary range; default `<subnet_name>-services`."""
     existing_subnet: bool = False
-    """Use a subnet made outside mlfleet (it needs Private Google Access and the two ranges)."""
+    """Use a subnet made outside mlfleet (it needs Private Google Access and the two ranges). Default: off."""
     nat: bool = True
-    """Cloud NAT for egress of nodes without public IPs (image pulls from outside Google)."""
+    """Cloud NAT for egress of nodes without public IPs (image pulls from outside Google). Default: on."""
     flow_logs: bool = True
+    """VPC flow logs on the created subnet; default on."""
 
 
 class GcpRegionalNetwork(Construct):
@@ -142,12 +146,12 @@ class GcpRegionalNetwork(Construct):
 
 
 def _require_project(scope: Construct, project_id: str) -> None:
-    require(bool(PROJECT_ID.match(project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.match(project_id)), scope, "project_id",
             f"{project_id!r} is not a Google Cloud project id")
 
 
 def _require_name(scope: Construct, prop: str, value: str) -> None:
-    require(bool(RESOURCE_NAME.match(value)), scope, prop,
+    require(bool(GOOGLE_RESOURCE_NAME.match(value)), scope, prop,
             f"{value!r}: lowercase letters, digits and '-', starting with a letter, at most 63 characters")
 
 
@@ -164,7 +168,7 @@ def _require_private_cidr(scope: Construct, prop: str, value: str | None) -> ipa
 
 def _validate_regional(scope: Construct, p: GcpRegionalNetworkProps) -> None:
     _require_project(scope, p.project_id)
-    require(bool(REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
     if not Token.is_unresolved(p.network_name):
         _require_name(scope, "network_name", p.network_name)
     _require_name(scope, "subnet_name", p.subnet_name)

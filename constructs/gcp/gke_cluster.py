@@ -17,29 +17,50 @@ CPU system pool runs cluster add-ons, which cannot schedule on tainted GPU nodes
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
 from cdktn_provider_google.container_cluster import (
-    ContainerCluster, ContainerClusterDatabaseEncryption, ContainerClusterIpAllocationPolicy,
-    ContainerClusterMasterAuthorizedNetworksConfig, ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks,
-    ContainerClusterNodeConfig, ContainerClusterNodeConfigShieldedInstanceConfig,
-    ContainerClusterNodeConfigWorkloadMetadataConfig, ContainerClusterPrivateClusterConfig,
-    ContainerClusterPrivateClusterConfigMasterGlobalAccessConfig, ContainerClusterReleaseChannel,
-    ContainerClusterWorkloadIdentityConfig)
+    ContainerCluster,
+    ContainerClusterDatabaseEncryption,
+    ContainerClusterIpAllocationPolicy,
+    ContainerClusterMasterAuthorizedNetworksConfig,
+    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks,
+    ContainerClusterNodeConfig,
+    ContainerClusterNodeConfigShieldedInstanceConfig,
+    ContainerClusterNodeConfigWorkloadMetadataConfig,
+    ContainerClusterPrivateClusterConfig,
+    ContainerClusterPrivateClusterConfigMasterGlobalAccessConfig,
+    ContainerClusterReleaseChannel,
+    ContainerClusterWorkloadIdentityConfig,
+)
 from cdktn_provider_google.container_node_pool import (
-    ContainerNodePool, ContainerNodePoolAutoscaling, ContainerNodePoolManagement, ContainerNodePoolNodeConfig,
-    ContainerNodePoolNodeConfigShieldedInstanceConfig, ContainerNodePoolNodeConfigWorkloadMetadataConfig,
-    ContainerNodePoolUpgradeSettings)
+    ContainerNodePool,
+    ContainerNodePoolAutoscaling,
+    ContainerNodePoolManagement,
+    ContainerNodePoolNodeConfig,
+    ContainerNodePoolNodeConfigShieldedInstanceConfig,
+    ContainerNodePoolNodeConfigWorkloadMetadataConfig,
+    ContainerNodePoolUpgradeSettings,
+)
 from cdktn_provider_google.project_iam_member import ProjectIamMember
 from cdktn_provider_google.service_account import ServiceAccount
 from constructs import Construct
 
-from mlfleet.constructs.gcp_kms_key import (PROJECT_ID, PROJECT_NUMBER, REGION,
-                                            RESOURCE_NAME, SERVICE_ACCOUNT_ID, grant_service_agent,
-                                            require_key_id)
-from mlfleet.constructs.validation import PropsError, require, require_google_labels
+from mlfleet.constructs.gcp.gke_gpu_node_pool import GkeGpuNodePool, GkeGpuNodePoolProps, GkeGpuPoolOptions
+from mlfleet.constructs.gcp.kms_key import grant_service_agent, require_key_id
+from mlfleet.constructs.service_limits import GKE_CLUSTER_NAME_MAX
+from mlfleet.constructs.validation import (
+    GOOGLE_PROJECT_ID,
+    GOOGLE_PROJECT_NUMBER,
+    GOOGLE_REGION,
+    GOOGLE_RESOURCE_NAME,
+    GOOGLE_SERVICE_ACCOUNT_ID,
+    PropsError,
+    require,
+    require_google_labels,
+)
 
 RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE", "EXTENDED")
 NODE_ROLES = (
@@ -50,7 +71,6 @@ NODE_ROLES = (
 )
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 NODE_METADATA = {"disable-legacy-endpoints": "true"}
-MAX_CLUSTER_NAME = 40
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,20 +89,26 @@ class GkeClusterProps:
     kms_key_id: str
     """Crypto key in the cluster's region: Kubernetes secrets and node boot disks."""
     master_ipv4_cidr: str = "172.16.0.0/28"
-    """The control plane's private /28 (unique per VPC: give each region's cluster its own)."""
+    """The control plane's private /28 (unique per VPC: give each region's cluster its own).
+    Default: `172.16.0.0/28`."""
     authorized_networks: dict[str, str] = field(default_factory=dict)
-    """Display name -> CIDR allowed to reach the control plane (the nodes' subnet needs no entry)."""
+    """Display name -> CIDR allowed to reach the control plane (the nodes' subnet needs no entry). Default: none."""
     private_endpoint: bool = True
-    """Only a private control plane endpoint (reach it from the VPC, a VPN or a bastion)."""
+    """Only a private control plane endpoint (reach it from the VPC, a VPN or a bastion). Default: on."""
     release_channel: Literal["RAPID", "REGULAR", "STABLE", "EXTENDED"] = "REGULAR"
+    """GKE release channel the control plane and nodes follow; default `REGULAR`."""
     node_service_account_id: str | None = None
     """Account id of the nodes' service account; default `<name>-nodes` (6 to 30 characters)."""
     system_machine_type: str = "e2-standard-4"
+    """Machine type of the system pool (cluster add-ons); default `e2-standard-4`."""
     system_nodes_per_zone_min: int = 1
+    """Fewest system nodes per zone; default `1`."""
     system_nodes_per_zone_max: int = 3
+    """Most system nodes per zone; default `3`."""
     maintenance_start_time: str = "03:00"
-    """Daily maintenance window start, UTC (HH:MM)."""
+    """Daily maintenance window start, UTC (HH:MM). Default: `03:00`."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Google Cloud labels on the cluster; default none."""
 
 
 class GkeCluster(Construct):
@@ -91,6 +117,8 @@ class GkeCluster(Construct):
     def __init__(self, scope: Construct, id_: str, props: GkeClusterProps):
         super().__init__(scope, id_)
         _validate(self, props)
+        self._scope = scope
+        self.project_id = props.project_id
         project = props.project_id
         labels = dict(props.labels) or None
 
@@ -118,7 +146,8 @@ class GkeCluster(Construct):
                 master_global_access_config=ContainerClusterPrivateClusterConfigMasterGlobalAccessConfig(enabled=True)),
             master_authorized_networks_config=ContainerClusterMasterAuthorizedNetworksConfig(
                 gcp_public_cidrs_access_enabled=False,
-                cidr_blocks=[ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(display_name=name, cidr_block=cidr)
+                cidr_blocks=[ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(
+                    display_name=name, cidr_block=cidr)
                              for name, cidr in sorted(props.authorized_networks.items())] or None),
             workload_identity_config=ContainerClusterWorkloadIdentityConfig(workload_pool=self.workload_pool),
             release_channel=ContainerClusterReleaseChannel(channel=props.release_channel),
@@ -166,21 +195,32 @@ class GkeCluster(Construct):
                 ("gke_cluster_location", props.region, "Location of the GKE cluster (its region)")):
             TerraformOutput(self, name, value=value, description=description).override_logical_id(name)
 
+    def add_gpu_pool(self, id_: str, options: GkeGpuPoolOptions) -> GkeGpuNodePool:
+        """A GPU node pool of this cluster, as CDK's `addNodegroupCapacity` adds one: its nodes run as
+        the cluster's node service account and encrypt their boot disks with the cluster's key.
+
+        The pool is created beside the cluster (`scope/id_`), not under it, so its Terraform address
+        does not change with the cluster's."""
+        settings = {f.name: getattr(options, f.name) for f in fields(options)}
+        return GkeGpuNodePool(self._scope, id_, GkeGpuNodePoolProps(
+            **settings, project_id=self.project_id, cluster=self.cluster_id, region=self.location,
+            node_service_account=self.node_service_account_email, boot_disk_kms_key=self.kms_key_id))
+
 
 def _validate(scope: Construct, p: GkeClusterProps) -> None:
-    require(bool(PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
             f"{p.project_number!r} is not a project number (digits only)")
-    require(bool(REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(RESOURCE_NAME.match(p.name)) and len(p.name) <= MAX_CLUSTER_NAME, scope, "name",
-            f"{p.name!r}: lowercase letters, digits and '-', starting with a letter, at most {MAX_CLUSTER_NAME}")
+    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.match(p.name)) and len(p.name) <= GKE_CLUSTER_NAME_MAX, scope, "name",
+            f"{p.name!r}: lowercase letters, digits and '-', starting with a letter, at most {GKE_CLUSTER_NAME_MAX}")
     for prop in ("pods_range_name", "services_range_name"):
-        require(bool(RESOURCE_NAME.match(getattr(p, prop))), scope, prop,
+        require(bool(GOOGLE_RESOURCE_NAME.match(getattr(p, prop))), scope, prop,
                 f"{getattr(p, prop)!r} is not a secondary range name")
     require_key_id(scope, "kms_key_id", p.kms_key_id, p.region)
     account_id = p.node_service_account_id or f"{p.name}-nodes"
-    require(bool(SERVICE_ACCOUNT_ID.match(account_id)), scope, "node_service_account_id",
+    require(bool(GOOGLE_SERVICE_ACCOUNT_ID.match(account_id)), scope, "node_service_account_id",
             f"{account_id!r} is not a service account id (6 to 30 lowercase letters, digits, '-')"
             + ("; the default from name is too long, give one" if p.node_service_account_id is None else ""))
     master = _cidr(scope, "master_ipv4_cidr", p.master_ipv4_cidr)

@@ -1,0 +1,90 @@
+"""What each party may do with the models in the Google Cloud artifact bucket, as conditioned bucket
+IAM bindings the bucket grants.
+
+Cloud Storage IAM Conditions test an object's name, not its metadata, so the store's layout is by
+prefix: candidates under `<models_prefix>candidates/`, the champion and the manifest under
+`<models_prefix>champion/` (see `serving_identity`). The bucket (`GcsArtifactBucket`, named by its
+attributes as CDK's `Bucket.fromBucketAttributes`) writes each binding; an identity only says who.
+Every grant is created in the grantee's scope, so it lives (and is addressed) beside its grantee.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember, StorageBucketIamMemberCondition
+from constructs import Construct
+
+CANDIDATES = "candidates/"
+CHAMPION = "champion/"
+MIRROR = "mirror/"
+MANIFEST_NAME = "manifest.json"
+OBJECT_VIEWER = "roles/storage.objectViewer"
+OBJECT_CREATOR = "roles/storage.objectCreator"
+OBJECT_USER = "roles/storage.objectUser"
+LEGACY_BUCKET_READER = "roles/storage.legacyBucketReader"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcsArtifactBucket:
+    """The artifact bucket and its models prefix, as its grants name them."""
+    bucket_name: str
+    models_prefix: str = "models/"
+    """Where artifacts live in the bucket (default `models/`)."""
+
+    @property
+    def candidates_prefix(self) -> str:
+        return f"{self.models_prefix}{CANDIDATES}"
+
+    @property
+    def champion_prefix(self) -> str:
+        return f"{self.models_prefix}{CHAMPION}"
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.champion_prefix}{MANIFEST_NAME}"
+
+    def mirror_prefix(self, source_region: str) -> str:
+        """Where copies of an AWS region's models land (outside `champion/`: see cross_cloud_artifact_copy)."""
+        return f"{self.models_prefix}{MIRROR}{source_region}/"
+
+    def _objects(self, prefix: str) -> str:
+        return f'resource.name.startsWith("projects/_/buckets/{self.bucket_name}/objects/{prefix}")'
+
+    def _grant(self, scope: Construct, id_: str, role: str, member: str, title: str, expression: str,
+               description: str) -> StorageBucketIamMember:
+        return StorageBucketIamMember(
+            scope, id_, bucket=self.bucket_name, role=role, member=member,
+            condition=StorageBucketIamMemberCondition(title=title, description=description, expression=expression))
+
+    def grant_read_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Read champion artifacts and the manifest only (serving)."""
+        return self._grant(scope, id_, OBJECT_VIEWER, member, "champion-read", self._objects(self.champion_prefix),
+                           "Read champion artifacts and the manifest only")
+
+    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Create candidates only: no overwrite, no champion (training)."""
+        return self._grant(scope, id_, OBJECT_CREATOR, member, "candidate-write",
+                           self._objects(self.candidates_prefix),
+                           "Create candidate artifacts only (no overwrite, no champion)")
+
+    def grant_read_models(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """List the bucket and read every model artifact (review)."""
+        # Listing is checked on the bucket, not on objects: review lists names, reads models.
+        listing = 'resource.type == "storage.googleapis.com/Bucket"'
+        return self._grant(scope, id_, OBJECT_VIEWER, member, "models-read",
+                           f"{listing} || {self._objects(self.models_prefix)}",
+                           "List the bucket and read every model artifact")
+
+    def grant_publish_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Write champion artifacts and the manifest (review approves by copying a candidate there)."""
+        return self._grant(scope, id_, OBJECT_USER, member, "champion-publish", self._objects(self.champion_prefix),
+                           "Publish champion artifacts and the manifest")
+
+    def grant_list_bucket(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """See the bucket and list its objects, with no object access (a transfer agent's bucket-level need)."""
+        return StorageBucketIamMember(scope, id_, bucket=self.bucket_name, role=LEGACY_BUCKET_READER, member=member)
+
+    def grant_write_mirror(self, scope: Construct, id_: str, member: str, source_region: str) -> StorageBucketIamMember:
+        """Write under the mirror prefix of one AWS region only (the Storage Transfer agent)."""
+        return self._grant(scope, id_, OBJECT_USER, member, "mirror-write",
+                           self._objects(self.mirror_prefix(source_region)), "Write mirrored artifacts only")
