@@ -3,78 +3,14 @@ backend service's capacity, promote the registry (a Cloud SQL replica, or the DM
 keeps a Cloud SQL instance in step with Aurora) and give the new primary regional HA and
 deletion protection.
 
-GKE and Compute go through their client libraries (google-cloud-container,
-google-cloud-compute) over REST. Cloud SQL has no maintained Python admin client library, so
-its calls (and the two Database Migration calls) are authenticated REST (SQL Admin API v1,
-Database Migration API v1) through google-auth's AuthorizedSession. Compute calls use the `*_unary`
-variants: the extended-operation helpers poll a client built without our endpoint."""
+The clients are `mlfleet.stacks.clients.google_cloud`'s (drift reads through them too): GKE and
+Compute through their client libraries over REST, Cloud SQL (SQL Admin API v1) and Database
+Migration (API v1) through authenticated REST. Compute calls use the `*_unary` variants: the
+extended-operation helpers poll a client built without our endpoint."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from mlfleet.dr.engine import RunContext, StepFailed
-
-SQL_ADMIN = "https://sqladmin.googleapis.com"
-DATABASE_MIGRATION = "https://datamigration.googleapis.com"
-# The engine retries (and knows what not to retry); the libraries' own retries would hide a
-# region's 503s for their whole default deadline.
-NO_LIBRARY_RETRY = {"retry": None, "timeout": 30.0}
-
-
-@dataclass
-class GcpClients:
-    endpoint: str | None = None
-    """None for Google's endpoints; the fake's URL in the sandbox."""
-    credentials: object | None = None
-    _session: object | None = field(default=None, repr=False)
-
-    def _options(self):
-        from google.api_core.client_options import ClientOptions
-
-        return ClientOptions(api_endpoint=self.endpoint) if self.endpoint else None
-
-    def _credentials(self):
-        if self.credentials is not None:
-            return self.credentials
-        if self.endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            return AnonymousCredentials()
-        import google.auth
-
-        return google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])[0]
-
-    def container(self):
-        from google.cloud import container_v1
-
-        return container_v1.ClusterManagerClient(credentials=self._credentials(), transport="rest",
-                                                 client_options=self._options())
-
-    def backend_services(self):
-        from google.cloud import compute_v1
-
-        return compute_v1.RegionBackendServicesClient(credentials=self._credentials(), transport="rest",
-                                                      client_options=self._options())
-
-    def sql_session(self):
-        """One session for the REST calls, so credentials are fetched once."""
-        if self._session is None:
-            from google.auth.transport.requests import AuthorizedSession
-
-            self._session = AuthorizedSession(self._credentials())
-        return self._session
-
-    @property
-    def sql_base(self) -> str:
-        return self.endpoint or SQL_ADMIN
-
-    @property
-    def dms_base(self) -> str:
-        return self.endpoint or DATABASE_MIGRATION
-
-
-def node_pool_path(project: str, location: str, cluster: str, pool: str) -> str:
-    return f"projects/{project}/locations/{location}/clusters/{cluster}/nodePools/{pool}"
+from mlfleet.stacks.clients.google_cloud import NO_LIBRARY_RETRY, GcpClients, rest
 
 
 def node_pool_autoscaling(clients: GcpClients, ctx: RunContext, path: str):
@@ -125,14 +61,6 @@ def set_backend_capacity(clients: GcpClients, ctx: RunContext, project: str, reg
     return f"{service} capacity {capacity} ({operation.name})"
 
 
-def rest(clients: GcpClients, method: str, url: str, body: dict | None = None) -> dict:
-    """One authenticated REST call (Cloud SQL Admin, Database Migration): a 4xx or 5xx raises."""
-    response = clients.sql_session().request(method, url, json=body, timeout=30)
-    if response.status_code >= 400:
-        raise HttpError(response.status_code, response.text)
-    return response.json()
-
-
 def _operation_started(operation: dict, what: str) -> str:
     if operation.get("status", "RUNNING") not in ("DONE", "RUNNING", "PENDING") or operation.get("error"):
         raise StepFailed(f"{what}: {operation}")
@@ -173,8 +101,3 @@ def harden_promoted_instance(clients: GcpClients, ctx: RunContext, project: str,
     operation = ctx.call(f"patch Cloud SQL instance {instance}", rest, clients, "PATCH", url, {"settings": missing})
     return f"{instance} {', '.join(sorted(missing))} set ({_operation_started(operation, f'patch of {instance}')})"
 
-
-class HttpError(Exception):
-    def __init__(self, status_code: int, text: str):
-        self.status_code = status_code
-        super().__init__(f"HTTP {status_code}: {text[:200]}")

@@ -2,20 +2,44 @@
 the synthesized Terraform JSON (not from the config), so it shows what will really be applied."""
 from __future__ import annotations
 
+from mlfleet.constructs.terraform_json import (
+    backend,
+    blocks,
+    first_block,
+    provider_region,
+    resource_count,
+    resources,
+)
 from mlfleet.stacks.app import SynthResult
-from mlfleet.stacks.offerings import GpuOfferings
-
-
-def _blocks(value) -> list:
-    return value if isinstance(value, list) else ([value] if value else [])
+from mlfleet.stacks.environment.offerings import GpuOfferings
 
 
 def stack_facts(tf: dict) -> dict:
-    resources = tf.get("resource", {})
+    return {
+        "region": provider_region(tf),
+        "state": _state(tf),
+        "resources": resource_count(tf),
+        "gpu_pools": sorted(_eks_gpu_pools(tf) + _gke_gpu_pools(tf), key=lambda p: p["name"] or ""),
+        "buckets": sorted([b.get("bucket", "?") for b in resources(tf, "aws_s3_bucket").values()]
+                          + [_gcs_bucket(b) for b in resources(tf, "google_storage_bucket").values()]),
+        "databases": sorted(
+            [f"{c.get('cluster_identifier')} (aurora-postgresql)" for c in resources(tf, "aws_rds_cluster").values()]
+            + [f"{g.get('global_cluster_identifier')} (global)"
+               for g in resources(tf, "aws_rds_global_cluster").values()]
+            + [f"{i.get('name')} (cloud sql {i.get('database_version', '').lower()}"
+               + (f", replica of {i['master_instance_name']})" if i.get("master_instance_name") else ")")
+               for i in resources(tf, "google_sql_database_instance").values()]
+            + [f"{j.get('migration_job_id')} (cloud sql kept in step with Aurora by DMS)"
+               for j in resources(tf, "google_database_migration_service_migration_job").values()]),
+        "dns_records": sorted({r.get("name") for r in resources(tf, "aws_route53_record").values()}),
+    }
+
+
+def _eks_gpu_pools(tf: dict) -> list[dict]:
     offerings = GpuOfferings.load()
     pools = []
-    for body in resources.get("aws_eks_node_group", {}).values():
-        scaling = _blocks(body.get("scaling_config"))[0]
+    for body in resources(tf, "aws_eks_node_group").values():
+        scaling = blocks(body.get("scaling_config"))[0]
         types = body.get("instance_types", [])
         if not all(offerings.is_gpu_type(t) for t in types):
             continue  # the system pool, for cluster add-ons
@@ -25,13 +49,18 @@ def stack_facts(tf: dict) -> dict:
             "capacity_type": body.get("capacity_type", "ON_DEMAND"), "gpus_per_node": gpus,
             "min": scaling["min_size"], "desired": scaling["desired_size"], "max": scaling["max_size"],
         })
-    for body in resources.get("google_container_node_pool", {}).values():
-        config = (_blocks(body.get("node_config")) or [{}])[0]
-        accelerators = _blocks(config.get("guest_accelerator"))
+    return pools
+
+
+def _gke_gpu_pools(tf: dict) -> list[dict]:
+    pools = []
+    for body in resources(tf, "google_container_node_pool").values():
+        config = first_block(body.get("node_config"))
+        accelerators = blocks(config.get("guest_accelerator"))
         if not accelerators:
             continue  # the cluster's system pool
         accelerator = accelerators[0]
-        autoscaling = _blocks(body.get("autoscaling"))[0]
+        autoscaling = blocks(body.get("autoscaling"))[0]
         zones = len(body.get("node_locations") or []) or 1
         pools.append({
             "name": body.get("name"), "instance_types": [config.get("machine_type")],
@@ -42,37 +71,26 @@ def stack_facts(tf: dict) -> dict:
             "desired": max(autoscaling.get("total_min_node_count", 0), body.get("initial_node_count", 0) * zones),
             "max": autoscaling.get("total_max_node_count", 0),
         })
-    providers = tf.get("provider", {})
-    return {
-        "region": (providers.get("aws") or providers.get("google") or [{}])[0].get("region"),
-        "state": _state(tf),
-        "resources": sum(len(v) for v in resources.values()),
-        "gpu_pools": sorted(pools, key=lambda p: p["name"] or ""),
-        "buckets": sorted([b.get("bucket", "?") for b in resources.get("aws_s3_bucket", {}).values()]
-                          + [f"gs://{b.get('name', '?')} ({b.get('location')} "
-                             f"{'+'.join(_blocks(b.get('custom_placement_config'))[0].get('data_locations', [])) if b.get('custom_placement_config') else ''}"
-                             f", {b.get('rpo', 'DEFAULT')})".replace(" ,", ",")
-                             for b in resources.get("google_storage_bucket", {}).values()]),
-        "databases": sorted(
-            [f"{c.get('cluster_identifier')} (aurora-postgresql)" for c in resources.get("aws_rds_cluster", {}).values()]
-            + [f"{g.get('global_cluster_identifier')} (global)" for g in resources.get("aws_rds_global_cluster", {}).values()]
-            + [f"{i.get('name')} (cloud sql {i.get('database_version', '').lower()}"
-               + (f", replica of {i['master_instance_name']})" if i.get("master_instance_name") else ")")
-               for i in resources.get("google_sql_database_instance", {}).values()]
-            + [f"{j.get('migration_job_id')} (cloud sql kept in step with Aurora by DMS)"
-               for j in resources.get("google_database_migration_service_migration_job", {}).values()]),
-        "dns_records": sorted({r.get("name") for r in resources.get("aws_route53_record", {}).values()}),
-    }
+    return pools
+
+
+def _gcs_bucket(bucket: dict) -> str:
+    """`gs://name (location pair, rpo)`: the pair only for a custom dual-region."""
+    placement = bucket.get("custom_placement_config")
+    pair = "+".join(first_block(placement).get("data_locations", [])) if placement else ""
+    return f"gs://{bucket.get('name', '?')} ({bucket.get('location')} {pair}, {bucket.get('rpo', 'DEFAULT')})" \
+        .replace(" ,", ",")
 
 
 def _state(tf: dict) -> str | None:
-    backends = tf.get("terraform", {}).get("backend", {})
-    if "s3" in backends:
-        b = backends["s3"]
-        return f"s3://{b.get('bucket')}/{b.get('key')} ({b.get('region')})"
-    if "gcs" in backends:
-        b = backends["gcs"]
-        return f"gs://{b.get('bucket')}/{b.get('prefix')}"
+    found = backend(tf)
+    if found is None:
+        return None
+    kind, settings = found
+    if kind == "s3":
+        return f"s3://{settings.get('bucket')}/{settings.get('key')} ({settings.get('region')})"
+    if kind == "gcs":
+        return f"gs://{settings.get('bucket')}/{settings.get('prefix')}"
     return None
 
 

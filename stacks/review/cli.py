@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment.errors import MlfleetError
 
 
 def register(subparsers) -> None:
@@ -41,12 +41,12 @@ def register(subparsers) -> None:
 
 def _environment_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--env", help="a shipped environment (stacks/environments/NAME.yaml)")
+    which.add_argument("--env", help="a shipped environment (stacks/environment/examples/NAME.yaml)")
     which.add_argument("--config", metavar="FILE", help="an environment file anywhere")
 
 
 def _environment(args: argparse.Namespace):
-    from mlfleet.stacks.config import ENVIRONMENTS_DIR, load_environment, load_environment_file
+    from mlfleet.stacks.environment import ENVIRONMENTS_DIR, load_environment, load_environment_file
 
     if args.config:
         path = Path(args.config)
@@ -66,7 +66,8 @@ def run_review(args: argparse.Namespace) -> int:
     if svg is not None:
         _write(svg, render_svg(env, review.stacks))
     # The report links the picture by a path relative to the report itself.
-    link = (svg.name if args.out and svg.parent.resolve() == Path(args.out).parent.resolve() else str(svg)) if svg else None
+    beside = svg is not None and args.out and svg.parent.resolve() == Path(args.out).parent.resolve()
+    link = (svg.name if beside else str(svg)) if svg else None
     text = (json.dumps(to_json(review, link), indent=2) + "\n" if args.format == "json"
             else render_markdown(review, link))
     if args.out:
@@ -81,7 +82,7 @@ def run_drift(args: argparse.Namespace) -> int:
     import boto3
     from google.auth.exceptions import DefaultCredentialsError
 
-    from mlfleet.dr.gcp import GcpClients
+    from mlfleet.stacks.clients.google_cloud import GcpClients
     from mlfleet.stacks.review.drift import check_scope, detect_drift, render_text
     from mlfleet.stacks.review.synth import synthesize_for_review
 

@@ -1,5 +1,5 @@
 """Estimated monthly cost of the GPU pools and the stateful services, from the price tables in
-stacks/data/prices.json (`prices.Prices`; each table's date, source and caveats travel with
+stacks/review/data/prices.json (`prices.Prices`; each table's date, source and caveats travel with
 every estimate that uses it).
 
 Two scenarios: steady state (the primary at its minimum, each standby at its warm size) and
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlfleet.stacks.review.inventory import PoolCapacity, pool_capacity, stack_region
+from mlfleet.constructs.terraform_json import blocks, first_block, provider_region, resources
+from mlfleet.stacks.review.inventory import PoolCapacity, pool_capacity
 from mlfleet.stacks.review.prices import Prices, PriceTable
 
 
@@ -58,13 +59,13 @@ def estimate(stacks: dict[str, dict], prices: Prices | None = None) -> CostEstim
     prices = prices or Prices.load()
     lines: list[CostLine] = []
     for name, tf in sorted(stacks.items()):
-        region = stack_region(tf)
+        region = provider_region(tf)
         if region is None:
             continue
         for pool in pool_capacity(name, tf):
             lines.append(_pool_line(prices.table(pool.cloud), pool))
-        lines += _aws_services(prices.table("aws"), region, tf.get("resource", {}))
-        lines += _gcp_services(prices.table("gcp"), region, tf.get("resource", {}))
+        lines += _aws_services(prices.table("aws"), region, tf)
+        lines += _gcp_services(prices.table("gcp"), region, tf)
     return CostEstimate(prices, lines)
 
 
@@ -79,31 +80,31 @@ def _pool_line(table: PriceTable, pool: PoolCapacity) -> CostLine:
                     pool.cloud)
 
 
-def _aws_services(table: PriceTable, region: str, resources: dict) -> list[CostLine]:
+def _aws_services(table: PriceTable, region: str, tf: dict) -> list[CostLine]:
     lines = []
     classes: dict[str, int] = {}
-    for body in resources.get("aws_rds_cluster_instance", {}).values():
+    for body in resources(tf, "aws_rds_cluster_instance").values():
         classes[body.get("instance_class", "?")] = classes.get(body.get("instance_class", "?"), 0) + 1
     for instance_class, count in sorted(classes.items()):
         lines.append(CostLine(region, f"Aurora PostgreSQL {instance_class}", "on-demand",
                               table.service(region, "aurora_postgresql", instance_class), count, count))
     for kind, rtype, label in (("nat_gateway", "aws_nat_gateway", "NAT gateway"),
                                ("eks_cluster", "aws_eks_cluster", "EKS control plane")):
-        count = len(resources.get(rtype, {}))
+        count = len(resources(tf, rtype))
         if count:
             lines.append(CostLine(region, label, "hourly charge", table.service(region, kind), count, count))
     return lines
 
 
-def _gcp_services(table: PriceTable, region: str, resources: dict) -> list[CostLine]:
+def _gcp_services(table: PriceTable, region: str, tf: dict) -> list[CostLine]:
     lines = []
     # The registry's instances: Cloud SQL's own, and the one a DMS job creates and keeps in step.
     instances = [("replica" if body.get("master_instance_name") else "primary", body.get("name", "?"),
-                  (_blocks(body.get("settings")) or [{}])[0])
-                 for body in resources.get("google_sql_database_instance", {}).values()]
-    instances += [("DMS replica", body.get("connection_profile_id", "?"), (_blocks(cloudsql[0].get("settings")) or [{}])[0])
-                  for body in resources.get("google_database_migration_service_connection_profile", {}).values()
-                  if (cloudsql := _blocks(body.get("cloudsql")))]
+                  first_block(body.get("settings")))
+                 for body in resources(tf, "google_sql_database_instance").values()]
+    instances += [("DMS replica", body.get("connection_profile_id", "?"), first_block(cloudsql[0].get("settings")))
+                  for body in resources(tf, "google_database_migration_service_connection_profile").values()
+                  if (cloudsql := blocks(body.get("cloudsql")))]
     for role, _, settings in sorted(instances, key=lambda i: i[1]):
         tier = settings.get("tier", "?")
         ha = settings.get("availability_type", "ZONAL") == "REGIONAL"
@@ -112,13 +113,10 @@ def _gcp_services(table: PriceTable, region: str, resources: dict) -> list[CostL
         lines.append(CostLine(region, f"Cloud SQL {'Enterprise Plus' if plus else 'Enterprise'} {tier} ({role})",
                               f"on-demand, {'HA (regional)' if ha else 'zonal'}", price, 1, 1, "gcp"))
     for kind, rtype, label, basis in (
-            ("cloud_nat_gateway", "google_compute_router_nat", "Cloud NAT gateway", "hourly charge, upper bound (32+ VMs)"),
+            ("cloud_nat_gateway", "google_compute_router_nat", "Cloud NAT gateway",
+             "hourly charge, upper bound (32+ VMs)"),
             ("gke_cluster", "google_container_cluster", "GKE cluster management", "hourly charge")):
-        count = len(resources.get(rtype, {}))
+        count = len(resources(tf, rtype))
         if count:
             lines.append(CostLine(region, label, basis, table.service(region, kind), count, count, "gcp"))
     return lines
-
-
-def _blocks(value) -> list:
-    return value if isinstance(value, list) else ([value] if value else [])

@@ -9,11 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.constructs.terraform_json import first_block, resources
+from mlfleet.stacks.environment import Environment, naming
 from mlfleet.stacks.review.inventory import CLOUD_NAMES, PoolCapacity, pool_capacity
-from mlfleet.stacks.review.replication import (artifact_path, data_locations, gcs_buckets, registry_replica,
-                                               transfer_interval)
+from mlfleet.stacks.review.replication import (
+    artifact_path,
+    data_locations,
+    gcs_buckets,
+    registry_replica,
+    transfer_interval,
+)
 
 COLUMN = 320
 MARGIN = 20
@@ -42,9 +47,11 @@ def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
     body: list[str] = []
     routing = _routing_labels(env, stacks)
 
+    serving = env.serving
     body.append(_box(MARGIN, MARGIN, width - 2 * MARGIN, 44, "#555",
-                     [f"Route 53  {env.serving.dns_name}", f"{env.serving.routing} routing, TTL {env.serving.record_ttl} s, "
-                      f"health check every {env.serving.health_check_interval} s × {env.serving.health_check_failure_threshold}"]))
+                     [f"Route 53  {serving.dns_name}", f"{serving.routing} routing, TTL {serving.record_ttl} s, "
+                      f"health check every {serving.health_check_interval} s × "
+                      f"{serving.health_check_failure_threshold}"]))
     top = MARGIN + 44 + 50
     bottoms: dict[str, dict[str, float]] = {}
     deepest = top
@@ -89,7 +96,8 @@ def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
                 f'{_n(primary["centre"] + offset)},{_n(lane)} {_n(target["centre"] + offset)},{_n(lane)} '
                 f'{_n(target["centre"] + offset)},{_n(target[kind])}" fill="none" stroke="#888" '
                 f'stroke-dasharray="{"6,3" if kind == "bucket" else "2,2"}" marker-end="url(#arrow)"/>')
-            body.append(_text((primary["centre"] + target["centre"]) / 2, lane - 4, f"{label} → {standby.name}", "#444"))
+            middle = (primary["centre"] + target["centre"]) / 2
+            body.append(_text(middle, lane - 4, f"{label} → {standby.name}", "#444"))
             lane += 22
     height = lane + MARGIN
     header = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(width)}" height="{_n(height)}" '
@@ -105,8 +113,8 @@ def _aws_column(env: Environment, stacks: dict[str, dict], region) -> _Column:
     cluster = [f"EKS {naming.cluster_name(env.name, region.name)}"]
     for p in pool_capacity(naming.stack_name(env.name, region.name), tf):
         cluster += [_pool_title(p), f"  {', '.join(p.instance_types)}", _pool_sizes(p)]
-    buckets = sorted(b.get("bucket", "?") for b in tf.get("resource", {}).get("aws_s3_bucket", {}).values())
-    instances = len(tf.get("resource", {}).get("aws_rds_cluster_instance", {}))
+    buckets = sorted(b.get("bucket", "?") for b in resources(tf, "aws_s3_bucket").values())
+    instances = len(resources(tf, "aws_rds_cluster_instance"))
     if region.role == "standby" and registry_replica(env, stacks, region.name) is None:
         return _Column(cluster, ["S3 artifacts", *buckets], _NO_REPLICA, registry_missing=True)
     db_role = "writer" if region.role == "primary" else "secondary (read-only)"
@@ -115,8 +123,7 @@ def _aws_column(env: Environment, stacks: dict[str, dict], region) -> _Column:
 
 def _gcp_column(env: Environment, stacks: dict[str, dict], region) -> _Column:
     tf = stacks.get(naming.stack_name(env.name, region.name), {})
-    resources = tf.get("resource", {})
-    names = sorted(c.get("name", "?") for c in resources.get("google_container_cluster", {}).values())
+    names = sorted(c.get("name", "?") for c in resources(tf, "google_container_cluster").values())
     cluster = [f"GKE {', '.join(names) or '?'}"]
     for p in pool_capacity(naming.stack_name(env.name, region.name), tf):
         cluster += [_pool_title(p), f"  {p.instance_types[0]}, {p.gpus_per_node}× {p.gpu}", _pool_sizes(p)]
@@ -127,7 +134,7 @@ def _gcp_column(env: Environment, stacks: dict[str, dict], region) -> _Column:
         artifacts += [f"gs://{bucket.get('name', '?')}",
                       f"  {where}" + (", turbo" if bucket.get("rpo") == "ASYNC_TURBO" else "")]
     if region.role == "primary":
-        instances = [b for b in resources.get("google_sql_database_instance", {}).values()
+        instances = [b for b in resources(tf, "google_sql_database_instance").values()
                      if not b.get("master_instance_name")]
         return _Column(cluster, artifacts, ["Cloud SQL registry: primary", _tiers(instances)])
     replica = registry_replica(env, stacks, region.name)
@@ -149,8 +156,7 @@ def _pool_sizes(p: PoolCapacity) -> str:
 
 
 def _tiers(instances: list[dict]) -> str:
-    settings = [(b.get("settings") if isinstance(b.get("settings"), dict) else (b.get("settings") or [{}])[0])
-                for b in instances]
+    settings = [first_block(b.get("settings")) for b in instances]
     return ", ".join(f"{s.get('tier', '?')}" + (" HA" if s.get("availability_type") == "REGIONAL" else "")
                      for s in settings) or "no instance"
 
@@ -176,7 +182,7 @@ def _every(seconds: int) -> str:
 
 def _routing_labels(env: Environment, stacks: dict[str, dict]) -> dict[str, str]:
     """How Route 53 reaches each region, from the global stack's records."""
-    records = stacks.get(naming.global_stack_name(env.name), {}).get("resource", {}).get("aws_route53_record", {})
+    records = resources(stacks.get(naming.global_stack_name(env.name), {}), "aws_route53_record")
     labels = {}
     for body in records.values():
         region = body.get("set_identifier")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mlfleet.constructs.terraform_json import by_address
+
 # Resources whose loss loses data or the ability to read it.
 STATEFUL_TYPES = frozenset({
     "aws_s3_bucket", "aws_rds_cluster", "aws_rds_global_cluster", "aws_kms_key", "aws_dynamodb_table",
@@ -94,8 +96,8 @@ class Diff:
 def compare(base: dict[str, dict], head: dict[str, dict], base_label: str) -> Diff:
     changes: list[ResourceChange] = []
     for stack in sorted(set(base) | set(head)):
-        before = _resources(base.get(stack, {}))
-        after = _resources(head.get(stack, {}))
+        before = by_address(base.get(stack, {}))
+        after = by_address(head.get(stack, {}))
         removed = sorted(set(before) - set(after))
         added = sorted(set(after) - set(before))
         renamed = _renames(before, after, removed, added)
@@ -110,10 +112,6 @@ def compare(base: dict[str, dict], head: dict[str, dict], base_label: str) -> Di
             if change:
                 changes.append(change)
     return Diff(base_label, sorted(set(head) - set(base)), sorted(set(base) - set(head)), changes)
-
-
-def _resources(tf: dict) -> dict[str, dict]:
-    return {f"{rtype}.{name}": body for rtype, items in tf.get("resource", {}).items() for name, body in items.items()}
 
 
 def _renames(before: dict, after: dict, removed: list[str], added: list[str]) -> dict[str, str]:

@@ -8,15 +8,24 @@ on AWS and Google resource types alike. A finding is acknowledged by the environ
 """
 from __future__ import annotations
 
-import json
-import re
 from typing import Iterator
 
 from mlfleet.constructs.policy import Rule
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.constructs.terraform_json import (
+    Body,
+    address,
+    addressed,
+    blocks,
+    construct_paths,
+    first_block,
+    output_value,
+    provider_region,
+    references,
+    resources,
+    sorted_resources,
+)
+from mlfleet.stacks.environment import Environment, naming
 from mlfleet.stacks.review.findings import ReviewFinding, acknowledgement
-from mlfleet.stacks.review.inventory import stack_region
 from mlfleet.stacks.review.replication import registry_replica
 
 # Below this RTO target a cold standby is a gamble: GPU capacity is not guaranteed to exist
@@ -45,16 +54,14 @@ DR_RULES: dict[str, Rule] = {r.id: r for r in (
 
 def evaluate(env: Environment, stacks: dict[str, dict]) -> list[ReviewFinding]:
     """Every DR finding of the environment's stacks, acknowledged where the file says so."""
-    paths = {(stack, f"{rtype}.{name}"): body.get("//", {}).get("metadata", {}).get("path", f"{rtype}.{name}")
-             for stack, tf in stacks.items()
-             for rtype, items in tf.get("resource", {}).items() for name, body in items.items()}
+    paths = {(stack, resource): path for stack, tf in stacks.items() for resource, path in construct_paths(tf).items()}
     findings = []
     for check in (_replication_time_control, _global_cluster_secondaries, _short_rto_capacity,
                   _dual_region_turbo, _cloud_sql_dr_replica, _standby_registry_replica):
-        for rule_id, stack, address, message in check(env, stacks):
+        for rule_id, stack, where, message in check(env, stacks):
             rule = DR_RULES[rule_id]
-            path = paths.get((stack, address), address)
-            findings.append(ReviewFinding("mlfleet", rule_id, rule.title, rule.severity, stack, address, path,
+            path = paths.get((stack, where), where)
+            findings.append(ReviewFinding("mlfleet", rule_id, rule.title, rule.severity, stack, where, path,
                                           message, rule.fix, acknowledgement(env, rule_id, path)))
     return sorted(findings, key=ReviewFinding.sort_key)
 
@@ -62,33 +69,25 @@ def evaluate(env: Environment, stacks: dict[str, dict]) -> list[ReviewFinding]:
 Hit = Iterator[tuple[str, str, str, str]]   # (rule, stack, address, message)
 
 
-def _resources(stacks: dict[str, dict], rtype: str) -> Iterator[tuple[str, str, dict]]:
+def _across(stacks: dict[str, dict], rtype: str) -> Iterator[tuple[str, str, Body]]:
+    """(stack, address, body) of every `rtype` resource of the environment, by stack and logical id."""
     for stack, tf in sorted(stacks.items()):
-        for name, body in sorted(tf.get("resource", {}).get(rtype, {}).items()):
-            yield stack, f"{rtype}.{name}", body
-
-
-def _blocks(value) -> list:
-    return value if isinstance(value, list) else ([value] if value else [])
-
-
-def _status(block) -> str | None:
-    found = _blocks(block)
-    return found[0].get("status") if found else None
+        for name, body in sorted_resources(tf, rtype):
+            yield stack, address(rtype, name), body
 
 
 def _replication_time_control(env: Environment, stacks: dict[str, dict]) -> Hit:
-    for stack, address, body in _resources(stacks, "aws_s3_bucket_replication_configuration"):
-        for rule in _blocks(body.get("rule")):
+    for stack, where, body in _across(stacks, "aws_s3_bucket_replication_configuration"):
+        for rule in blocks(body.get("rule")):
             if rule.get("status") != "Enabled":
                 continue
-            destination = (_blocks(rule.get("destination")) or [{}])[0]
+            destination = first_block(rule.get("destination"))
             missing = [name for name, block in (("Replication Time Control", "replication_time"),
                                                 ("replication metrics", "metrics"))
-                       if _status(destination.get(block)) != "Enabled"]
+                       if first_block(destination.get(block)).get("status") != "Enabled"]
             if missing:
-                yield ("MLF020", stack, address,
-                       f"rule {rule.get('id', '?')} to {destination.get('bucket', '?')} has no {' and no '.join(missing)}")
+                yield ("MLF020", stack, where, f"rule {rule.get('id', '?')} to {destination.get('bucket', '?')} "
+                                               f"has no {' and no '.join(missing)}")
 
 
 def _global_cluster_secondaries(env: Environment, stacks: dict[str, dict]) -> Hit:
@@ -98,15 +97,15 @@ def _global_cluster_secondaries(env: Environment, stacks: dict[str, dict]) -> Hi
     if replicas and all(r is not None and r.kind != "aurora" for r in replicas):
         return
     members: dict[str, set[str]] = {}
-    for stack, _, body in _resources(stacks, "aws_rds_cluster"):
+    for stack, _, body in _across(stacks, "aws_rds_cluster"):
         if body.get("global_cluster_identifier"):
-            members.setdefault(body["global_cluster_identifier"], set()).add(stack_region(stacks[stack]) or stack)
-    for stack, address, body in _resources(stacks, "aws_rds_global_cluster"):
+            members.setdefault(body["global_cluster_identifier"], set()).add(provider_region(stacks[stack]) or stack)
+    for stack, where, body in _across(stacks, "aws_rds_global_cluster"):
         regions = members.get(body.get("global_cluster_identifier"), set())
         if len(regions) < 2:
-            where = f"only {', '.join(sorted(regions))}" if regions else "no member cluster"
-            yield ("MLF021", stack, address,
-                   f"global cluster {body.get('global_cluster_identifier')} has {where}: "
+            held = f"only {', '.join(sorted(regions))}" if regions else "no member cluster"
+            yield ("MLF021", stack, where,
+                   f"global cluster {body.get('global_cluster_identifier')} has {held}: "
                    "losing that region loses the registry")
 
 
@@ -119,48 +118,49 @@ def _short_rto_capacity(env: Environment, stacks: dict[str, dict]) -> Hit:
         return
     standby_regions = {r.name for r in env.standbys}
     for stack, tf in sorted(stacks.items()):
-        if stack_region(tf) not in standby_regions or not tf.get("resource", {}).get("aws_eks_node_group"):
+        if provider_region(tf) not in standby_regions or not resources(tf, "aws_eks_node_group"):
             continue
-        outputs = tf.get("output", {})
-        templates = tf.get("resource", {}).get("aws_launch_template", {})
-        for _, address, body in _resources({stack: tf}, "aws_eks_node_group"):
+        templates = dict(addressed(tf, "aws_launch_template"))
+        for _, where, body in _across({stack: tf}, "aws_eks_node_group"):
             name = body.get("node_group_name", "")
-            failover = outputs.get(f"{name.replace('-', '_')}_failover_size", {}).get("value", 0)
-            warm = (_blocks(body.get("scaling_config")) or [{}])[0].get("min_size", 0)
+            failover = output_value(tf, f"{name.replace('-', '_')}_failover_size", 0)
+            warm = first_block(body.get("scaling_config")).get("min_size", 0)
             if failover and not warm and not _reserved(body, templates):
-                yield ("MLF022", stack, address,
+                yield ("MLF022", stack, where,
                        f"node group {name} keeps no warm node and has no reservation, but a failover needs "
                        f"{failover} node(s) within the {env.targets.rto} s RTO target")
 
 
-def _reserved(node_group: dict, templates: dict) -> bool:
-    referenced = set(re.findall(r"\$\{aws_launch_template\.([A-Za-z0-9_-]+)\.", json.dumps(node_group.get("launch_template"))))
-    return any(_blocks(templates.get(name, {}).get("capacity_reservation_specification")) for name in referenced) \
+def _reserved(node_group: dict, templates: dict[str, dict]) -> bool:
+    """Whether the group's capacity is reserved: a Capacity Block, or a launch template (by address)
+    with a capacity reservation."""
+    return any(blocks(templates.get(template, {}).get("capacity_reservation_specification"))
+               for template in references(node_group.get("launch_template"), "aws_launch_template")) \
         or node_group.get("capacity_type") == "CAPACITY_BLOCK"
 
 
 def _dual_region_turbo(env: Environment, stacks: dict[str, dict]) -> Hit:
-    for stack, address, body in _resources(stacks, "google_storage_bucket"):
-        placement = (_blocks(body.get("custom_placement_config")) or [{}])[0]
+    for stack, where, body in _across(stacks, "google_storage_bucket"):
+        placement = first_block(body.get("custom_placement_config"))
         dual = len(placement.get("data_locations") or []) == 2 \
             or str(body.get("location", "")).upper() in GCS_PREDEFINED_DUAL_REGIONS
         if dual and body.get("rpo") != "ASYNC_TURBO":
-            yield ("MLF023", stack, address,
+            yield ("MLF023", stack, where,
                    f"dual-region bucket {body.get('name', '?')} replicates with the default RPO (up to 12 hours)")
 
 
 def _cloud_sql_dr_replica(env: Environment, stacks: dict[str, dict]) -> Hit:
-    instances = list(_resources(stacks, "google_sql_database_instance"))
-    for stack, address, body in instances:
+    instances = list(_across(stacks, "google_sql_database_instance"))
+    for stack, where, body in instances:
         if body.get("master_instance_name"):
             continue
         name = body.get("name")
         # A replica names its primary literally or through a reference to the primary's name.
-        references = {name, f"${{{address}.name}}", f"${{{address}.id}}"} - {None}
-        replicas = [b for _, _, b in instances if b.get("master_instance_name") in references]
+        primary = {name, f"${{{where}.name}}", f"${{{where}.id}}"} - {None}
+        replicas = [b for _, _, b in instances if b.get("master_instance_name") in primary]
         if not any(r.get("region") != body.get("region") for r in replicas):
             found = "only same-region replicas" if replicas else "no replica"
-            yield ("MLF024", stack, address, f"Cloud SQL primary {name or address} has {found}")
+            yield ("MLF024", stack, where, f"Cloud SQL primary {name or where} has {found}")
 
 
 def _standby_registry_replica(env: Environment, stacks: dict[str, dict]) -> Hit:

@@ -18,31 +18,17 @@ Google clients (`drift_gcp.py`).
 """
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass
-from typing import Iterator
 
 from botocore.exceptions import ClientError
 
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
-from mlfleet.stacks.errors import MlfleetError
-from mlfleet.stacks.review.inventory import stack_region
+from mlfleet.constructs.terraform_json import blocks, first_block, provider_region, resources, sorted_resources
+from mlfleet.stacks.environment import Environment, naming
+from mlfleet.stacks.environment.errors import MlfleetError
+from mlfleet.stacks.review.drift_compare import Drift, compare
+from mlfleet.stacks.review.drift_gcp import detect_gcp_drift
 
 GCP_GLOBAL = "gcp-global"
-
-
-@dataclass(frozen=True)
-class Drift:
-    region: str        # the region, or "global"
-    resource: str      # what, in words a reader can find in the console
-    attribute: str
-    live: str
-    code: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def check_scope(env: Environment, only: str | None) -> None:
@@ -61,11 +47,9 @@ def reads_gcp(env: Environment, only: str | None) -> bool:
 def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str | None = None,
                  gcp_clients=None) -> list[Drift]:
     """Every difference between the live platform and `stacks` (the synthesized intent): AWS
-    through the boto3 `session`, Google Cloud through `gcp_clients` (`dr.gcp.GcpClients`)."""
+    through the boto3 `session`, Google Cloud through `gcp_clients` (`clients.google_cloud.GcpClients`)."""
     drifts: list[Drift] = []
     if reads_gcp(env, only):
-        from mlfleet.stacks.review.drift_gcp import detect_gcp_drift
-
         drifts += detect_gcp_drift(env, stacks, gcp_clients, only)
     for region in env.regions_on("aws"):
         if only not in (None, region.name):
@@ -76,7 +60,7 @@ def detect_drift(env: Environment, stacks: dict[str, dict], session, only: str |
     if only in (None, "global"):
         tf = stacks[naming.global_stack_name(env.name)]
         # The global cluster exists only with AWS regions; its writer is the (AWS) primary.
-        if tf.get("resource", {}).get("aws_rds_global_cluster"):
+        if resources(tf, "aws_rds_global_cluster"):
             drifts += _global_cluster(env, stacks, tf, session.client("rds", region_name=env.primary.name))
         drifts += _routing(tf, session.client("route53", region_name="us-east-1"))
     return drifts
@@ -95,43 +79,23 @@ def render_text(env: Environment, drifts: list[Drift], only: str | None) -> str:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _blocks(value) -> list:
-    return value if isinstance(value, list) else ([value] if value else [])
-
-
-def _resources(tf: dict, rtype: str) -> Iterator[tuple[str, dict]]:
-    for name, body in sorted(tf.get("resource", {}).get(rtype, {}).items()):
-        yield name, body
-
-
 def _unresolved(value) -> bool:
     return isinstance(value, str) and "${" in value
-
-
-def _show(value) -> str:
-    if value is None:
-        return "absent"
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, bool)) else str(value)
 
 
 def _missing(error: ClientError, *codes: str) -> bool:
     return error.response.get("Error", {}).get("Code") in codes
 
 
-def _compare(region: str, resource: str, pairs: list[tuple[str, object, object]]) -> list[Drift]:
-    return [Drift(region, resource, attribute, _show(live), _show(code))
-            for attribute, live, code in pairs if live != code]
-
-
 # --- EKS -------------------------------------------------------------------------------------
 
 def _node_groups(region: str, tf: dict, eks) -> list[Drift]:
-    clusters = [body.get("name") for _, body in _resources(tf, "aws_eks_cluster")]
+    clusters = [body.get("name") for _, body in sorted_resources(tf, "aws_eks_cluster")]
     if not clusters:
         return []
     cluster = clusters[0]
     drifts = []
-    for _, body in _resources(tf, "aws_eks_node_group"):
+    for _, body in sorted_resources(tf, "aws_eks_node_group"):
         name = body.get("node_group_name")
         resource = f"node group {name} in EKS cluster {cluster}"
         try:
@@ -141,26 +105,30 @@ def _node_groups(region: str, tf: dict, eks) -> list[Drift]:
                 drifts.append(Drift(region, resource, "existence", "missing", "exists"))
                 continue
             raise
-        scaling = (_blocks(body.get("scaling_config")) or [{}])[0]
+        scaling = first_block(body.get("scaling_config"))
         live_scaling = live.get("scalingConfig", {})
-        drifts += _compare(region, resource, [
+        drifts += compare(region, resource, [
             ("scaling minimum", live_scaling.get("minSize"), scaling.get("min_size")),
             ("scaling maximum", live_scaling.get("maxSize"), scaling.get("max_size")),
             ("AMI type", live.get("amiType"), body.get("ami_type")),
             ("capacity type", live.get("capacityType"), body.get("capacity_type", "ON_DEMAND")),
             ("instance types", sorted(live.get("instanceTypes") or []), sorted(body.get("instance_types") or [])),
             ("labels", live.get("labels") or {}, body.get("labels") or {}),
-            ("taints", sorted(f"{t.get('key')}={t.get('value', '')}:{t.get('effect')}" for t in live.get("taints") or []),
-             sorted(f"{t.get('key')}={t.get('value', '')}:{t.get('effect')}" for t in _blocks(body.get("taint")))),
+            ("taints", sorted(_taint(t) for t in live.get("taints") or []),
+             sorted(_taint(t) for t in blocks(body.get("taint")))),
         ])
     return drifts
+
+
+def _taint(taint: dict) -> str:
+    return f"{taint.get('key')}={taint.get('value', '')}:{taint.get('effect')}"
 
 
 # --- S3 --------------------------------------------------------------------------------------
 
 def _for_bucket(tf: dict, rtype: str, logical: str) -> dict | None:
     """The `rtype` resource whose `bucket` references the bucket with logical id `logical`."""
-    for _, body in _resources(tf, rtype):
+    for _, body in sorted_resources(tf, rtype):
         if body.get("bucket") == f"${{aws_s3_bucket.{logical}.id}}":
             return body
     return None
@@ -168,7 +136,7 @@ def _for_bucket(tf: dict, rtype: str, logical: str) -> dict | None:
 
 def _buckets(region: str, tf: dict, s3) -> list[Drift]:
     drifts = []
-    for logical, body in _resources(tf, "aws_s3_bucket"):
+    for logical, body in sorted_resources(tf, "aws_s3_bucket"):
         name = body.get("bucket")
         resource = f"bucket {name}"
         try:
@@ -180,11 +148,13 @@ def _buckets(region: str, tf: dict, s3) -> list[Drift]:
             raise
         versioning = _for_bucket(tf, "aws_s3_bucket_versioning", logical)
         if versioning is not None:
-            code = (_blocks(versioning.get("versioning_configuration")) or [{}])[0].get("status")
-            drifts += _compare(region, resource, [("versioning", s3.get_bucket_versioning(Bucket=name).get("Status"), code)])
-        drifts += _encryption(region, resource, s3, name, _for_bucket(tf, "aws_s3_bucket_server_side_encryption_configuration", logical))
-        drifts += _public_access(region, resource, s3, name, _for_bucket(tf, "aws_s3_bucket_public_access_block", logical))
-        drifts += _replication(region, resource, s3, name, _for_bucket(tf, "aws_s3_bucket_replication_configuration", logical))
+            code = first_block(versioning.get("versioning_configuration")).get("status")
+            live = s3.get_bucket_versioning(Bucket=name).get("Status")
+            drifts += compare(region, resource, [("versioning", live, code)])
+        for rtype, read in (("aws_s3_bucket_server_side_encryption_configuration", _encryption),
+                            ("aws_s3_bucket_public_access_block", _public_access),
+                            ("aws_s3_bucket_replication_configuration", _replication)):
+            drifts += read(region, resource, s3, name, _for_bucket(tf, rtype, logical))
     return drifts
 
 
@@ -198,15 +168,15 @@ def _encryption(region: str, resource: str, s3, name: str, code: dict | None) ->
             raise
         rules = []
     live = (rules[0] if rules else {}).get("ApplyServerSideEncryptionByDefault", {})
-    wanted = ((_blocks(code.get("rule")) or [{}])[0].get("apply_server_side_encryption_by_default") or {})
-    wanted = (_blocks(wanted) or [{}])[0]
+    wanted = (first_block(code.get("rule")).get("apply_server_side_encryption_by_default") or {})
+    wanted = first_block(wanted)
     pairs = [("default encryption", live.get("SSEAlgorithm"), wanted.get("sse_algorithm"))]
     key = wanted.get("kms_master_key_id")
     if _unresolved(key):
         pairs.append(("KMS key", "set" if live.get("KMSMasterKeyID") else None, "set"))
     elif key:
         pairs.append(("KMS key", live.get("KMSMasterKeyID"), key))
-    return _compare(region, resource, pairs)
+    return compare(region, resource, pairs)
 
 
 def _public_access(region: str, resource: str, s3, name: str, code: dict | None) -> list[Drift]:
@@ -220,7 +190,7 @@ def _public_access(region: str, resource: str, s3, name: str, code: dict | None)
         live = {}
     keys = {"block_public_acls": "BlockPublicAcls", "block_public_policy": "BlockPublicPolicy",
             "ignore_public_acls": "IgnorePublicAcls", "restrict_public_buckets": "RestrictPublicBuckets"}
-    return _compare(region, resource, [(f"public access block {k}", live.get(v, False), bool(code.get(k)))
+    return compare(region, resource, [(f"public access block {k}", live.get(v, False), bool(code.get(k)))
                                        for k, v in keys.items()])
 
 
@@ -239,8 +209,8 @@ def _replication(region: str, resource: str, s3, name: str, code: dict | None) -
 
     live = {destination(r): r for r in live_rules}
     wanted = {}
-    for rule in _blocks((code or {}).get("rule")):
-        target = (_blocks(rule.get("destination")) or [{}])[0]
+    for rule in blocks((code or {}).get("rule")):
+        target = first_block(rule.get("destination"))
         wanted[target.get("bucket", "?")] = (rule, target)
     drifts = []
     for bucket_arn in sorted(set(wanted) - set(live)):
@@ -251,9 +221,9 @@ def _replication(region: str, resource: str, s3, name: str, code: dict | None) -
         rule, target = wanted[bucket_arn]
         live_rule = live[bucket_arn]
         live_target = live_rule.get("Destination") or {}
-        code_time = (_blocks(target.get("replication_time")) or [{}])[0].get("status", "Disabled")
-        code_metrics = (_blocks(target.get("metrics")) or [{}])[0].get("status", "Disabled")
-        drifts += _compare(region, resource, [
+        code_time = first_block(target.get("replication_time")).get("status", "Disabled")
+        code_metrics = first_block(target.get("metrics")).get("status", "Disabled")
+        drifts += compare(region, resource, [
             (f"replication to {bucket_arn}: status", live_rule.get("Status"), rule.get("status")),
             (f"replication to {bucket_arn}: Replication Time Control",
              (live_target.get("ReplicationTime") or {}).get("Status", "Disabled"), code_time),
@@ -270,7 +240,7 @@ _CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:rds:([a-z0-9-]+):\d+:cluster:(.+)$")
 
 def _global_cluster(env: Environment, stacks: dict[str, dict], tf: dict, rds) -> list[Drift]:
     drifts = []
-    for _, body in _resources(tf, "aws_rds_global_cluster"):
+    for _, body in sorted_resources(tf, "aws_rds_global_cluster"):
         identifier = body.get("global_cluster_identifier")
         resource = f"Aurora global cluster {identifier}"
         try:
@@ -290,25 +260,28 @@ def _global_cluster(env: Environment, stacks: dict[str, dict], tf: dict, rds) ->
                 live_members.add(f"{match.group(2)} ({match.group(1)})")
                 if member.get("IsWriter"):
                     live_writer = f"{match.group(2)} ({match.group(1)})"
-        code_members = {f"{c.get('cluster_identifier')} ({stack_region(stacks[name])})"
-                        for name, stack in stacks.items() for _, c in _resources(stack, "aws_rds_cluster")
+        code_members = {f"{c.get('cluster_identifier')} ({provider_region(stacks[name])})"
+                        for name, stack in stacks.items() for _, c in sorted_resources(stack, "aws_rds_cluster")
                         if c.get("global_cluster_identifier") == identifier}
         primary = naming.db_cluster_id(env.name, env.primary.name)
         code_writer = f"{primary} ({env.primary.name})"
-        drifts += _compare("global", resource, [("members", sorted(live_members), sorted(code_members)),
+        drifts += compare("global", resource, [("members", sorted(live_members), sorted(code_members)),
                                                  ("writer", live_writer, code_writer)])
     return drifts
 
 
 # --- Route 53 ---------------------------------------------------------------------------------
 
+_HEALTH_CHECK_REF = re.compile(r"^\$\{aws_route53_health_check\.([A-Za-z0-9_-]+)\.id\}$")
+
+
 def _fqdn(name: str | None) -> str:
     return (name or "").rstrip(".").lower()
 
 
 def _routing(tf: dict, route53) -> list[Drift]:
-    checks = {name: body for name, body in _resources(tf, "aws_route53_health_check")}
-    records = list(_resources(tf, "aws_route53_record"))
+    checks = {name: body for name, body in sorted_resources(tf, "aws_route53_health_check")}
+    records = sorted_resources(tf, "aws_route53_record")
     if not records:
         return []
     drifts: list[Drift] = []
@@ -336,7 +309,7 @@ def _health_check(code: dict, live: dict | None) -> list[Drift]:
     resource = f"Route 53 health check for {code.get('fqdn')}"
     if live is None:
         return [Drift("global", resource, "existence", "missing", "exists")]
-    return _compare("global", resource, [
+    return compare("global", resource, [
         ("type", live.get("Type"), code.get("type")),
         ("port", live.get("Port"), code.get("port")),
         ("path", live.get("ResourcePath"), code.get("resource_path")),
@@ -362,13 +335,13 @@ def _records(zone_id: str, code_records: list[dict], live: list[dict], checks: d
         if record is None:
             drifts.append(Drift("global", resource, "existence", "missing", "exists"))
             continue
-        alias = (_blocks(body.get("alias")) or [None])[0]
+        alias = (blocks(body.get("alias")) or [None])[0]
         live_alias = record.get("AliasTarget")
-        check_ref = re.match(r"^\$\{aws_route53_health_check\.([A-Za-z0-9_-]+)\.id\}$", body.get("health_check_id") or "")
+        check_ref = _HEALTH_CHECK_REF.match(body.get("health_check_id") or "")
         code_check = checks.get(check_ref.group(1), {}).get("fqdn") if check_ref else body.get("health_check_id")
         live_check = live_checks.get(record.get("HealthCheckId"), {}).get("FullyQualifiedDomainName") \
             if record.get("HealthCheckId") else None
-        drifts += _compare("global", resource, [
+        drifts += compare("global", resource, [
             ("TTL", record.get("TTL"), body.get("ttl")),
             ("values", sorted(_fqdn(v["Value"]) for v in record.get("ResourceRecords") or []),
              sorted(_fqdn(v) for v in body.get("records") or [])),
@@ -378,7 +351,7 @@ def _records(zone_id: str, code_records: list[dict], live: list[dict], checks: d
              _fqdn(alias.get("name")) if alias else None),
             ("health check (by FQDN)", _fqdn(live_check) or None, _fqdn(code_check) or None),
         ])
-    for k, record in sorted(live_by_key.items()):
+    for k in sorted(live_by_key):
         if k[0] in names and k not in seen and k[1] not in ("NS", "SOA"):
             drifts.append(Drift("global", f"record {k[0]} {k[1]}" + (f" ({k[2]})" if k[2] else "") +
                                 f" in zone {zone_id}", "existence", "present", "not in the code"))

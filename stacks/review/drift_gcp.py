@@ -11,15 +11,15 @@ What is compared (what a failover or an RPO depends on):
   public access prevention, a default key.
 
 GKE goes through google-cloud-container; Cloud SQL, Database Migration and Cloud Storage
-through authenticated REST (`dr.gcp.GcpClients`, which the DR runbooks use too). A Google
+through authenticated REST (`clients.google_cloud.GcpClients`, which the DR runbooks use too). A Google
 resource that does not exist is a drift, never an error.
 """
 from __future__ import annotations
 
-from mlfleet.dr import gcp
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
-from mlfleet.stacks.review.drift import Drift, _blocks, _compare, _resources
+from mlfleet.constructs.terraform_json import blocks, first_block, sorted_resources
+from mlfleet.stacks.clients.google_cloud import NO_LIBRARY_RETRY, GcpClients, get_or_none, node_pool_path
+from mlfleet.stacks.environment import Environment, naming
+from mlfleet.stacks.review.drift_compare import Drift, compare
 
 STORAGE = "https://storage.googleapis.com"
 # container.v1 NodePoolAutoscaling.LocationPolicy as the REST client decodes it.
@@ -28,8 +28,9 @@ LIMITS = {"total_min_node_count": "autoscaling total minimum", "total_max_node_c
           "min_node_count": "autoscaling minimum per zone", "max_node_count": "autoscaling maximum per zone"}
 
 
-def detect_gcp_drift(env: Environment, stacks: dict[str, dict], clients: gcp.GcpClients,
+def detect_gcp_drift(env: Environment, stacks: dict[str, dict], clients: GcpClients,
                      only: str | None = None) -> list[Drift]:
+    assert env.gcp is not None  # the model requires `gcp:` whenever a region is on Google Cloud
     project = env.gcp.project_id
     drifts: list[Drift] = []
     for region in env.regions_on("gcp"):
@@ -45,38 +46,28 @@ def detect_gcp_drift(env: Environment, stacks: dict[str, dict], clients: gcp.Gcp
     return drifts
 
 
-def _get(clients: gcp.GcpClients, url: str) -> dict | None:
-    """A Google REST resource, or None when it does not exist."""
-    try:
-        return gcp.rest(clients, "GET", url)
-    except gcp.HttpError as error:
-        if error.status_code == 404:
-            return None
-        raise
-
-
 # --- GKE -------------------------------------------------------------------------------------
 
-def _node_pools(region: str, project: str, cluster: str, tf: dict, clients: gcp.GcpClients) -> list[Drift]:
+def _node_pools(region: str, project: str, cluster: str, tf: dict, clients: GcpClients) -> list[Drift]:
     from google.api_core.exceptions import NotFound
 
     container = clients.container()
     drifts = []
-    for _, body in _resources(tf, "google_container_node_pool"):
+    for _, body in sorted_resources(tf, "google_container_node_pool"):
         name = body.get("name")
         resource = f"node pool {name} in GKE cluster {cluster}"
         try:
-            live = container.get_node_pool(name=gcp.node_pool_path(project, region, cluster, name), **gcp.NO_LIBRARY_RETRY)
+            live = container.get_node_pool(name=node_pool_path(project, region, cluster, name), **NO_LIBRARY_RETRY)
         except NotFound:
             drifts.append(Drift(region, resource, "existence", "missing", "exists"))
             continue
-        scaling = (_blocks(body.get("autoscaling")) or [{}])[0]
-        config = (_blocks(body.get("node_config")) or [{}])[0]
-        accelerators = _blocks(config.get("guest_accelerator"))
+        scaling = first_block(body.get("autoscaling"))
+        config = first_block(body.get("node_config"))
+        accelerators = blocks(config.get("guest_accelerator"))
         # GPU pools set totals across their zones; the system pool sets limits per zone.
         limits = ("total_min_node_count", "total_max_node_count") if "total_min_node_count" in scaling \
             else ("min_node_count", "max_node_count")
-        drifts += _compare(region, resource, [
+        drifts += compare(region, resource, [
             (LIMITS[limit], getattr(live.autoscaling, limit), scaling.get(limit)) for limit in limits] + [
             ("location policy", LOCATION_POLICIES.get(int(live.autoscaling.location_policy)),
              scaling.get("location_policy", LOCATION_POLICIES.get(int(live.autoscaling.location_policy)))),
@@ -85,7 +76,7 @@ def _node_pools(region: str, project: str, cluster: str, tf: dict, clients: gcp.
             ("accelerators", sorted(f"{a.accelerator_count}x{a.accelerator_type}" for a in live.config.accelerators),
              sorted(f"{a.get('count')}x{a.get('type')}" for a in accelerators)),
             ("taints", sorted(f"{t.key}={t.value}:{_effect(t.effect)}" for t in live.config.taints),
-             sorted(f"{t.get('key')}={t.get('value', '')}:{t.get('effect')}" for t in _blocks(config.get("taint")))),
+             sorted(f"{t.get('key')}={t.get('value', '')}:{t.get('effect')}" for t in blocks(config.get("taint")))),
         ])
     return drifts
 
@@ -97,24 +88,24 @@ def _effect(value) -> str:
 
 # --- Cloud SQL, DMS and Cloud Storage (REST) ------------------------------------------------
 
-def _against_rest(region: str, tf: dict, rtype: str, clients: gcp.GcpClients, where, pairs) -> list[Drift]:
+def _against_rest(region: str, tf: dict, rtype: str, clients: GcpClients, where, pairs) -> list[Drift]:
     """Each `rtype` resource of the code against its live REST document: `where(body)` names it
     and gives its URL, `pairs(body, live)` the (attribute, live, code) to compare."""
     drifts = []
-    for _, body in _resources(tf, rtype):
+    for _, body in sorted_resources(tf, rtype):
         resource, url = where(body)
-        live = _get(clients, url)
+        live = get_or_none(clients, url)
         if live is None:
             drifts.append(Drift(region, resource, "existence", "missing", "exists"))
         else:
-            drifts += _compare(region, resource, pairs(body, live))
+            drifts += compare(region, resource, pairs(body, live))
     return drifts
 
 
-def _sql_instances(region: str, project: str, tf: dict, clients: gcp.GcpClients) -> list[Drift]:
+def _sql_instances(region: str, project: str, tf: dict, clients: GcpClients) -> list[Drift]:
     def pairs(body: dict, live: dict) -> list:
-        settings = (_blocks(body.get("settings")) or [{}])[0]
-        ip = (_blocks(settings.get("ip_configuration")) or [{}])[0]
+        settings = first_block(body.get("settings"))
+        ip = first_block(settings.get("ip_configuration"))
         live_settings = live.get("settings", {})
         return [
             ("follows", live.get("masterInstanceName"), body.get("master_instance_name")),
@@ -130,7 +121,7 @@ def _sql_instances(region: str, project: str, tf: dict, clients: gcp.GcpClients)
         f"{clients.sql_base}/v1/projects/{project}/instances/{body.get('name')}"), pairs)
 
 
-def _migration_jobs(region: str, project: str, tf: dict, clients: gcp.GcpClients) -> list[Drift]:
+def _migration_jobs(region: str, project: str, tf: dict, clients: GcpClients) -> list[Drift]:
     # A continuous job that is not RUNNING has stopped replicating the registry.
     return _against_rest(region, tf, "google_database_migration_service_migration_job", clients, lambda body: (
         f"DMS migration job {body.get('migration_job_id')}",
@@ -138,23 +129,23 @@ def _migration_jobs(region: str, project: str, tf: dict, clients: gcp.GcpClients
         lambda body, live: [("state", live.get("state"), "RUNNING"), ("type", live.get("type"), body.get("type"))])
 
 
-def _buckets(tf: dict, clients: gcp.GcpClients) -> list[Drift]:
+def _buckets(tf: dict, clients: GcpClients) -> list[Drift]:
     def pairs(body: dict, live: dict) -> list:
-        placement = (_blocks(body.get("custom_placement_config")) or [{}])[0]
+        placement = first_block(body.get("custom_placement_config"))
         access = live.get("iamConfiguration", {})
         return [
             ("replication", live.get("rpo", "DEFAULT"), body.get("rpo", "DEFAULT")),
             ("dual-region pair", sorted(live.get("customPlacementConfig", {}).get("dataLocations", [])),
              sorted(placement.get("data_locations") or [])),
             ("versioning", live.get("versioning", {}).get("enabled", False),
-             (_blocks(body.get("versioning")) or [{}])[0].get("enabled", False)),
+             first_block(body.get("versioning")).get("enabled", False)),
             ("uniform bucket-level access", access.get("uniformBucketLevelAccess", {}).get("enabled", False),
              body.get("uniform_bucket_level_access", False)),
             ("public access prevention", access.get("publicAccessPrevention", "inherited"),
              body.get("public_access_prevention", "inherited")),
             # The key's id is resolved at apply: its presence is what the code can say.
             ("default key", bool(live.get("encryption", {}).get("defaultKmsKeyName")),
-             bool((_blocks(body.get("encryption")) or [{}])[0].get("default_kms_key_name"))),
+             bool(first_block(body.get("encryption")).get("default_kms_key_name"))),
         ]
 
     base = clients.endpoint or STORAGE

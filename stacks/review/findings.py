@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from mlfleet.stacks.config import Environment
+from mlfleet.stacks.environment import Environment
 
 SEVERITIES = ("high", "medium", "low", "unrated")
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from mlfleet.stacks.gcp_offerings import GcpAcceleratorOfferings
-from mlfleet.stacks.offerings import GpuOfferings
+from mlfleet.constructs.terraform_json import first_block, output_value, provider_region, resource_types, resources
+from mlfleet.stacks.environment.gcp_offerings import GcpAcceleratorOfferings
+from mlfleet.stacks.environment.offerings import GpuOfferings
 from mlfleet.stacks.summary import stack_facts
 
 # How the review names each cloud (`Region.cloud`).
@@ -46,23 +47,17 @@ class PoolCapacity:
         return self.nodes_max * self.gpus_per_node
 
 
-def stack_region(tf: dict) -> str | None:
-    providers = tf.get("provider", {}).get("aws") or tf.get("provider", {}).get("google") or [{}]
-    return providers[0].get("region")
-
-
 def resources_by_type(tf: dict) -> dict[str, int]:
-    return dict(sorted(Counter({rtype: len(items) for rtype, items in tf.get("resource", {}).items()}).items()))
+    return dict(sorted(Counter({rtype: len(items) for rtype, items in resource_types(tf).items()}).items()))
 
 
 def pool_capacity(stack: str, tf: dict) -> list[PoolCapacity]:
-    outputs = tf.get("output", {})
-    region = stack_region(tf) or "?"
+    region = provider_region(tf) or "?"
     accelerators = gke_accelerators(tf)
     pools = []
     for pool in stack_facts(tf)["gpu_pools"]:
         prefix = (pool["name"] or "").replace("-", "_")
-        failover = outputs.get(f"{prefix}_failover_size", {}).get("value")
+        failover = output_value(tf, f"{prefix}_failover_size")
         types = tuple(pool["instance_types"])
         # A stack is on one cloud: a pool named by a GKE node pool is that node pool.
         gke = pool["name"] in accelerators
@@ -78,9 +73,9 @@ def pool_capacity(stack: str, tf: dict) -> list[PoolCapacity]:
 def gke_accelerators(tf: dict) -> dict[str, str]:
     """GKE GPU node pool name → its accelerator type (e.g. nvidia-l4); the system pool has none."""
     found = {}
-    for body in tf.get("resource", {}).get("google_container_node_pool", {}).values():
-        config = (_blocks(body.get("node_config")) or [{}])[0]
-        accelerator = (_blocks(config.get("guest_accelerator")) or [{}])[0]
+    for body in resources(tf, "google_container_node_pool").values():
+        config = first_block(body.get("node_config"))
+        accelerator = first_block(config.get("guest_accelerator"))
         if accelerator.get("type"):
             found[body.get("name")] = accelerator["type"]
     return found
@@ -95,7 +90,3 @@ def _gcp_gpu(accelerator_type: str) -> str:
     known = GcpAcceleratorOfferings.load().accelerator_types.get(accelerator_type)
     # A type the table does not know is still named, as Compute Engine names it.
     return known.description if known else accelerator_type
-
-
-def _blocks(value) -> list:
-    return value if isinstance(value, list) else ([value] if value else [])

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.constructs.terraform_json import blocks, first_block, output_value, resources, sorted_resources
+from mlfleet.stacks.environment import Environment, naming
 
 RegistryKind = Literal["aurora", "cloud_sql", "dms"]
 ArtifactKind = Literal["s3_replication", "storage_transfer", "gcs_dual_region"]
@@ -36,25 +36,19 @@ class ArtifactPath:
     kind: ArtifactKind
 
 
-def _blocks(value) -> list:
-    """A Terraform JSON block, which the CDK writes as an object or a list of objects."""
-    return value if isinstance(value, list) else ([value] if value else [])
-
-
 def registry_replica(env: Environment, stacks: dict[str, dict], region: str) -> RegistryReplica | None:
     """The registry replica the region's own stack holds, if any (None for a missing stack)."""
     tf = stacks.get(naming.stack_name(env.name, region), {})
-    resources = tf.get("resource", {})
-    for body in resources.get("aws_rds_cluster", {}).values():
+    for body in resources(tf, "aws_rds_cluster").values():
         # A member of the environment's global cluster (named deterministically, never referenced).
         if body.get("global_cluster_identifier") == naming.global_cluster_id(env.name):
             return RegistryReplica(region, "aurora", body.get("cluster_identifier", "?"))
-    for body in resources.get("google_sql_database_instance", {}).values():
+    for body in resources(tf, "google_sql_database_instance").values():
         if body.get("master_instance_name"):
             return RegistryReplica(region, "cloud_sql", body.get("name", "?"))
-    for body in resources.get("google_database_migration_service_migration_job", {}).values():
+    for body in resources(tf, "google_database_migration_service_migration_job").values():
         if body.get("type") == "CONTINUOUS":
-            instance = tf.get("output", {}).get("registry_replica_instance", {}).get("value")
+            instance = output_value(tf, "registry_replica_instance")
             return RegistryReplica(region, "dms", instance or body.get("migration_job_id", "?"))
     return None
 
@@ -70,11 +64,10 @@ def artifact_path(env: Environment, region: str) -> ArtifactPath:
 def transfer_interval(stacks: dict[str, dict]) -> int | None:
     """The repeat interval (seconds) of the Storage Transfer job that copies S3 to Cloud Storage;
     the longest if there are several, None if there is none."""
-    intervals = [_seconds(_blocks(job.get("schedule"))[0].get("repeat_interval"))
+    intervals = [_seconds(first_block(job.get("schedule")).get("repeat_interval"))
                  for tf in stacks.values()
-                 for job in tf.get("resource", {}).get("google_storage_transfer_job", {}).values()
-                 if _blocks(job.get("transfer_spec")) and _blocks(job["transfer_spec"])[0].get("aws_s3_data_source")
-                 and _blocks(job.get("schedule"))]
+                 for job in resources(tf, "google_storage_transfer_job").values()
+                 if first_block(job.get("transfer_spec")).get("aws_s3_data_source") and blocks(job.get("schedule"))]
     known = [i for i in intervals if i is not None]
     return max(known) if known else None
 
@@ -82,12 +75,13 @@ def transfer_interval(stacks: dict[str, dict]) -> int | None:
 def gcs_buckets(stacks: dict[str, dict]) -> list[dict]:
     """Every Cloud Storage bucket of the environment (the artifact bucket lives in `<env>-gcp-global`)."""
     return [body for _, tf in sorted(stacks.items())
-            for _, body in sorted(tf.get("resource", {}).get("google_storage_bucket", {}).items())]
+            for _, body in sorted_resources(tf, "google_storage_bucket")]
 
 
 def data_locations(bucket: dict) -> list[str]:
     """The regions a dual-region bucket keeps its objects in; empty for any other bucket."""
-    return [loc.upper() for loc in (_blocks(bucket.get("custom_placement_config")) or [{}])[0].get("data_locations") or []]
+    placement = first_block(bucket.get("custom_placement_config"))
+    return [loc.upper() for loc in placement.get("data_locations") or []]
 
 
 def _seconds(duration) -> int | None:

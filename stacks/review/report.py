@@ -6,13 +6,16 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from mlfleet.stacks.config import Environment
+from mlfleet.constructs.terraform_json import provider_region
+from mlfleet.stacks.environment import Environment
 from mlfleet.stacks.review import checkov, cost, dr_rules, rto
 from mlfleet.stacks.review.diff import Diff, compare
 from mlfleet.stacks.review.findings import ReviewFinding, from_policy
-from mlfleet.stacks.review.inventory import CLOUD_NAMES, PoolCapacity, pool_capacity, resources_by_type, stack_region
+from mlfleet.stacks.review.inventory import CLOUD_NAMES, PoolCapacity, pool_capacity, resources_by_type
 from mlfleet.stacks.review.prices import PriceTable
+from mlfleet.stacks.review.rto import RpoBudget, RtoBudget
 from mlfleet.stacks.review.synth import synthesize_for_review
 
 # Consumed by the config model's RPO check, not by a rule over resources.
@@ -30,8 +33,8 @@ class Review:
     checkov: checkov.CheckovRun
     capacity: list[PoolCapacity]
     cost: cost.CostEstimate
-    rto: rto.RtoBudget
-    rpo: rto.RpoBudget
+    rto: RtoBudget
+    rpo: RpoBudget
     diff: Diff | None
     unused_acknowledgements: list[str]
 
@@ -79,7 +82,7 @@ def _stack_files(stacks: dict[str, dict], directory: Path) -> dict[str, Path]:
 
 def _region_order(env: Environment, tf: dict) -> tuple[int, str]:
     names = [r.name for r in (env.primary, *env.standbys)]
-    region = stack_region(tf)
+    region = provider_region(tf)
     return (names.index(region) if region in names else len(names), region or "")
 
 
@@ -104,7 +107,7 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+def _table(header: list[str], rows: Sequence[Sequence[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return lines
@@ -118,7 +121,8 @@ def render_markdown(review: Review, diagram: str | None = None) -> str:
     standbys = ", ".join(r.name + cloud(r) for r in env.standbys) or "none"
     resources = sum(sum(resources_by_type(tf).values()) for tf in review.stacks.values())
     out.append(f"Primary **{env.primary.name}**{cloud(env.primary)}, standby {standbys}; {len(review.stacks)} stacks, "
-               f"{resources} resources. RTO target {_duration(env.targets.rto)}, RPO target {_duration(env.targets.rpo)}.")
+               f"{resources} resources. RTO target {_duration(env.targets.rto)}, "
+               f"RPO target {_duration(env.targets.rpo)}.")
     out.append("")
     blocking = review.blocking
     if blocking:
@@ -217,7 +221,8 @@ def _recovery_section(review: Review) -> list[str]:
 def _capacity_section(review: Review) -> list[str]:
     out = ["## GPU capacity", "", "Warm: what runs before a failover (the primary runs its minimum). "
            "Min: what the region serves with once it is primary.", ""]
-    out += _table(["region", "pool", "instance types", "GPU", "capacity", "GPUs/node", "GPUs warm", "GPUs min", "GPUs max"],
+    out += _table(["region", "pool", "instance types", "GPU", "capacity", "GPUs/node",
+                   "GPUs warm", "GPUs min", "GPUs max"],
                   [[p.region, p.pool, ", ".join(p.instance_types), p.gpu, p.capacity_type.lower(), p.gpus_per_node,
                     p.gpus_warm, p.gpus_min, p.gpus_max] for p in review.capacity])
     return out + [""]
@@ -236,7 +241,8 @@ def _cost_section(review: Review) -> list[str]:
                     line.units_warm, _usd(line.monthly(line.units_warm, hours)), line.units_min,
                     _usd(line.monthly(line.units_min, hours))] for line in estimate.lines])
     out += ["", f"Steady state (primary at minimum, standbys warm): **{_usd(estimate.total('warm'))}** per month. "
-            f"Every region at its minimum (after a failover scales the standbys): **{_usd(estimate.total('min'))}** per month."]
+            "Every region at its minimum (after a failover scales the standbys): "
+            f"**{_usd(estimate.total('min'))}** per month."]
     for line in estimate.unpriced:
         out.append(f"Not priced (absent from the price table): {line.item} in {line.region}, as {line.priced_as}.")
     return out + [""]
@@ -252,7 +258,7 @@ def _resources_section(review: Review) -> list[str]:
     types = sorted({t for c in counts.values() for t in c})
     out = ["## Resources", ""]
     out += _table(["stack", "region", "resources"],
-                  [[n, stack_region(review.stacks[n]) or "", sum(counts[n].values())] for n in names])
+                  [[n, provider_region(review.stacks[n]) or "", sum(counts[n].values())] for n in names])
     out += ["", "<details><summary>Resources by type</summary>", ""]
     out += _table(["type", *names], [[t, *[counts[n].get(t, 0) for n in names]] for t in types])
     return out + ["", "</details>", ""]
@@ -280,9 +286,9 @@ def to_json(review: Review, diagram: str | None = None) -> dict:
                 "acknowledgement": review.rpo.acknowledgement,
                 "parts": [{"data": p.data, "seconds": p.seconds, "basis": p.basis, "missing": p.missing,
                            "enforced": p.enforced} for p in review.rpo.parts]},
-        "gpu_capacity": [{"region": p.region, "stack": p.stack, "pool": p.pool, "instance_types": list(p.instance_types),
-                          "gpu": p.gpu, "cloud": p.cloud, "capacity_type": p.capacity_type,
-                          "gpus_per_node": p.gpus_per_node,
+        "gpu_capacity": [{"region": p.region, "stack": p.stack, "pool": p.pool,
+                          "instance_types": list(p.instance_types), "gpu": p.gpu, "cloud": p.cloud,
+                          "capacity_type": p.capacity_type, "gpus_per_node": p.gpus_per_node,
                           "nodes": {"warm": p.nodes_warm, "min": p.nodes_min, "max": p.nodes_max},
                           "gpus": {"warm": p.gpus_warm, "min": p.gpus_min, "max": p.gpus_max}}
                          for p in review.capacity],

@@ -23,12 +23,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import (AURORA_MIN_GLOBAL_DB_RPO_SECONDS, GCS_TURBO_RPO_SECONDS, S3_RTC_RPO_SECONDS,
-                                   Environment)
+from mlfleet.constructs.service_limits import (
+    AURORA_MIN_GLOBAL_DB_RPO_SECONDS,
+    GCS_DEFAULT_RPO_SECONDS,
+    GCS_TURBO_RPO_SECONDS,
+    S3_RTC_RPO_SECONDS,
+)
+from mlfleet.constructs.terraform_json import blocks, first_block, resources
+from mlfleet.stacks.environment import Environment, naming
 from mlfleet.stacks.review.inventory import pool_capacity
-from mlfleet.stacks.review.replication import (RegistryReplica, artifact_path, data_locations, gcs_buckets,
-                                               registry_replica, transfer_interval)
+from mlfleet.stacks.review.replication import (
+    RegistryReplica,
+    artifact_path,
+    data_locations,
+    gcs_buckets,
+    registry_replica,
+    transfer_interval,
+)
 
 # Aurora global database managed failover: "typically completes in about a minute" (Amazon
 # Aurora User Guide, "Using failover in an Amazon Aurora global database").
@@ -49,8 +60,6 @@ GKE_SCALE_STEP_SECONDS = 300
 # Fetching the champion from the regional artifact bucket, verifying its checksum, loading
 # it onto the GPU and passing the golden canary: planning figure for models up to ~10 GB.
 MODEL_LOAD_SECONDS = 120
-# Cloud Storage's default replication of a dual-region bucket: every object within 12 hours.
-GCS_DEFAULT_RPO_SECONDS = 12 * 3600
 
 _PROMOTION = {
     "aurora": (AURORA_GLOBAL_FAILOVER_SECONDS, "Aurora global database managed failover"),
@@ -79,9 +88,8 @@ class RtoBudget:
     @property
     def total(self) -> int | None:
         """The sum of the parts; None when a part is not recoverable."""
-        if any(p.seconds is None for p in self.parts):
-            return None
-        return sum(p.seconds for p in self.parts)
+        known = [p.seconds for p in self.parts if p.seconds is not None]
+        return sum(known) if len(known) == len(self.parts) else None
 
     @property
     def recoverable_total(self) -> int:
@@ -156,10 +164,11 @@ def _registry_promotion(env: Environment, stacks: dict[str, dict]) -> BudgetPart
     missing = [region for region, replica in replicas.items() if replica is None]
     if missing:
         return BudgetPart("registry promotion", None, _no_replica(env, missing), missing=True)
-    kinds = {replica.kind for replica in replicas.values()}
+    held = {region: replica for region, replica in replicas.items() if replica is not None}
+    kinds = {replica.kind for replica in held.values()}
     seconds = max(_PROMOTION[kind][0] for kind in kinds)
     basis = (_PROMOTION[kinds.pop()][1] if len(kinds) == 1
-             else "; ".join(f"{region}: {_PROMOTION[replica.kind][1]}" for region, replica in replicas.items()))
+             else "; ".join(f"{region}: {_PROMOTION[replica.kind][1]}" for region, replica in held.items()))
     return BudgetPart("registry promotion", seconds, basis)
 
 
@@ -196,8 +205,8 @@ def rpo_budget(env: Environment, stacks: dict[str, dict]) -> RpoBudget:
 
 def _s3_artifacts(env: Environment, stacks: dict[str, dict]) -> RpoPart:
     rules = [rule for tf in stacks.values()
-             for body in tf.get("resource", {}).get("aws_s3_bucket_replication_configuration", {}).values()
-             for rule in _blocks(body.get("rule"))]
+             for body in resources(tf, "aws_s3_bucket_replication_configuration").values()
+             for rule in blocks(body.get("rule"))]
     timed = bool(rules) and all(_enabled(rule, "replication_time") for rule in rules)
     return RpoPart("model artifacts (S3)", S3_RTC_RPO_SECONDS if timed else None,
                    "Replication Time Control, 15 minutes for 99.99 % of objects" if timed
@@ -213,6 +222,7 @@ def _transfer_artifacts(env: Environment, stacks: dict[str, dict]) -> RpoPart:
 
 
 def _dual_region_artifacts(env: Environment, stacks: dict[str, dict]) -> RpoPart:
+    assert env.gcp is not None  # the model requires `gcp:` whenever a region is on Google Cloud
     name = naming.gcs_artifact_bucket(env.name, env.gcp.project_id)
     bucket = next((b for b in gcs_buckets(stacks) if b.get("name") == name), None)
     pair = " and ".join(data_locations(bucket)) if bucket else ""
@@ -232,8 +242,8 @@ _ARTIFACTS = {"s3_replication": _s3_artifacts, "storage_transfer": _transfer_art
 
 def _aurora_registry(stacks: dict[str, dict]) -> RpoPart:
     settings = [int(p["value"]) for tf in stacks.values()
-                for group in tf.get("resource", {}).get("aws_rds_cluster_parameter_group", {}).values()
-                for p in _blocks(group.get("parameter")) if p.get("name") == "rds.global_db_rpo"]
+                for group in resources(tf, "aws_rds_cluster_parameter_group").values()
+                for p in blocks(group.get("parameter")) if p.get("name") == "rds.global_db_rpo"]
     return RpoPart("model registry (Aurora)",
                    max(max(settings), AURORA_MIN_GLOBAL_DB_RPO_SECONDS) if settings else None,
                    f"rds.global_db_rpo = {max(settings)} s on the secondaries" if settings
@@ -251,7 +261,8 @@ def _asynchronous_registry(env: Environment, stacks: dict[str, dict], replicas: 
     unwatched = sorted(name for name, threshold in alerts.items() if threshold is None)
     if unwatched:
         return RpoPart(label, None, f"{how}; no replica-lag alert watches {', '.join(unwatched)}")
-    name, threshold = max(alerts.items(), key=lambda kv: kv[1])
+    watched = {name: threshold for name, threshold in alerts.items() if threshold is not None}
+    name, threshold = max(watched.items(), key=lambda kv: kv[1])
     share = f" ({100 * threshold / env.targets.rpo:g} % of the RPO target)"
     return RpoPart(label, int(threshold),
                    f"{how}; the replica-lag alert on {name} pages above {threshold:g} s{share} or when the replica "
@@ -261,21 +272,17 @@ def _asynchronous_registry(env: Environment, stacks: dict[str, dict], replicas: 
 def _lag_alert(tf: dict, instance: str) -> float | None:
     """The threshold (seconds) of the alert on `instance`'s replica lag in the region's stack."""
     # Here, not at the top: the module loads Google's provider bindings, which an AWS-only review never needs.
-    from mlfleet.constructs.gcp_monitoring import REPLICA_LAG_METRIC
+    from mlfleet.constructs.gcp.monitoring import REPLICA_LAG_METRIC
 
-    for policy in tf.get("resource", {}).get("google_monitoring_alert_policy", {}).values():
-        for condition in _blocks(policy.get("conditions")):
-            threshold = (_blocks(condition.get("condition_threshold")) or [{}])[0]
+    for policy in resources(tf, "google_monitoring_alert_policy").values():
+        for condition in blocks(policy.get("conditions")):
+            threshold = first_block(condition.get("condition_threshold"))
             query = threshold.get("filter", "")
             if REPLICA_LAG_METRIC in query and f':{instance}"' in query:
                 return threshold.get("threshold_value")
     return None
 
 
-def _blocks(value) -> list:
-    return value if isinstance(value, list) else ([value] if value else [])
-
-
 def _enabled(rule: dict, block: str) -> bool:
-    destination = (_blocks(rule.get("destination")) or [{}])[0]
-    return any(b.get("status") == "Enabled" for b in _blocks(destination.get(block)))
+    destination = first_block(rule.get("destination"))
+    return any(b.get("status") == "Enabled" for b in blocks(destination.get(block)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from mlfleet.stacks.config import Environment
+from mlfleet.stacks.environment import Environment
 
 
 def synthesize_for_review(env: Environment, outdir: Path | None = None) -> tuple[dict[str, dict], list]:

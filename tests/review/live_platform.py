@@ -8,21 +8,17 @@ import re
 from moto.route53.models import HostedZoneIdentifier
 from moto.utilities.id_generator import moto_id_manager
 
+from mlfleet.constructs.terraform_json import Body, blocks, sorted_resources
+
 MOTO_ACCOUNT = "123456789012"
 SUBNETS = ["subnet-0a", "subnet-0b", "subnet-0c"]
 ROLE = f"arn:aws:iam::{MOTO_ACCOUNT}:role/mlfleet-test"
 
 
-def _blocks(value) -> list:
-    return value if isinstance(value, list) else ([value] if value else [])
-
-
-def _items(tf: dict, rtype: str) -> list[tuple[str, dict]]:
-    return sorted(tf.get("resource", {}).get(rtype, {}).items())
-
-
-def _for_bucket(tf: dict, rtype: str, logical: str) -> dict | None:
-    return next((b for _, b in _items(tf, rtype) if b.get("bucket") == f"${{aws_s3_bucket.{logical}.id}}"), None)
+def _for_bucket(tf: dict, rtype: str, logical: str) -> Body:
+    """The `rtype` resource whose `bucket` is the bucket with logical id `logical`, or None."""
+    return next((b for _, b in sorted_resources(tf, rtype) if b.get("bucket") == f"${{aws_s3_bucket.{logical}.id}}"),
+                None)
 
 
 def apply_intent(env, stacks: dict[str, dict], session) -> None:
@@ -35,59 +31,61 @@ def apply_intent(env, stacks: dict[str, dict], session) -> None:
 
 
 def _apply_buckets(tf: dict, s3, region: str) -> None:
-    for logical, body in _items(tf, "aws_s3_bucket"):
+    for logical, body in sorted_resources(tf, "aws_s3_bucket"):
         name = body["bucket"]
         extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         s3.create_bucket(Bucket=name, **extra)
         versioning = _for_bucket(tf, "aws_s3_bucket_versioning", logical)
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={
-            "Status": _blocks(versioning["versioning_configuration"])[0]["status"]})
+            "Status": blocks(versioning["versioning_configuration"])[0]["status"]})
+        key = f"arn:aws:kms:{region}:{MOTO_ACCOUNT}:key/test"
         s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": [{
-            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
-                                                   "KMSMasterKeyID": f"arn:aws:kms:{region}:{MOTO_ACCOUNT}:key/test"}}]})
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
         block = _for_bucket(tf, "aws_s3_bucket_public_access_block", logical)
         s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
             "BlockPublicAcls": block["block_public_acls"], "IgnorePublicAcls": block["ignore_public_acls"],
-            "BlockPublicPolicy": block["block_public_policy"], "RestrictPublicBuckets": block["restrict_public_buckets"]})
+            "BlockPublicPolicy": block["block_public_policy"],
+            "RestrictPublicBuckets": block["restrict_public_buckets"]})
         replication = _for_bucket(tf, "aws_s3_bucket_replication_configuration", logical)
         if replication:
             s3.put_bucket_replication(Bucket=name, ReplicationConfiguration={"Role": ROLE, "Rules": [
-                _replication_rule(rule) for rule in _blocks(replication["rule"])]})
+                _replication_rule(rule) for rule in blocks(replication["rule"])]})
 
 
 def _replication_rule(rule: dict) -> dict:
-    target = _blocks(rule["destination"])[0]
+    target = blocks(rule["destination"])[0]
     destination = {"Bucket": target["bucket"]}
-    if _blocks(target.get("replication_time")):
-        destination["ReplicationTime"] = {"Status": _blocks(target["replication_time"])[0]["status"],
+    if blocks(target.get("replication_time")):
+        destination["ReplicationTime"] = {"Status": blocks(target["replication_time"])[0]["status"],
                                           "Time": {"Minutes": 15}}
-    if _blocks(target.get("metrics")):
-        destination["Metrics"] = {"Status": _blocks(target["metrics"])[0]["status"], "EventThreshold": {"Minutes": 15}}
+    if blocks(target.get("metrics")):
+        destination["Metrics"] = {"Status": blocks(target["metrics"])[0]["status"], "EventThreshold": {"Minutes": 15}}
     return {"ID": rule["id"], "Priority": rule["priority"], "Status": rule["status"], "Filter": {},
             "DeleteMarkerReplication": {"Status": "Enabled"}, "Destination": destination}
 
 
 def _apply_eks(tf: dict, eks) -> None:
-    for _, cluster in _items(tf, "aws_eks_cluster"):
+    for _, cluster in sorted_resources(tf, "aws_eks_cluster"):
         eks.create_cluster(name=cluster["name"], roleArn=ROLE, resourcesVpcConfig={"subnetIds": SUBNETS})
-        for _, group in _items(tf, "aws_eks_node_group"):
-            scaling = _blocks(group["scaling_config"])[0]
+        for _, group in sorted_resources(tf, "aws_eks_node_group"):
+            scaling = blocks(group["scaling_config"])[0]
             eks.create_nodegroup(
                 clusterName=cluster["name"], nodegroupName=group["node_group_name"], amiType=group["ami_type"],
                 instanceTypes=group["instance_types"], capacityType=group["capacity_type"], nodeRole=ROLE,
                 subnets=SUBNETS, labels=group.get("labels") or {},
-                taints=[{"key": t["key"], "value": t["value"], "effect": t["effect"]} for t in _blocks(group.get("taint"))],
+                taints=[{"key": t["key"], "value": t["value"], "effect": t["effect"]}
+                        for t in blocks(group.get("taint"))],
                 scalingConfig={"minSize": scaling["min_size"], "maxSize": scaling["max_size"],
                                "desiredSize": scaling["desired_size"]})
 
 
 def _apply_registry(env, stacks: dict[str, dict], session) -> None:
-    for _, body in _items(stacks[f"{env.name}-global"], "aws_rds_global_cluster"):
+    for _, body in sorted_resources(stacks[f"{env.name}-global"], "aws_rds_global_cluster"):
         session.client("rds", region_name=env.primary.name).create_global_cluster(
             GlobalClusterIdentifier=body["global_cluster_identifier"], Engine=body["engine"],
             EngineVersion=body["engine_version"], StorageEncrypted=True)
     for region in [env.primary, *env.standbys]:
-        for _, cluster in _items(stacks[f"{env.name}-{region.name}"], "aws_rds_cluster"):
+        for _, cluster in sorted_resources(stacks[f"{env.name}-{region.name}"], "aws_rds_cluster"):
             extra = {"MasterUsername": "registry", "MasterUserPassword": "not-a-secret-1"} \
                 if region is env.primary else {}
             session.client("rds", region_name=region.name).create_db_cluster(
@@ -97,18 +95,19 @@ def _apply_registry(env, stacks: dict[str, dict], session) -> None:
 
 
 def _apply_routing(tf: dict, route53) -> None:
-    records = _items(tf, "aws_route53_record")
+    records = sorted_resources(tf, "aws_route53_record")
     zone_id = records[0][1]["zone_id"]
     zone_name = min((b["name"] for _, b in records), key=len).split(".", 1)[1] + "."
     # The zone keeps the id the environment file names, as the real one does.
     moto_id_manager.set_custom_id(HostedZoneIdentifier(MOTO_ACCOUNT, zone_name, None), zone_id)
     route53.create_hosted_zone(Name=zone_name, CallerReference="mlfleet-test")
     check_ids = {}
-    for logical, check in _items(tf, "aws_route53_health_check"):
+    for logical, check in sorted_resources(tf, "aws_route53_health_check"):
         check_ids[logical] = route53.create_health_check(CallerReference=logical, HealthCheckConfig={
             "Type": check["type"], "FullyQualifiedDomainName": check["fqdn"], "Port": check["port"],
             "ResourcePath": check["resource_path"], "SearchString": check["search_string"],
-            "RequestInterval": check["request_interval"], "FailureThreshold": check["failure_threshold"]})["HealthCheck"]["Id"]
+            "RequestInterval": check["request_interval"],
+            "FailureThreshold": check["failure_threshold"]})["HealthCheck"]["Id"]
     changes = []
     for _, body in records:
         record = {"Name": body["name"], "Type": body["type"], "SetIdentifier": body["set_identifier"]}

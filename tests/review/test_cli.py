@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment.errors import MlfleetError
 from mlfleet.stacks.review.cli import register
 
 
@@ -28,7 +28,7 @@ def test_review_writes_the_report_and_the_picture_beside_it(tmp_path, capsys):
 def test_unacknowledged_high_finding_exits_1(tmp_path, capsys):
     import yaml
 
-    from mlfleet.stacks.config import ENVIRONMENTS_DIR
+    from mlfleet.stacks.environment import ENVIRONMENTS_DIR
 
     # dev is single-region: its global cluster has no secondary (MLF021), which dev.yaml
     # acknowledges. Without the acknowledgement the review fails.
@@ -52,7 +52,7 @@ def test_bad_base_is_a_usage_error(tmp_path):
 REVIEW_PROBE = """
 import sys
 from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
-from mlfleet.stacks.config import load_environment
+from mlfleet.stacks.environment import load_environment
 from mlfleet.stacks.review.diagram import render_svg
 from mlfleet.stacks.review.report import build_review, render_markdown
 env = load_environment(sys.argv[1])
@@ -62,6 +62,7 @@ print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('cdktn_provid
 """
 
 
+@pytest.mark.sandbox  # a fresh interpreter that synthesizes
 def test_an_aws_only_review_loads_only_the_aws_provider(tmp_path):
     # Google's provider bindings cost seconds to load: reviewing an AWS-only environment must not
     # pay for them (as its synth does not). A fresh process, since this one has loaded both.

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import copy
 
-from mlfleet.stacks.config import GCS_TURBO_RPO_SECONDS
+from mlfleet.constructs.service_limits import GCS_DEFAULT_RPO_SECONDS, GCS_TURBO_RPO_SECONDS
 from mlfleet.stacks.review.cost import estimate
 from mlfleet.stacks.review.prices import Prices
-from mlfleet.stacks.review.rto import (AURORA_GLOBAL_FAILOVER_SECONDS, CLOUD_SQL_PROMOTION_SECONDS,
-                                       DMS_PROMOTION_SECONDS, GCS_DEFAULT_RPO_SECONDS, GKE_SCALE_STEP_SECONDS,
-                                       GPU_SCALE_STEP_SECONDS, MODEL_LOAD_SECONDS, rpo_budget, rto_budget)
-from review_fixtures import examples, hybrid_without_registry_replica  # noqa: F401 - fixtures
+from mlfleet.stacks.review.rto import (
+    AURORA_GLOBAL_FAILOVER_SECONDS,
+    CLOUD_SQL_PROMOTION_SECONDS,
+    DMS_PROMOTION_SECONDS,
+    GKE_SCALE_STEP_SECONDS,
+    GPU_SCALE_STEP_SECONDS,
+    MODEL_LOAD_SECONDS,
+    rpo_budget,
+    rto_budget,
+)
 
 
 def test_each_cloud_price_table_is_dated_sourced_and_labelled_an_estimate():
@@ -17,7 +23,8 @@ def test_each_cloud_price_table_is_dated_sourced_and_labelled_an_estimate():
     assert prices.hours_per_month == 730 and sorted(prices.tables) == ["aws", "gcp"]
     for table in prices.tables.values():
         assert table.generated_at and "not fetched" in table.source and "estimate" in table.estimate.lower()
-        machines = [p for region in table.regions.values() for p in region.get("ec2", region.get("compute", {})).values()]
+        machines = [p for region in table.regions.values()
+                    for p in region.get("ec2", region.get("compute", {})).values()]
         assert machines
         assert all(p["spot"] < p["on_demand"] for p in machines if "spot" in p and "on_demand" in p)
 
@@ -28,6 +35,7 @@ def test_prod_cost_follows_nodes_and_prices(examples):
     cost = estimate(stacks)
     inference = {line.region: line for line in cost.lines if line.item == "GPU pool inference-gpu"}
     hourly = table.instance("us-west-2", "g6e.2xlarge", "ON_DEMAND")
+    assert hourly is not None
     assert (inference["us-west-2"].units_warm, inference["us-west-2"].units_min) == (2, 4)
     assert inference["us-west-2"].monthly(2, 730) == round(hourly * 2 * 730, 2)
     batch = [line for line in cost.lines if line.item == "GPU pool batch-gpu"][0]
@@ -78,7 +86,8 @@ def test_cloud_sql_is_priced_by_tier_and_availability(examples):
                    if li.item.startswith("Cloud SQL") and li.region == env.primary.name)
     assert primary.priced_as == "on-demand, zonal"
     assert primary.hourly == table.service(env.primary.name, "cloud_sql_enterprise_plus", env.gcp.registry.tier,
-                                           "zonal") < ha.hourly
+                                           "zonal")
+    assert primary.hourly is not None and ha.hourly is not None and primary.hourly < ha.hourly
 
 
 def test_a_cross_cloud_estimate_prints_each_clouds_provenance(examples):
@@ -100,7 +109,7 @@ def test_rto_budget_adds_detection_ttl_promotion_scale_up_and_load(examples):
     serving = env.serving
     assert budget.total == (serving.health_check_interval * serving.health_check_failure_threshold + serving.record_ttl
                             + AURORA_GLOBAL_FAILOVER_SECONDS + GPU_SCALE_STEP_SECONDS + MODEL_LOAD_SECONDS)
-    assert budget.verdict == "pass"
+    assert budget.verdict == "pass" and budget.total is not None
     tight = env.model_copy(update={"targets": env.targets.model_copy(update={"rto": budget.total - 1})})
     assert rto_budget(tight, stacks).verdict == "fail"
 
@@ -150,7 +159,9 @@ def test_a_standby_without_a_registry_replica_is_not_recoverable(hybrid_without_
     promotion = {p.name: p for p in budget.parts}["registry promotion"]
     assert promotion.missing and promotion.seconds is None and env.standbys[0].name in promotion.basis
     assert budget.total is None and budget.verdict == "fail"
-    assert budget.recoverable_total == sum(p.seconds for p in budget.parts if not p.missing) > 0
+    assert all(p.seconds is not None for p in budget.parts if not p.missing)
+    recoverable = [p.seconds for p in budget.parts if not p.missing and p.seconds is not None]
+    assert budget.recoverable_total == sum(recoverable) > 0
     rpo = rpo_budget(env, stacks)
     registry = [p for p in rpo.parts if p.data.startswith("model registry")]
     assert [p.missing for p in registry] == [True] and rpo.deliverable is None and rpo.verdict == "fail"

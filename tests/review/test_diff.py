@@ -7,13 +7,12 @@ import subprocess
 
 import pytest
 
-from mlfleet.stacks.config import load_environment
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment import load_environment
+from mlfleet.stacks.environment.errors import MlfleetError
 from mlfleet.stacks.review.base import load_base
 from mlfleet.stacks.review.diff import compare
 from mlfleet.stacks.review.report import build_review, render_markdown
 from mlfleet.stacks.review.synth import synthesize_for_review
-from review_fixtures import examples  # noqa: F401 - fixture
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +30,7 @@ def test_stateful_replacement_is_a_loud_warning(examples, changed_prod):
     _, base_stacks, _ = examples["prod"]
     env, (stacks, findings) = changed_prod
     review = build_review(env, base=(base_stacks, "test base"), synthesized=(stacks, findings), run_checkov=False)
+    assert review.diff is not None
     warnings = review.diff.warnings
     assert {(w.stack, w.rtype, w.action) for w in warnings} == {
         (f"prod-{r}", "aws_s3_bucket", "replaced") for r in ("us-east-1", "us-west-2", "us-east-2")}
@@ -89,20 +89,24 @@ def test_base_directory_of_a_previous_synth(tmp_path, examples):
         load_base(str(tmp_path / "empty"), "prod", tmp_path / "unused.yaml")
 
 
+def _git(repo, home):
+    """A git of its own in `repo`: no user configuration, a fixed identity."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(home), "PATH": "/usr/bin:/bin"})
+    return git
+
+
 def test_base_git_ref_synthesizes_the_environment_file_of_that_ref(tmp_path, examples):
-    from mlfleet.stacks.config import ENVIRONMENTS_DIR
+    from mlfleet.stacks.environment import ENVIRONMENTS_DIR
 
     repo = tmp_path / "repo"
     repo.mkdir()
     env_file = repo / "staging.yaml"
     original = (ENVIRONMENTS_DIR / "staging.yaml").read_text()
     env_file.write_text(original)
-
-    def git(*args):
-        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-                            "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-
+    git = _git(repo, tmp_path)
     git("init", "-q")
     git("add", "staging.yaml")
     git("commit", "-q", "-m", "base")
@@ -112,6 +116,32 @@ def test_base_git_ref_synthesizes_the_environment_file_of_that_ref(tmp_path, exa
     assert base == stacks and label.startswith("git HEAD (")
     with pytest.raises(MlfleetError, match="neither a directory nor a git ref"):
         load_base("no-such-ref", "staging", env_file)
+
+
+def test_base_git_ref_from_before_the_examples_moved_reads_their_former_path(tmp_path, examples):
+    from mlfleet.stacks.environment import ENVIRONMENTS_DIR
+
+    repo = tmp_path / "repo"
+    former = repo / "stacks" / "environments" / "staging.yaml"
+    former.parent.mkdir(parents=True)
+    original = (ENVIRONMENTS_DIR / "staging.yaml").read_text()
+    former.write_text(original)
+    git = _git(repo, tmp_path)
+    git("init", "-q")
+    git("add", "stacks")
+    git("commit", "-q", "-m", "before the move")
+    env_file = repo / "stacks" / "environment" / "examples" / "staging.yaml"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text(original.replace("max_size: 6", "max_size: 8"))
+    former.unlink()
+    base, label = load_base("HEAD", "staging", env_file)
+    _, stacks, _ = examples["staging"]
+    assert base == stacks and label.endswith(" stacks/environments/staging.yaml")
+    git("add", "-A", "stacks")
+    git("commit", "-q", "-m", "the move")
+    base, label = load_base("HEAD", "staging", env_file)
+    assert base != stacks and label.endswith(" stacks/environment/examples/staging.yaml")
+    assert load_base("HEAD~1", "staging", repo / "stacks" / "environment" / "examples" / "dev.yaml")[0] == {}
 
 
 def test_renaming_the_dms_replica_replaces_what_dms_replicates_into():

@@ -2,13 +2,12 @@
 Terraform JSON shaped like the synthesized stacks (Google types included)."""
 from __future__ import annotations
 
-
 import pytest
 
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import load_environment
+from mlfleet.stacks.environment import load_environment, naming
 from mlfleet.stacks.review.dr_rules import DR_RULES, evaluate
-from review_fixtures import EXAMPLES, examples, hybrid_without_registry_replica  # noqa: F401 - fixtures
+
+from helpers.examples import EXAMPLES
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +24,15 @@ def _rule_ids(env, stacks) -> list[str]:
 
 
 def _replication(rtc: bool = True, metrics: bool = True) -> dict:
-    destination = {"bucket": "arn:aws:s3:::replica"}
+    destination: dict[str, object] = {"bucket": "arn:aws:s3:::replica"}
     if rtc:
         destination["replication_time"] = {"status": "Enabled", "time": {"minutes": 15}}
     if metrics:
         destination["metrics"] = {"status": "Enabled", "event_threshold": {"minutes": 15}}
     return {"aws_s3_bucket_replication_configuration": {"replication": {
         "//": {"metadata": {"path": "prod-us-east-1/artifacts/replication"}},
-        "bucket": "${aws_s3_bucket.b.id}", "rule": [{"id": "to-west", "status": "Enabled", "destination": destination}]}}}
+        "bucket": "${aws_s3_bucket.b.id}",
+        "rule": [{"id": "to-west", "status": "Enabled", "destination": destination}]}}}
 
 
 def test_every_dr_rule_has_a_stable_id_severity_and_fix():
@@ -68,7 +68,7 @@ def _aurora_member(region: str) -> dict:
 
 
 def _standby_pool(warm: int, failover: int, reservation: bool = False) -> dict:
-    template = {"metadata_options": {"http_tokens": "required"}}
+    template: dict[str, object] = {"metadata_options": {"http_tokens": "required"}}
     if reservation:
         template["capacity_reservation_specification"] = {
             "capacity_reservation_target": {"capacity_reservation_id": "cr-0123456789abcdef0"}}

@@ -8,13 +8,14 @@ import json
 
 import boto3
 import pytest
-
 from live_gcp import apply_gcp_intent
 from live_platform import apply_intent
-from mlfleet.dr.gcp import GcpClients
+
+from mlfleet.stacks.clients.google_cloud import GcpClients, node_pool_path
 from mlfleet.stacks.review.cli import register
 from mlfleet.stacks.review.drift import detect_drift
-from review_fixtures import examples  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.sandbox  # reads live state from a moto server and the fake Google endpoint
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def test_hand_changes_are_reported_with_where_and_what_the_code_says(deployed, c
     eks = session.client("eks", region_name="us-west-2")
     eks.update_nodegroup_config(clusterName="mlfleet-prod-us-west-2", nodegroupName="inference-gpu",
                                 scalingConfig={"minSize": 0, "maxSize": 16, "desiredSize": 0})
-    session.client("s3", region_name="us-east-1").delete_bucket_replication(Bucket="mlfleet-prod-333333333333-us-east-1")
+    s3 = session.client("s3", region_name="us-east-1")
+    s3.delete_bucket_replication(Bucket="mlfleet-prod-333333333333-us-east-1")
     session.client("route53").change_resource_record_sets(HostedZoneId=env.serving.hosted_zone_id, ChangeBatch={
         "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
             "Name": "standby.models.example.com", "Type": "CNAME", "SetIdentifier": "us-east-2", "Weight": 0,
@@ -119,7 +121,7 @@ def _arn(rds, region: str, identifier: str) -> str:
 
 
 def test_unknown_region_is_a_usage_error(moto_endpoint):
-    from mlfleet.stacks.errors import MlfleetError
+    from mlfleet.stacks.environment.errors import MlfleetError
 
     with pytest.raises(MlfleetError, match="no region 'eu-west-1'") as raised:
         _run_cli("drift", "--env", "prod", "--region", "eu-west-1")
@@ -179,7 +181,8 @@ def test_google_hand_changes_are_reported(deployed_research):
         ("us-east4", "Cloud SQL instance mlfleet-research-registry-us-east4", "deletion protection", "false", "true"),
         ("us-east4", "Cloud SQL instance mlfleet-research-registry-us-east4", "follows", "absent",
          "mlfleet-research-registry-us-central1"),
-        ("us-central1", "node pool batch-gpu in GKE cluster mlf-research-us-central1", "existence", "missing", "exists"),
+        ("us-central1", "node pool batch-gpu in GKE cluster mlf-research-us-central1", "existence", "missing",
+         "exists"),
         ("gcp-global", "bucket gs://mlfleet-research-research-models", "replication", "DEFAULT", "ASYNC_TURBO"),
     }
 
@@ -190,7 +193,7 @@ def test_a_failover_raising_the_gke_minimum_shows_as_drift(deployed_research):
 
     env, stacks, fake = deployed_research
     clients = _gcp(fake)
-    path = gcp.node_pool_path(env.gcp.project_id, "us-east4", "mlf-research-us-east4", "inference-gpu")
+    path = node_pool_path(env.gcp.project_id, "us-east4", "mlf-research-us-east4", "inference-gpu")
     gcp.raise_pool_minimum(clients, RunContext(), path, 3)
     [drift] = detect_drift(env, stacks, boto3.Session(), only="us-east4", gcp_clients=clients)
     assert (drift.attribute, drift.live, drift.code) == ("autoscaling total minimum", "3", "1")
@@ -217,7 +220,7 @@ def test_the_cross_cloud_environment_is_read_on_both_clouds(deployed_hybrid, fak
 
 
 def test_google_regions_without_credentials_are_a_usage_error(examples, moto_endpoint, monkeypatch, tmp_path):
-    from mlfleet.stacks.errors import MlfleetError
+    from mlfleet.stacks.environment.errors import MlfleetError
 
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
     with pytest.raises(MlfleetError, match="no Google credentials to read research") as raised:

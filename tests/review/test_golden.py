@@ -14,7 +14,8 @@ import pytest
 
 from mlfleet.stacks.review.diagram import render_svg
 from mlfleet.stacks.review.report import build_review, render_markdown, to_json
-from review_fixtures import EXAMPLES, examples  # noqa: F401 - fixture
+
+from helpers.examples import EXAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import copy
 
-from mlfleet.stacks import naming
-from mlfleet.stacks.gcp_offerings import GcpAcceleratorOfferings
+from mlfleet.stacks.environment import naming
+from mlfleet.stacks.environment.gcp_offerings import GcpAcceleratorOfferings
 from mlfleet.stacks.review.inventory import pool_capacity
-from review_fixtures import examples  # noqa: F401 - fixture
 
 
 def test_gke_pools_carry_their_accelerator_and_autoscaler_totals(examples):

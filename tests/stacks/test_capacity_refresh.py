@@ -9,7 +9,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from mlfleet.stacks.cli import main
-from mlfleet.stacks.offerings import GpuOfferings
+from mlfleet.stacks.environment.offerings import GpuOfferings
+
+pytestmark = pytest.mark.sandbox  # refreshes the table from a moto server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ import socket
 import pytest
 
 from mlfleet.stacks.cli import main
-from mlfleet.stacks.gcp_offerings import GCP_TABLE, GcpAcceleratorOfferings, dumps_table
+from mlfleet.stacks.environment.gcp_offerings import GCP_TABLE, GcpAcceleratorOfferings, dumps_table
+
+pytestmark = pytest.mark.sandbox  # refreshes the table from the fake Google endpoint
 
 PROJECT = "p-test-123"
 AGGREGATED = f"/compute/v1/projects/{PROJECT}/aggregated/acceleratorTypes"

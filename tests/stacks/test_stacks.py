@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from mlfleet.stacks.app import synthesize
-from mlfleet.stacks.config import environment_names, load_environment
+from mlfleet.stacks.environment import environment_names, load_environment
+
+from helpers.template import resources
 
 REGION = re.compile(r"\b(?:us|eu|ap|sa|ca|me|af|il)-[a-z]+-\d\b")
 
@@ -20,10 +22,6 @@ def synthesized(tmp_path_factory):
     """Every example environment, synthesized once for the session."""
     envs = [load_environment(n) for n in environment_names()]
     return synthesize(envs, tmp_path_factory.mktemp("synth") / "cdktf.out")
-
-
-def _res(tf: dict, rtype: str) -> dict:
-    return tf.get("resource", {}).get(rtype, {})
 
 
 def test_one_stack_per_region_plus_global(synthesized):
@@ -64,13 +62,14 @@ def test_global_state_survives_the_primary(synthesized):
 
 def test_every_bucket_encrypted_and_private(synthesized):
     for name, tf in synthesized.stacks.items():
-        buckets = _res(tf, "aws_s3_bucket")
-        encryption = _res(tf, "aws_s3_bucket_server_side_encryption_configuration")
-        blocks = _res(tf, "aws_s3_bucket_public_access_block")
+        buckets = resources(tf, "aws_s3_bucket")
+        encryption = resources(tf, "aws_s3_bucket_server_side_encryption_configuration")
+        blocks = resources(tf, "aws_s3_bucket_public_access_block")
         for bid in buckets:
             ref = f"${{aws_s3_bucket.{bid}.id}}"
             enc = [e for e in encryption.values() if e["bucket"] == ref]
-            assert enc and enc[0]["rule"][0]["apply_server_side_encryption_by_default"]["sse_algorithm"] == "aws:kms", name
+            default = enc[0]["rule"][0]["apply_server_side_encryption_by_default"] if enc else {}
+            assert default.get("sse_algorithm") == "aws:kms", name
             pab = [b for b in blocks.values() if b["bucket"] == ref]
             assert pab and all(pab[0][k] is True for k in ("block_public_acls", "block_public_policy",
                                                           "ignore_public_acls", "restrict_public_buckets"))
@@ -78,7 +77,7 @@ def test_every_bucket_encrypted_and_private(synthesized):
 
 
 def test_every_database_protected(synthesized):
-    clusters = [(n, c) for n, tf in synthesized.stacks.items() for c in _res(tf, "aws_rds_cluster").values()]
+    clusters = [(n, c) for n, tf in synthesized.stacks.items() for c in resources(tf, "aws_rds_cluster").values()]
     aws_regions = [r for n in environment_names() for r in load_environment(n).regions_on("aws")]
     assert len(clusters) == len(aws_regions) == 7  # one per AWS region
     for name, cluster in clusters:
@@ -86,7 +85,7 @@ def test_every_database_protected(synthesized):
         assert cluster["kms_key_id"] and cluster["backup_retention_period"] >= 7
         assert cluster["skip_final_snapshot"] is False
     for tf in synthesized.stacks.values():
-        for instance in _res(tf, "aws_rds_cluster_instance").values():
+        for instance in resources(tf, "aws_rds_cluster_instance").values():
             assert instance["publicly_accessible"] is False
 
 
@@ -94,10 +93,10 @@ def test_every_gpu_pool_tainted_and_standbys_warm(synthesized):
     prod = load_environment("prod")
     pools = {p.name: p for p in prod.gpu_pools}
     def gpu_groups(tf):
-        return [g for g in _res(tf, "aws_eks_node_group").values() if g["node_group_name"].endswith("-gpu")]
+        return [g for g in resources(tf, "aws_eks_node_group").values() if g["node_group_name"].endswith("-gpu")]
 
     for name, tf in synthesized.stacks.items():
-        groups = _res(tf, "aws_eks_node_group").values()
+        groups = resources(tf, "aws_eks_node_group").values()
         system = [g for g in groups if not g["node_group_name"].endswith("-gpu")]
         if not name.endswith("-global") and "aws" in tf["provider"]:
             assert len(system) == 1 and "taint" not in system[0], name  # add-ons run untainted
@@ -116,7 +115,7 @@ def test_every_gpu_pool_tainted_and_standbys_warm(synthesized):
 
 def test_primary_replicates_to_every_standby_with_rtc(synthesized):
     tf = synthesized.stacks["prod-us-east-1"]
-    (config,) = _res(tf, "aws_s3_bucket_replication_configuration").values()
+    (config,) = resources(tf, "aws_s3_bucket_replication_configuration").values()
     destinations = {r["destination"]["bucket"]: r for r in config["rule"]}
     assert set(destinations) == {"arn:aws:s3:::mlfleet-prod-333333333333-us-west-2",
                                  "arn:aws:s3:::mlfleet-prod-333333333333-us-east-2"}
@@ -125,18 +124,18 @@ def test_primary_replicates_to_every_standby_with_rtc(synthesized):
         assert rule["destination"]["metrics"]["status"] == "Enabled"
         assert rule["delete_marker_replication"]["status"] == "Enabled"
     for standby in ("prod-us-west-2", "prod-us-east-2"):
-        assert not _res(synthesized.stacks[standby], "aws_s3_bucket_replication_configuration")
+        assert not resources(synthesized.stacks[standby], "aws_s3_bucket_replication_configuration")
 
 
 def test_routing_probes_each_region(synthesized):
     tf = synthesized.stacks["prod-global"]
-    checks = _res(tf, "aws_route53_health_check")
+    checks = resources(tf, "aws_route53_health_check")
     assert {c["fqdn"] for c in checks.values()} == {
         "us-east-1.models.example.com", "us-west-2.models.example.com", "us-east-2.models.example.com"}
     for check in checks.values():
         assert check["type"] == "HTTPS_STR_MATCH" and check["request_interval"] == 10
         assert check["resource_path"] == "/v2/health/failover"
-    assert len(_res(tf, "aws_rds_global_cluster")) == 1
+    assert len(resources(tf, "aws_rds_global_cluster")) == 1
 
 
 def test_output_is_reproducible(synthesized, tmp_path):
@@ -177,7 +176,8 @@ def test_cli_synth_prints_a_summary_per_stack(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Synthesized 4 stacks" in out
     assert "prod-us-east-1" in out and "prod-global" in out
-    assert re.search(r"gpu pool inference-gpu: g6e\.2xlarge/g6e\.4xlarge on_demand, 1 GPU/node, nodes min 4 desired 4 max 16", out)
+    assert re.search(r"gpu pool inference-gpu: g6e\.2xlarge/g6e\.4xlarge on_demand, 1 GPU/node, "
+                     r"nodes min 4 desired 4 max 16", out)
     assert re.search(r"gpu pool inference-gpu: .* min 2 desired 2 max 16", out)  # a warm standby
     assert "bucket mlfleet-prod-333333333333-us-west-2" in out
     assert "database mlfleet-prod-registry (global)" in out
@@ -186,18 +186,18 @@ def test_cli_synth_prints_a_summary_per_stack(tmp_path, capsys):
 def test_efa_pool_gets_one_zone_a_placement_group_and_the_cluster_security_group(tmp_path):
     import yaml
 
-    from mlfleet.stacks.config import ENVIRONMENTS_DIR, parse_environment
+    from mlfleet.stacks.environment import ENVIRONMENTS_DIR, parse_environment
 
     data = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
     data["gpu_pools"].append({"name": "training", "instance_types": ["p5.48xlarge"], "min_size": 0,
                               "warm_standby": 0, "max_size": 2, "efa_interfaces": 32})
     result = synthesize([parse_environment(data, "dev+efa")], tmp_path / "out")
     tf = result.stacks["dev-us-east-2"]
-    group = next(g for g in _res(tf, "aws_eks_node_group").values() if g["node_group_name"] == "training-gpu")
+    group = next(g for g in resources(tf, "aws_eks_node_group").values() if g["node_group_name"] == "training-gpu")
     assert len(group["subnet_ids"]) == 1
-    (placement,) = _res(tf, "aws_placement_group").values()
+    (placement,) = resources(tf, "aws_placement_group").values()
     assert placement["strategy"] == "cluster"
-    template = next(t for t in _res(tf, "aws_launch_template").values() if "training" in t["name"])
+    template = next(t for t in resources(tf, "aws_launch_template").values() if "training" in t["name"])
     interfaces = template["network_interfaces"]
     assert len(interfaces) == 32 and {i["interface_type"] for i in interfaces} == {"efa"}
     assert all(len(i["security_groups"]) == 1 and "cluster_security_group_id" in i["security_groups"][0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mlfleet.stacks.config import ENVIRONMENTS_DIR, environment_names, load_environment, parse_environment
+from mlfleet.stacks.environment import ENVIRONMENTS_DIR, environment_names, load_environment, parse_environment
 
-EXAMPLES = ("dev", "hybrid", "prod", "research", "staging")
+from helpers.examples import EXAMPLES
 
 
 @pytest.fixture(scope="session")
