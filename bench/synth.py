@@ -10,7 +10,8 @@ Each measurement is a fresh process, as `cdktn synth` would start one:
 Wall time and peak memory (the Python process plus its jsii node child) are reported as
 medians with the ratio, for the prod example (AWS) and the cross-cloud hybrid example (AWS and
 Google Cloud providers in one app; `--envs` picks others). A last table synthesizes the prod
-example with 1…4 regions to show the cost of each added region. The machine is shared and noisy: read medians and ratios.
+example with 1…4 regions to show the cost of each added region. The machine is shared and noisy: read
+medians and ratios.
 """
 from __future__ import annotations
 
@@ -56,12 +57,12 @@ import sys, time, json
 from pathlib import Path
 t0 = time.perf_counter()
 from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
-from mlfleet.stacks.config import load_environment_file
+from mlfleet.stacks.environment import load_environment_file
 from mlfleet.stacks.app import synthesize
 env = load_environment_file(Path(sys.argv[1]))
 result = synthesize([env], Path(sys.argv[2]))
-print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": _peak_kib() / 1024,
-                  "resources": sum(sum(len(v) for v in tf.get("resource", {}).values()) for tf in result.stacks.values())}))
+resources = sum(sum(len(v) for v in tf.get("resource", {}).values()) for tf in result.stacks.values())
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": _peak_kib() / 1024, "resources": resources}))
 """
 
 # A plain cdktn app that replays synthesized stacks class for class, on either provider.
@@ -108,8 +109,9 @@ def replay(stacks, outdir):
         for kind in ("data", "resource"):
             for rtype, items in tf.get(kind, {}).items():
                 for rid, body in items.items():
-                    resource_class(kind, rtype)(stack, rid, **{k: _arg(v) for k, v in body.items()
-                                                               if k not in ("//", "lifecycle", "depends_on", "provider")})
+                    args = {k: _arg(v) for k, v in body.items()
+                            if k not in ("//", "lifecycle", "depends_on", "provider")}
+                    resource_class(kind, rtype)(stack, rid, **args)
                     count += 1
     app.synth()
     return count
@@ -127,7 +129,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": _peak_kib() /
 PER_REGION = REPLAY + r"""
 import sys, time, json, statistics
 from pathlib import Path
-from mlfleet.stacks.config import parse_environment
+from mlfleet.stacks.environment import parse_environment
 from mlfleet.stacks.app import synthesize
 envs, out, runs = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), int(sys.argv[3])
 parsed = [parse_environment(e, f"{i + 1} regions") for i, e in enumerate(envs)]
@@ -135,8 +137,12 @@ replays = [synthesize([env], out / f"ref{i}").stacks for i, env in enumerate(par
 times = {"bare": [[] for _ in parsed], "mlfleet": [[] for _ in parsed]}
 for run in range(runs):
     for i, env in enumerate(parsed):
-        t = time.perf_counter(); replay(replays[i], out / f"b{run}-{i}"); times["bare"][i].append(time.perf_counter() - t)
-        t = time.perf_counter(); synthesize([env], out / f"m{run}-{i}"); times["mlfleet"][i].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        replay(replays[i], out / f"b{run}-{i}")
+        times["bare"][i].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        synthesize([env], out / f"m{run}-{i}")
+        times["mlfleet"][i].append(time.perf_counter() - t)
 print(json.dumps({k: [statistics.median(v) for v in per] for k, per in times.items()}))
 """
 
@@ -145,7 +151,7 @@ def _slope(ys: list[float]) -> float:
     """Least-squares slope over 1..n: less sensitive to one noisy point than first-to-last."""
     xs = range(1, len(ys) + 1)
     mean_x, mean_y = statistics.mean(xs), statistics.mean(ys)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
 
 
 def _run(script: str, *args: str) -> dict:
@@ -207,14 +213,15 @@ def main() -> None:
                         help="example environments to compare (default: prod, and the cross-cloud hybrid)")
     args = parser.parse_args()
 
+    examples = ROOT / "stacks" / "environment" / "examples"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in args.envs:
-            _compare(name, yaml.safe_load((ROOT / f"stacks/environments/{name}.yaml").read_text()), args.runs, tmp)
+            _compare(name, yaml.safe_load((examples / f"{name}.yaml").read_text()), args.runs, tmp)
 
         # Per added region, in one warm process (imports paid once), so that the few tenths
         # of a second a region costs are not lost in process start-up noise.
-        prod = yaml.safe_load((ROOT / "stacks/environments/prod.yaml").read_text())
+        prod = yaml.safe_load((examples / "prod.yaml").read_text())
         envs = tmp / "envs.json"
         envs.write_text(json.dumps([_environment_with_regions(prod, n) for n in range(1, 5)]))
         medians = _run(PER_REGION, str(envs), str(tmp / "per-region"), str(args.runs))

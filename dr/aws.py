@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from mlfleet.dr.engine import RunContext, StepFailed
 from mlfleet.dr.target import Target
-from mlfleet.stacks import naming
+from mlfleet.stacks.environment import naming
 
 LAG_METRIC = "AuroraGlobalDBRPOLag"
 
@@ -39,7 +39,8 @@ def replication_lag_s(target: Target, ctx: RunContext, region: str) -> float | N
     now = datetime.now(timezone.utc)
     points = ctx.call(f"read {LAG_METRIC} in {region}", cloudwatch.get_metric_statistics,
                       Namespace="AWS/RDS", MetricName=LAG_METRIC,
-                      Dimensions=[{"Name": "DBClusterIdentifier", "Value": naming.db_cluster_id(target.env.name, region)}],
+                      Dimensions=[{"Name": "DBClusterIdentifier",
+                                   "Value": naming.db_cluster_id(target.env.name, region)}],
                       StartTime=now - timedelta(minutes=2), EndTime=now + timedelta(seconds=1), Period=60,
                       Statistics=["Maximum"])["Datapoints"]
     if not points:
@@ -89,7 +90,7 @@ def _exists(s3, bucket: str, key: str, ctx: RunContext) -> bool:
     try:
         ctx.call(f"head s3://{bucket}/{key}", s3.head_object, Bucket=bucket, Key=key)
         return True
-    except Exception as exc:  # noqa: BLE001 - a 404 means "not replicated", anything else is raised
+    except Exception as exc:  # a 404 means "not replicated", anything else is raised
         cause = getattr(exc, "cause", exc)
         code = getattr(cause, "response", {}).get("Error", {}).get("Code")
         if code in ("404", "NoSuchKey", "NotFound"):
@@ -105,7 +106,8 @@ def choose_versions(target: Target, ctx: RunContext, region: str) -> ChampionCho
     s3 = target.client("s3", region)
     bucket = target.bucket(region)
     prefix = target.env.artifact_store.models_prefix
-    raw = ctx.call(f"read manifest in {region}", s3.get_object, Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+    raw = ctx.call(f"read manifest in {region}", s3.get_object, Bucket=bucket,
+                   Key=prefix + "manifest.json")["Body"].read()
     try:
         manifest = Manifest.load(raw)
     except ManifestError as exc:
@@ -230,7 +232,8 @@ def flip_routing(target: Target, ctx: RunContext, from_region: str, to_region: s
                {"Action": "UPSERT", "ResourceRecordSet": new_from}, {"Action": "UPSERT", "ResourceRecordSet": new_to}]
     route53 = target.client("route53", "us-east-1")
     ctx.call("flip failover records", route53.change_resource_record_sets, HostedZoneId=target.hosted_zone_id,
-             ChangeBatch={"Comment": f"mlfleet: route {target.env.serving.dns_name} to {to_region}", "Changes": changes})
+             ChangeBatch={"Comment": f"mlfleet: route {target.env.serving.dns_name} to {to_region}",
+                          "Changes": changes})
     return f"PRIMARY {from_region} -> {to_region}"
 
 

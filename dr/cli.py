@@ -13,7 +13,8 @@ from mlfleet.dr.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, DrUsageError
 def register(subparsers) -> None:
     def common(parser, target=True):
         parser.add_argument("--env", required=True, help="a shipped environment")
-        parser.add_argument("--state-dir", default=".mlfleet", help="sandbox state, journals, audit log (default .mlfleet)")
+        parser.add_argument("--state-dir", default=".mlfleet",
+                            help="sandbox state, journals, audit log (default .mlfleet)")
         if target:
             parser.add_argument("--target", choices=("sandbox", "aws"), default="sandbox",
                                 help="the running sandbox (default) or the deployed AWS environment")
@@ -67,7 +68,7 @@ def register(subparsers) -> None:
 
 def _target(args):
     from mlfleet.dr.target import Target
-    from mlfleet.stacks.config import load_environment
+    from mlfleet.stacks.environment import load_environment
 
     env = _aws_only(load_environment(args.env))
     if len(env.regions) < 2:
@@ -170,27 +171,14 @@ def _readiness(args) -> int:
     return EXIT_OK if not failed else EXIT_REFUSED
 
 
-def drill_report(target, region: str, outcome: dict) -> dict:
-    from mlfleet.dr import report as reports
-
-    result = outcome["result"]
-    extra = {"scenario": {"name": "region-outage", "region": region, "new_region": outcome["new_region"],
-                          "writes_before_fault": outcome["writes_before_fault"],
-                          "writes_missing": outcome["writes_missing"]}}
-    if outcome.get("failback") is not None:
-        extra["failback"] = {"status": outcome["failback"].status, "run_id": outcome["failback"].run_id}
-    return reports.build(target.env, kind=f"region-outage drill in {region}", result=result,
-                         timeline=outcome["ctx"].timeline.marks, waiting_s=outcome["ctx"].clock.waiting_s,
-                         rpo_s=outcome["rpo_s"], notes=outcome["notes"], sandbox=True, extra=extra)
-
-
 def _drill(args) -> int:
+    from mlfleet.dr import report as reports
     from mlfleet.dr.drill import run_drill
 
     target = _target(args)
     outcome = run_drill(target, args.region, scenario=args.scenario, fault_mode=args.fault,
                         do_failback=not args.no_failback, progress=_progress)
-    report = drill_report(target, args.region, outcome)
+    report = reports.drill_report(target, args.region, outcome)
     _emit(report, args)
     return EXIT_OK if report["verdict"] == "pass" else EXIT_FAILED
 
@@ -208,7 +196,7 @@ def _sandbox_up(args) -> int:
     import threading
 
     from mlfleet.dr.sandbox import Sandbox, SandboxState
-    from mlfleet.stacks.config import load_environment
+    from mlfleet.stacks.environment import load_environment
 
     env = _aws_only(load_environment(args.env))
     try:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 def run_demo(env_name: str = "prod", out=sys.stdout) -> int:
     from mlfleet.dr import report as reports
-    from mlfleet.dr.cli import drill_report
     from mlfleet.dr.drill import run_drill
     from mlfleet.dr.sandbox import Sandbox
     from mlfleet.dr.target import Target
-    from mlfleet.stacks.config import load_environment
+    from mlfleet.stacks.environment import load_environment
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
@@ -24,7 +23,7 @@ def run_demo(env_name: str = "prod", out=sys.stdout) -> int:
         with Sandbox(env, state_dir=Path(state_dir), log=say):
             target = Target.sandbox(env, Path(state_dir))
             outcome = run_drill(target, env.primary.name, progress=say)
-            report = drill_report(target, env.primary.name, outcome)
+            report = reports.drill_report(target, env.primary.name, outcome)
             say("")
             say(reports.to_markdown(report))
         say("sandbox torn down")

@@ -54,20 +54,27 @@ def run_drill(target: Target, region: str, *, scenario: str = "region-outage", f
     if target.kind != SANDBOX:
         raise DrUsageError("drills inject faults through the sandbox's control API; against a deployed "
                            "environment use `mlfleet failover --planned` as a game-day exercise instead")
+    control = target.control
+    if control is None:
+        raise DrUsageError("this sandbox target has no control API to inject faults through")
     target.region(region)
     env = target.env
     target.warm()
     ctx = RunContext(retry=target.retry, progress=progress, poll_interval_s=target.poll_interval_s)
     routed = aws.routed_region(target, ctx)
+    if routed is None:
+        raise DrUsageError(f"no region is routed to: {env.serving.dns_name} has no PRIMARY failover record")
     writer_region = aws.writer_region(aws.describe_global_cluster(target, ctx, region)) or env.primary.name
     check_id = aws.health_check_id(target, ctx, region)
+    if check_id is None:
+        raise DrUsageError(f"{region} has no Route 53 health check to detect its outage by")
     ctx.clock.waiting_s = 0.0  # preparation is not part of the measured recovery
 
     writer = _Writer(target, writer_region, str(int(time.time())))
     writer.start()
     time.sleep(1.0)
     progress(f"injecting a region outage ({fault_mode}) in {region}")
-    target.control.inject(region, mode=fault_mode, hang_s=2.0)
+    control.inject(region, mode=fault_mode, hang_s=2.0)
     fault_at = time.time()
     ctx.timeline.mark("fault_injected", fault_at)
     writer.halt.set()  # joined after recovery: a write in flight may hang in the faulted region
@@ -95,7 +102,7 @@ def run_drill(target: Target, region: str, *, scenario: str = "region-outage", f
         missing = [(k, t) for k, t in before_fault if not aws.marker_present(target, new_region, k)]
         rpo_s = (fault_at - min(t for _, t in missing)) if missing else 0.0
     finally:
-        target.control.clear(region)
+        control.clear(region)
     recovered = {"fault_at": fault_at, "rpo_s": rpo_s, "writes_before_fault": len(before_fault),
                  "writes_missing": len(missing), "notes": notes, "result": result, "ctx": ctx,
                  "new_region": new_region}

@@ -18,6 +18,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -158,17 +159,17 @@ class PlanLine:
 class RunContext:
     """What steps see: facts recorded so far, the clock, the timeline, retries and progress."""
 
-    def __init__(self, *, retry: RetryPolicy = RetryPolicy(), progress: Callable[[str], None] = lambda line: None,
+    def __init__(self, *, retry: RetryPolicy | None = None, progress: Callable[[str], None] = lambda line: None,
                  poll_interval_s: float = 1.0, dry_run: bool = False, timeline: Timeline | None = None):
         self.facts: dict = {}
         self.clock = Clock()
         self.timeline = timeline or Timeline()
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self.progress = progress
         self.poll_interval_s = poll_interval_s
         self.dry_run = dry_run
         self.run_id = ""
-        self.audit: Callable[..., None] = lambda **record: None
+        self.audit: Callable[..., object] = lambda **record: None  # what it returns is not used
 
     def call(self, what: str, fn: Callable, *args, **kwargs):
         """A cloud call with retries for transient failures; its time counts as waiting."""
@@ -235,7 +236,8 @@ class Runbook:
 
         def finish(status: str, error: str | None) -> RunResult:
             journal.write(FINISHED, status=status, timeline=ctx.timeline.marks)
-            ctx.audit(action=f"{self.name}.end", target=self.key, result=status, detail={"error": error} if error else None)
+            ctx.audit(action=f"{self.name}.end", target=self.key, result=status,
+                      detail={"error": error} if error else None)
             lock.release(run_id)
             return RunResult(self.name, run_id, status, list(records.values()), dict(ctx.timeline.marks), started,
                              time.time(), ctx.clock.waiting_s, dict(ctx.facts), resumed, audit.head(), error)
@@ -267,7 +269,7 @@ class Runbook:
                 ctx.audit(action=step.name, target=self.key, result="applied", detail=facts)
                 on_event(step.name, APPLIED)
                 if step.verify is not None:
-                    ctx.wait_until(f"{step.name} verification", lambda: step.verify(ctx), step.verify_timeout_s)
+                    ctx.wait_until(f"{step.name} verification", partial(step.verify, ctx), step.verify_timeout_s)
                 if step.phase:
                     ctx.timeline.mark(step.phase)
                 record.ended = time.time()
@@ -283,7 +285,7 @@ class Runbook:
             exc.result = result  # type: ignore[attr-defined]
             exc.compensated = compensated  # type: ignore[attr-defined]
             raise
-        except (StepFailed, GaveUp, Exception) as exc:  # noqa: BLE001 - any failure aborts and compensates
+        except (StepFailed, GaveUp, Exception) as exc:  # any failure aborts and compensates
             failing = next((r for r in records.values() if r.status in ("pending", "blocked") and r.started), None)
             failing = failing or next((r for r in records.values() if r.status == "blocked"), None)
             name = failing.name if failing else "stop-condition"

@@ -5,7 +5,7 @@ configuration error, 3 refused by a gate (RPO budget, lock held, readiness).
 """
 from __future__ import annotations
 
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment.errors import MlfleetError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 from mlfleet.dr.engine import PHASES, RunResult
-from mlfleet.stacks.config import Environment
+from mlfleet.stacks.environment import Environment
 
 SANDBOX_NOTE = ("Measured in the local sandbox: loopback networking and simulated control planes with "
                 "sandbox timings, not a cloud's. Real RTO adds DNS TTLs, health-check intervals, node "
@@ -82,3 +82,16 @@ def to_markdown(report: dict) -> str:
 
 def _s(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f} s"
+
+
+def drill_report(target, region: str, outcome: dict) -> dict:
+    """The report of a region-outage drill (`run_drill`'s outcome) on `target`."""
+    result = outcome["result"]
+    extra = {"scenario": {"name": "region-outage", "region": region, "new_region": outcome["new_region"],
+                          "writes_before_fault": outcome["writes_before_fault"],
+                          "writes_missing": outcome["writes_missing"]}}
+    if outcome.get("failback") is not None:
+        extra["failback"] = {"status": outcome["failback"].status, "run_id": outcome["failback"].run_id}
+    return build(target.env, kind=f"region-outage drill in {region}", result=result,
+                 timeline=outcome["ctx"].timeline.marks, waiting_s=outcome["ctx"].clock.waiting_s,
+                 rpo_s=outcome["rpo_s"], notes=outcome["notes"], sandbox=True, extra=extra)

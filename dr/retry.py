@@ -29,8 +29,13 @@ class NotImplementedByProvider(Exception):
 
 
 def classify(exc: BaseException) -> str:
-    from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                     EndpointConnectionError, ReadTimeoutError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
     from botocore.parsers import ResponseParserError
 
     if isinstance(exc, NotImplementedByProvider):
@@ -90,7 +95,7 @@ def call_with_retry(what: str, fn: Callable[[], T], policy: RetryPolicy,
     for attempt in range(policy.attempts):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below, re-raised as GaveUp
+        except Exception as exc:  # classified below, re-raised as GaveUp
             kind = classify(exc)
             if kind != TRANSIENT or attempt == policy.attempts - 1:
                 raise GaveUp(what, kind, exc, attempt + 1) from exc

@@ -8,12 +8,22 @@ Failover to region T from the current writer S, in order:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from mlfleet.dr import aws, serving
-from mlfleet.dr.engine import Check, Gate, RunContext, Runbook, Step, StepFailed
+from mlfleet.dr.engine import Check, Gate, Runbook, RunContext, Step, StepFailed
 from mlfleet.dr.target import Target
 
 SLO_PROBES = 10
+
+
+@dataclass
+class _Found:
+    """What a failover's checks find, for the steps and conditions after them."""
+    source: str | None = None                 # the registry's writer when the run began
+    lag: float | None = None                  # its replication lag to the target, in seconds
+    choice: aws.ChampionChoice | None = None  # the versions to pin in the target
+    check: str | None = None                  # the target's Route 53 health check
 
 
 def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: bool = False,
@@ -23,23 +33,23 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
     rpo = env.targets.rpo
     health_path = env.serving.failover_health_path
     mode = "planned" if planned else "unplanned"
-    s = {}  # the source region, found by the first step (and restored from the journal on resume)
+    found = _Found()  # the source comes from the first step (and from the journal on resume)
 
     def source(ctx: RunContext) -> str:
-        return ctx.facts.get("source") or s.get("source") or ""
+        return ctx.facts.get("source") or found.source or ""
 
     # 1. declare
     def declare_check(ctx):
         cluster = aws.describe_global_cluster(target, ctx, to_region)
-        s["source"] = aws.writer_region(cluster)
-        if s["source"] == to_region and not ctx.facts.get("source"):
+        found.source = aws.writer_region(cluster)
+        if found.source == to_region and not ctx.facts.get("source"):
             return Check.failed(f"{to_region} is already the writer of the registry; nothing to fail over")
-        return Check.passed(f"registry writer is {s['source']}")
+        return Check.passed(f"registry writer is {found.source}")
 
     def declare(ctx):
         ctx.timeline.mark("declared")
-        return {"source": s["source"], "target": to_region, "mode": mode,
-                "summary": f"{mode} failover {s['source']} -> {to_region}"}
+        return {"source": found.source, "target": to_region, "mode": mode,
+                "summary": f"{mode} failover {found.source} -> {to_region}"}
 
     # 2. replication gate
     def gate_check(ctx):
@@ -51,7 +61,7 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
                                     "use --unplanned")
             return Check.passed(f"{source(ctx)} reachable; switchover replicates everything first (RPO 0)")
         lag = aws.replication_lag_s(target, ctx, to_region)
-        s["lag"] = lag
+        found.lag = lag
         if lag is None:
             detail = f"no replication-lag data for {to_region}: data loss cannot be bounded"
         elif lag <= rpo:
@@ -63,17 +73,17 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
         return Gate(False, detail + "; refused (pass --allow-data-loss to accept the loss)")
 
     def gate(ctx):
-        return {"replication_lag_s": s.get("lag"), "summary": "gate passed"}
+        return {"replication_lag_s": found.lag, "summary": "gate passed"}
 
     # 3. champion present in the target's replica
     def champion_check(ctx):
         choice = aws.choose_versions(target, ctx, to_region)
-        s["choice"] = choice
+        found.choice = choice
         return Check.passed(", ".join(f"{m} v{v}" for m, v in choice.pins.items()) +
                             ("; " + "; ".join(choice.notes) if choice.notes else ""))
 
     def champion(ctx):
-        choice = s.get("choice") or aws.choose_versions(target, ctx, to_region)
+        choice = found.choice or aws.choose_versions(target, ctx, to_region)
         for note in choice.notes:
             ctx.progress(f"  note: {note}")
         return {"pins": choice.pins, "notes": choice.notes,
@@ -180,11 +190,12 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
              lambda ctx: f"node groups in {to_region} -> {failover_sizes}", verify=lambda ctx: aws.node_groups_at(
                  target, ctx, to_region, failover_sizes), verify_timeout_s=900, compensate=scale_back),
         Step("promote-registry", f"make {to_region}'s registry the writer", promote,
-             lambda ctx: f"{'switchover' if planned else 'failover (AllowDataLoss)'} of the global cluster to {to_region}",
+             lambda ctx: (f"{'switchover' if planned else 'failover (AllowDataLoss)'} "
+                          f"of the global cluster to {to_region}"),
              verify=lambda ctx: aws.promotion_done(target, ctx, to_region), verify_timeout_s=600,
              compensate=unpromote, phase="registry_writable"),
         Step("pin-champion", f"pin the chosen versions in {to_region}'s runtime", pin,
-             lambda ctx: f"pin {ctx.facts.get('pins') or getattr(s.get('choice'), 'pins', {})} in {to_region}",
+             lambda ctx: f"pin {ctx.facts.get('pins') or found.choice.pins if found.choice else {}} in {to_region}",
              verify=pin_verify, verify_timeout_s=120),
         Step("flip-routing", f"route {env.serving.dns_name} to {to_region}", flip,
              lambda ctx: f"PRIMARY record {source(ctx)} -> {to_region}", verify=flip_verify, verify_timeout_s=120,
@@ -198,8 +209,8 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
                           restore, lambda ctx: f"node groups in {source(ctx)} -> {standby_sizes}"))
 
     def target_alarm(ctx):
-        check_id = s.get("check") or aws.health_check_id(target, ctx, to_region)
-        s["check"] = check_id
+        check_id = found.check or aws.health_check_id(target, ctx, to_region)
+        found.check = check_id
         if not check_id:
             return None
         healthy, status = aws.region_healthy(target, ctx, check_id)
@@ -225,32 +236,40 @@ def readiness(target: Target, ctx: RunContext) -> list[tuple[str, str, bool, str
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         return [("*", "registry", False, str(exc))]
     for region in env.regions:
-        name = region.name
-        if name == writer:
-            continue
-        def run(check: str, fn):
-            try:
-                ok, detail = fn()
-            except Exception as exc:  # noqa: BLE001 - each check reports its own failure
-                ok, detail = False, str(exc).splitlines()[0]
-            results.append((name, check, ok, detail))
-        def lag():
-            value = aws.replication_lag_s(target, ctx, name)
-            if value is None:
-                return False, "no replication-lag data"
-            return value <= env.targets.rpo, f"{value:.1f}s (budget {env.targets.rpo}s)"
-        def champion():
-            choice = aws.choose_versions(target, ctx, name)
-            return not choice.notes, "; ".join(choice.notes) or ", ".join(f"{m} v{v}" for m, v in choice.pins.items())
-        def capacity():
-            sizes = aws.node_group_sizes(target, ctx, name)
-            short = [f"{p.name}: max {sizes[p.name]['maxSize']} < {p.min_size}" for p in env.gpu_pools
-                     if sizes[p.name]["maxSize"] < p.min_size or sizes[p.name]["status"] != "ACTIVE"]
-            return not short, "; ".join(short) or ", ".join(f"{k} {v['desiredSize']} warm" for k, v in sizes.items())
-        def health():
-            return serving.failover_health(target.serving_urls[name], env.serving.failover_health_path)
-        run("replica lag", lag)
-        run("champion in replica", champion)
-        run("standby capacity", capacity)
-        run("runtime failover health", health)
+        if region.name != writer:
+            results += _standby_checks(target, ctx, region.name)
+    return results
+
+
+def _standby_checks(target: Target, ctx: RunContext, name: str) -> list[tuple[str, str, bool, str]]:
+    """(region, check, ok, detail) of each readiness check of one standby; each reports its own failure."""
+    env = target.env
+
+    def lag():
+        value = aws.replication_lag_s(target, ctx, name)
+        if value is None:
+            return False, "no replication-lag data"
+        return value <= env.targets.rpo, f"{value:.1f}s (budget {env.targets.rpo}s)"
+
+    def champion():
+        choice = aws.choose_versions(target, ctx, name)
+        return not choice.notes, "; ".join(choice.notes) or ", ".join(f"{m} v{v}" for m, v in choice.pins.items())
+
+    def capacity():
+        sizes = aws.node_group_sizes(target, ctx, name)
+        short = [f"{p.name}: max {sizes[p.name]['maxSize']} < {p.min_size}" for p in env.gpu_pools
+                 if sizes[p.name]["maxSize"] < p.min_size or sizes[p.name]["status"] != "ACTIVE"]
+        return not short, "; ".join(short) or ", ".join(f"{k} {v['desiredSize']} warm" for k, v in sizes.items())
+
+    def health():
+        return serving.failover_health(target.serving_urls[name], env.serving.failover_health_path)
+
+    results = []
+    for check, measure in (("replica lag", lag), ("champion in replica", champion), ("standby capacity", capacity),
+                           ("runtime failover health", health)):
+        try:
+            ok, detail = measure()
+        except Exception as exc:  # noqa: BLE001 - each check reports its own failure
+            ok, detail = False, str(exc).splitlines()[0]
+        results.append((name, check, ok, detail))
     return results

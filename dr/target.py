@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlfleet.dr.errors import DrUsageError
 from mlfleet.dr.locks import DynamoDbLock, FileLock, RunLock
 from mlfleet.dr.retry import RetryPolicy
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.stacks.environment import Environment, naming
+
+if TYPE_CHECKING:
+    from mlfleet.dr.sandbox.control import ControlClient
 
 SANDBOX, AWS = "sandbox", "aws"
 
@@ -27,7 +30,7 @@ class Target:
     serving_urls: dict[str, str]
     admin_token: str | None
     aws_endpoint: str | None = None
-    control: object | None = None
+    control: ControlClient | None = None
     """The sandbox's ControlClient (fault injection for drills); None against a cloud."""
     gcp_endpoint: str | None = None
     poll_interval_s: float = 5.0

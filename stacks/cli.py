@@ -11,12 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment.errors import MlfleetError
 from mlfleet.stacks.node_runtime import use_project_node
 
 
 def _environments(args: argparse.Namespace):
-    from mlfleet.stacks.config import environment_names, load_environment, load_environment_file
+    from mlfleet.stacks.environment import environment_names, load_environment, load_environment_file
 
     if getattr(args, "config", None):
         return [load_environment_file(Path(args.config))]
@@ -36,9 +36,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from mlfleet.stacks import naming
     from mlfleet.stacks.app import synthesize
     from mlfleet.stacks.deploy import deploy_stack
+    from mlfleet.stacks.environment import naming
 
     env = _environments(args)[0]
     stacks = {r.name: naming.stack_name(env.name, r.name) for r in env.regions}
@@ -55,7 +55,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from mlfleet.stacks.config import json_schema
+    from mlfleet.stacks.environment import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
@@ -69,7 +69,7 @@ def _cmd_capacity_refresh(args: argparse.Namespace) -> int:
         raise MlfleetError(f"{' and '.join(stray)} {'apply' if len(stray) > 1 else 'applies'} to --cloud gcp only")
     import boto3
 
-    from mlfleet.stacks.offerings import AWS_TABLE, refresh_aws_table
+    from mlfleet.stacks.environment.offerings import AWS_TABLE, refresh_aws_table
 
     session = boto3.Session(profile_name=args.profile) if args.profile else boto3.Session()
     source = args.source or "EC2 DescribeInstanceTypes and DescribeInstanceTypeOfferings via `mlfleet capacity refresh`"
@@ -88,7 +88,12 @@ def _capacity_refresh_gcp(args: argparse.Namespace) -> int:
     import requests
     from google.api_core import exceptions as api_exceptions
 
-    from mlfleet.stacks.gcp_offerings import GCP_TABLE, RefreshFailed, accelerator_types_client, refresh_gcp_table
+    from mlfleet.stacks.environment.gcp_offerings import (
+        GCP_TABLE,
+        RefreshFailed,
+        accelerator_types_client,
+        refresh_gcp_table,
+    )
 
     out = Path(args.out) if args.out else GCP_TABLE
     source = args.source or ("Compute Engine acceleratorTypes.aggregatedList (project "
@@ -116,7 +121,7 @@ def _capacity_refresh_gcp(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mlfleet.dr.demo import run_demo
     from mlfleet.stacks.app import synthesize
-    from mlfleet.stacks.config import environment_names, load_environment
+    from mlfleet.stacks.environment import environment_names, load_environment
     from mlfleet.stacks.summary import render_summary
 
     print("== 1. synthesize every example environment\n")
@@ -134,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="synthesize Terraform JSON for environments (one stack per region)")
     which = synth.add_mutually_exclusive_group(required=True)
-    which.add_argument("--env", help="a shipped environment (stacks/environments/NAME.yaml)")
+    which.add_argument("--env", help="a shipped environment (stacks/environment/examples/NAME.yaml)")
     which.add_argument("--config", metavar="FILE", help="an environment file anywhere")
     which.add_argument("--all", action="store_true", help="every shipped environment")
     synth.add_argument("--outdir", default="cdktf.out", help="output directory (default: cdktf.out)")

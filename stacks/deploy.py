@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.environment.errors import MlfleetError
 
 
 class DeployError(MlfleetError):
@@ -18,7 +18,10 @@ class DeployError(MlfleetError):
 
 
 def terraform_steps(stack_dir: Path, *, plan_only: bool, auto_approve: bool) -> list[list[str]]:
-    apply = ["plan", "-input=false"] if plan_only else ["apply", "-input=false"] + (["-auto-approve"] if auto_approve else [])
+    if plan_only:
+        apply = ["plan", "-input=false"]
+    else:
+        apply = ["apply", "-input=false"] + (["-auto-approve"] if auto_approve else [])
     return [["init", "-input=false"], apply]
 
 

@@ -3,14 +3,11 @@ session shares one import and synthesizes stacks in-process (no subprocess per t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Callable
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-from mlfleet.stacks.node_runtime import use_project_node  # noqa: E402
+from mlfleet.stacks.node_runtime import use_project_node
 
 use_project_node()  # before anything imports cdktn
 
@@ -31,14 +28,3 @@ def synth(tmp_path) -> Callable:
         return json.loads(Testing.synth(stack))
 
     return _synth
-
-
-def resources(tf: dict, rtype: str) -> dict:
-    """All resources of one Terraform type in a synthesized stack, by logical id."""
-    return tf.get("resource", {}).get(rtype, {})
-
-
-def only_resource(tf: dict, rtype: str) -> dict:
-    found = resources(tf, rtype)
-    assert len(found) == 1, f"expected one {rtype}, found {sorted(found)}"
-    return next(iter(found.values()))

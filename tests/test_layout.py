@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
@@ -17,6 +19,7 @@ print(hasattr(constructs, 'Construct'))
 """
 
 
+@pytest.mark.sandbox  # a fresh interpreter
 def test_constructs_library_is_not_shadowed_from_the_repository_root():
     # `python -c` puts the current directory ('') first on sys.path, like `python app.py` would.
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO_ROOT, capture_output=True,
@@ -45,12 +48,13 @@ import sys
 from pathlib import Path
 from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
 from mlfleet.stacks.app import build_app
-from mlfleet.stacks.config import load_environment
+from mlfleet.stacks.environment import load_environment
 build_app([load_environment(sys.argv[1])], Path(sys.argv[2]))
 print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('cdktn_provider_')}))
 """
 
 
+@pytest.mark.sandbox  # two fresh interpreters that synthesize
 def test_a_synth_loads_only_the_providers_its_clouds_need(tmp_path):
     # Each provider's bindings cost seconds and hundreds of MB to load (bench/synth.py): an
     # AWS-only environment must not pay for Google's. A fresh process, since this one has both.

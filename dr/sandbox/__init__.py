@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlfleet.dr.errors import DrUsageError
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.stacks.environment import Environment, naming
 
 SANDBOX_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox"}
 EXAMPLE_MODEL = "mlp"
@@ -64,7 +63,8 @@ class SandboxState:
             raise DrUsageError(f"no sandbox is running for environment {env!r} (no {path}); "
                                f"start one with `mlfleet sandbox up --env {env}`") from None
         except (ValueError, TypeError) as exc:
-            raise DrUsageError(f"{path} is not a sandbox state file ({exc}); remove it and start the sandbox again") from None
+            raise DrUsageError(f"{path} is not a sandbox state file ({exc}); "
+                               "remove it and start the sandbox again") from None
         try:
             os.kill(state.pid, 0)
         except ProcessLookupError:
@@ -84,7 +84,7 @@ class Sandbox:
         self._defaults = asdict(self.settings)
         self.canary_interval_s = canary_interval_s
         self.log = log
-        self.state: SandboxState | None = None
+        self._state: SandboxState | None = None
         self._stack: list = []
         self._runtimes: dict = {}
         self._workdir = Path(tempfile.mkdtemp(prefix=f"mlfleet-sandbox-{env.name}-"))
@@ -123,18 +123,25 @@ class Sandbox:
             self._start_runtimes()
             self.control.start()
             self._stack.append(self.control.stop)
-            self.state = SandboxState(
+            self._state = state = SandboxState(
                 env=self.env.name, aws_endpoint=self.aws_proxy.url, control_url=self.control.url,
                 control_token=self.control.token, admin_token=self.admin_token, gcp_endpoint=self.gcp.url,
                 hosted_zone_id=self.outputs["hosted_zone_id"], health_checks=self.outputs["health_checks"],
                 serving={name: proxy.url for name, proxy in self.serving_proxies.items()})
-            self.state_path = self.state.save(self.state_dir)
+            self.state_path = state.save(self.state_dir)
             self._stack.append(lambda: self.state_path.unlink(missing_ok=True))
         except BaseException:
             self.down()
             raise
         self.log(f"sandbox for {self.env.name} up in {time.monotonic() - started:.1f}s")
-        return self.state
+        return state
+
+    @property
+    def state(self) -> SandboxState:
+        """What `up` wrote to the state file (endpoints, tokens, health checks)."""
+        if self._state is None:
+            raise DrUsageError(f"the sandbox for {self.env.name} is not up")
+        return self._state
 
     def down(self) -> None:
         while self._stack:
@@ -161,9 +168,10 @@ class Sandbox:
         urllib.request.urlopen(request, timeout=10).close()
         self.extensions.reset()
         self._deploy()
-        self.state.hosted_zone_id = self.outputs["hosted_zone_id"]
-        self.state.health_checks = self.outputs["health_checks"]
-        self.state.save(self.state_dir)
+        state = self.state
+        state.hosted_zone_id = self.outputs["hosted_zone_id"]
+        state.health_checks = self.outputs["health_checks"]
+        state.save(self.state_dir)
         for region in self.env.regions:
             self.pin(region.name, self.champion, reload_manifest=True)
         self.wait_healthy()
@@ -211,7 +219,8 @@ class Sandbox:
                         break
                     except s3.exceptions.ClientError:
                         if time.monotonic() > deadline:
-                            raise TimeoutError(f"{key} did not replicate to {standby.name} within {timeout_s}s")
+                            raise TimeoutError(f"{key} did not replicate to {standby.name} "
+                                               f"within {timeout_s}s") from None
                         time.sleep(0.05)
 
     def _start_runtimes(self) -> None:
@@ -251,7 +260,8 @@ class Sandbox:
         for region, proxy in self.serving_proxies.items():
             while True:
                 try:
-                    with urllib.request.urlopen(f"{proxy.url}{self.env.serving.failover_health_path}", timeout=2) as response:
+                    health_url = f"{proxy.url}{self.env.serving.failover_health_path}"
+                    with urllib.request.urlopen(health_url, timeout=2) as response:
                         if response.status == 200:
                             break
                 except OSError:

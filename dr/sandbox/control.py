@@ -30,7 +30,7 @@ class ControlServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format, *args):  # noqa: A002
+            def log_message(self, format, *args):
                 pass
 
             def _reply(self, status: int, document: object) -> None:
@@ -109,7 +109,8 @@ class ControlClient:
         except urllib.error.HTTPError as exc:
             raise DrUsageError(f"sandbox control {method} {path}: {exc.code} {exc.read().decode()[:200]}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise DrUsageError(f"the sandbox at {self.url} does not answer ({exc}); is `mlfleet sandbox up` running?") from None
+            raise DrUsageError(f"the sandbox at {self.url} does not answer ({exc}); "
+                               "is `mlfleet sandbox up` running?") from None
 
     def inject(self, region: str, *, service: str = "*", mode: str = "503", hang_s: float = 3.0) -> dict:
         return self._call("POST", "/faults", {"region": region, "service": service, "mode": mode, "hang_s": hang_s})

@@ -34,22 +34,32 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from mlfleet.dr.sandbox.faults import FaultBook, Ledger
 
-_ROUTES = [
-    ("gke", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+)$")),
-    ("gke", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+):setAutoscaling$")),
-    ("gke", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/operations/(?P<o>[^/]+)$")),
-    ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
-    ("compute", "PATCH", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/backendServices/(?P<b>[^/]+)$")),
-    ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)/operations/(?P<o>[^/]+)$")),
-    ("compute", "GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/aggregated/(?P<agg>acceleratorTypes)$")),
-    ("sqladmin", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
-    ("sqladmin", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/promoteReplica$")),
-    ("sqladmin", "PATCH", re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)$")),
-    ("storage", "GET", re.compile(r"^/storage/v1/b/(?P<b>[^/]+)$")),
-    ("storage", "GET", re.compile(r"^(/download)?/storage/v1/b/(?P<b>[^/]+)/o/(?P<obj>[^/]+)$")),
-    ("datamigration", "GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+)$")),
-    ("datamigration", "POST", re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/migrationJobs/(?P<j>[^/:]+):promote$")),
-]
+_PROJECT = r"^/v1/projects/(?P<p>[^/]+)"
+_LOCATION = _PROJECT + r"/locations/(?P<l>[^/]+)"
+_COMPUTE_REGION = r"^/compute/v1/projects/(?P<p>[^/]+)/regions/(?P<l>[^/]+)"
+_NODE_POOL = _LOCATION + r"/clusters/(?P<c>[^/]+)/nodePools/(?P<n>[^/:]+)"
+_MIGRATION_JOB = _LOCATION + r"/migrationJobs/(?P<j>[^/:]+)"
+_ROUTES = [(service, verb, re.compile(pattern)) for service, verb, pattern in [
+    ("gke", "GET", _NODE_POOL + "$"),
+    ("gke", "POST", _NODE_POOL + ":setAutoscaling$"),
+    ("gke", "GET", _LOCATION + r"/operations/(?P<o>[^/]+)$"),
+    ("compute", "GET", _COMPUTE_REGION + r"/backendServices/(?P<b>[^/]+)$"),
+    ("compute", "PATCH", _COMPUTE_REGION + r"/backendServices/(?P<b>[^/]+)$"),
+    ("compute", "GET", _COMPUTE_REGION + r"/operations/(?P<o>[^/]+)$"),
+    ("compute", "GET", r"^/compute/v1/projects/(?P<p>[^/]+)/aggregated/(?P<agg>acceleratorTypes)$"),
+    ("sqladmin", "GET", _PROJECT + r"/instances/(?P<i>[^/]+)$"),
+    ("sqladmin", "POST", _PROJECT + r"/instances/(?P<i>[^/]+)/promoteReplica$"),
+    ("sqladmin", "PATCH", _PROJECT + r"/instances/(?P<i>[^/]+)$"),
+    ("storage", "GET", r"^/storage/v1/b/(?P<b>[^/]+)$"),
+    ("storage", "GET", r"^(/download)?/storage/v1/b/(?P<b>[^/]+)/o/(?P<obj>[^/]+)$"),
+    ("datamigration", "GET", _MIGRATION_JOB + "$"),
+    ("datamigration", "POST", _MIGRATION_JOB + ":promote$"),
+]]
+
+
+def _error(code: int, status: str, message: str) -> tuple[int, dict]:
+    """A Google API error: the HTTP status and the JSON body the clients read."""
+    return code, {"error": {"code": code, "message": message, "status": status}}
 
 
 def _hashes(data: bytes) -> str:
@@ -85,7 +95,7 @@ class FakeGcp:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format, *args):  # noqa: A002
+            def log_message(self, format, *args):
                 pass
 
             def _route(self) -> None:
@@ -168,18 +178,17 @@ class FakeGcp:
 
     # -- requests ----------------------------------------------------------------------------
     def handle(self, method: str, path: str, body: dict, query: dict | None = None) -> tuple[int, dict]:
-        for service, verb, pattern in _ROUTES:
-            match = pattern.fullmatch(path)
-            if match and verb == method:
-                break
-        else:
-            return 404, {"error": {"code": 404, "message": f"no fake for {method} {path}", "status": "NOT_FOUND"}}
+        route = next(((service, match) for service, verb, pattern in _ROUTES
+                      if verb == method and (match := pattern.fullmatch(path))), None)
+        if route is None:
+            return _error(404, "NOT_FOUND", f"no fake for {method} {path}")
+        service, match = route
         params = match.groupdict()
         region = _region(params.get("l", "")) or self._sql_region(params)
         self.ledger.record(proxy="gcp", region=region, service=service, method=method, path=path,
                            action=f"{method} {path}")
         if region and self.faults.match(region, service):
-            return 503, {"error": {"code": 503, "message": "region unavailable (sandbox fault)", "status": "UNAVAILABLE"}}
+            return _error(503, "UNAVAILABLE", "region unavailable (sandbox fault)")
         with self._lock:
             if "agg" in params:
                 return self._aggregated_accelerator_types(params["p"], query or {})
@@ -200,7 +209,7 @@ class FakeGcp:
         key = (p["p"], p["l"], p["c"], p["n"])
         pool = self.node_pools.get(key)
         if pool is None:
-            return 404, {"error": {"code": 404, "message": f"node pool {p['n']} not found", "status": "NOT_FOUND"}}
+            return _error(404, "NOT_FOUND", f"node pool {p['n']} not found")
         if method == "GET":
             return 200, pool
         limits = body.get("autoscaling") or {}
@@ -222,11 +231,11 @@ class FakeGcp:
         key = (p["p"], p["l"], p["b"])
         service = self.backend_services.get(key)
         if service is None:
-            return 404, {"error": {"code": 404, "message": f"backend service {p['b']} not found", "status": "NOT_FOUND"}}
+            return _error(404, "NOT_FOUND", f"backend service {p['b']} not found")
         if method == "GET":
             return 200, service
         if body.get("fingerprint") not in (None, service["fingerprint"]):
-            return 412, {"error": {"code": 412, "message": "fingerprint mismatch", "status": "FAILED_PRECONDITION"}}
+            return _error(412, "FAILED_PRECONDITION", "fingerprint mismatch")
         if "backends" in body:
             service["backends"] = body["backends"]
         service["fingerprint"] = f"f{next(self._ids)}"
@@ -242,7 +251,7 @@ class FakeGcp:
         start = int(query.get("pageToken") or 0)
         size = min(int(query.get("maxResults") or 500), self.accelerator_page_size or 500)
         page = names[start:start + size]
-        items = {}
+        items: dict[str, dict] = {}  # scope → its accelerator types, or why it has none
         for zone in page:
             scope = f"zones/{zone}"
             if zone in down:
@@ -267,7 +276,7 @@ class FakeGcp:
     def _sqladmin(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
         instance = self.sql_instances.get((p["p"], p["i"]))
         if instance is None:
-            return 404, {"error": {"code": 404, "message": f"instance {p['i']} not found", "status": "NOT_FOUND"}}
+            return _error(404, "NOT_FOUND", f"instance {p['i']} not found")
         if method == "GET":
             return 200, instance
         if method == "PATCH":
@@ -275,7 +284,7 @@ class FakeGcp:
             return 200, {"kind": "sql#operation", "name": f"operation-{next(self._ids)}", "status": "DONE",
                          "operationType": "UPDATE"}
         if instance["instanceType"] != "READ_REPLICA_INSTANCE":
-            return 400, {"error": {"code": 400, "message": f"{p['i']} is not a read replica", "status": "FAILED_PRECONDITION"}}
+            return _error(400, "FAILED_PRECONDITION", f"{p['i']} is not a read replica")
         instance["instanceType"] = "CLOUD_SQL_INSTANCE"
         instance.pop("masterInstanceName", None)
         return 200, {"kind": "sql#operation", "name": f"operation-{next(self._ids)}", "status": "DONE",
@@ -295,11 +304,11 @@ class FakeGcp:
     def _datamigration(self, method: str, path: str, p: dict, body: dict) -> tuple[int, dict]:
         job = self.migration_jobs.get((p["p"], p["l"], p["j"]))
         if job is None:
-            return 404, {"error": {"code": 404, "message": f"migration job {p['j']} not found", "status": "NOT_FOUND"}}
+            return _error(404, "NOT_FOUND", f"migration job {p['j']} not found")
         if method == "GET":
             return 200, job
         if job["state"] != "RUNNING":
-            return 400, {"error": {"code": 400, "message": f"{p['j']} is {job['state']}", "status": "FAILED_PRECONDITION"}}
+            return _error(400, "FAILED_PRECONDITION", f"{p['j']} is {job['state']}")
         # Promotion completes at once here: the destination stops replicating and takes writes.
         job["state"] = "COMPLETED"
         instance = self.sql_instances[(p["p"], job["destinationInstance"])]

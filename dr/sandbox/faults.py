@@ -114,7 +114,7 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "_ProxyServer"
 
-    def log_message(self, format, *args):  # noqa: A002 - quiet: the ledger is the log
+    def log_message(self, format, *args):  # quiet: the ledger is the log
         pass
 
     def _handle(self) -> None:
@@ -182,7 +182,8 @@ class ForwardingProxy:
         """`upstream` may be set later (`set_upstream`): a serving proxy's port is needed before
         the runtime behind it starts."""
         self.name = name
-        self._host, self._port = None, None
+        self._host: str | None = None
+        self._port: int | None = None
         if upstream:
             self.set_upstream(upstream)
         self.faults = faults
@@ -206,7 +207,7 @@ class ForwardingProxy:
         return signing_scope(headers.get("Authorization", ""))
 
     def forward(self, method: str, path: str, headers, body: bytes):
-        if self._port is None:
+        if self._host is None or self._port is None:
             raise ConnectionRefusedError("nothing behind this proxy yet")
         connection = http.client.HTTPConnection(self._host, self._port, timeout=60)
         try:

@@ -182,8 +182,9 @@ def _install_rds(ext: Extensions) -> None:
         threading.Timer(ext.settings.promotion_s, promote).start()
         return ActionResult({"GlobalCluster": global_cluster})
 
-    RDSResponse.switchover_global_cluster = lambda self: switch(self, "switchover")
-    RDSResponse.failover_global_cluster = lambda self: switch(self, "failover")
+    # moto has no such actions: they are added to its RDS responses.
+    RDSResponse.switchover_global_cluster = lambda self: switch(self, "switchover")  # type: ignore[attr-defined]
+    RDSResponse.failover_global_cluster = lambda self: switch(self, "failover")  # type: ignore[attr-defined]
 
 
 def _install_s3(ext: Extensions) -> None:
@@ -195,7 +196,8 @@ def _install_s3(ext: Extensions) -> None:
     original_headers = FakeKey.response_dict
 
     def response_dict(self) -> dict:
-        headers = original_headers.fget(self)
+        # `response_dict` is a property; read off the class, mypy types it as the getter.
+        headers = original_headers.fget(self)  # type: ignore[attr-defined]
         status = getattr(self, "mlfleet_replication_status", None)
         if status:
             headers["x-amz-replication-status"] = status
@@ -204,17 +206,19 @@ def _install_s3(ext: Extensions) -> None:
     def put_object(self, bucket_name: str, key_name: str, value: bytes, *args, **kwargs):
         key = original_put(self, bucket_name, key_name, value, *args, **kwargs)
         bucket = self.get_bucket(bucket_name)
-        rules = [r for r in (getattr(bucket, "replication", None) or {}).get("Rule", []) if r.get("Status") == "Enabled"]
+        rules = [r for r in (getattr(bucket, "replication", None) or {}).get("Rule", [])
+                 if r.get("Status") == "Enabled"]
         destinations = [r["Destination"]["Bucket"].split(":::")[-1] for r in rules
                         if key_name.startswith(_rule_prefix(r))]
         if destinations:
-            key.mlfleet_replication_status = "PENDING"
+            key.mlfleet_replication_status = "PENDING"  # type: ignore[attr-defined]  # the sandbox's own mark
             _schedule(ext, self, bucket, key, destinations)
         return key
 
-    put_object._mlfleet = True
-    S3Backend.put_object = put_object
-    FakeKey.response_dict = property(response_dict)
+    # Patched in place: the sandbox's moto server serves these very classes.
+    put_object._mlfleet = True  # type: ignore[attr-defined]  # marks the patch as installed
+    S3Backend.put_object = put_object  # type: ignore[method-assign]
+    FakeKey.response_dict = property(response_dict)  # type: ignore[method-assign, assignment]
 
 
 def _rule_prefix(rule: dict) -> str:
@@ -262,4 +266,4 @@ def _install_route53(ext: Extensions) -> None:
         return ActionResult({"HealthCheckObservations": [
             {"Region": "us-east-1", "IPAddress": ip, "StatusReport": {"Status": status, "CheckedTime": checked}}]})
 
-    Route53.get_health_check_status = get_health_check_status
+    Route53.get_health_check_status = get_health_check_status  # type: ignore[method-assign]  # patched in place

@@ -1,11 +1,10 @@
 """Creates an environment's resources in the sandbox through boto3, as if its stacks were
-deployed: the names come from `mlfleet.stacks.naming`, the shapes from the constructs (a
+deployed: the names come from `mlfleet.stacks.environment.naming`, the shapes from the constructs (a
 replicated artifact bucket per region, an Aurora global registry, an EKS cluster with one node
 group per GPU pool, failover records with a health check per region, a DR lock table)."""
 from __future__ import annotations
 
-from mlfleet.stacks import naming
-from mlfleet.stacks.config import Environment
+from mlfleet.stacks.environment import Environment, naming
 
 FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
 ROLE_ARN = "arn:aws:iam::{account}:role/{name}"
@@ -50,7 +49,8 @@ def _replication(env: Environment, s3) -> None:
 def _cluster(env: Environment, eks, region: str, *, primary: bool) -> None:
     account = env.aws.account_id
     cluster = naming.cluster_name(env.name, region)
-    eks.create_cluster(name=cluster, roleArn=ROLE_ARN.format(account=account, name=naming.role_name(env.name, region, "eks")),
+    eks_role = ROLE_ARN.format(account=account, name=naming.role_name(env.name, region, "eks"))
+    eks.create_cluster(name=cluster, roleArn=eks_role,
                        resourcesVpcConfig={"subnetIds": ["subnet-0a", "subnet-0b", "subnet-0c"]})
     for pool in env.gpu_pools:
         size = pool.min_size if primary else pool.warm_standby
@@ -93,7 +93,8 @@ def _routing(env: Environment, route53, serving_ports: dict[str, int]) -> tuple[
         checks[region.name] = route53.create_health_check(
             CallerReference=f"mlfleet-{env.name}-{region.name}",
             HealthCheckConfig={"Type": "HTTP_STR_MATCH", "IPAddress": "127.0.0.1", "Port": serving_ports[region.name],
-                               "ResourcePath": serving.failover_health_path, "FullyQualifiedDomainName": env.endpoint(region),
+                               "ResourcePath": serving.failover_health_path,
+                               "FullyQualifiedDomainName": env.endpoint(region),
                                "SearchString": FAILOVER_OK_TOKEN, "RequestInterval": serving.health_check_interval,
                                "FailureThreshold": serving.health_check_failure_threshold})["HealthCheck"]["Id"]
 

@@ -11,7 +11,10 @@ from mlfleet.dr.audit import AuditLog
 from mlfleet.dr.cli import register
 from mlfleet.dr.engine import RunContext, StepFailed
 from mlfleet.dr.retry import RetryPolicy
-from mlfleet.stacks.errors import MlfleetError
+from mlfleet.stacks.clients.google_cloud import GcpClients, node_pool_path
+from mlfleet.stacks.environment.errors import MlfleetError
+
+pytestmark = pytest.mark.sandbox  # talks to the fake Google endpoint on loopback
 
 
 def mlfleet(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -75,9 +78,9 @@ def test_gcp_actions_through_the_real_clients(fake_gcp):
     from mlfleet.dr import gcp
 
     fake, _ = fake_gcp
-    clients = gcp.GcpClients(endpoint=fake.url)
+    clients = GcpClients(endpoint=fake.url)
     ctx = RunContext(retry=RetryPolicy(attempts=2, base_s=0.01))
-    path = gcp.node_pool_path("ml", "us-central1", "serving", "gpu")
+    path = node_pool_path("ml", "us-central1", "serving", "gpu")
 
     assert "minimum 1 -> 4" in gcp.raise_pool_minimum(clients, ctx, path, 4)
     assert fake.node_pools[("ml", "us-central1", "serving", "gpu")]["autoscaling"] == {
@@ -88,7 +91,8 @@ def test_gcp_actions_through_the_real_clients(fake_gcp):
         gcp.raise_pool_minimum(clients, ctx, path, 7)
 
     assert "capacity 1.0" in gcp.set_backend_capacity(clients, ctx, "ml", "us-central1", "models", 1.0)
-    assert [b["capacityScaler"] for b in fake.backend_services[("ml", "us-central1", "models")]["backends"]] == [1.0, 1.0]
+    backends = fake.backend_services[("ml", "us-central1", "models")]["backends"]
+    assert [b["capacityScaler"] for b in backends] == [1.0, 1.0]
 
     assert "promoted" in gcp.promote_sql_replica(clients, ctx, "ml", "registry-replica")
     assert fake.sql_instances[("ml", "registry-replica")]["instanceType"] == "CLOUD_SQL_INSTANCE"
@@ -100,7 +104,7 @@ def test_a_dms_replica_is_promoted_then_made_regional_and_protected(fake_gcp):
 
     fake, _ = fake_gcp
     fake.add_migration_job("ml", "us-central1", "registry-usc1", "registry-usc1")
-    clients = gcp.GcpClients(endpoint=fake.url)
+    clients = GcpClients(endpoint=fake.url)
     ctx = RunContext(retry=RetryPolicy(attempts=2, base_s=0.01))
 
     assert "promoted" in gcp.promote_migration_job(clients, ctx, "ml", "us-central1", "registry-usc1")
@@ -124,7 +128,7 @@ def test_a_missing_migration_job_is_not_retried(fake_gcp):
     fake, _ = fake_gcp
     ctx = RunContext(retry=RetryPolicy(attempts=3, base_s=0.01))
     with pytest.raises((GaveUp, StepFailed)):
-        gcp.promote_migration_job(gcp.GcpClients(endpoint=fake.url), ctx, "ml", "us-central1", "nope")
+        gcp.promote_migration_job(GcpClients(endpoint=fake.url), ctx, "ml", "us-central1", "nope")
     assert fake.ledger.count(service="datamigration", method="GET") == 1  # a 404 is no transient fault
 
 
@@ -137,7 +141,7 @@ def test_gcp_region_fault_is_retried_then_reported(fake_gcp):
     faults.add(Fault(region="us-central1", service="gke"))
     ctx = RunContext(retry=RetryPolicy(attempts=3, base_s=0.01))
     with pytest.raises(GaveUp) as caught:
-        gcp.raise_pool_minimum(gcp.GcpClients(endpoint=fake.url), ctx,
-                               gcp.node_pool_path("ml", "us-central1", "serving", "gpu"), 2)
+        gcp.raise_pool_minimum(GcpClients(endpoint=fake.url), ctx,
+                               node_pool_path("ml", "us-central1", "serving", "gpu"), 2)
     assert caught.value.kind == TRANSIENT
     assert fake.ledger.count(service="gke", method="GET") == 3

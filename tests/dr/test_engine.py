@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mlfleet.dr.audit import AuditLog, verify
-from mlfleet.dr.engine import Check, Gate, RunContext, Runbook, Step
+from mlfleet.dr.engine import Check, Gate, Runbook, RunContext, Step
 from mlfleet.dr.errors import AuditTampered, LockHeld, Refused, RunbookAborted
 from mlfleet.dr.locks import FileLock
 from mlfleet.dr.retry import NOT_IMPLEMENTED, PERMANENT, TRANSIENT, GaveUp, RetryPolicy, call_with_retry, classify
@@ -84,8 +84,8 @@ def test_a_gate_refuses_with_exit_code_3_and_changes_nothing(tmp_path):
 def test_plan_changes_nothing_and_reports_each_step(tmp_path):
     world = {"state": {}, "effects": [], "undone": []}
     lines = _world_runbook(world).plan(RunContext())
-    assert [(l.step, l.ok, l.change) for l in lines] == [("a", True, "would do a"), ("b", True, "would do b"),
-                                                         ("c", True, "would do c")]
+    assert [(line.step, line.ok, line.change) for line in lines] == [
+        ("a", True, "would do a"), ("b", True, "would do b"), ("c", True, "would do c")]
     assert world["effects"] == []
 
 

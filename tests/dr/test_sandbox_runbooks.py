@@ -17,7 +17,9 @@ from mlfleet.dr.errors import LockHeld, Refused, RunbookAborted
 from mlfleet.dr.retry import NOT_IMPLEMENTED, GaveUp, RetryPolicy, call_with_retry
 from mlfleet.dr.runbooks import failback, failover, readiness
 from mlfleet.dr.target import Target
-from mlfleet.stacks.config import load_environment
+from mlfleet.stacks.environment import load_environment
+
+pytestmark = pytest.mark.sandbox  # runs runbooks against the local sandbox (moto server, fault proxy, runtimes)
 
 PRIMARY, STANDBY = "us-east-1", "us-west-2"
 
@@ -229,7 +231,7 @@ def test_readiness_passes_on_a_fresh_sandbox(target):
 
 
 def test_region_outage_drill_meets_the_sandbox_figures(sandbox, target):
-    from mlfleet.dr.cli import drill_report
+    from mlfleet.dr.report import drill_report
 
     outcome = run_drill(target, PRIMARY)
     report = drill_report(target, PRIMARY, outcome)
@@ -245,7 +247,7 @@ def test_region_outage_drill_meets_the_sandbox_figures(sandbox, target):
 
 def test_dynamodb_lock_refuses_another_run_and_lets_the_owner_resume(sandbox, target):
     from mlfleet.dr.locks import DynamoDbLock
-    from mlfleet.stacks import naming
+    from mlfleet.stacks.environment import naming
 
     def lock():
         return DynamoDbLock(target.client("dynamodb", STANDBY), naming.dr_lock_table(sandbox.env.name), "staging/dr")
