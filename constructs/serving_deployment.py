@@ -174,23 +174,24 @@ class ServingDeployment(Construct):
         require(bool(p.region.strip()), self, "region", "must not be empty")
         require(bool(p.image.strip()) and " " not in p.image, self, "image", f"{p.image!r} is not an image reference")
         for prop in ("name", "namespace", "service_account"):
-            require(bool(KUBERNETES_NAME.match(getattr(p, prop))), self, prop,
+            require(bool(KUBERNETES_NAME.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} must be a DNS label (lower-case letters, digits, '-', at most 63)")
         require(p.replicas >= 1, self, "replicas", f"must be at least 1, got {p.replicas}")
         require(0 <= p.gpus_per_pod <= 16, self, "gpus_per_pod", f"must be 0..16, got {p.gpus_per_pod}")
-        require(bool(KUBERNETES_LABEL_KEY.match(p.taint_key)), self, "taint_key",
+        require(bool(KUBERNETES_LABEL_KEY.fullmatch(p.taint_key)), self, "taint_key",
                 f"{p.taint_key!r} is not a valid taint key")
         require(bool(p.node_selector), self, "node_selector", "must select the GPU pool's nodes (at least one label)")
         for key, value in p.node_selector.items():
-            require(bool(KUBERNETES_LABEL_KEY.match(key)), self, "node_selector", f"{key!r} is not a valid label key")
-            require(bool(KUBERNETES_LABEL_VALUE.match(value)), self, "node_selector",
+            require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)),
+                    self, "node_selector", f"{key!r} is not a valid label key")
+            require(bool(KUBERNETES_LABEL_VALUE.fullmatch(value)), self, "node_selector",
                     f"{value!r} is not a valid label value")
         for prop in ("http_port", "grpc_port"):
             require(1024 <= getattr(p, prop) <= 65535, self, prop,
                     f"must be 1024..65535 (the runtime runs as non-root), got {getattr(p, prop)}")
         require(p.http_port != p.grpc_port, self, "grpc_port", "must differ from http_port")
         for prop in ("cpu_request", "memory_request", "memory_limit"):
-            require(bool(_QUANTITY.match(getattr(p, prop))), self, prop,
+            require(bool(_QUANTITY.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} is not a Kubernetes quantity")
         require(0 <= p.pdb_min_available < p.replicas, self, "pdb_min_available",
                 f"must be below replicas ({p.replicas}) or node drains can never evict a pod, "

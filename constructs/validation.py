@@ -125,5 +125,6 @@ def require(condition: bool, scope: Construct | str, prop: str, reason: str) -> 
 def require_google_labels(scope: Construct | str, labels: dict[str, str]) -> None:
     """Every key and value of `labels` is a Google Cloud label."""
     for key, value in labels.items():
-        require(bool(GOOGLE_LABEL_KEY.match(key)) and bool(GOOGLE_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+        require(bool(GOOGLE_LABEL_KEY.fullmatch(key)) and bool(GOOGLE_LABEL_VALUE.fullmatch(value)),
+                scope, f"labels[{key!r}]",
                 "is not a Google Cloud label (lowercase letters, digits, '-', '_'; keys start with a letter)")

@@ -138,7 +138,7 @@ class AuroraRegistryDatabase(Construct):
                 cidr_blocks=list(props.allowed_cidrs))],
             # Aurora replicates across regions outside the VPC; the cluster opens no connections.
             egress=[], tags=tags)
-        version = _ENGINE_VERSION.match(props.engine_version)
+        version = _ENGINE_VERSION.fullmatch(props.engine_version)
         assert version is not None  # validated above
         major = version.group(1)
         parameters = RdsClusterParameterGroup(
@@ -203,16 +203,16 @@ def _validate(scope: Construct, props: AuroraRegistryDatabaseProps) -> None:
     _require_identifier(scope, "global_cluster_identifier", props.global_cluster_identifier)
     require(props.cluster_identifier != props.global_cluster_identifier, scope, "cluster_identifier",
             "must differ from global_cluster_identifier")
-    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
+    require(bool(ACCOUNT_ID.fullmatch(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
     _require_engine_version(scope, props.engine_version)
-    require(Token.is_unresolved(props.vpc_id) or bool(VPC_ID.match(props.vpc_id)), scope, "vpc_id",
+    require(Token.is_unresolved(props.vpc_id) or bool(VPC_ID.fullmatch(props.vpc_id)), scope, "vpc_id",
             f"{props.vpc_id!r} is not a VPC id")
     require(len(props.subnet_ids) >= 2, scope, "subnet_ids",
             "Aurora needs subnets in at least two availability zones")
     require(len(set(props.subnet_ids)) == len(props.subnet_ids), scope, "subnet_ids", "lists a subnet twice")
     for i, subnet in enumerate(props.subnet_ids):
-        require(Token.is_unresolved(subnet) or bool(SUBNET_ID.match(subnet)), scope, f"subnet_ids[{i}]",
+        require(Token.is_unresolved(subnet) or bool(SUBNET_ID.fullmatch(subnet)), scope, f"subnet_ids[{i}]",
                 f"{subnet!r} is not a subnet id")
     require(len(props.allowed_cidrs) >= 1, scope, "allowed_cidrs",
             "name at least one network that may connect, or nothing can reach the registry")
@@ -228,20 +228,21 @@ def _validate(scope: Construct, props: AuroraRegistryDatabaseProps) -> None:
     require(7 <= props.backup_retention_days <= 35, scope, "backup_retention_days",
             f"{props.backup_retention_days} is outside 7 to 35 days")
     require(1 <= props.instance_count <= 15, scope, "instance_count", f"{props.instance_count} is outside 1 to 15")
-    require(bool(RDS_INSTANCE_CLASS.match(props.instance_class)), scope, "instance_class",
+    require(bool(RDS_INSTANCE_CLASS.fullmatch(props.instance_class)), scope, "instance_class",
             f"{props.instance_class!r} is not an RDS instance class like db.r7g.large")
-    require(bool(AURORA_NAME.match(props.database_name)), scope, "database_name",
+    require(bool(AURORA_NAME.fullmatch(props.database_name)), scope, "database_name",
             f"{props.database_name!r} is not a PostgreSQL identifier (lowercase, letters, digits, _)")
-    require(bool(AURORA_NAME.match(props.master_username)) and props.master_username not in ("postgres", "rdsadmin"),
+    require(bool(AURORA_NAME.fullmatch(props.master_username))
+            and props.master_username not in ("postgres", "rdsadmin"),
             scope, "master_username", f"{props.master_username!r} is not a usable PostgreSQL user name")
 
 
 def _require_identifier(scope: Construct, prop: str, value: str) -> None:
-    require(len(value) <= 63 and bool(RDS_IDENTIFIER.match(value)), scope, prop,
+    require(len(value) <= 63 and bool(RDS_IDENTIFIER.fullmatch(value)), scope, prop,
             f"{value!r} is not an RDS identifier (lowercase letters, digits and single hyphens, "
             "starting with a letter, at most 63 characters)")
 
 
 def _require_engine_version(scope: Construct, version: str) -> None:
-    require(bool(_ENGINE_VERSION.match(version)), scope, "engine_version",
+    require(bool(_ENGINE_VERSION.fullmatch(version)), scope, "engine_version",
             f"{version!r} is not an Aurora PostgreSQL version like 16.6")

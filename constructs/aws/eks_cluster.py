@@ -228,13 +228,13 @@ class EksCluster(Construct):
 
 
 def _validate(scope: Construct, props: EksClusterProps) -> None:
-    require(bool(EKS_CLUSTER_NAME.match(props.name)) and len(props.name) <= MAX_CLUSTER_NAME, scope, "name",
+    require(bool(EKS_CLUSTER_NAME.fullmatch(props.name)) and len(props.name) <= MAX_CLUSTER_NAME, scope, "name",
             f"{props.name!r}: letters, digits, '-' and '_', starting with a letter or digit, at most 57 "
             "characters (it names the cluster's IAM roles)")
-    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
+    require(bool(ACCOUNT_ID.fullmatch(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
-    require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
-    require(bool(_VERSION.match(props.kubernetes_version)), scope, "kubernetes_version",
+    require(bool(REGION.fullmatch(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
+    require(bool(_VERSION.fullmatch(props.kubernetes_version)), scope, "kubernetes_version",
             f"{props.kubernetes_version!r} is not a Kubernetes minor version like '1.33'")
     require(len(props.subnet_ids) >= 2, scope, "subnet_ids", "EKS needs subnets in at least two AZs")
     literal_subnets = [s for s in props.subnet_ids if not Token.is_unresolved(s)]
@@ -258,9 +258,9 @@ def _validate(scope: Construct, props: EksClusterProps) -> None:
     pairs: set[tuple[str, str]] = set()
     for i, entry in enumerate(props.access_entries):
         where = f"access_entries[{i}]"
-        require(bool(IAM_ROLE_OR_USER_ARN.match(entry.principal_arn)), scope, f"{where}.principal_arn",
+        require(bool(IAM_ROLE_OR_USER_ARN.fullmatch(entry.principal_arn)), scope, f"{where}.principal_arn",
                 f"{entry.principal_arn!r} is not an IAM role or user ARN")
-        require(bool(EKS_ACCESS_POLICY_ARN.match(entry.policy_arn)), scope, f"{where}.policy_arn",
+        require(bool(EKS_ACCESS_POLICY_ARN.fullmatch(entry.policy_arn)), scope, f"{where}.policy_arn",
                 f"{entry.policy_arn!r} is not an EKS access policy ARN "
                 "(arn:aws:eks::aws:cluster-access-policy/…)")
         require(entry.scope in ("cluster", "namespace"), scope, f"{where}.scope",
@@ -272,7 +272,7 @@ def _validate(scope: Construct, props: EksClusterProps) -> None:
             require(not entry.namespaces, scope, f"{where}.namespaces",
                     "a cluster-scoped entry covers every namespace; use scope 'namespace' to limit it")
         for namespace in entry.namespaces:
-            require(bool(KUBERNETES_NAME.match(namespace)), scope, f"{where}.namespaces",
+            require(bool(KUBERNETES_NAME.fullmatch(namespace)), scope, f"{where}.namespaces",
                     f"{namespace!r} is not a Kubernetes namespace name")
         pair = (entry.principal_arn, entry.policy_arn)
         require(pair not in pairs, scope, where, f"{entry.policy_arn} is already associated with {entry.principal_arn}")

@@ -237,7 +237,8 @@ def _validate(scope: Construct, p: EksGpuNodePoolProps) -> None:
     require(p.gpus_per_node >= 1, scope, "gpus_per_node", "a GPU node has at least one GPU")
     _validate_sizes(scope, p)
     _validate_capacity(scope, p)
-    require(bool(p.gpu_taint_value) and bool(KUBERNETES_LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
+    require(bool(p.gpu_taint_value) and bool(KUBERNETES_LABEL_VALUE.fullmatch(p.gpu_taint_value)),
+            scope, "gpu_taint_value",
             f"{p.gpu_taint_value!r} is not a taint value (63 characters: letters, digits, '-', '_', '.')")
 
 
@@ -258,10 +259,11 @@ def _validate_capacity(scope: Construct, p: EksGpuNodePoolProps) -> None:
                 "capacity reservations hold on-demand capacity, not spot")
         reservation_id, group = reservation.capacity_reservation_id, reservation.resource_group_arn
         if reservation_id is not None:
-            require(bool(CAPACITY_RESERVATION_ID.match(reservation_id)), scope, "reservation.capacity_reservation_id",
+            require(bool(CAPACITY_RESERVATION_ID.fullmatch(reservation_id)), scope,
+                    "reservation.capacity_reservation_id",
                     f"{reservation_id!r} is not a capacity reservation id (cr-…)")
         if group is not None:
-            require(bool(RESOURCE_GROUP_ARN.match(group)), scope, "reservation.resource_group_arn",
+            require(bool(RESOURCE_GROUP_ARN.fullmatch(group)), scope, "reservation.resource_group_arn",
                     f"{group!r} is not a resource group ARN")
     block = reservation is not None and reservation.kind == "capacity-block"
     if p.capacity_type == "CAPACITY_BLOCK":

@@ -119,7 +119,7 @@ class EksSystemNodePool(Construct):
 def _validate(scope: Construct, p: EksSystemNodePoolProps) -> None:
     validate_node_pool_props(scope, p)
     if not Token.is_unresolved(p.node_role_arn):
-        require(bool(IAM_ROLE_ARN.match(p.node_role_arn)), scope, "node_role_arn",
+        require(bool(IAM_ROLE_ARN.fullmatch(p.node_role_arn)), scope, "node_role_arn",
                 f"{p.node_role_arn!r} is not an IAM role ARN")
     require(len(set(p.subnet_ids)) == len(p.subnet_ids), scope, "subnet_ids", "lists a subnet twice")
     require("NVIDIA" not in p.ami_type and "GPU" not in p.ami_type, scope, "ami_type",
@@ -129,7 +129,7 @@ def _validate(scope: Construct, p: EksSystemNodePoolProps) -> None:
     for i, instance_type in enumerate(p.instance_types):
         require(not is_gpu_instance_type(instance_type), scope, f"instance_types[{i}]",
                 f"{instance_type!r} is a GPU instance type: GPU nodes belong in an EksGpuNodePool, tainted")
-        require(not _ARM_FAMILY.match(instance_type.split(".", 1)[0]), scope, f"instance_types[{i}]",
+        require(not _ARM_FAMILY.fullmatch(instance_type.split(".", 1)[0]), scope, f"instance_types[{i}]",
                 f"{instance_type!r} is an Arm (Graviton) instance type; the system AMI types are x86_64")
     require(p.min_size >= 1, scope, "min_size", "the cluster's add-ons need at least one system node")
     require(p.min_size <= p.max_size, scope, "max_size", f"{p.max_size} is below min_size ({p.min_size})")

@@ -132,9 +132,9 @@ def health_check_output_name(region: str) -> str:
 
 
 def _validate(scope: Construct, props: Route53FailoverRoutingProps) -> None:
-    require(bool(HOSTED_ZONE_ID.match(props.hosted_zone_id)), scope, "hosted_zone_id",
+    require(bool(HOSTED_ZONE_ID.fullmatch(props.hosted_zone_id)), scope, "hosted_zone_id",
             f"{props.hosted_zone_id!r} is not a Route 53 hosted zone id")
-    require(bool(DNS_NAME.match(props.record_name)), scope, "record_name",
+    require(bool(DNS_NAME.fullmatch(props.record_name)), scope, "record_name",
             f"{props.record_name!r} is not a lowercase DNS name without a trailing dot")
     require(props.policy in ("failover", "weighted"), scope, "policy",
             f"{props.policy!r} is not 'failover' or 'weighted'")
@@ -153,11 +153,12 @@ def _validate(scope: Construct, props: Route53FailoverRoutingProps) -> None:
     for i, endpoint in enumerate(props.endpoints):
         where = f"endpoints[{i}]"
         # Route 53 routes to any cloud: the region is an AWS or a Google Cloud region.
-        require(bool(REGION.match(endpoint.region) or GOOGLE_REGION.match(endpoint.region)), scope, f"{where}.region",
+        require(bool(REGION.fullmatch(endpoint.region) or GOOGLE_REGION.fullmatch(endpoint.region)),
+                scope, f"{where}.region",
                 f"{endpoint.region!r} is not an AWS or Google Cloud region name")
         require(endpoint.region not in regions, scope, f"{where}.region",
                 f"{endpoint.region} is already endpoints[{regions.get(endpoint.region)}]")
-        require(bool(DNS_NAME.match(endpoint.hostname)), scope, f"{where}.hostname",
+        require(bool(DNS_NAME.fullmatch(endpoint.hostname)), scope, f"{where}.hostname",
                 f"{endpoint.hostname!r} is not a lowercase DNS name")
         require(endpoint.hostname not in hostnames, scope, f"{where}.hostname",
                 f"{endpoint.hostname} is already endpoints[{hostnames.get(endpoint.hostname)}]")

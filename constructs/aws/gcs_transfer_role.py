@@ -49,17 +49,17 @@ class S3ToGcsTransferRole(Construct):
 
     def __init__(self, scope: Construct, id_: str, props: S3ToGcsTransferRoleProps):
         super().__init__(scope, id_)
-        require(bool(IAM_ROLE_NAME.match(props.role_name)), self, "role_name",
+        require(bool(IAM_ROLE_NAME.fullmatch(props.role_name)), self, "role_name",
                 f"{props.role_name!r} is not an IAM role name")
-        require(bool(ACCOUNT_ID.match(props.account_id)), self, "account_id",
+        require(bool(ACCOUNT_ID.fullmatch(props.account_id)), self, "account_id",
                 f"{props.account_id!r} is not a 12-digit AWS account id")
-        require(bool(S3_BUCKET_NAME.match(props.bucket_name)), self, "bucket_name",
+        require(bool(S3_BUCKET_NAME.fullmatch(props.bucket_name)), self, "bucket_name",
                 f"{props.bucket_name!r} is not an S3 bucket name")
         require(Token.is_unresolved(props.key_arn) or props.key_arn.startswith("arn:aws:kms:"), self, "key_arn",
                 f"{props.key_arn!r} is not a KMS key ARN")
-        require(bool(GOOGLE_SUBJECT_ID.match(props.transfer_agent_subject_id)), self, "transfer_agent_subject_id",
+        require(bool(GOOGLE_SUBJECT_ID.fullmatch(props.transfer_agent_subject_id)), self, "transfer_agent_subject_id",
                 f"{props.transfer_agent_subject_id!r} is not a Google subject id (digits)")
-        require(bool(OBJECT_PREFIX.match(props.models_prefix)), self, "models_prefix",
+        require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), self, "models_prefix",
                 f"{props.models_prefix!r} must be a relative key prefix ending in '/'")
         bucket_arn = f"arn:aws:s3:::{props.bucket_name}"
         trust = {"Effect": "Allow", "Principal": {"Federated": GOOGLE_FEDERATION},

@@ -46,9 +46,9 @@ class KmsKey(Construct):
 
     def __init__(self, scope: Construct, id_: str, props: KmsKeyProps):
         super().__init__(scope, id_)
-        require(bool(KMS_ALIAS_NAME.match(props.alias)) and not props.alias.startswith("aws/"), self,
+        require(bool(KMS_ALIAS_NAME.fullmatch(props.alias)) and not props.alias.startswith("aws/"), self,
                 "alias", f"{props.alias!r} is not a valid customer key alias")
-        require(ACCOUNT_ID.match(props.account_id) is not None, self, "account_id",
+        require(ACCOUNT_ID.fullmatch(props.account_id) is not None, self, "account_id",
                 f"{props.account_id!r} is not a 12-digit AWS account id")
         require(7 <= props.deletion_window_days <= 30, self, "deletion_window_days",
                 "must be between 7 and 30 days")

@@ -192,9 +192,9 @@ class CloudWatchMonitoring(Construct):
 
 
 def _validate(scope: Construct, props: CloudWatchMonitoringProps) -> None:
-    require(bool(CLOUDWATCH_NAME.match(props.name_prefix)), scope, "name_prefix",
+    require(bool(CLOUDWATCH_NAME.fullmatch(props.name_prefix)), scope, "name_prefix",
             f"{props.name_prefix!r} must be letters, digits, '-' or '_' (at most 100 characters)")
-    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
+    require(bool(ACCOUNT_ID.fullmatch(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
     require(props.replication_latency_threshold_seconds >= 60, scope, "replication_latency_threshold_seconds",
             "must be at least 60 s (replication metrics are per minute)")
@@ -203,16 +203,16 @@ def _validate(scope: Construct, props: CloudWatchMonitoringProps) -> None:
         where = f"replications[{i}]"
         for prop in ("source_bucket", "destination_bucket"):
             value = getattr(watch, prop)
-            require(Token.is_unresolved(value) or bool(S3_BUCKET_NAME.match(value)), scope, f"{where}.{prop}",
+            require(Token.is_unresolved(value) or bool(S3_BUCKET_NAME.fullmatch(value)), scope, f"{where}.{prop}",
                     f"{value!r} is not a valid S3 bucket name")
-        require(bool(S3_REPLICATION_RULE_ID.match(watch.rule_id)), scope, f"{where}.rule_id",
+        require(bool(S3_REPLICATION_RULE_ID.fullmatch(watch.rule_id)), scope, f"{where}.rule_id",
                 f"{watch.rule_id!r} is not a replication rule id")
         require(watch.rule_id not in rule_ids, scope, f"{where}.rule_id",
                 f"{watch.rule_id} is watched twice (alarm names derive from it)")
         rule_ids.add(watch.rule_id)
     if props.database_lag:
         lag = props.database_lag
-        require(bool(RDS_IDENTIFIER.match(lag.cluster_identifier)), scope, "database_lag.cluster_identifier",
+        require(bool(RDS_IDENTIFIER.fullmatch(lag.cluster_identifier)), scope, "database_lag.cluster_identifier",
                 f"{lag.cluster_identifier!r} is not an RDS cluster identifier")
         require(lag.rpo_seconds >= 1, scope, "database_lag.rpo_seconds", "must be at least 1 second")
         require(0 < lag.budget_fraction <= 1, scope, "database_lag.budget_fraction",
@@ -220,7 +220,7 @@ def _validate(scope: Construct, props: CloudWatchMonitoringProps) -> None:
     pools: set[str] = set()
     for i, pool in enumerate(props.gpu_pools):
         where = f"gpu_pools[{i}]"
-        require(bool(CLOUDWATCH_NAME.match(pool.pool)), scope, f"{where}.pool", f"{pool.pool!r} is not a pool name")
+        require(bool(CLOUDWATCH_NAME.fullmatch(pool.pool)), scope, f"{where}.pool", f"{pool.pool!r} is not a pool name")
         require(pool.pool not in pools, scope, f"{where}.pool", f"{pool.pool} is watched twice")
         require(Token.is_unresolved(pool.autoscaling_group_name) or bool(pool.autoscaling_group_name.strip()),
                 scope, f"{where}.autoscaling_group_name", "is empty")

@@ -249,12 +249,12 @@ def _validate_existing(scope: Construct, props: VpcNetworkProps) -> None:
     for prop, given in others.items():
         require(not given, scope, prop, "an existing network is imported as it is: give either "
                 "existing or the props of a network to create, not both")
-    require(bool(VPC_ID.match(existing.vpc_id)), scope, "existing.vpc_id",
+    require(bool(VPC_ID.fullmatch(existing.vpc_id)), scope, "existing.vpc_id",
             f"{existing.vpc_id!r} is not a VPC id (vpc-…)")
     require(len(existing.private_subnet_ids) >= 2, scope, "existing.private_subnet_ids",
             "EKS needs private subnets in at least two AZs")
     for i, subnet in enumerate(existing.private_subnet_ids):
-        require(bool(SUBNET_ID.match(subnet)), scope, f"existing.private_subnet_ids[{i}]",
+        require(bool(SUBNET_ID.fullmatch(subnet)), scope, f"existing.private_subnet_ids[{i}]",
                 f"{subnet!r} is not a subnet id (subnet-…)")
     require(len(set(existing.private_subnet_ids)) == len(existing.private_subnet_ids), scope,
             "existing.private_subnet_ids", "lists a subnet twice")
@@ -274,7 +274,7 @@ def _validate_created(scope: Construct, props: VpcNetworkProps) -> str:
             f"needs at least {MIN_AVAILABILITY_ZONES} AZs so that losing one keeps a majority (got {len(zones)})")
     regions = set()
     for i, zone in enumerate(zones):
-        match = AVAILABILITY_ZONE.match(zone)
+        match = AVAILABILITY_ZONE.fullmatch(zone)
         require(match is not None, scope, f"availability_zones[{i}]", f"{zone!r} is not an AZ name like us-east-1a")
         assert match is not None  # for the type checker: require raised otherwise
         regions.add(match.group(1))
@@ -289,14 +289,15 @@ def _validate_created(scope: Construct, props: VpcNetworkProps) -> str:
     require(len(set(props.interface_endpoints)) == len(props.interface_endpoints), scope,
             "interface_endpoints", "lists a service twice")
     for i, service in enumerate(props.interface_endpoints):
-        require(bool(VPC_ENDPOINT_SERVICE.match(service)) and service != "s3", scope, f"interface_endpoints[{i}]",
+        require(bool(VPC_ENDPOINT_SERVICE.fullmatch(service)) and service != "s3", scope, f"interface_endpoints[{i}]",
                 f"{service!r} is not a service name like 'ecr.api' (S3 always gets a gateway endpoint)")
-    require(bool(NETWORK_NAME.match(props.name)), scope, "name", f"{props.name!r}: letters, digits and '-', at most 48")
+    require(bool(NETWORK_NAME.fullmatch(props.name)),
+            scope, "name", f"{props.name!r}: letters, digits and '-', at most 48")
     if props.flow_logs is not None:
         flow = props.flow_logs
-        require(bool(ACCOUNT_ID.match(flow.account_id)), scope, "flow_logs.account_id",
+        require(bool(ACCOUNT_ID.fullmatch(flow.account_id)), scope, "flow_logs.account_id",
                 f"{flow.account_id!r} is not a 12-digit AWS account id")
-        require(bool(NETWORK_NAME.match(flow.name_prefix)), scope, "flow_logs.name_prefix",
+        require(bool(NETWORK_NAME.fullmatch(flow.name_prefix)), scope, "flow_logs.name_prefix",
                 f"{flow.name_prefix!r}: letters, digits and '-', at most 48 (it names an IAM role)")
         require(flow.retention_days in _LOG_RETENTION_DAYS, scope, "flow_logs.retention_days",
                 f"{flow.retention_days} is not a CloudWatch Logs retention "

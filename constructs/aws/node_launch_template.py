@@ -178,26 +178,26 @@ class NodePoolProps(Protocol):
 
 def validate_node_pool_props(scope: Construct, p: NodePoolProps) -> None:
     """Raise PropsError, naming the prop, for the first of the shared props that is invalid."""
-    require(bool(EKS_NODE_GROUP_NAME.match(p.name)), scope, "name",
+    require(bool(EKS_NODE_GROUP_NAME.fullmatch(p.name)), scope, "name",
             f"{p.name!r}: letters, digits, '-' and '_', starting with a letter or digit, at most 63 characters")
     if not Token.is_unresolved(p.cluster_name):
-        require(bool(EKS_CLUSTER_NAME.match(p.cluster_name)), scope, "cluster_name",
+        require(bool(EKS_CLUSTER_NAME.fullmatch(p.cluster_name)), scope, "cluster_name",
                 f"{p.cluster_name!r} is not an EKS cluster name")
-    require(bool(ACCOUNT_ID.match(p.account_id)), scope, "account_id",
+    require(bool(ACCOUNT_ID.fullmatch(p.account_id)), scope, "account_id",
             f"{p.account_id!r} is not a 12-digit AWS account id")
     require(bool(p.subnet_ids), scope, "subnet_ids", "give at least one subnet")
     require(bool(p.instance_types), scope, "instance_types", "give at least one instance type")
     for i, instance_type in enumerate(p.instance_types):
-        require(bool(EC2_INSTANCE_TYPE.match(instance_type)), scope, f"instance_types[{i}]",
+        require(bool(EC2_INSTANCE_TYPE.fullmatch(instance_type)), scope, f"instance_types[{i}]",
                 f"{instance_type!r} is not an EC2 instance type")
     require(len(set(p.instance_types)) == len(p.instance_types), scope, "instance_types", "lists a type twice")
     for key, value in p.labels.items():
-        require(bool(KUBERNETES_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
-        require(bool(KUBERNETES_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+        require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
+        require(bool(KUBERNETES_LABEL_VALUE.fullmatch(value)), scope, f"labels[{key!r}]",
                 f"{value!r} is not a Kubernetes label value (63 characters: letters, digits, '-', '_', '.')")
     require(16 <= p.root_volume_size_gib <= 16384, scope, "root_volume_size_gib", "must be 16 to 16384 GiB (gp3)")
     if p.kms_key_arn is not None and not Token.is_unresolved(p.kms_key_arn):
-        require(bool(KMS_KEY_OR_ALIAS_ARN.match(p.kms_key_arn)), scope, "kms_key_arn",
+        require(bool(KMS_KEY_OR_ALIAS_ARN.fullmatch(p.kms_key_arn)), scope, "kms_key_arn",
                 f"{p.kms_key_arn!r} is not a KMS key ARN")
     require(p.kms_key_arn is None or p.volume_key_alias is None, scope, "volume_key_alias",
             "names a key the pool would create, but kms_key_arn is given")

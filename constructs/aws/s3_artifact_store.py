@@ -219,9 +219,9 @@ class S3ArtifactStore(Construct):
 
 
 def _validate(scope: Construct, props: S3ArtifactStoreProps) -> None:
-    require(bool(S3_BUCKET_NAME.match(props.bucket_name)) and ".." not in props.bucket_name, scope,
+    require(bool(S3_BUCKET_NAME.fullmatch(props.bucket_name)) and ".." not in props.bucket_name, scope,
             "bucket_name", f"{props.bucket_name!r} is not a valid S3 bucket name")
-    require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
+    require(bool(REGION.fullmatch(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
     require(props.role in ("primary", "standby"), scope, "role", f"{props.role!r} is not 'primary' or 'standby'")
     require(not (props.replicate_to and props.role != "primary"), scope, "replicate_to",
             "only the primary replicates; a standby receives replicas")
@@ -232,12 +232,12 @@ def _validate(scope: Construct, props: S3ArtifactStoreProps) -> None:
     seen: set[str] = set()
     for i, target in enumerate(props.replicate_to):
         where = f"replicate_to[{i}]"
-        require(bool(REGION.match(target.region)), scope, f"{where}.region",
+        require(bool(REGION.fullmatch(target.region)), scope, f"{where}.region",
                 f"{target.region!r} is not an AWS region name")
         require(target.region != props.region, scope, f"{where}.region",
                 f"{target.region} is this bucket's own region")
         require(target.region not in seen, scope, f"{where}.region", f"{target.region} is listed twice")
-        require(bool(S3_BUCKET_NAME.match(target.bucket_name)), scope, f"{where}.bucket_name",
+        require(bool(S3_BUCKET_NAME.fullmatch(target.bucket_name)), scope, f"{where}.bucket_name",
                 f"{target.bucket_name!r} is not a valid S3 bucket name")
         require(target.bucket_name != props.bucket_name, scope, f"{where}.bucket_name",
                 "a bucket cannot replicate to itself")
@@ -253,7 +253,7 @@ def _validate(scope: Construct, props: S3ArtifactStoreProps) -> None:
                 f"retention ({props.object_lock.days} days), so lifecycle could not expire locked versions")
     role_name = props.replication_role_name or f"{props.bucket_name}-replication"
     if props.replicate_to:
-        require(bool(IAM_ROLE_NAME.match(role_name)), scope, "replication_role_name",
+        require(bool(IAM_ROLE_NAME.fullmatch(role_name)), scope, "replication_role_name",
                 f"{role_name!r} is not a valid IAM role name (at most 64 characters); set one explicitly")
 
 

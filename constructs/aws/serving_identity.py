@@ -115,26 +115,26 @@ def _assumed_by(principals: tuple[str, ...]) -> dict:
 
 
 def _validate(scope: Construct, props: IamServingIdentityProps) -> None:
-    require(bool(ACCOUNT_ID.match(props.account_id)), scope, "account_id",
+    require(bool(ACCOUNT_ID.fullmatch(props.account_id)), scope, "account_id",
             f"{props.account_id!r} is not a 12-digit AWS account id")
-    require(bool(REGION.match(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
+    require(bool(REGION.fullmatch(props.region)), scope, "region", f"{props.region!r} is not an AWS region name")
     longest = role_name(props.name_prefix, props.region, "training")
-    require(bool(IAM_ROLE_NAME.match(longest)), scope, "name_prefix",
+    require(bool(IAM_ROLE_NAME.fullmatch(longest)), scope, "name_prefix",
             f"{longest!r} is not a valid IAM role name (letters, digits, +=,.@_-; at most 64 characters)")
-    require(bool(S3_BUCKET_NAME.match(props.bucket_name)), scope, "bucket_name",
+    require(bool(S3_BUCKET_NAME.fullmatch(props.bucket_name)), scope, "bucket_name",
             f"{props.bucket_name!r} is not a valid S3 bucket name")
     require(Token.is_unresolved(props.key_arn) or props.key_arn.startswith(f"arn:aws:kms:{props.region}:"),
             scope, "key_arn", f"{props.key_arn!r} is not a KMS key ARN in {props.region}")
-    require(bool(OBJECT_PREFIX.match(props.models_prefix)), scope, "models_prefix",
+    require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), scope, "models_prefix",
             f"{props.models_prefix!r} must be a relative key prefix ending in '/', e.g. 'models/'")
-    require(Token.is_unresolved(props.cluster_name) or bool(EKS_CLUSTER_NAME.match(props.cluster_name)),
+    require(Token.is_unresolved(props.cluster_name) or bool(EKS_CLUSTER_NAME.fullmatch(props.cluster_name)),
             scope, "cluster_name", f"{props.cluster_name!r} is not an EKS cluster name")
     for prop in ("namespace", "service_account"):
         value = getattr(props, prop)
-        require(bool(KUBERNETES_NAME.match(value)), scope, prop, f"{value!r} is not a Kubernetes DNS label")
+        require(bool(KUBERNETES_NAME.fullmatch(value)), scope, prop, f"{value!r} is not a Kubernetes DNS label")
     for prop in ("training_principals", "review_principals"):
         principals = getattr(props, prop)
         require(len(principals) >= 1, scope, prop, "name at least one principal that may assume the role")
         for i, principal in enumerate(principals):
-            require(bool(IAM_TRUSTED_PRINCIPAL_ARN.match(principal)), scope, f"{prop}[{i}]",
+            require(bool(IAM_TRUSTED_PRINCIPAL_ARN.fullmatch(principal)), scope, f"{prop}[{i}]",
                     f"{principal!r} is not an IAM role, user or account root ARN (wildcards are not allowed)")

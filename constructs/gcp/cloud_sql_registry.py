@@ -183,11 +183,11 @@ class CloudSqlReplica(Construct):
         super().__init__(scope, id_)
         _validate_common(self, props.project_id, props.project_number, props.region, props.instance_name,
                          props.private_network, props.kms_key_id, props.settings, props.labels)
-        require(bool(GOOGLE_RESOURCE_NAME.match(props.primary_instance_name)), self, "primary_instance_name",
+        require(bool(GOOGLE_RESOURCE_NAME.fullmatch(props.primary_instance_name)), self, "primary_instance_name",
                 f"{props.primary_instance_name!r} is not a Cloud SQL instance name")
         require(props.primary_instance_name != props.instance_name, self, "instance_name",
                 "must differ from primary_instance_name")
-        require(bool(GOOGLE_REGION.match(props.primary_region)), self, "primary_region",
+        require(bool(GOOGLE_REGION.fullmatch(props.primary_region)), self, "primary_region",
                 f"{props.primary_region!r} is not a Google Cloud region")
         require(props.primary_region != props.region, self, "region",
                 f"a DR replica runs in another region than its primary ({props.primary_region})")
@@ -227,12 +227,12 @@ def _settings(s: CloudSqlInstanceSettings, private_network: str, labels: dict[st
 def _validate_common(scope: Construct, project_id: str, project_number: str, region: str, instance_name: str,
                      private_network: str, kms_key_id: str, settings: CloudSqlInstanceSettings,
                      labels: dict[str, str]) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(project_id)), scope, "project_id",
             f"{project_id!r} is not a Google Cloud project id")
-    require(bool(GOOGLE_PROJECT_NUMBER.match(project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_NUMBER.fullmatch(project_number)), scope, "project_number",
             f"{project_number!r} is not a project number (digits only)")
-    require(bool(GOOGLE_REGION.match(region)), scope, "region", f"{region!r} is not a Google Cloud region")
-    require(bool(GOOGLE_RESOURCE_NAME.match(instance_name)) and len(instance_name) <= 98, scope, "instance_name",
+    require(bool(GOOGLE_REGION.fullmatch(region)), scope, "region", f"{region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.fullmatch(instance_name)) and len(instance_name) <= 98, scope, "instance_name",
             f"{instance_name!r}: lowercase letters, digits and '-', starting with a letter")
     if not Token.is_unresolved(private_network):
         require("/global/networks/" in private_network, scope, "private_network",
@@ -240,7 +240,7 @@ def _validate_common(scope: Construct, project_id: str, project_number: str, reg
     require_key_id(scope, "kms_key_id", kms_key_id, region)
     require(settings.database_version in POSTGRES_VERSIONS, scope, "settings.database_version",
             f"{settings.database_version!r} is not one of {', '.join(POSTGRES_VERSIONS)}")
-    require(bool(_TIER.match(settings.tier)), scope, "settings.tier",
+    require(bool(_TIER.fullmatch(settings.tier)), scope, "settings.tier",
             f"{settings.tier!r} is not an Enterprise Plus tier (db-perf-optimized-N-<2…128>)")
     require(10 <= settings.disk_size_gb <= 65536, scope, "settings.disk_size_gb", "must be 10 to 65536 GB")
     for name in settings.database_flags:
@@ -250,12 +250,12 @@ def _validate_common(scope: Construct, project_id: str, project_number: str, reg
 
 
 def _validate_primary(scope: Construct, p: CloudSqlRegistryProps) -> None:
-    require(bool(POSTGRES_NAME.match(p.database_name)), scope, "database_name",
+    require(bool(POSTGRES_NAME.fullmatch(p.database_name)), scope, "database_name",
             f"{p.database_name!r}: lowercase letters, digits and '_', at most 63 characters")
     for i, email in enumerate(p.iam_service_accounts):
-        require(bool(GOOGLE_SERVICE_ACCOUNT_EMAIL.match(email)), scope, f"iam_service_accounts[{i}]",
+        require(bool(GOOGLE_SERVICE_ACCOUNT_EMAIL.fullmatch(email)), scope, f"iam_service_accounts[{i}]",
                 f"{email!r} is not a user-managed service account email")
-    require(bool(_HHMM.match(p.backup_start_time)), scope, "backup_start_time",
+    require(bool(_HHMM.fullmatch(p.backup_start_time)), scope, "backup_start_time",
             f"{p.backup_start_time!r} is not a UTC time HH:MM")
     require(1 <= p.retained_backups <= 365, scope, "retained_backups", "must be 1 to 365 backups")
     require(1 <= p.transaction_log_retention_days <= 35, scope, "transaction_log_retention_days",
@@ -266,5 +266,5 @@ def _validate_primary(scope: Construct, p: CloudSqlRegistryProps) -> None:
     require(1 <= p.maintenance_day <= 7, scope, "maintenance_day", "1 (Monday) to 7 (Sunday)")
     require(0 <= p.maintenance_hour <= 23, scope, "maintenance_hour", "0 to 23 (UTC)")
     if p.dr_replica_name is not None:
-        require(bool(GOOGLE_RESOURCE_NAME.match(p.dr_replica_name)) and p.dr_replica_name != p.instance_name, scope,
+        require(bool(GOOGLE_RESOURCE_NAME.fullmatch(p.dr_replica_name)) and p.dr_replica_name != p.instance_name, scope,
                 "dr_replica_name", f"{p.dr_replica_name!r} is not another Cloud SQL instance's name")

@@ -74,19 +74,19 @@ class S3ToGcsTransfer(Construct):
 
     def __init__(self, scope: Construct, id_: str, props: S3ToGcsTransferProps):
         super().__init__(scope, id_)
-        require(bool(GOOGLE_PROJECT_ID.match(props.project_id)), self, "project_id",
+        require(bool(GOOGLE_PROJECT_ID.fullmatch(props.project_id)), self, "project_id",
                 f"{props.project_id!r} is not a Google Cloud project id")
-        require(bool(GOOGLE_PROJECT_NUMBER.match(props.project_number)), self, "project_number",
+        require(bool(GOOGLE_PROJECT_NUMBER.fullmatch(props.project_number)), self, "project_number",
                 f"{props.project_number!r} is not a project number (digits only)")
-        require(bool(S3_BUCKET_NAME.match(props.source_bucket)), self, "source_bucket",
+        require(bool(S3_BUCKET_NAME.fullmatch(props.source_bucket)), self, "source_bucket",
                 f"{props.source_bucket!r} is not an S3 bucket name")
-        require(bool(REGION.match(props.source_region)), self, "source_region",
+        require(bool(REGION.fullmatch(props.source_region)), self, "source_region",
                 f"{props.source_region!r} is not an AWS region")
-        require(bool(IAM_ROLE_ARN.match(props.role_arn)), self, "role_arn",
+        require(bool(IAM_ROLE_ARN.fullmatch(props.role_arn)), self, "role_arn",
                 f"{props.role_arn!r} is not an IAM role ARN")
-        require(bool(GCS_BUCKET_NAME.match(props.destination_bucket)), self, "destination_bucket",
+        require(bool(GCS_BUCKET_NAME.fullmatch(props.destination_bucket)), self, "destination_bucket",
                 f"{props.destination_bucket!r} is not a Cloud Storage bucket name")
-        require(bool(OBJECT_PREFIX.match(props.models_prefix)), self, "models_prefix",
+        require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), self, "models_prefix",
                 f"{props.models_prefix!r} must be a relative prefix ending in '/'")
         require(props.repeat_interval_seconds >= STORAGE_TRANSFER_RPO_SECONDS, self, "repeat_interval_seconds",
                 f"Storage Transfer Service repeats a job at most every {STORAGE_TRANSFER_RPO_SECONDS} s")

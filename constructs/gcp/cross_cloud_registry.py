@@ -141,21 +141,21 @@ class AuroraToCloudSqlReplica(Construct):
 
 
 def _validate(scope: Construct, p: AuroraToCloudSqlReplicaProps) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(GOOGLE_PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_NUMBER.fullmatch(p.project_number)), scope, "project_number",
             f"{p.project_number!r} is not a project number (digits only)")
-    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(GOOGLE_RESOURCE_NAME.match(p.instance_name))
-            and bool(DMS_CONNECTION_PROFILE_ID.match(f"{p.instance_name}-source")), scope, "instance_name",
+    require(bool(GOOGLE_REGION.fullmatch(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.fullmatch(p.instance_name))
+            and bool(DMS_CONNECTION_PROFILE_ID.fullmatch(f"{p.instance_name}-source")), scope, "instance_name",
             f"{p.instance_name!r}: lowercase letters, digits and '-', at most 53 characters")
-    require(bool(DNS_NAME.match(p.source_host)), scope, "source_host", f"{p.source_host!r} is not a DNS name")
+    require(bool(DNS_NAME.fullmatch(p.source_host)), scope, "source_host", f"{p.source_host!r} is not a DNS name")
     require(1 <= p.source_port <= 65535, scope, "source_port", f"{p.source_port} is not a TCP port")
-    require(bool(POSTGRES_NAME.match(p.replication_user)), scope, "replication_user",
+    require(bool(POSTGRES_NAME.fullmatch(p.replication_user)), scope, "replication_user",
             f"{p.replication_user!r} is not a PostgreSQL user name")
-    require(bool(POSTGRES_NAME.match(p.source_database)), scope, "source_database",
+    require(bool(POSTGRES_NAME.fullmatch(p.source_database)), scope, "source_database",
             f"{p.source_database!r} is not a PostgreSQL database name")
-    require(bool(SECRET_MANAGER_SECRET_ID.match(p.password_secret)), scope, "password_secret",
+    require(bool(SECRET_MANAGER_SECRET_ID.fullmatch(p.password_secret)), scope, "password_secret",
             f"{p.password_secret!r} is not a Secret Manager secret id")
     if not Token.is_unresolved(p.private_network):
         require("/global/networks/" in p.private_network, scope, "private_network",

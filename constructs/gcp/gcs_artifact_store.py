@@ -107,11 +107,12 @@ class GcsArtifactStore(Construct):
 
 
 def _validate(scope: Construct, p: GcsArtifactStoreProps) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(GOOGLE_PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_NUMBER.fullmatch(p.project_number)), scope, "project_number",
             f"{p.project_number!r} is not a project number (digits only)")
-    require(bool(GCS_BUCKET_NAME.match(p.bucket_name)) and not p.bucket_name.startswith("goog"), scope, "bucket_name",
+    require(bool(GCS_BUCKET_NAME.fullmatch(p.bucket_name)) and not p.bucket_name.startswith("goog"),
+            scope, "bucket_name",
             f"{p.bucket_name!r}: 3 to 63 lowercase letters, digits, '-' and '_', not starting with 'goog'")
     location = p.location.upper()
     if p.data_locations:
@@ -120,14 +121,14 @@ def _validate(scope: Construct, p: GcsArtifactStoreProps) -> None:
         require(len(p.data_locations) == 2 and len(set(p.data_locations)) == 2, scope, "data_locations",
                 "a dual-region is exactly two different regions")
         for i, region in enumerate(p.data_locations):
-            require(bool(GOOGLE_REGION.match(region)) and region.startswith(MULTI_REGIONS[location]), scope,
+            require(bool(GOOGLE_REGION.fullmatch(region)) and region.startswith(MULTI_REGIONS[location]), scope,
                     f"data_locations[{i}]", f"{region!r} is not a region of the {location} multi-region")
     else:
         require(location in PREDEFINED_DUAL_REGIONS, scope, "location",
                 f"{p.location!r} is not a predefined dual-region ({', '.join(PREDEFINED_DUAL_REGIONS)}); "
                 "for another pair give a multi-region and data_locations. Turbo replication needs a dual-region")
     require_key_id(scope, "kms_key_id", p.kms_key_id, location)
-    require(bool(OBJECT_PREFIX.match(p.models_prefix)), scope, "models_prefix",
+    require(bool(OBJECT_PREFIX.fullmatch(p.models_prefix)), scope, "models_prefix",
             f"{p.models_prefix!r}: lowercase letters, digits, '-', '_', '/', ending with '/'")
     require(MIN_SOFT_DELETE_DAYS <= p.soft_delete_days <= MAX_SOFT_DELETE_DAYS, scope, "soft_delete_days",
             f"must be {MIN_SOFT_DELETE_DAYS} to {MAX_SOFT_DELETE_DAYS} days (Cloud Storage's range when it is on)")

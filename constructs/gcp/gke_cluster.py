@@ -208,19 +208,19 @@ class GkeCluster(Construct):
 
 
 def _validate(scope: Construct, p: GkeClusterProps) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(GOOGLE_PROJECT_NUMBER.match(p.project_number)), scope, "project_number",
+    require(bool(GOOGLE_PROJECT_NUMBER.fullmatch(p.project_number)), scope, "project_number",
             f"{p.project_number!r} is not a project number (digits only)")
-    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(GOOGLE_RESOURCE_NAME.match(p.name)) and len(p.name) <= GKE_CLUSTER_NAME_MAX, scope, "name",
+    require(bool(GOOGLE_REGION.fullmatch(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.fullmatch(p.name)) and len(p.name) <= GKE_CLUSTER_NAME_MAX, scope, "name",
             f"{p.name!r}: lowercase letters, digits and '-', starting with a letter, at most {GKE_CLUSTER_NAME_MAX}")
     for prop in ("pods_range_name", "services_range_name"):
-        require(bool(GOOGLE_RESOURCE_NAME.match(getattr(p, prop))), scope, prop,
+        require(bool(GOOGLE_RESOURCE_NAME.fullmatch(getattr(p, prop))), scope, prop,
                 f"{getattr(p, prop)!r} is not a secondary range name")
     require_key_id(scope, "kms_key_id", p.kms_key_id, p.region)
     account_id = p.node_service_account_id or f"{p.name}-nodes"
-    require(bool(GOOGLE_SERVICE_ACCOUNT_ID.match(account_id)), scope, "node_service_account_id",
+    require(bool(GOOGLE_SERVICE_ACCOUNT_ID.fullmatch(account_id)), scope, "node_service_account_id",
             f"{account_id!r} is not a service account id (6 to 30 lowercase letters, digits, '-')"
             + ("; the default from name is too long, give one" if p.node_service_account_id is None else ""))
     master = _cidr(scope, "master_ipv4_cidr", p.master_ipv4_cidr)

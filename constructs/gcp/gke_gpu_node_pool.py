@@ -235,27 +235,27 @@ class GkeGpuNodePool(Construct):
 
 
 def _validate(scope: Construct, p: GkeGpuNodePoolProps) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(GOOGLE_RESOURCE_NAME.match(p.name)) and len(p.name) <= 40, scope, "name",
+    require(bool(GOOGLE_REGION.fullmatch(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.fullmatch(p.name)) and len(p.name) <= 40, scope, "name",
             f"{p.name!r}: lowercase letters, digits and '-', starting with a letter, at most 40 characters")
     if not Token.is_unresolved(p.cluster):
         require(bool(p.cluster), scope, "cluster", "name the cluster")
     require(bool(p.node_locations), scope, "node_locations",
             "give at least one zone where the accelerator is offered")
     for i, zone in enumerate(p.node_locations):
-        match = GOOGLE_ZONE.match(zone)
+        match = GOOGLE_ZONE.fullmatch(zone)
         require(match is not None and match[1] == p.region, scope, f"node_locations[{i}]",
                 f"{zone!r} is not a zone of {p.region}")
     require(len(set(p.node_locations)) == len(p.node_locations), scope, "node_locations", "lists a zone twice")
-    require(bool(GOOGLE_MACHINE_TYPE.match(p.machine_type)), scope, "machine_type",
+    require(bool(GOOGLE_MACHINE_TYPE.fullmatch(p.machine_type)), scope, "machine_type",
             f"{p.machine_type!r} is not a Compute Engine machine type")
-    require(bool(GOOGLE_ACCELERATOR_TYPE.match(p.accelerator_type)), scope, "accelerator_type",
+    require(bool(GOOGLE_ACCELERATOR_TYPE.fullmatch(p.accelerator_type)), scope, "accelerator_type",
             f"{p.accelerator_type!r} is not an NVIDIA accelerator type (nvidia-…)")
     require(1 <= p.accelerator_count <= 16, scope, "accelerator_count", "a node has 1 to 16 GPUs")
     if not Token.is_unresolved(p.node_service_account):
-        require(bool(GOOGLE_SERVICE_ACCOUNT_EMAIL.match(p.node_service_account)), scope, "node_service_account",
+        require(bool(GOOGLE_SERVICE_ACCOUNT_EMAIL.fullmatch(p.node_service_account)), scope, "node_service_account",
                 f"{p.node_service_account!r} is not a user-managed service account email")
     require_key_id(scope, "boot_disk_kms_key", p.boot_disk_kms_key, p.region)
     require(p.driver_version in DRIVER_VERSIONS, scope, "driver_version",
@@ -264,10 +264,11 @@ def _validate(scope: Construct, p: GkeGpuNodePoolProps) -> None:
     _validate_sizes(scope, p)
     _validate_capacity(scope, p)
     for key, value in p.labels.items():
-        require(bool(KUBERNETES_LABEL_KEY.match(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
-        require(bool(KUBERNETES_LABEL_VALUE.match(value)), scope, f"labels[{key!r}]",
+        require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)), scope, f"labels[{key!r}]", "is not a Kubernetes label key")
+        require(bool(KUBERNETES_LABEL_VALUE.fullmatch(value)), scope, f"labels[{key!r}]",
                 f"{value!r} is not a Kubernetes label value (63 characters: letters, digits, '-', '_', '.')")
-    require(bool(p.gpu_taint_value) and bool(KUBERNETES_LABEL_VALUE.match(p.gpu_taint_value)), scope, "gpu_taint_value",
+    require(bool(p.gpu_taint_value) and bool(KUBERNETES_LABEL_VALUE.fullmatch(p.gpu_taint_value)),
+            scope, "gpu_taint_value",
             f"{p.gpu_taint_value!r} is not a taint value (63 characters: letters, digits, '-', '_', '.')")
     require(p.disk_type in DISK_TYPES, scope, "disk_type", f"{p.disk_type!r} is not one of {', '.join(DISK_TYPES)}")
     require(10 <= p.disk_size_gb <= 65536, scope, "disk_size_gb", "must be 10 to 65536 GB")
@@ -280,7 +281,7 @@ def _validate_sharing(scope: Construct, p: GkeGpuNodePoolProps) -> None:
         require(2 <= p.gpu_sharing.max_shared_clients_per_gpu <= MAX_SHARED_CLIENTS, scope,
                 "gpu_sharing.max_shared_clients_per_gpu", f"must be 2 to {MAX_SHARED_CLIENTS}")
     if p.mig_partition_size is not None:
-        require(bool(_MIG_PARTITION.match(p.mig_partition_size)), scope, "mig_partition_size",
+        require(bool(_MIG_PARTITION.fullmatch(p.mig_partition_size)), scope, "mig_partition_size",
                 f"{p.mig_partition_size!r} is not a MIG partition size (e.g. 1g.10gb)")
         require(p.accelerator_type in MIG_ACCELERATORS, scope, "mig_partition_size",
                 f"{p.accelerator_type} has no MIG partitions; MIG GPUs: {', '.join(MIG_ACCELERATORS)}")
@@ -303,7 +304,7 @@ def _validate_capacity(scope: Construct, p: GkeGpuNodePoolProps) -> None:
     require(reservation.type in AFFINITIES, scope, "reservation.type",
             f"{reservation.type!r} is not one of {', '.join(AFFINITIES)}")
     if reservation.type == "SPECIFIC":
-        require(reservation.name is not None and bool(GOOGLE_RESERVATION.match(reservation.name)), scope,
+        require(reservation.name is not None and bool(GOOGLE_RESERVATION.fullmatch(reservation.name)), scope,
                 "reservation.name", f"{reservation.name!r} is not a reservation name (or projects/P/reservations/NAME)")
         require(not p.spot, scope, "reservation", "a reservation holds on-demand capacity, not spot")
     else:

@@ -47,7 +47,7 @@ def crypto_key_id(project: str, location: str, key_ring: str, key: str) -> str:
 
 def key_location(key_id: str) -> str | None:
     """The location in a crypto key id, or None when the id is a reference or malformed."""
-    match = GOOGLE_CRYPTO_KEY_ID.match(key_id) if not Token.is_unresolved(key_id) else None
+    match = GOOGLE_CRYPTO_KEY_ID.fullmatch(key_id) if not Token.is_unresolved(key_id) else None
     return match["location"] if match else None
 
 
@@ -59,7 +59,7 @@ def require_key_id(scope: Construct, prop: str, key_id: str, location: str) -> N
     """Validate a crypto key id given in props, and that it lives where the data it encrypts lives."""
     if Token.is_unresolved(key_id):
         return
-    require(GOOGLE_CRYPTO_KEY_ID.match(key_id) is not None, scope, prop,
+    require(GOOGLE_CRYPTO_KEY_ID.fullmatch(key_id) is not None, scope, prop,
             f"{key_id!r} is not a crypto key id (projects/P/locations/L/keyRings/R/cryptoKeys/K)")
     require(key_location(key_id) == location.lower(), scope, prop,
             f"the key is in {key_location(key_id)!r}, but the data it encrypts is in {location.lower()!r}: "
@@ -93,13 +93,13 @@ class CloudKmsKey(Construct):
 
     def __init__(self, scope: Construct, id_: str, props: CloudKmsKeyProps):
         super().__init__(scope, id_)
-        require(bool(GOOGLE_PROJECT_ID.match(props.project_id)), self, "project_id",
+        require(bool(GOOGLE_PROJECT_ID.fullmatch(props.project_id)), self, "project_id",
                 f"{props.project_id!r} is not a Google Cloud project id")
-        require(bool(GOOGLE_KMS_LOCATION.match(props.location)), self, "location",
+        require(bool(GOOGLE_KMS_LOCATION.fullmatch(props.location)), self, "location",
                 f"{props.location!r} is not a Cloud KMS location")
         for prop in ("key_ring", "key"):
             value = getattr(props, prop)
-            require(bool(GOOGLE_KMS_NAME.match(value)), self, prop,
+            require(bool(GOOGLE_KMS_NAME.fullmatch(value)), self, prop,
                     f"{value!r}: 1 to 63 letters, digits, '-' or '_'")
         require(1 <= props.rotation_days <= 365, self, "rotation_days", "must be 1 to 365 days")
         require(1 <= props.destroy_scheduled_days <= 120, self, "destroy_scheduled_days",

@@ -188,32 +188,32 @@ class GcpMonitoring(Construct):
 
 
 def _validate(scope: Construct, p: GcpMonitoringProps) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
-    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
-    require(bool(GOOGLE_RESOURCE_NAME.match(p.name_prefix)) and len(p.name_prefix) <= 50, scope, "name_prefix",
+    require(bool(GOOGLE_REGION.fullmatch(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_RESOURCE_NAME.fullmatch(p.name_prefix)) and len(p.name_prefix) <= 50, scope, "name_prefix",
             f"{p.name_prefix!r}: lowercase letters, digits and '-', starting with a letter, at most 50 characters")
     check = p.health_check
     require(1 <= check.port <= 65535, scope, "health_check.port", f"{check.port} is not a TCP port")
-    require(bool(HTTP_PATH.match(check.path)), scope, "health_check.path", f"{check.path!r} is not an HTTP path")
+    require(bool(HTTP_PATH.fullmatch(check.path)), scope, "health_check.path", f"{check.path!r} is not an HTTP path")
     require(1 <= check.timeout_sec <= check.check_interval_sec <= 300, scope, "health_check.timeout_sec",
             f"must be at least 1 s and at most check_interval_sec ({check.check_interval_sec} s, at most 300)")
     for prop in ("unhealthy_threshold", "healthy_threshold"):
         require(1 <= getattr(check, prop) <= 10, scope, f"health_check.{prop}", "must be 1 to 10")
     if check.public_hostname is not None:
-        require(bool(DNS_NAME.match(check.public_hostname)), scope, "health_check.public_hostname",
+        require(bool(DNS_NAME.fullmatch(check.public_hostname)), scope, "health_check.public_hostname",
                 f"{check.public_hostname!r} is not a DNS name")
     for i, watch in enumerate(p.replica_lag):
-        require(bool(GOOGLE_RESOURCE_NAME.match(watch.instance_name)), scope, f"replica_lag[{i}].instance_name",
+        require(bool(GOOGLE_RESOURCE_NAME.fullmatch(watch.instance_name)), scope, f"replica_lag[{i}].instance_name",
                 f"{watch.instance_name!r} is not a Cloud SQL instance name")
         require(watch.rpo_seconds >= 1, scope, f"replica_lag[{i}].rpo_seconds", "must be at least 1 second")
         require(0 < watch.budget_fraction <= 1, scope, f"replica_lag[{i}].budget_fraction", "must be in (0, 1]")
     require(len({w.instance_name for w in p.replica_lag}) == len(p.replica_lag), scope, "replica_lag",
             "watches an instance twice")
     for i, email in enumerate(p.alert_emails):
-        require(bool(EMAIL.match(email)), scope, f"alert_emails[{i}]", f"{email!r} is not an email address")
+        require(bool(EMAIL.fullmatch(email)), scope, f"alert_emails[{i}]", f"{email!r} is not an email address")
     for i, channel in enumerate(p.notification_channels):
-        require(bool(GOOGLE_NOTIFICATION_CHANNEL.match(channel)), scope, f"notification_channels[{i}]",
+        require(bool(GOOGLE_NOTIFICATION_CHANNEL.fullmatch(channel)), scope, f"notification_channels[{i}]",
                 f"{channel!r} is not a notification channel (projects/P/notificationChannels/ID)")
     require(bool(p.alert_emails or p.notification_channels), scope, "alert_emails",
             "give alert_emails or notification_channels: an alert nobody receives protects nothing")

@@ -146,12 +146,12 @@ class GcpRegionalNetwork(Construct):
 
 
 def _require_project(scope: Construct, project_id: str) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(project_id)), scope, "project_id",
             f"{project_id!r} is not a Google Cloud project id")
 
 
 def _require_name(scope: Construct, prop: str, value: str) -> None:
-    require(bool(GOOGLE_RESOURCE_NAME.match(value)), scope, prop,
+    require(bool(GOOGLE_RESOURCE_NAME.fullmatch(value)), scope, prop,
             f"{value!r}: lowercase letters, digits and '-', starting with a letter, at most 63 characters")
 
 
@@ -168,7 +168,7 @@ def _require_private_cidr(scope: Construct, prop: str, value: str | None) -> ipa
 
 def _validate_regional(scope: Construct, p: GcpRegionalNetworkProps) -> None:
     _require_project(scope, p.project_id)
-    require(bool(GOOGLE_REGION.match(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
+    require(bool(GOOGLE_REGION.fullmatch(p.region)), scope, "region", f"{p.region!r} is not a Google Cloud region")
     if not Token.is_unresolved(p.network_name):
         _require_name(scope, "network_name", p.network_name)
     _require_name(scope, "subnet_name", p.subnet_name)

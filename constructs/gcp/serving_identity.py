@@ -122,24 +122,24 @@ def _slug(principal: str) -> str:
 
 
 def _validate(scope: Construct, p: GcpServingIdentityProps) -> None:
-    require(bool(GOOGLE_PROJECT_ID.match(p.project_id)), scope, "project_id",
+    require(bool(GOOGLE_PROJECT_ID.fullmatch(p.project_id)), scope, "project_id",
             f"{p.project_id!r} is not a Google Cloud project id")
     longest = f"{p.name_prefix}-training"
-    require(bool(GOOGLE_SERVICE_ACCOUNT_ID.match(longest)), scope, "name_prefix",
+    require(bool(GOOGLE_SERVICE_ACCOUNT_ID.fullmatch(longest)), scope, "name_prefix",
             f"{p.name_prefix!r} makes {longest!r}, not a service account id "
             "(6 to 30 lowercase letters, digits and '-', starting with a letter)")
-    require(bool(GCS_BUCKET_NAME.match(p.bucket_name)), scope, "bucket_name",
+    require(bool(GCS_BUCKET_NAME.fullmatch(p.bucket_name)), scope, "bucket_name",
             f"{p.bucket_name!r} is not a Cloud Storage bucket name")
-    require(bool(OBJECT_PREFIX.match(p.models_prefix)), scope, "models_prefix",
+    require(bool(OBJECT_PREFIX.fullmatch(p.models_prefix)), scope, "models_prefix",
             f"{p.models_prefix!r}: lowercase letters, digits, '-', '_', '/', ending with '/'")
     for prop in ("namespace", "service_account"):
-        require(bool(KUBERNETES_NAME.match(getattr(p, prop))), scope, prop,
+        require(bool(KUBERNETES_NAME.fullmatch(getattr(p, prop))), scope, prop,
                 f"{getattr(p, prop)!r} is not a Kubernetes name")
     for prop in ("training_principals", "review_principals"):
         principals = getattr(p, prop)
         require(bool(principals), scope, prop, "name at least one principal")
         for i, principal in enumerate(principals):
-            require(bool(GOOGLE_IAM_MEMBER.match(principal)), scope, f"{prop}[{i}]",
+            require(bool(GOOGLE_IAM_MEMBER.fullmatch(principal)), scope, f"{prop}[{i}]",
                     f"{principal!r} is not a named principal (user:, group: or serviceAccount: email); "
                     "allUsers, allAuthenticatedUsers and domains are refused")
         require(len(set(principals)) == len(principals), scope, prop, "lists a principal twice")

@@ -23,7 +23,7 @@ class Model(BaseModel):
 def _seconds(value: object) -> object:
     """Durations are seconds (int) or strings with a unit: '90s', '15m', '1h'."""
     if isinstance(value, str):
-        match = _DURATION.match(value)
+        match = _DURATION.fullmatch(value)
         if not match:
             raise ValueError(f"{value!r} is not a duration like '90s', '15m' or '1h'")
         return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]

@@ -38,15 +38,15 @@ class Network(Model):
 
 
 def _aws_region_name(name: str) -> str:
-    if not REGION.match(name):
-        hint = "; a Google Cloud region needs cloud: gcp" if GOOGLE_REGION.match(name) else ""
+    if not REGION.fullmatch(name):
+        hint = "; a Google Cloud region needs cloud: gcp" if GOOGLE_REGION.fullmatch(name) else ""
         raise ValueError(f"{name!r} is not an AWS region name (like us-east-1){hint}")
     return name
 
 
 def _gcp_region_name(name: str) -> str:
-    if not GOOGLE_REGION.match(name):
-        hint = "; an AWS region needs no cloud key (or cloud: aws)" if REGION.match(name) else ""
+    if not GOOGLE_REGION.fullmatch(name):
+        hint = "; an AWS region needs no cloud key (or cloud: aws)" if REGION.fullmatch(name) else ""
         raise ValueError(f"{name!r} is not a Google Cloud region name (like us-central1){hint}")
     return name
 

@@ -255,7 +255,7 @@ def _global_cluster(env: Environment, stacks: dict[str, dict], tf: dict, rds) ->
             continue
         live_members, live_writer = set(), None
         for member in found[0].get("GlobalClusterMembers", []):
-            match = _CLUSTER_ARN.match(member.get("DBClusterArn", ""))
+            match = _CLUSTER_ARN.fullmatch(member.get("DBClusterArn", ""))
             if match:
                 live_members.add(f"{match.group(2)} ({match.group(1)})")
                 if member.get("IsWriter"):
@@ -337,7 +337,7 @@ def _records(zone_id: str, code_records: list[dict], live: list[dict], checks: d
             continue
         alias = (blocks(body.get("alias")) or [None])[0]
         live_alias = record.get("AliasTarget")
-        check_ref = _HEALTH_CHECK_REF.match(body.get("health_check_id") or "")
+        check_ref = _HEALTH_CHECK_REF.fullmatch(body.get("health_check_id") or "")
         code_check = checks.get(check_ref.group(1), {}).get("fqdn") if check_ref else body.get("health_check_id")
         live_check = live_checks.get(record.get("HealthCheckId"), {}).get("FullyQualifiedDomainName") \
             if record.get("HealthCheckId") else None

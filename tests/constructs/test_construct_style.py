@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlfleet.constructs.aws.artifact_grants import ArtifactBucket, PolicyStatements
 from mlfleet.constructs.aws.eks_cluster import EksCluster, EksClusterProps
 from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuPoolOptions, Reservation
@@ -16,6 +18,7 @@ from mlfleet.constructs.aws.eks_system_node_pool import EksSystemPoolOptions
 from mlfleet.constructs.aws.network import ExistingNetwork, VpcNetworkProps
 from mlfleet.constructs.gcp.gke_gpu_node_pool import GkeGpuPoolOptions, ReservationAffinity
 from mlfleet.constructs.gcp.kms_key import crypto_key_id
+from mlfleet.constructs.validation import PropsError
 
 from helpers.template import only_resource, resources
 
@@ -218,3 +221,12 @@ def test_watches_are_made_from_the_pool_and_the_store_they_watch(synth):
     assert pool.autoscaling_group_name == built["pool"].autoscaling_group_name
     assert ReplicationWatch.of_store(built["store"]) == (ReplicationWatch(
         source_bucket="mlfleet-prod-use1", destination_bucket="mlfleet-prod-usw2", rule_id="replicate-to-us-west-2"),)
+
+
+def test_a_name_with_a_trailing_newline_is_refused(synth):
+    # A pattern's `$` also matches before a final newline: every shape is checked whole.
+    for props in (dict(account_id=ACCOUNT + "\n"), dict(region="us-east-1\n"), dict(name="mlfleet-prod\n")):
+        with pytest.raises(PropsError):
+            synth(lambda stack, props=props: EksCluster(stack, "cluster", EksClusterProps(**{
+                **dict(name="mlfleet-prod-us-east-1", account_id=ACCOUNT, region="us-east-1", subnet_ids=SUBNETS),
+                **props})))
