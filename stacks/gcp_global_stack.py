@@ -61,10 +61,9 @@ class GcpGlobalStack(TerraformStack):
             labels=labels))
 
         self.identity = GcpServingIdentity(self, "identity", GcpServingIdentityProps(
-            project_id=project, name_prefix=naming.gcp_identity_prefix(env.name), bucket_name=bucket,
+            project_id=project, name_prefix=naming.gcp_identity_prefix(env.name), artifacts=self.artifacts,
             training_principals=tuple(env.identities.of_cloud("training", "gcp")),
-            review_principals=tuple(env.identities.of_cloud("review", "gcp")),
-            models_prefix=store.models_prefix))
+            review_principals=tuple(env.identities.of_cloud("review", "gcp"))))
 
         self.transfer: S3ToGcsTransfer | None = None
         if env.primary.cloud == "aws":
@@ -73,7 +72,7 @@ class GcpGlobalStack(TerraformStack):
                 project_id=project, project_number=gcp.project_number,
                 source_bucket=naming.artifact_bucket(env.name, env.aws.account_id, source), source_region=source,
                 role_arn=f"arn:aws:iam::{env.aws.account_id}:role/{naming.gcs_transfer_role(env.name, source)}",
-                destination_bucket=bucket, models_prefix=store.models_prefix))
+                destination=self.artifacts, models_prefix=store.models_prefix))
 
         # Grants on the bucket name it by its (deterministic) name: they come after the bucket.
         bucket_address = f"{StorageBucket.TF_RESOURCE_TYPE}.{self.artifacts.bucket.friendly_unique_id}"

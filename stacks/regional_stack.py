@@ -65,7 +65,7 @@ class RegionalStack(TerraformStack):
         bucket = naming.artifact_bucket(env.name, account, region.name)
         self.artifacts = S3ArtifactStore(self, "artifacts", S3ArtifactStoreProps(
             bucket_name=bucket, account_id=account, region=region.name, role=region.role,
-            key_alias=naming.artifact_key_alias(env.name),
+            key_alias=naming.artifact_key_alias(env.name), models_prefix=store.models_prefix,
             replicate_to=tuple(ReplicaTarget(region=r.name,
                                              bucket_name=naming.artifact_bucket(env.name, account, r.name))
                                for r in env.standbys if r.cloud == "aws") if primary else (),
@@ -96,10 +96,9 @@ class RegionalStack(TerraformStack):
 
         self.identity = IamServingIdentity(self, "identity", IamServingIdentityProps(
             name_prefix=f"mlfleet-{env.name}", account_id=account, region=region.name,
-            bucket_name=bucket, key_arn=self.artifacts.key.key_arn, cluster_name=self.cluster.cluster_name,
+            artifacts=self.artifacts, cluster_name=self.cluster.cluster_name,
             training_principals=tuple(env.identities.of_cloud("training", "aws")),
-            review_principals=tuple(env.identities.of_cloud("review", "aws")),
-            models_prefix=store.models_prefix))
+            review_principals=tuple(env.identities.of_cloud("review", "aws"))))
 
         # A Google Cloud standby pulls the primary's artifacts through Storage Transfer Service.
         self.gcs_transfer_role: S3ToGcsTransferRole | None = None

@@ -61,9 +61,10 @@ from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
 from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 from constructs import Construct
 
+from mlfleet.constructs.aws.artifact_grants import DEFAULT_MODELS_PREFIX, ArtifactBucket, PolicyStatements
 from mlfleet.constructs.aws.iam_policy import policy_document
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps, alias_arn
-from mlfleet.constructs.validation import IAM_ROLE_NAME, REGION, S3_BUCKET_NAME, require
+from mlfleet.constructs.validation import IAM_ROLE_NAME, OBJECT_PREFIX, REGION, S3_BUCKET_NAME, require
 
 # S3 Replication Time Control's commitment, and the threshold its metrics report against.
 RTC_MINUTES = 15
@@ -95,6 +96,8 @@ class S3ArtifactStoreProps:
     """The primary owns the multi-Region key and replicates; a standby receives replicas."""
     key_alias: str
     """Alias of the artifact key, without `alias/`: the same name in every region."""
+    models_prefix: str = DEFAULT_MODELS_PREFIX
+    """Where artifacts and the manifest live in the bucket: what the store's grants cover. Default `models/`."""
     replicate_to: tuple[ReplicaTarget, ...] = ()
     """Standby buckets to replicate to (primary only). Each must exist, versioned, before apply. Default: none."""
     replication_time_control: bool = True
@@ -112,7 +115,11 @@ class S3ArtifactStoreProps:
 
 
 class S3ArtifactStore(Construct):
-    """A regional artifact bucket; on the primary, with replication to every standby."""
+    """A regional artifact bucket; on the primary, with replication to every standby.
+
+    It grants on its bucket (`grant_read_champions`, `grant_write_candidates`,
+    `grant_approve_champions`), through `artifact_bucket`: pass the store to an identity.
+    """
 
     def __init__(self, scope: Construct, id_: str, props: S3ArtifactStoreProps):
         super().__init__(scope, id_)
@@ -163,6 +170,11 @@ class S3ArtifactStore(Construct):
                     default_retention=S3BucketObjectLockConfigurationRuleDefaultRetentionA(
                         mode=props.object_lock.mode, days=props.object_lock.days)))
 
+        self.models_prefix = props.models_prefix
+        self.artifact_bucket = ArtifactBucket(bucket_name=props.bucket_name, key_arn=self.key.key_arn,
+                                              region=props.region, models_prefix=props.models_prefix)
+        """The bucket, key and models prefix the store's grants name (see artifact_grants)."""
+
         self.replicate_to = props.replicate_to
         # Rule id per destination region (monitoring alarms on each rule's metrics).
         self.replication_rule_ids: dict[str, str] = {
@@ -174,6 +186,23 @@ class S3ArtifactStore(Construct):
         output = TerraformOutput(self, "key-arn", value=self.key.key_arn,
                                  description="Artifact key ARN (the primary's is a standby's multi_region_key_arn)")
         output.override_logical_id("artifact_key_arn")
+
+    @property
+    def manifest_key(self) -> str:
+        """The manifest's object key, `<models_prefix>manifest.json`."""
+        return self.artifact_bucket.manifest_key
+
+    def grant_read_champions(self, grantee: PolicyStatements) -> None:
+        """Read champion-tagged artifacts and the manifest, and nothing else (serving)."""
+        self.artifact_bucket.grant_read_champions(grantee)
+
+    def grant_write_candidates(self, grantee: PolicyStatements) -> None:
+        """Upload candidates under the prefix, but never tag one champion nor repin the manifest (training)."""
+        self.artifact_bucket.grant_write_candidates(grantee)
+
+    def grant_approve_champions(self, grantee: PolicyStatements) -> None:
+        """List and read everything under the prefix, tag a version champion, publish the manifest (review)."""
+        self.artifact_bucket.grant_approve_champions(grantee)
 
     def _replicate(self, props: S3ArtifactStoreProps, versioning: S3BucketVersioningA) -> None:
         role_name = props.replication_role_name or f"{props.bucket_name}-replication"
@@ -229,6 +258,8 @@ def _validate(scope: Construct, props: S3ArtifactStoreProps) -> None:
             "only a standby replicates the primary's key; the primary creates it")
     require(props.noncurrent_version_expiration_days >= 1, scope, "noncurrent_version_expiration_days",
             "must be at least 1 day")
+    require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), scope, "models_prefix",
+            f"{props.models_prefix!r} must be a relative key prefix ending in '/', e.g. 'models/'")
     seen: set[str] = set()
     for i, target in enumerate(props.replicate_to):
         where = f"replicate_to[{i}]"

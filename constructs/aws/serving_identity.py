@@ -20,7 +20,7 @@ from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from constructs import Construct
 
-from mlfleet.constructs.aws.artifact_grants import MANIFEST_NAME, ArtifactBucket, PolicyStatements
+from mlfleet.constructs.aws.artifact_grants import ArtifactGrants, PolicyStatements
 from mlfleet.constructs.aws.iam_policy import policy_document
 from mlfleet.constructs.validation import (
     ACCOUNT_ID,
@@ -28,9 +28,7 @@ from mlfleet.constructs.validation import (
     IAM_ROLE_NAME,
     IAM_TRUSTED_PRINCIPAL_ARN,
     KUBERNETES_NAME,
-    OBJECT_PREFIX,
     REGION,
-    S3_BUCKET_NAME,
     require,
 )
 
@@ -41,18 +39,15 @@ class IamServingIdentityProps:
     """Start of every role name, e.g. `mlfleet-prod`; roles are `<prefix>-<region>-<purpose>`."""
     account_id: str
     region: str
-    bucket_name: str
-    """This region's artifact bucket."""
-    key_arn: str
-    """This region's artifact key (S3 decrypts with it on the caller's behalf)."""
+    artifacts: ArtifactGrants
+    """What the roles are granted on: this region's `S3ArtifactStore` (in the same stack), or an
+    `ArtifactBucket.from_attributes(...)` for a bucket known only by its derived names."""
     cluster_name: str
     """The EKS cluster whose runtime pods assume the serving role."""
     training_principals: tuple[str, ...]
     """IAM role/user/account ARNs allowed to assume the training role (no wildcards)."""
     review_principals: tuple[str, ...]
     """IAM role/user/account ARNs allowed to assume the review role (no wildcards)."""
-    models_prefix: str = "models/"
-    """Where artifacts and the manifest live in the bucket; default `models/`."""
     namespace: str = "mlfleet"
     """The runtime pods' Kubernetes namespace; default `mlfleet`."""
     service_account: str = "mlfleet-runtime"
@@ -67,15 +62,14 @@ class IamServingIdentity(Construct):
     def __init__(self, scope: Construct, id_: str, props: IamServingIdentityProps):
         super().__init__(scope, id_)
         _validate(self, props)
-        # The bucket's attributes, as `Bucket.fromBucketAttributes` names a bucket: the statements
-        # each role gets are the bucket's grants (artifact_grants), not assembled here.
-        artifacts = ArtifactBucket(bucket_name=props.bucket_name, key_arn=props.key_arn, region=props.region)
-        self.manifest_key = f"{props.models_prefix}{MANIFEST_NAME}"
+        # The statements each role gets are the bucket's grants (artifact_grants), not assembled here.
+        artifacts = props.artifacts
+        self.manifest_key = artifacts.manifest_key
         tags = dict(props.tags) or None
 
         cluster_arn = f"arn:aws:eks:{props.region}:{props.account_id}:cluster/{props.cluster_name}"
         serving = PolicyStatements()
-        artifacts.grant_read_champions(serving, props.models_prefix)
+        artifacts.grant_read_champions(serving)
         self.runtime_role = self._role(props, "serving", "mlfleet runtime pods: read champion models", {
             "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
             "Action": ["sts:AssumeRole", "sts:TagSession"],
@@ -87,12 +81,12 @@ class IamServingIdentity(Construct):
             service_account=props.service_account, role_arn=self.runtime_role.arn, tags=tags)
 
         training = PolicyStatements()
-        artifacts.grant_write_candidates(training, props.models_prefix)
+        artifacts.grant_write_candidates(training)
         self.training_role = self._role(props, "training", "mlfleet training: write candidate models",
                                         _assumed_by(props.training_principals), training, tags)
 
         review = PolicyStatements()
-        artifacts.grant_approve_champions(review, props.models_prefix)
+        artifacts.grant_approve_champions(review)
         self.review_role = self._role(props, "review", "mlfleet review: approve champion models",
                                       _assumed_by(props.review_principals), review, tags)
 
@@ -121,12 +115,6 @@ def _validate(scope: Construct, props: IamServingIdentityProps) -> None:
     longest = role_name(props.name_prefix, props.region, "training")
     require(bool(IAM_ROLE_NAME.fullmatch(longest)), scope, "name_prefix",
             f"{longest!r} is not a valid IAM role name (letters, digits, +=,.@_-; at most 64 characters)")
-    require(bool(S3_BUCKET_NAME.fullmatch(props.bucket_name)), scope, "bucket_name",
-            f"{props.bucket_name!r} is not a valid S3 bucket name")
-    require(Token.is_unresolved(props.key_arn) or props.key_arn.startswith(f"arn:aws:kms:{props.region}:"),
-            scope, "key_arn", f"{props.key_arn!r} is not a KMS key ARN in {props.region}")
-    require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), scope, "models_prefix",
-            f"{props.models_prefix!r} must be a relative key prefix ending in '/', e.g. 'models/'")
     require(Token.is_unresolved(props.cluster_name) or bool(EKS_CLUSTER_NAME.fullmatch(props.cluster_name)),
             scope, "cluster_name", f"{props.cluster_name!r} is not an EKS cluster name")
     for prop in ("namespace", "service_account"):

@@ -3,16 +3,22 @@ IAM bindings the bucket grants.
 
 Cloud Storage IAM Conditions test an object's name, not its metadata, so the store's layout is by
 prefix: candidates under `<models_prefix>candidates/`, the champion and the manifest under
-`<models_prefix>champion/` (see `serving_identity`). The bucket (`GcsArtifactBucket`, named by its
-attributes as CDK's `Bucket.fromBucketAttributes`) writes each binding; an identity only says who.
-Every grant is created in the grantee's scope, so it lives (and is addressed) beside its grantee.
+`<models_prefix>champion/` (see `serving_identity`). The bucket writes each binding: a
+`GcsArtifactStore` grants on its own bucket (`store.grant_read_champions(...)`, delegating to its
+`artifact_bucket`), and a bucket known only by its derived name is named by
+`GcsArtifactBucket.from_attributes(...)`, as CDK's `Bucket.fromBucketAttributes`. An identity takes
+either (`GcsArtifactGrants`) and only says who. Every grant is created in the grantee's scope, so it
+lives (and is addressed) beside its grantee, and names the bucket by its (deterministic) name.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember, StorageBucketIamMemberCondition
 from constructs import Construct
+
+from mlfleet.constructs.validation import GCS_BUCKET_NAME, OBJECT_PREFIX, require
 
 CANDIDATES = "candidates/"
 CHAMPION = "champion/"
@@ -24,12 +30,48 @@ OBJECT_USER = "roles/storage.objectUser"
 LEGACY_BUCKET_READER = "roles/storage.legacyBucketReader"
 
 
+class GcsArtifactGrants(Protocol):
+    """What an identity or the transfer job is granted on: a `GcsArtifactStore`, or a `GcsArtifactBucket`."""
+    @property
+    def bucket_name(self) -> str: ...
+    @property
+    def candidates_prefix(self) -> str: ...
+    @property
+    def champion_prefix(self) -> str: ...
+    @property
+    def manifest_key(self) -> str: ...
+    def mirror_prefix(self, source_region: str) -> str: ...
+    def grant_read_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_read_models(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_publish_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_list_bucket(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_write_mirror(self, scope: Construct, id_: str, member: str,
+                           source_region: str) -> StorageBucketIamMember: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class GcsArtifactBucket:
-    """The artifact bucket and its models prefix, as its grants name them."""
+    """The artifact bucket and its models prefix, as its grants name them.
+
+    `GcsArtifactStore` makes one for the bucket it creates (its props are validated there); a
+    bucket known only by its derived name comes from `from_attributes`, which validates it.
+    """
     bucket_name: str
     models_prefix: str = "models/"
     """Where artifacts live in the bucket (default `models/`)."""
+
+    @classmethod
+    def from_attributes(cls, scope: Construct, id_: str, *, bucket_name: str,
+                        models_prefix: str = "models/") -> GcsArtifactBucket:
+        """A bucket another stack creates, named by its deterministic attributes (no cross-stack
+        reference); an invalid attribute is reported as `<scope path>/<id_>: <attribute>: <reason>`."""
+        where = f"{scope.node.path}/{id_}" if scope.node.path else id_
+        require(bool(GCS_BUCKET_NAME.fullmatch(bucket_name)), where, "bucket_name",
+                f"{bucket_name!r} is not a Cloud Storage bucket name")
+        require(bool(OBJECT_PREFIX.fullmatch(models_prefix)), where, "models_prefix",
+                f"{models_prefix!r}: lowercase letters, digits, '-', '_', '/', ending with '/'")
+        return cls(bucket_name=bucket_name, models_prefix=models_prefix)
 
     @property
     def candidates_prefix(self) -> str:

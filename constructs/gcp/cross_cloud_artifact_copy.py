@@ -9,12 +9,13 @@ live in their own failure domains and name each other only by deterministic name
 - `S3ToGcsTransfer` (here), in the environment's `<env>-gcp-global` stack: the transfer job and
   the agent's grants on the destination bucket.
 
-Copies land under `<models_prefix>mirror/<aws-region>/`, outside the `champion/` prefix that
-serving reads (`GcpServingIdentity`): the S3 side marks champions with object tags, which Cloud
-Storage does not carry. Review publishes a mirrored champion on Google Cloud by copying it into
-`champion/`, as it publishes any champion there, after checking it against the mirrored
-manifest. Storage Transfer's shortest repeat interval is one hour: that bounds the RPO of the
-artifacts on Google Cloud (the environment model checks the target against it).
+Copies land under the destination's `<models_prefix>mirror/<aws-region>/`, outside the
+`champion/` prefix that serving reads (`GcpServingIdentity`): the S3 side marks champions with
+object tags, which Cloud Storage does not carry. Review publishes a mirrored champion on Google
+Cloud by copying it into `champion/`, as it publishes any champion there, after checking it
+against the mirrored manifest. Storage Transfer's shortest repeat interval is one hour: that
+bounds the RPO of the artifacts on Google Cloud (the environment model checks the target against
+it).
 """
 from __future__ import annotations
 
@@ -31,10 +32,9 @@ from cdktn_provider_google.storage_transfer_job import (
 )
 from constructs import Construct
 
-from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
+from mlfleet.constructs.gcp.artifact_grants import GcsArtifactGrants
 from mlfleet.constructs.service_limits import STORAGE_TRANSFER_RPO_SECONDS
 from mlfleet.constructs.validation import (
-    GCS_BUCKET_NAME,
     GOOGLE_PROJECT_ID,
     GOOGLE_PROJECT_NUMBER,
     IAM_ROLE_ARN,
@@ -61,7 +61,9 @@ class S3ToGcsTransferProps:
     source_region: str
     role_arn: str
     """The `S3ToGcsTransferRole` of the source region, by its deterministic ARN."""
-    destination_bucket: str
+    destination: GcsArtifactGrants
+    """The artifact bucket copies land in, under its mirror prefix, and whose grants the agent gets: the
+    `GcsArtifactStore` (in the same stack), or a `GcsArtifactBucket.from_attributes(...)`."""
     models_prefix: str = "models/"
     """The source prefix copied; default `models/`."""
     repeat_interval_seconds: int = STORAGE_TRANSFER_RPO_SECONDS
@@ -84,14 +86,12 @@ class S3ToGcsTransfer(Construct):
                 f"{props.source_region!r} is not an AWS region")
         require(bool(IAM_ROLE_ARN.fullmatch(props.role_arn)), self, "role_arn",
                 f"{props.role_arn!r} is not an IAM role ARN")
-        require(bool(GCS_BUCKET_NAME.fullmatch(props.destination_bucket)), self, "destination_bucket",
-                f"{props.destination_bucket!r} is not a Cloud Storage bucket name")
         require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), self, "models_prefix",
                 f"{props.models_prefix!r} must be a relative prefix ending in '/'")
         require(props.repeat_interval_seconds >= STORAGE_TRANSFER_RPO_SECONDS, self, "repeat_interval_seconds",
                 f"Storage Transfer Service repeats a job at most every {STORAGE_TRANSFER_RPO_SECONDS} s")
 
-        destination = GcsArtifactBucket(bucket_name=props.destination_bucket, models_prefix=props.models_prefix)
+        destination = props.destination
         self.mirror_prefix = destination.mirror_prefix(props.source_region)
         member = f"serviceAccount:{transfer_agent(props.project_number)}"
         # The agent lists the bucket (bucket-level) and writes only under the mirror prefix.
@@ -104,7 +104,7 @@ class S3ToGcsTransfer(Construct):
                 aws_s3_data_source=StorageTransferJobTransferSpecAwsS3DataSource(
                     bucket_name=props.source_bucket, path=props.models_prefix, role_arn=props.role_arn),
                 gcs_data_sink=StorageTransferJobTransferSpecGcsDataSink(
-                    bucket_name=props.destination_bucket, path=self.mirror_prefix),
+                    bucket_name=destination.bucket_name, path=self.mirror_prefix),
                 # Versions in the destination keep what a deletion at the source would lose.
                 transfer_options=StorageTransferJobTransferSpecTransferOptions(
                     overwrite_when="DIFFERENT", delete_objects_unique_in_sink=False)),

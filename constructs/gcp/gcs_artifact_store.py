@@ -13,7 +13,9 @@ conditions `GcpServingIdentity` relies on), public access prevention, object ver
 soft delete. `force_destroy` stays off: Terraform cannot delete a bucket that holds artifacts.
 
 Layout under `models_prefix` (see `GcpServingIdentity`): `candidates/` written by training,
-`champion/` published by review, with the manifest at `champion/manifest.json`.
+`champion/` published by review, with the manifest at `champion/manifest.json`, and `mirror/` for
+copies from an AWS primary. The store grants on that layout (`grant_read_champions`, ...; see
+artifact_grants): pass the store to the identities and the transfer job.
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ from cdktn_provider_google.storage_bucket import (
     StorageBucketSoftDeletePolicy,
     StorageBucketVersioning,
 )
+from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
+from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
 from mlfleet.constructs.gcp.kms_key import grant_service_agent, require_key_id
 from mlfleet.constructs.validation import (
     GCS_BUCKET_NAME,
@@ -100,10 +104,52 @@ class GcsArtifactStore(Construct):
         self.bucket_name = props.bucket_name
         """The bucket's name as a plain string (deterministic: other stacks name it from config)."""
         self.models_prefix = props.models_prefix
+        self.artifact_bucket = GcsArtifactBucket(bucket_name=props.bucket_name, models_prefix=props.models_prefix)
+        """The bucket and models prefix the store's grants name (see artifact_grants)."""
         self.regions: tuple[str, ...] = props.data_locations or PREDEFINED_DUAL_REGIONS[props.location.upper()]
         """The two regions that hold every object."""
         TerraformOutput(self, "artifact_bucket", value=self.bucket.name,
                         description="Dual-region artifact bucket").override_logical_id("artifact_bucket")
+
+    @property
+    def candidates_prefix(self) -> str:
+        return self.artifact_bucket.candidates_prefix
+
+    @property
+    def champion_prefix(self) -> str:
+        return self.artifact_bucket.champion_prefix
+
+    @property
+    def manifest_key(self) -> str:
+        return self.artifact_bucket.manifest_key
+
+    def mirror_prefix(self, source_region: str) -> str:
+        """Where copies of an AWS region's models land."""
+        return self.artifact_bucket.mirror_prefix(source_region)
+
+    def grant_read_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Read champion artifacts and the manifest only (serving)."""
+        return self.artifact_bucket.grant_read_champions(scope, id_, member)
+
+    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Create candidates only: no overwrite, no champion (training)."""
+        return self.artifact_bucket.grant_write_candidates(scope, id_, member)
+
+    def grant_read_models(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """List the bucket and read every model artifact (review)."""
+        return self.artifact_bucket.grant_read_models(scope, id_, member)
+
+    def grant_publish_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Write champion artifacts and the manifest (review)."""
+        return self.artifact_bucket.grant_publish_champions(scope, id_, member)
+
+    def grant_list_bucket(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """See the bucket and list its objects, with no object access (the transfer agent)."""
+        return self.artifact_bucket.grant_list_bucket(scope, id_, member)
+
+    def grant_write_mirror(self, scope: Construct, id_: str, member: str, source_region: str) -> StorageBucketIamMember:
+        """Write under the mirror prefix of one AWS region only (the transfer agent)."""
+        return self.artifact_bucket.grant_write_mirror(scope, id_, member, source_region)
 
 
 def _validate(scope: Construct, p: GcsArtifactStoreProps) -> None:

@@ -33,14 +33,12 @@ from cdktn_provider_google.service_account import ServiceAccount
 from cdktn_provider_google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
 
-from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
+from mlfleet.constructs.gcp.artifact_grants import GcsArtifactGrants
 from mlfleet.constructs.validation import (
-    GCS_BUCKET_NAME,
     GOOGLE_IAM_MEMBER,
     GOOGLE_PROJECT_ID,
     GOOGLE_SERVICE_ACCOUNT_ID,
     KUBERNETES_NAME,
-    OBJECT_PREFIX,
     require,
 )
 
@@ -55,14 +53,13 @@ class GcpServingIdentityProps:
     project_id: str
     name_prefix: str
     """Start of the service account ids: `<prefix>-serving`, `-training`, `-review` (at most 30 characters)."""
-    bucket_name: str
-    """The artifact bucket (`GcsArtifactStore.bucket_name`)."""
+    artifacts: GcsArtifactGrants
+    """What the accounts are granted on: the `GcsArtifactStore` (in the same stack), or a
+    `GcsArtifactBucket.from_attributes(...)` for a bucket known only by its derived name."""
     training_principals: tuple[str, ...]
     """Who may impersonate the training account: `user:`, `group:` or `serviceAccount:` emails."""
     review_principals: tuple[str, ...]
     """Who may impersonate the review account: `user:`, `group:` or `serviceAccount:` emails."""
-    models_prefix: str = "models/"
-    """Where artifacts live in the bucket; default `models/`."""
     namespace: str = "mlfleet"
     """The runtime's Kubernetes namespace; default `mlfleet`."""
     service_account: str = "mlfleet-runtime"
@@ -76,8 +73,8 @@ class GcpServingIdentity(Construct):
         super().__init__(scope, id_)
         _validate(self, props)
         project = props.project_id
-        # The bucket's attributes: each binding below is the bucket's grant (artifact_grants).
-        artifacts = GcsArtifactBucket(bucket_name=props.bucket_name, models_prefix=props.models_prefix)
+        # Each binding below is the bucket's grant (artifact_grants), not assembled here.
+        artifacts = props.artifacts
         self.candidates_prefix = artifacts.candidates_prefix
         self.champion_prefix = artifacts.champion_prefix
         self.manifest_key = artifacts.manifest_key
@@ -128,10 +125,6 @@ def _validate(scope: Construct, p: GcpServingIdentityProps) -> None:
     require(bool(GOOGLE_SERVICE_ACCOUNT_ID.fullmatch(longest)), scope, "name_prefix",
             f"{p.name_prefix!r} makes {longest!r}, not a service account id "
             "(6 to 30 lowercase letters, digits and '-', starting with a letter)")
-    require(bool(GCS_BUCKET_NAME.fullmatch(p.bucket_name)), scope, "bucket_name",
-            f"{p.bucket_name!r} is not a Cloud Storage bucket name")
-    require(bool(OBJECT_PREFIX.fullmatch(p.models_prefix)), scope, "models_prefix",
-            f"{p.models_prefix!r}: lowercase letters, digits, '-', '_', '/', ending with '/'")
     for prop in ("namespace", "service_account"):
         require(bool(KUBERNETES_NAME.fullmatch(getattr(p, prop))), scope, prop,
                 f"{getattr(p, prop)!r} is not a Kubernetes name")

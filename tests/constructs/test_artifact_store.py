@@ -168,6 +168,7 @@ def test_replication_without_rtc_keeps_metrics_but_no_time_control(synth):
                         ReplicaTarget(region="us-west-2", bucket_name=bucket("b")))),
      r"replicate_to\[1\].region", "listed twice"),
     (dict(noncurrent_version_expiration_days=0), "noncurrent_version_expiration_days", "at least 1"),
+    (dict(models_prefix="/models"), "models_prefix", "ending in '/'"),
     (dict(object_lock=ObjectLockProps(days=120)), "noncurrent_version_expiration_days",
      "shorter than the object lock retention"),
     (dict(object_lock=ObjectLockProps(mode="LEGAL", days=1)), "object_lock.mode", "GOVERNANCE or COMPLIANCE"),

@@ -119,8 +119,8 @@ def test_the_artifact_bucket_writes_each_partys_statements_in_grant_order():
     bucket = ArtifactBucket(bucket_name="mlfleet-prod-artifacts", key_arn="arn:aws:kms:us-east-1:1:key/k",
                             region="us-east-1")
     grantee = PolicyStatements()
-    bucket.grant_read_champions(grantee, "models/")
-    bucket.grant_write_candidates(grantee, "models/")
+    bucket.grant_read_champions(grantee)
+    bucket.grant_write_candidates(grantee)
     assert [s["Sid"] for s in grantee.statements] == [
         "ReadChampionArtifacts", "ReadManifest", "DecryptArtifacts",
         "WriteCandidates", "EncryptUploads", "DenyChampionTag", "DenyManifestWrites"]

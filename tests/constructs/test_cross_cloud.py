@@ -8,6 +8,7 @@ import json
 import pytest
 
 from mlfleet.constructs.aws.gcs_transfer_role import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
+from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
 from mlfleet.constructs.gcp.cloud_sql_registry import CloudSqlInstanceSettings
 from mlfleet.constructs.gcp.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
 from mlfleet.constructs.gcp.cross_cloud_registry import AuroraToCloudSqlReplica, AuroraToCloudSqlReplicaProps
@@ -43,7 +44,8 @@ def role_props(**overrides) -> S3ToGcsTransferRoleProps:
 def transfer_props(**overrides) -> S3ToGcsTransferProps:
     return S3ToGcsTransferProps(**{**dict(
         project_id=PROJECT, project_number=NUMBER, source_bucket="mlfleet-prod-111111111111-us-east-1",
-        source_region="us-east-1", role_arn=ROLE_ARN, destination_bucket="mlfleet-prod-models"), **overrides})
+        source_region="us-east-1", role_arn=ROLE_ARN,
+        destination=GcsArtifactBucket(bucket_name="mlfleet-prod-models")), **overrides})
 
 
 def replica_props(**overrides) -> AuroraToCloudSqlReplicaProps:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import cdktn
 import pytest
 
+from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
+from mlfleet.constructs.gcp.gcs_artifact_store import GcsArtifactStore
 from mlfleet.constructs.gcp.serving_identity import GcpServingIdentity, GcpServingIdentityProps
 from mlfleet.constructs.validation import PropsError
 
@@ -23,7 +25,7 @@ def google(build):
 
 def props(**overrides) -> GcpServingIdentityProps:
     return GcpServingIdentityProps(**{**dict(
-        project_id=PROJECT, name_prefix="mlfleet-prod", bucket_name=BUCKET,
+        project_id=PROJECT, name_prefix="mlfleet-prod", artifacts=GcsArtifactBucket(bucket_name=BUCKET),
         training_principals=(f"serviceAccount:trainer@{PROJECT}.iam.gserviceaccount.com",),
         review_principals=("group:ml-reviewers@example.com",)), **overrides})
 
@@ -87,10 +89,37 @@ def stack():
      "review_principals: lists a principal twice"),
     (dict(name_prefix="mlfleet-production-use1"), "name_prefix: 'mlfleet-production-use1' makes "
                                                 "'mlfleet-production-use1-training', not a service account id"),
-    (dict(models_prefix="/models/"), "models_prefix: '/models/'"),
     (dict(namespace="ML_Fleet"), "namespace: 'ML_Fleet' is not a Kubernetes name"),
-    (dict(bucket_name="B"), "bucket_name: 'B' is not a Cloud Storage bucket name"),
 ])
 def test_invalid_props_name_the_prop(stack, overrides, message):
     with pytest.raises(PropsError, match=message):
         GcpServingIdentity(stack, "identity", props(**overrides))
+
+
+# The bucket's names enter where it is named by its attributes: they are checked there.
+@pytest.mark.parametrize("overrides, message", [
+    (dict(models_prefix="/models/"), "models_prefix: '/models/'"),
+    (dict(bucket_name="B"), "bucket_name: 'B' is not a Cloud Storage bucket name"),
+])
+def test_invalid_bucket_attributes_name_the_attribute(stack, overrides, message):
+    with pytest.raises(PropsError, match=f"test/artifacts: {message}"):
+        GcpServingIdentity(stack, "identity", props(artifacts=GcsArtifactBucket.from_attributes(
+            stack, "artifacts", **{"bucket_name": BUCKET, **overrides})))
+
+
+def test_serving_granted_by_the_store_reads_only_champions_under_the_stores_prefix(synth):
+    import test_gcp_artifact_store as store
+
+    built = {}
+
+    def build(stack):
+        artifacts = GcsArtifactStore(stack, "store", store.props(bucket_name=BUCKET, models_prefix="registry/models/"))
+        built["id"] = GcpServingIdentity(stack, "identity", props(artifacts=artifacts))
+
+    tf = synth(google(build), with_provider=False)
+    assert built["id"].manifest_key == "registry/models/champion/manifest.json"
+    grants = list(resources(tf, "google_storage_bucket_iam_member").values())
+    assert all(g["bucket"] == BUCKET for g in grants)
+    serving = [g for g in grants if "serving" in g["member"]]
+    assert [(g["role"], g["condition"]["expression"]) for g in serving] == [
+        ("roles/storage.objectViewer", f'resource.name.startsWith("{OBJECTS}registry/models/champion/")')]

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
+from mlfleet.constructs.aws.artifact_grants import ArtifactBucket
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.aws.s3_artifact_store import S3ArtifactStore, S3ArtifactStoreProps
 from mlfleet.constructs.aws.serving_identity import IamServingIdentity, IamServingIdentityProps
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
@@ -24,10 +26,16 @@ VIA_S3 = {"kms:ViaService": "s3.us-east-1.amazonaws.com"}
 
 
 def props(**overrides) -> IamServingIdentityProps:
-    base = dict(name_prefix="mlfleet-prod", account_id=ACCOUNT, region="us-east-1", bucket_name=BUCKET,
-                key_arn=KEY, cluster_name="mlfleet-prod-us-east-1",
-                training_principals=(TRAINER,), review_principals=(REVIEWER,))
+    base = dict(name_prefix="mlfleet-prod", account_id=ACCOUNT, region="us-east-1",
+                artifacts=ArtifactBucket(bucket_name=BUCKET, key_arn=KEY, region="us-east-1"),
+                cluster_name="mlfleet-prod-us-east-1", training_principals=(TRAINER,), review_principals=(REVIEWER,))
     return IamServingIdentityProps(**{**base, **overrides})
+
+
+def bucket_attributes(stack, **overrides) -> ArtifactBucket:
+    """The bucket named by its derived attributes, as a stack without the store names it."""
+    return ArtifactBucket.from_attributes(stack, "artifacts", **{
+        **dict(bucket_name=BUCKET, key_arn=KEY, region="us-east-1"), **overrides})
 
 
 def allowed(policy: dict, action: str, resource: str, context: dict | None = None) -> bool:
@@ -133,7 +141,8 @@ def test_review_reads_approves_and_publishes_the_manifest(policies):
 def test_key_and_cluster_may_be_tokens_from_the_same_stack(synth):
     def build(stack):
         key = KmsKey(stack, "key", KmsKeyProps(alias="mlfleet-prod-artifacts", account_id=ACCOUNT))
-        IamServingIdentity(stack, "identity", props(key_arn=key.key_arn, models_prefix="registry/models/"))
+        artifacts = bucket_attributes(stack, key_arn=key.key_arn, models_prefix="registry/models/")
+        IamServingIdentity(stack, "identity", props(artifacts=artifacts))
 
     tf = synth(build)
     serving = next(json.loads(p["policy"]) for p in resources(tf, "aws_iam_role_policy").values()
@@ -149,12 +158,48 @@ def test_key_and_cluster_may_be_tokens_from_the_same_stack(synth):
     (dict(review_principals=(f"arn:aws:iam::{ACCOUNT}:role/*",)), r"review_principals\[0\]", "not an IAM role"),
     (dict(training_principals=()), "training_principals", "at least one principal"),
     (dict(name_prefix="mlfleet-" + "x" * 50), "name_prefix", "at most 64 characters"),
-    (dict(models_prefix="/models"), "models_prefix", "ending in '/'"),
-    (dict(key_arn=f"arn:aws:kms:us-west-2:{ACCOUNT}:key/x"), "key_arn", "in us-east-1"),
     (dict(namespace="ML_Fleet"), "namespace", "not a Kubernetes DNS label"),
-    (dict(bucket_name="B"), "bucket_name", "not a valid S3 bucket name"),
     (dict(account_id="42"), "account_id", "12-digit"),
 ])
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"identity: {prop}: .*{reason}"):
         synth(lambda stack: IamServingIdentity(stack, "identity", props(**overrides)))
+
+
+# The bucket's names enter where it is named by its attributes: they are checked there.
+@pytest.mark.parametrize(("overrides", "prop", "reason"), [
+    (dict(models_prefix="/models"), "models_prefix", "ending in '/'"),
+    (dict(key_arn=f"arn:aws:kms:us-west-2:{ACCOUNT}:key/x"), "key_arn", "in us-east-1"),
+    (dict(bucket_name="B"), "bucket_name", "not a valid S3 bucket name"),
+    (dict(region="mars-1"), "region", "not an AWS region name"),
+])
+def test_invalid_bucket_attributes_are_rejected_with_the_attribute_and_the_reason(synth, overrides, prop, reason):
+    with pytest.raises(PropsError, match=f"test/artifacts: {prop}: .*{reason}"):
+        synth(lambda stack: IamServingIdentity(stack, "identity", props(artifacts=bucket_attributes(
+            stack, **overrides))))
+
+
+def test_serving_granted_by_the_store_reads_only_champions_under_the_stores_prefix(synth):
+    built = {}
+
+    def build(stack):
+        store = S3ArtifactStore(stack, "artifacts", S3ArtifactStoreProps(
+            bucket_name=BUCKET, account_id=ACCOUNT, region="us-east-1", role="standby",
+            key_alias="mlfleet-prod-artifacts", models_prefix="registry/models/"))
+        built["identity"] = IamServingIdentity(stack, "identity", props(artifacts=store))
+
+    tf = synth(build)
+    assert built["identity"].manifest_key == "registry/models/manifest.json"
+    serving = next(json.loads(p["policy"]) for p in resources(tf, "aws_iam_role_policy").values()
+                   if p["name"] == "mlfleet-serving")
+    champion = f"arn:aws:s3:::{BUCKET}/registry/models/resnet/v7/model.pt"
+    assert allowed(serving, "s3:GetObject", champion, CHAMPION)
+    assert allowed(serving, "s3:GetObjectVersion", champion, CHAMPION)
+    assert not allowed(serving, "s3:GetObject", champion)  # an untagged candidate
+    assert not allowed(serving, "s3:GetObject", OBJ, CHAMPION)  # a champion outside the store's prefix
+    assert not allowed(serving, "s3:GetObject", MANIFEST)
+    assert allowed(serving, "s3:GetObject", f"arn:aws:s3:::{BUCKET}/registry/models/manifest.json")
+    assert not allowed(serving, "s3:PutObject", champion, CHAMPION)
+    decrypt = next(s for s in serving["Statement"] if s["Sid"] == "DecryptArtifacts")
+    assert decrypt["Resource"].startswith("${aws_kms_key.artifacts_key_")  # the store's own key
+    assert decrypt["Condition"] == {"StringEquals": VIA_S3}
