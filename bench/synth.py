@@ -59,9 +59,10 @@ t0 = time.perf_counter()
 from mlfleet.stacks.node_runtime import use_project_node; use_project_node()
 from mlfleet.stacks.environment import load_environment_file
 from mlfleet.stacks.app import synthesize
+from mlfleet.constructs.terraform_json import resource_count
 env = load_environment_file(Path(sys.argv[1]))
 result = synthesize([env], Path(sys.argv[2]))
-resources = sum(sum(len(v) for v in tf.get("resource", {}).values()) for tf in result.stacks.values())
+resources = sum(resource_count(tf) for tf in result.stacks.values())
 print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": _peak_kib() / 1024, "resources": resources}))
 """
 
