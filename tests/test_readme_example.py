@@ -10,12 +10,15 @@ from helpers.template import Template
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_the_constructs_example_synthesizes_a_cluster_a_reserved_pool_and_granted_roles(tmp_path, monkeypatch):
+def test_the_constructs_example_synthesizes_a_cluster_a_reserved_pool_and_granted_roles(tmp_path):
     section = README.read_text().split("## Constructs as a library", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code, "the README lost its constructs example"
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code.group(1), "README.md", "exec"), {})
+    # The CDK resolves a relative outdir in its own (node) process, whose directory is fixed when it
+    # starts: point the example's outdir here instead.
+    source = code.group(1).replace('outdir="cdktf.out"', f'outdir="{tmp_path / "cdktf.out"}"')
+    assert source != code.group(1), "the example no longer writes to cdktf.out"
+    exec(compile(source, "README.md", "exec"), {})
     template = Template(json.loads((tmp_path / "cdktf.out/stacks/ml-us-east-1/cdk.tf.json").read_text()))
     groups = {g["node_group_name"] for g in template.resources("aws_eks_node_group").values()}
     assert groups == {"system", "inference-gpu"}
