@@ -4,7 +4,9 @@ One batch executes at a time per loaded model, in a dedicated worker thread (tor
 the GIL, so the event loop keeps answering health and parsing requests meanwhile). By default
 the batcher sends whatever is queued when the model becomes free; with
 ``max_queue_delay_microseconds`` it waits up to that long after the oldest request for a
-fuller batch."""
+fuller batch. Only requests of the same per-request shape (every input's shape after the batch
+dimension) run together: with variable dims, requests of other shapes keep their place in the queue
+for a later batch."""
 from __future__ import annotations
 
 import asyncio
@@ -20,11 +22,13 @@ from .torch_model import TorchModel
 
 
 class _Pending:
-    __slots__ = ("inputs", "rows", "future", "enqueued_ns")
+    __slots__ = ("inputs", "rows", "future", "enqueued_ns", "shape")
 
     def __init__(self, inputs: list[np.ndarray], rows: int, future: asyncio.Future):
         self.inputs, self.rows, self.future = inputs, rows, future
         self.enqueued_ns = time.perf_counter_ns()
+        # requests concatenate along the batch dimension only when everything after it matches
+        self.shape = tuple(a.shape[1:] for a in inputs)
 
 
 class Batcher:
@@ -71,12 +75,28 @@ class Batcher:
                 timer.cancel()
 
     def _take_batch(self) -> list[_Pending]:
-        batch = [self._queue.popleft()]
-        rows = batch[0].rows
-        while self._queue and rows + self._queue[0].rows <= self._max_rows:
-            item = self._queue.popleft()
+        """The oldest request and, in queue order, the later ones of its shape that fit."""
+        queue = self._queue
+        batch = [queue.popleft()]
+        rows, shape = batch[0].rows, batch[0].shape
+        while queue and queue[0].shape == shape and rows + queue[0].rows <= self._max_rows:
+            item = queue.popleft()
             batch.append(item)
             rows += item.rows
+        if queue and queue[0].shape != shape and rows < self._max_rows:
+            # mixed shapes: take later requests of this shape (first come first, up to the first
+            # that does not fit); the others keep their order
+            kept: deque[_Pending] = deque()
+            taking = True
+            for item in queue:
+                if taking and item.shape == shape:
+                    if rows + item.rows <= self._max_rows:
+                        batch.append(item)
+                        rows += item.rows
+                        continue
+                    taking = False
+                kept.append(item)
+            self._queue = kept
         self._queued_rows -= rows
         return batch
 
@@ -102,18 +122,17 @@ class Batcher:
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about a failed batch
             error = exc if isinstance(exc, ServingError) else ServingError(f"model execution failed: {exc}")
             results = None
-        finished = time.perf_counter_ns()
-        stats.executions += 1
-        stats.compute_us += (finished - started) // 1000
+        timings = self.model.timings  # the worker is idle again: these are this batch's
+        if results is not None:
+            stats.record_execution(sum(p.rows for p in batch), timings)
         for index, pending in enumerate(batch):
             stats.pending -= 1
-            stats.queue_us += (started - pending.enqueued_ns) // 1000
             if pending.future.done():  # the client went away
                 continue
             if results is None:
                 pending.future.set_exception(error)
             else:
-                stats.inferences += pending.rows
+                stats.record_computed(pending.rows, started - pending.enqueued_ns, timings)
                 pending.future.set_result(results[index])
 
     async def close(self) -> None:

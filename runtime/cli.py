@@ -61,7 +61,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-error-rate", type=float, default=0.05,
                         help="failover health fails above this server-error ratio over 60 s (default 0.05)")
     parser.add_argument("--max-queue-depth", type=_positive(int), default=256,
-                        help="failover health fails above this many queued requests (default 256)")
+                        help="admission bound: inference requests queued or executing per model; beyond it "
+                             "requests are shed with 503 and Retry-After (gRPC UNAVAILABLE) (default 256)")
     parser.add_argument("--torch-threads", type=_positive(int), default=None,
                         help="torch intra-op threads (default: torch's choice)")
 
@@ -108,7 +109,8 @@ def run_serve(args) -> int:
         grace_period_s=args.grace_period, shutdown_delay_s=max(0.0, args.shutdown_delay),
         canary_interval_s=args.canary_interval, torch_threads=args.torch_threads,
         bounds=HealthBounds(canary_max_age_s=args.canary_max_age or 3 * args.canary_interval,
-                            max_error_rate=args.max_error_rate, max_queue_depth=args.max_queue_depth))
+                            max_error_rate=args.max_error_rate),
+        max_queue_depth=args.max_queue_depth)
     try:
         uvloop.run(serve(options))
     except StartupError as exc:

@@ -17,16 +17,18 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .errors import Conflict, ServingError, Unavailable
+from .errors import BadRequest, Conflict, NotFound, Overloaded, ServingError, Unavailable
 from .gpu import gpu_report
 from .health import HealthBounds, failover_health
 from .manager import LoadRefused, ModelManager, PinConflict
-from .metrics import Metrics
+from .metrics import Metrics, ModelStats
 from .model_spec import ModelSpec, TensorSpec
 from .tensors import array_from_bytes, array_from_json, check_input_header, order_inputs, requested_outputs
 
 SERVER_NAME = "mlfleet"
-EXTENSIONS = ["binary_tensor_data", "mlfleet_failover_health", "mlfleet_pinning"]
+# Exactly what is served: Triton's extension names, then this runtime's own.
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics",
+              "mlfleet_failover_health", "mlfleet_pinning"]
 PLATFORM = "pytorch_libtorch"
 
 try:
@@ -114,12 +116,16 @@ class DataPlane:
     """The models, their statistics, health bounds and the process's draining flag."""
 
     def __init__(self, manager: ModelManager, metrics: Metrics, *, region: str = "local",
-                 bounds: HealthBounds | None = None):
+                 bounds: HealthBounds | None = None, max_queue_depth: int = 256):
         self.manager = manager
         self.metrics = metrics
         self.region = region
         self.bounds = bounds or HealthBounds()
         self.draining = False  # set once on SIGTERM; read without a lock by the health paths
+        # Admission control: at most this many inference requests per model between admission and
+        # answer (queued or executing); more are shed at once instead of waiting unboundedly.
+        self.max_queue_depth = max_queue_depth
+        self._admitted: dict[str, int] = {}  # model -> requests admitted and not yet answered
 
     # -- server ----------------------------------------------------------------------------------
     @property
@@ -171,8 +177,24 @@ class DataPlane:
                 if loaded:
                     index.append(IndexEntry(model, approved, "READY"))
                 elif not ready_only:
-                    index.append(IndexEntry(model, approved, "UNAVAILABLE", "approved, not pinned"))
+                    index.append(IndexEntry(model, approved, "UNAVAILABLE", "unloaded" if serving is None
+                                            else "approved, not pinned"))
         return index
+
+    def model_statistics(self, model: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        """Triton's statistics extension: one entry per version that served since the process started
+        (of `model`, or of all models; `version` narrows to one), in the protocol's layout, which
+        REST sends as JSON and gRPC parses into ModelStatisticsResponse. NotFound when nothing
+        matches."""
+        # a version refused at load (its canary failed) ran only its canary and never served
+        served = self.manager.served
+        records = [r for r in self.metrics.recorded(model or None) if (r.model, r.version) in served]
+        if version:
+            records = [r for r in records if r.version == version]
+        if model and not records:
+            raise NotFound(f"no statistics for model {model!r}" + (f" version {version!r}" if version else "")
+                           + ": it has not served since the server started")
+        return [_statistics(r) for r in records]
 
     # -- inference -------------------------------------------------------------------------------
     async def infer(self, model: str, version: str | None, decode: Callable[[], InferRequest],
@@ -180,6 +202,15 @@ class DataPlane:
         """Run one request; `started_ns` (perf_counter_ns) is when the front end began reading it."""
         serving = self.manager.resolve(model, version)
         stats = serving.stats
+        # Checked and counted with no await in between: the event loop makes it atomic. Shedding
+        # happens before decoding (cheap), and a shed request is neither a success nor a failure.
+        name = serving.spec.name
+        admitted = self._admitted.get(name, 0)
+        if admitted >= self.max_queue_depth:
+            stats.shed += 1
+            raise Overloaded(f"model {name!r} is overloaded: {admitted} requests are queued or executing, "
+                             f"the admission bound is {self.max_queue_depth}; retry later")
+        self._admitted[name] = admitted + 1
         try:
             request = decode()
             inputs, rows, wanted = _checked(serving.spec, request)
@@ -190,6 +221,11 @@ class DataPlane:
         except ServingError as exc:
             stats.record_request(time.perf_counter_ns() - started_ns, ok=False, server_error=exc.kind.server_side)
             raise
+        except Exception:  # a bug (the front end answers 500): still a failed request, the server's
+            stats.record_request(time.perf_counter_ns() - started_ns, ok=False, server_error=True)
+            raise
+        finally:
+            self._admitted[name] -= 1
         stats.record_request(time.perf_counter_ns() - started_ns, ok=True)
         return encoded
 
@@ -205,6 +241,60 @@ class DataPlane:
         except (LoadRefused, PinConflict) as exc:
             raise Conflict(str(exc)) from None
         return PinResult(model, pinned, previous)
+
+    # -- model repository control -----------------------------------------------------------------
+    async def load_model(self, model: str) -> str:
+        """Serve the manifest's champion of `model` (see ModelManager.load); a refusal is a Conflict."""
+        try:
+            return await self.manager.load(model)
+        except (LoadRefused, PinConflict) as exc:
+            raise Conflict(str(exc)) from None
+
+    async def unload_model(self, model: str) -> None:
+        try:
+            await self.manager.unload(model)
+        except PinConflict as exc:
+            raise Conflict(str(exc)) from None
+
+
+def check_load_parameters(parameters: Any) -> None:
+    """A load request may not bring its own config or files: only the manifest's verified files load."""
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise BadRequest("'parameters' must be an object")
+    overrides = sorted(k for k in parameters if k == "config" or str(k).startswith("file:"))
+    if overrides:
+        raise BadRequest(f"load parameters {overrides} are not supported: a model loads only from the "
+                         "repository, verified against the manifest")
+
+
+def _duration(count: int, ns: int) -> dict[str, int]:
+    return {"count": count, "ns": ns}
+
+
+def _statistics(stats: ModelStats) -> dict[str, Any]:
+    computed = stats.computed
+    return {
+        "name": stats.model,
+        "version": stats.version,
+        "last_inference": stats.last_inference_ms,
+        "inference_count": stats.inferences,
+        "execution_count": stats.executions,
+        "inference_stats": {
+            "success": _duration(stats.success, stats.success_ns),
+            "fail": _duration(stats.failure, stats.fail_ns),
+            "queue": _duration(computed, stats.queue_ns),
+            "compute_input": _duration(computed, stats.compute_input_ns),
+            "compute_infer": _duration(computed, stats.compute_infer_ns),
+            "compute_output": _duration(computed, stats.compute_output_ns),
+            "cache_hit": _duration(0, 0),  # there is no response cache
+            "cache_miss": _duration(0, 0),
+        },
+        "batch_stats": [{"batch_size": size, "compute_input": _duration(count, input_ns),
+                         "compute_infer": _duration(count, infer_ns), "compute_output": _duration(count, output_ns)}
+                        for size, (count, input_ns, infer_ns, output_ns) in sorted(stats.batches.items())],
+    }
 
 
 def _checked(spec: ModelSpec, request: InferRequest) -> tuple[list[np.ndarray], int, list[int]]:

@@ -16,6 +16,7 @@ class ErrorKind(enum.Enum):
     CONFLICT = "conflict"
     TOO_LARGE = "too large"
     UNAVAILABLE = "unavailable"
+    OVERLOADED = "overloaded"  # shed by admission control: a capacity signal, not a fault
     INTERNAL = "internal"
 
     @property
@@ -78,6 +79,13 @@ class Unavailable(ServingError):
     """Not ready: starting, draining or unloading."""
 
     kind = ErrorKind.UNAVAILABLE
+
+
+class Overloaded(ServingError):
+    """Shed at admission: the model already holds its bound of queued and executing requests.
+    Not the server failing: it never counts in the failover error rate."""
+
+    kind = ErrorKind.OVERLOADED
 
 
 class ModelFailure(ServingError):

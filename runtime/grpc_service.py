@@ -9,10 +9,12 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from .data_plane import DataPlane, InferRequest, InferResult, InputTensor, TensorMetadata
+from .auth import check_bearer
+from .data_plane import DataPlane, InferRequest, InferResult, InputTensor, TensorMetadata, check_load_parameters
 from .errors import BadRequest, ErrorKind, NotFound, ServingError, Unavailable
 from .model_spec import NUMPY_DTYPES
 
@@ -25,6 +27,7 @@ GRPC_STATUS = {
     ErrorKind.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorKind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.OVERLOADED: grpc.StatusCode.UNAVAILABLE,  # retryable with backoff, as gRPC defines it
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -58,6 +61,8 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
     for position, entry in enumerate(request.inputs):
         tensor = InputTensor(entry.name, entry.datatype, list(entry.shape))
         if raw:
+            if entry.HasField("contents"):  # which one would win is a guess: refuse, as Triton does
+                raise BadRequest(f"input {entry.name!r}: contents must not be given with raw_input_contents")
             tensor.raw = raw[position]
         else:
             field = _CONTENTS_FIELD.get(entry.datatype)
@@ -85,8 +90,27 @@ def _tensor_metadata(tensors: list[TensorMetadata]) -> list[pb.ModelMetadataResp
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane):
+    def __init__(self, plane: DataPlane, *, admin_token: str | None = None):
         self.plane = plane
+        self.admin_token = admin_token  # None: model repository control is disabled
+
+    def _authorize(self, context) -> None:
+        """The bearer token of pinning, sent as `authorization` metadata."""
+        presented = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), "")
+        check_bearer(self.admin_token, presented.encode() if isinstance(presented, str) else presented)
+
+    @_answers
+    async def RepositoryModelLoad(self, request, context):
+        self._authorize(context)
+        check_load_parameters(dict(request.parameters))
+        await self.plane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @_answers
+    async def RepositoryModelUnload(self, request, context):
+        self._authorize(context)
+        await self.plane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
@@ -117,6 +141,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(self, request, context):
         return pb.ModelConfigResponse(config=self.plane.model_config(request.name, request.version or None))
 
+    @_answers
+    async def ModelStatistics(self, request, context):
+        # the data plane's document is the protocol's layout: it parses field by field
+        return json_format.ParseDict({"model_stats": self.plane.model_statistics(request.name or None,
+                                                                                 request.version or None)},
+                                     pb.ModelStatisticsResponse())
+
     async def RepositoryIndex(self, request, context):
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state, reason=e.reason or "")
@@ -129,10 +160,26 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                                       started_ns=time.perf_counter_ns())
 
 
-def build_grpc_server(plane: DataPlane, address: str, *, max_message_bytes: int = 64 << 20) -> grpc.aio.Server:
+def _unimplemented(name: str) -> Callable[[Any, Any, Any], Awaitable[None]]:
+    async def rpc(self: Any, request: Any, context: Any) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by this server")
+    rpc.__name__ = rpc.__qualname__ = name
+    return rpc
+
+
+# The generated base class answers an RPC it does not know by raising NotImplementedError, which
+# grpc.aio logs as an ERROR with a traceback for every call: refuse those calls quietly instead.
+for _name in dir(service_pb2_grpc.GRPCInferenceServiceServicer):
+    if not _name.startswith("_") and _name not in InferenceService.__dict__:
+        setattr(InferenceService, _name, _unimplemented(_name))
+
+
+def build_grpc_server(plane: DataPlane, address: str, *, max_message_bytes: int = 64 << 20,
+                      admin_token: str | None = None) -> grpc.aio.Server:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", max_message_bytes)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane, admin_token=admin_token),
+                                                                server)
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     return server

@@ -1,7 +1,10 @@
-"""Failover health: the one answer Route 53 and the DR drills trust. Healthy only when every
-model serves its pinned champion with verified checksums, its golden canary passed recently,
-and the error rate and queue depth are within bounds. Answers from the event loop without
-touching any model, so it stays fast while inference saturates the process."""
+"""Failover health: the one answer Route 53 and the DR drills trust. It says whether this region
+serves CORRECTLY: healthy only when every model serves its pinned champion with verified
+checksums, its golden canary passed recently, and the error rate of admitted requests is within
+bounds. Load is not a fault: queue depth is reported but never fails over (admission control in
+the data plane sheds the excess instead), so a traffic spike, global or hostile, cannot take a
+region out of DNS. Answers from the event loop without touching any model, so it stays fast
+while inference saturates the process."""
 from __future__ import annotations
 
 import time
@@ -18,7 +21,6 @@ class HealthBounds:
     canary_max_age_s: float = 90.0
     max_error_rate: float = 0.05
     min_requests_for_error_rate: int = 20
-    max_queue_depth: int = 256
 
 
 def failover_health(manager: ModelManager, bounds: HealthBounds, *, region: str, draining: bool,
@@ -61,8 +63,6 @@ def failover_health(manager: ModelManager, bounds: HealthBounds, *, region: str,
         rate, count = serving.stats.error_rate()
         requests += count
         errors += round(rate * count)
-    if queue_depth > bounds.max_queue_depth:
-        reasons.append(f"queue depth {queue_depth} exceeds {bounds.max_queue_depth}")
     error_rate = errors / requests if requests else 0.0
     if requests >= bounds.min_requests_for_error_rate and error_rate > bounds.max_error_rate:
         reasons.append(f"error rate {error_rate:.3f} exceeds {bounds.max_error_rate:g}")

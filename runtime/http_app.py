@@ -6,29 +6,28 @@ a path that matches none a 404. Every error is JSON {"error": "..."}, its status
 the error means (`HTTP_STATUS`)."""
 from __future__ import annotations
 
-import hmac
-import json
+import asyncio
 import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from .data_plane import DataPlane
+from .auth import check_bearer
+from .data_plane import DataPlane, check_load_parameters
 from .errors import (
     BadRequest,
     ErrorKind,
-    Forbidden,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServingError,
-    Unauthorized,
 )
 from .health import HEALTHY_TOKEN
 from .rest_codec import (
     RestInference,
     json_bytes,
+    load_json,
     model_config_json,
     model_metadata_json,
     model_ready_json,
@@ -49,7 +48,12 @@ HTTP_STATUS = {
     ErrorKind.TOO_LARGE: 413,
     ErrorKind.INTERNAL: 500,
     ErrorKind.UNAVAILABLE: 503,
+    # 503, not 429: the overload is the server's capacity, not this client's quota, and load
+    # balancers retry a 503 on another backend
+    ErrorKind.OVERLOADED: 503,
 }
+# how long a shed client should wait before retrying, in seconds
+RETRY_AFTER_S = 1
 
 _JSON = [(b"content-type", b"application/json")]
 _BINARY = b"application/octet-stream"
@@ -79,6 +83,9 @@ ROUTES = (
     Route("GET", "/v2", "server_metadata"),
     Route("GET", "/metrics", "metrics"),
     Route("POST", "/v2/repository/index", "repository_index"),
+    Route("GET", "/v2/models/stats", "model_statistics"),  # before /v2/models/{model}, as Triton
+    Route("GET", "/v2/models/{model}/stats", "model_statistics"),
+    Route("GET", "/v2/models/{model}/versions/{version}/stats", "model_statistics"),
     Route("GET", "/v2/models/{model}", "model_metadata"),
     Route("GET", "/v2/models/{model}/versions/{version}", "model_metadata"),
     Route("GET", "/v2/models/{model}/ready", "model_ready"),
@@ -87,6 +94,8 @@ ROUTES = (
     Route("GET", "/v2/models/{model}/versions/{version}/config", "model_config"),
     Route("GET", "/v2/mlfleet/models/{model}/pin", "pin_status"),
     Route("POST", "/v2/mlfleet/models/{model}/pin", "pin"),
+    Route("POST", "/v2/repository/models/{model}/load", "load_model"),
+    Route("POST", "/v2/repository/models/{model}/unload", "unload_model"),
 )
 
 
@@ -99,6 +108,8 @@ class RestApp:
         self.plane = plane
         self.admin_token = admin_token  # None: the management endpoint is disabled
         self.max_body_bytes = max_body_bytes
+        self._in_flight: set[asyncio.Task | None] = set()  # requests being answered (see shed_in_flight)
+        self._shedding = False
         # (pattern, {method: handler}) in table order; routes of one path share an entry
         self._table: list[tuple[re.Pattern[str], dict[str, Callable[..., Awaitable[Response]]]]] = []
         by_path: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {}
@@ -110,17 +121,40 @@ class RestApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await _refuse_websocket(scope, receive, send)
             return
+        task = asyncio.current_task()
+        self._in_flight.add(task)
         try:
             status, headers, body = await self._dispatch(scope, receive)
         except ServingError as exc:
             status, headers, body = HTTP_STATUS[exc.kind], _JSON, json_bytes({"error": exc.message})
+            if exc.kind is ErrorKind.OVERLOADED:
+                headers = headers + [(b"retry-after", str(RETRY_AFTER_S).encode())]
         except Exception:  # a bug must not take the connection down silently
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             status, headers, body = 500, _JSON, json_bytes({"error": "internal server error"})
+        except asyncio.CancelledError:
+            if not self._shedding or task is None:
+                raise
+            task.uncancel()  # shed_in_flight cancelled it: answer, do not die with a 500
+            status, headers = 503, _JSON + [(b"connection", b"close")]
+            body = json_bytes({"error": "server shutting down: the grace period ended before this request completed"})
+        finally:
+            self._in_flight.discard(task)
         await send({"type": "http.response.start", "status": status,
                     "headers": headers + [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+    def shed_in_flight(self) -> int:
+        """End every request still in flight with a 503 (the drain's grace period is ending, e.g. a
+        client stalled mid-body): the process then exits in time and no client gets a 500."""
+        self._shedding = True
+        tasks = [task for task in self._in_flight if task is not None]
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         path, method = scope["path"].rstrip("/") or "/", scope["method"]
@@ -174,6 +208,10 @@ class RestApp:
     async def model_config(self, scope: Scope, receive: Receive, model: str, version: str | None = None) -> Response:
         return 200, _JSON, model_config_json(self.plane.model_config(model, version))
 
+    async def model_statistics(self, scope: Scope, receive: Receive, model: str | None = None,
+                               version: str | None = None) -> Response:
+        return 200, _JSON, json_bytes({"model_stats": self.plane.model_statistics(model, version)})
+
     async def infer(self, scope: Scope, receive: Receive, model: str, version: str | None = None) -> Response:
         started = time.perf_counter_ns()
         header_length = encoding = None
@@ -194,6 +232,22 @@ class RestApp:
     async def pin_status(self, scope: Scope, receive: Receive, model: str) -> Response:
         return 200, _JSON, pin_json(self.plane.pin_status(model))
 
+    # -- model repository control ---------------------------------------------------------------
+    async def load_model(self, scope: Scope, receive: Receive, model: str) -> Response:
+        self._authorize(scope)
+        body = await self._read_body(scope, receive)
+        check_load_parameters(_json_object(body).get("parameters") if body.strip() else None)
+        version = await self.plane.load_model(model)
+        return 200, _JSON, json_bytes({"name": model, "version": version, "state": "READY"})
+
+    async def unload_model(self, scope: Scope, receive: Receive, model: str) -> Response:
+        self._authorize(scope)
+        body = await self._read_body(scope, receive)
+        if body.strip():
+            _json_object(body)  # unload_dependents is accepted: there are no ensembles to follow
+        await self.plane.unload_model(model)
+        return 200, _JSON, json_bytes({"name": model, "state": "UNAVAILABLE"})
+
     async def pin(self, scope: Scope, receive: Receive, model: str) -> Response:
         self._authorize(scope)
         request = _json_object(await self._read_body(scope, receive))
@@ -206,14 +260,7 @@ class RestApp:
         return 200, _JSON, pin_json(await self.plane.pin(model, version, reload_manifest=reload_manifest))
 
     def _authorize(self, scope: Scope) -> None:
-        token = self.admin_token
-        if token is None:
-            raise Forbidden("model pinning is disabled: start the runtime with --admin-token-file "
-                            "or MLFLEET_ADMIN_TOKEN to enable it")
-        presented = next((v for n, v in scope["headers"] if n == b"authorization"), b"")
-        scheme, _, credential = presented.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(credential.strip(), token.encode()):
-            raise Unauthorized("missing or invalid bearer token")
+        check_bearer(self.admin_token, next((v for n, v in scope["headers"] if n == b"authorization"), b""))
 
     # -- bodies ----------------------------------------------------------------------------------
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
@@ -240,11 +287,15 @@ class RestApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """No route speaks WebSocket: close before the handshake, which the server answers with an
+    HTTP 403 (uvicorn logs an error for an HTTP response sent through the denial extension)."""
+    if (await receive())["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008})
+
+
 def _json_object(body: bytes) -> dict:
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    document = load_json(body, "body")
     if not isinstance(document, dict):
         raise BadRequest("body must be a JSON object")
     return document

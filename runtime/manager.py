@@ -4,8 +4,10 @@ periodically so failover health knows the model still computes what was approved
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from .artifacts import VerificationError, fetch_verified
@@ -50,6 +52,11 @@ class ModelManager:
         self.manifest: Manifest | None = None
         self.active: dict[str, ServingModel] = {}
         self.previous: dict[str, str | None] = {}
+        # (model, version) of every version that has served since start: whose statistics are reported
+        self.served: set[tuple[str, str]] = set()
+        # models an operator unloaded (model repository control): they do not count against
+        # readiness, but failover health reports them (the region no longer serves the manifest)
+        self.unloaded: set[str] = set()
         self._pin_locks: dict[str, asyncio.Lock] = {}
         self._canary_task: asyncio.Task | None = None
 
@@ -60,6 +67,7 @@ class ModelManager:
         for model, entry in self.manifest.models.items():
             self.active[model] = await self._load(model, entry.champion, self.manifest)
             self.previous[model] = None
+            self.served.add((model, entry.champion))
             log.info("serving %s version %s (champion, approved by %s)", model, entry.champion,
                      self.active[model].approved_by)
         self._canary_task = asyncio.get_running_loop().create_task(self._canary_loop())
@@ -72,13 +80,14 @@ class ModelManager:
 
     @property
     def all_loaded(self) -> bool:
-        return self.manifest is not None and all(m in self.active for m in self.manifest.models)
+        return self.manifest is not None and all(m in self.active or m in self.unloaded
+                                                 for m in self.manifest.models)
 
     # -- lookups for the front ends ------------------------------------------------------------
     def resolve(self, model: str, version: str | None = None) -> ServingModel:
         serving = self.active.get(model)
         if serving is None:
-            raise NotFound(f"unknown model {model!r}")
+            raise NotFound(f"model {model!r} is unloaded" if model in self.unloaded else f"unknown model {model!r}")
         if version and version != serving.version:
             raise NotFound(f"model {model!r} version {version!r} is not loaded (serving version {serving.version})")
         return serving
@@ -91,10 +100,7 @@ class ModelManager:
     async def pin(self, model: str, version: str, *, reload_manifest: bool = False) -> tuple[str, str]:
         """Serve `version` of `model`. Returns (version, previous). Raises NotFound for a model or
         version the manifest does not approve, LoadRefused when verification or the canary fails."""
-        lock = self._pin_locks.setdefault(model, asyncio.Lock())
-        if lock.locked():
-            raise PinConflict(f"a re-pin of model {model!r} is already in progress")
-        async with lock:
+        async with self._exclusive(model):
             manifest = self.manifest
             if reload_manifest:
                 try:
@@ -102,8 +108,10 @@ class ModelManager:
                 except LoadRefused as exc:
                     raise LoadRefused(f"manifest reload refused: {exc}") from None
             entry = manifest.models.get(model) if manifest else None
-            if manifest is None or entry is None or model not in self.active:
+            if manifest is None or entry is None or (model not in self.active and model not in self.unloaded):
                 raise NotFound(f"unknown model {model!r}")
+            if model in self.unloaded:
+                raise PinConflict(f"model {model!r} is unloaded: load it first")
             if version not in entry.versions:
                 raise NotFound(f"version {version!r} of model {model!r} is not approved in the manifest "
                                f"(approved: {sorted(entry.versions)})")
@@ -113,12 +121,52 @@ class ModelManager:
                 return version, self.previous.get(model) or version
             fresh = await self._load(model, version, manifest)
             self.active[model] = fresh  # the atomic switch: new requests resolve to the new version
+            self.served.add((model, version))
             self.previous[model] = old.version
             log.info("re-pinned %s from version %s to %s", model, old.version, version)
             await old.batcher.close()  # requests already queued on the old version finish there
             return version, old.version
 
+    # -- model repository control --------------------------------------------------------------
+    async def load(self, model: str) -> str:
+        """Serve the manifest's champion of `model`: load it (verified, canary) when the model is
+        unloaded, switch back to it when another version is pinned. Returns the version."""
+        async with self._exclusive(model):
+            entry = self.manifest.models.get(model) if self.manifest else None
+            if self.manifest is None or entry is None:
+                raise NotFound(f"unknown model {model!r}: not in the manifest")
+            old = self.active.get(model)
+            if old is not None and old.version == entry.champion:
+                return entry.champion
+            self.active[model] = await self._load(model, entry.champion, self.manifest)
+            self.served.add((model, entry.champion))
+            self.unloaded.discard(model)
+            log.info("loaded %s version %s (champion)", model, entry.champion)
+            if old is not None:
+                self.previous[model] = old.version
+                await old.batcher.close()
+            return entry.champion
+
+    async def unload(self, model: str) -> None:
+        """Stop serving `model`: new requests are not found at once, queued ones finish."""
+        async with self._exclusive(model):
+            if self.manifest is None or model not in self.manifest.models:
+                raise NotFound(f"unknown model {model!r}: not in the manifest")
+            serving = self.active.pop(model, None)
+            self.unloaded.add(model)
+            if serving is not None:
+                log.info("unloaded %s version %s", model, serving.version)
+                await serving.batcher.close()
+
     # -- internals -----------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, model: str) -> AsyncIterator[None]:
+        """One re-pin, load or unload of a model at a time; a second one is refused, not queued."""
+        lock = self._pin_locks.setdefault(model, asyncio.Lock())
+        if lock.locked():
+            raise PinConflict(f"a re-pin, load or unload of model {model!r} is already in progress")
+        async with lock:
+            yield
     def _read_manifest(self) -> Manifest:
         try:
             return Manifest.load(read_manifest_bytes(self.source))

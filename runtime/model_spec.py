@@ -94,6 +94,10 @@ def parse_model_config(text: bytes | str, model: str) -> ModelSpec:
             "(TorchScript models: platform \"pytorch_libtorch\" or backend \"pytorch\")")
     if config.max_batch_size < 0:
         raise ModelConfigError(f"{where}: max_batch_size must be >= 0")
+    if config.HasField("sequence_batching") or config.HasField("ensemble_scheduling"):
+        scheduler = config.WhichOneof("scheduling_choice")
+        raise ModelConfigError(f"{where}: {scheduler} is not supported (this runtime serves stateless "
+                               "models: no scheduler, or dynamic_batching)")
     if not config.input or not config.output:
         raise ModelConfigError(f"{where}: at least one input and one output are required")
 

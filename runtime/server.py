@@ -42,6 +42,7 @@ class ServeOptions:
     canary_interval_s: float = 30.0
     torch_threads: int | None = None
     bounds: HealthBounds = field(default_factory=HealthBounds)
+    max_queue_depth: int = 256  # admission bound per model (queued or executing requests)
 
 
 class _UvicornServer(uvicorn.Server):
@@ -83,14 +84,16 @@ async def serve(options: ServeOptions) -> None:
     except LoadRefused as exc:
         await manager.close()
         raise StartupError(f"{source.location}: {exc}") from None
-    plane = DataPlane(manager, metrics, region=options.region, bounds=options.bounds)
+    plane = DataPlane(manager, metrics, region=options.region, bounds=options.bounds,
+                      max_queue_depth=options.max_queue_depth)
 
     http_socket = _listen(options.host, options.http_port)
     grpc_server = None
     if options.grpc_port:
         try:
             grpc_server = build_grpc_server(plane, f"{options.host}:{options.grpc_port}",
-                                            max_message_bytes=options.max_body_bytes)
+                                            max_message_bytes=options.max_body_bytes,
+                                            admin_token=options.admin_token)
         except (OSError, RuntimeError) as exc:
             raise StartupError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from None
         await grpc_server.start()
@@ -119,12 +122,18 @@ async def serve(options: ServeOptions) -> None:
     await asyncio.sleep(min(options.shutdown_delay_s, options.grace_period_s))
     http_server.should_exit = True  # stop accepting; in-flight requests finish
     remaining = max(0.0, deadline - time.monotonic())
+    # Shortly before the deadline, what is still in flight (a client stalled mid-body, say) is
+    # answered 503, before uvicorn's own timeout would cancel it into a 500; the margin leaves
+    # time to close the models and for the interpreter to exit within the grace period.
+    margin = min(2.0, remaining / 3)
+    shed = loop.call_later(remaining - margin, rest_app.shed_in_flight)
     if grpc_server is not None:
-        await grpc_server.stop(grace=remaining)
+        await grpc_server.stop(grace=remaining - margin)
     try:
         await asyncio.wait_for(http_task, timeout=max(0.1, deadline - time.monotonic()))
     except asyncio.TimeoutError:
         log.warning("grace period over with requests still in flight")
+    shed.cancel()
     await manager.close()
     stopped.cancel()
     log.info("stopped")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import time
 import warnings
 
 import numpy as np
@@ -26,6 +27,9 @@ class TorchModel:
         self.version = version
         self.device = device
         self._module = module
+        # compute input, infer and output ns of the last execute(): read by the batcher once the
+        # worker thread is done with it (one execution at a time per model)
+        self.timings: tuple[int, int, int] = (0, 0, 0)
 
     @classmethod
     def load(cls, spec: ModelSpec, version: str, model_bytes: bytes) -> "TorchModel":
@@ -41,24 +45,32 @@ class TorchModel:
     def execute(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         """Run requests (each: arrays in input order) as one forward; outputs per request in
         output order. Concatenates along the batch dimension when there is more than one."""
+        began = time.perf_counter_ns()
         if len(batch) == 1:
             joined = batch[0]
         else:
             joined = [np.concatenate([request[i] for request in batch]) for i in range(len(self.spec.inputs))]
         try:
             with torch.inference_mode():
-                result = self._module(*(torch.from_numpy(a).to(self.device) for a in joined))
+                tensors = [torch.from_numpy(a).to(self.device) for a in joined]
+                prepared = time.perf_counter_ns()
+                result = self._module(*tensors)
+                if self.device.type == "cuda":  # CUDA runs asynchronously: wait, so infer time is real
+                    torch.cuda.synchronize(self.device)
+                computed = time.perf_counter_ns()
         except Exception as exc:
             raise ModelFailure(f"model {self.spec.name!r} version {self.version} failed: "
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         outputs = self._check_outputs(result, joined[0].shape[0] if self.spec.batched else None)
         if len(batch) == 1:
-            return [outputs]
-        per_request, start = [], 0
-        for request in batch:
-            rows = request[0].shape[0]
-            per_request.append([o[start:start + rows] for o in outputs])
-            start += rows
+            per_request = [outputs]
+        else:
+            per_request, start = [], 0
+            for request in batch:
+                rows = request[0].shape[0]
+                per_request.append([o[start:start + rows] for o in outputs])
+                start += rows
+        self.timings = (prepared - began, computed - prepared, time.perf_counter_ns() - computed)
         return per_request
 
     def _check_outputs(self, result, rows: int | None) -> list[np.ndarray]:

@@ -45,7 +45,7 @@ def test_http_server_and_model_routes(http):
     assert metadata["inputs"] == [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 64]}]
     assert metadata["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 10]}]
     config = http.get_model_config("mlp")
-    assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == ["64"]
+    assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [64]  # numbers, as Triton
     index = http.get_model_repository_index()
     assert {"name": "mlp", "version": "2", "state": "READY"} in index
     assert any(e["name"] == "mlp" and e["version"] == "1" and e["state"] == "UNAVAILABLE" for e in index)

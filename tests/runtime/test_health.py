@@ -33,7 +33,9 @@ def test_health_endpoints_stay_fast_while_inference_saturates(runtime):
     assert latencies[int(len(latencies) * 0.99) - 1] < 0.1
 
 
-def test_failover_health_fails_on_queue_depth_and_stale_canary(example_repo):
+def test_failover_health_ignores_queue_depth_and_fails_on_stale_canary(example_repo):
+    # Overload is a capacity signal, not a failover signal: past --max-queue-depth requests are
+    # shed (tests/runtime/test_admission.py) and failover health stays OK; a stale canary fails it.
     with RuntimeProcess(example_repo, extra_args=["--canary-interval", "600", "--canary-max-age", "4",
                                                   "--max-queue-depth", "2", "--grpc-port", "0"]) as runtime:
         ready_at = time.monotonic()  # the load-time canary passed just before this
@@ -41,13 +43,14 @@ def test_failover_health_fails_on_queue_depth_and_stale_canary(example_repo):
         assert status == 200 and body["region"] == "local" and body["gpu"]["present"] in (True, False)
         load = LoadGenerator(runtime.http_url, "mlp-large", clients=16).start()
         try:
-            deadline, reasons = time.monotonic() + 5, []
-            while time.monotonic() < deadline and not any("queue depth" in r for r in reasons):
-                status, body = request_json(runtime.http_url, "GET", "/v2/health/failover")
-                reasons = body.get("reasons", [])
+            samples = []
+            while time.monotonic() < ready_at + 2.5:  # well before the canary turns stale
+                samples.append(request_json(runtime.http_url, "GET", "/v2/health/failover"))
+                time.sleep(0.02)
         finally:
             load.join()
-        assert status == 503 and any("queue depth" in r and "exceeds 2" in r for r in reasons)
+        assert len(samples) >= 10 and all(status == 200 and "reasons" not in body for status, body in samples)
+        assert 503 in load.statuses and set(load.statuses) <= {200, 503}  # the excess was shed
         assert request(runtime.http_url, "GET", "/v2/health/ready")[0] == 200  # k8s readiness is unaffected
         time.sleep(max(0.0, ready_at + 4.2 - time.monotonic()))
         status, body = request_json(runtime.http_url, "GET", "/v2/health/failover")
