@@ -37,6 +37,7 @@ def check_environment(env: Environment) -> None:
     _check_regions(env)
     _check_clouds(env)
     _check_pools(env)
+    _check_serving(env)
     _check_rpo(env)
 
 
@@ -78,7 +79,7 @@ def _region_ranges(env: Environment, region: Region) -> list[tuple[str, str]]:
     if region.cloud == "aws":
         return [("cidr", network.effective_cidr)]
     ranges = [("cidr" if network.existing is None else "existing", network.effective_cidr)]
-    ranges += [(f, getattr(network, f)) for f in ("pods_cidr", "services_cidr") if getattr(network, f)]
+    ranges += [(f, getattr(network, f)) for f in ("pods_cidr", "services_cidr", "proxy_cidr") if getattr(network, f)]
     return ranges + [("control_plane_cidr", env.gke_control_plane_cidr(region))]
 
 
@@ -242,6 +243,54 @@ def _check_gcp_pool(env: Environment, p: int, pool: GpuPool) -> None:
     if pool.spot and gcp_reserved:
         raise FieldError(("gpu_pools", p, "reservations", gcp_reserved[0]),
                          "a reservation holds on-demand capacity, not spot")
+
+
+def gpus_per_node(env: Environment, pool: GpuPool, cloud: str) -> int:
+    """What one node of `pool` offers pods as `nvidia.com/gpu` on `cloud`: the smallest of its EC2
+    types' GPUs, or the Google accelerator count, each shared GPU counting once per client."""
+    if cloud == "aws":
+        offerings = GpuOfferings.load()
+        return min(offerings.gpus(t) for t in pool.instance_types)
+    assert pool.gcp is not None  # _check_gcp_pool gives every pool a shape on Google Cloud
+    sharing = pool.gcp.gpu_sharing
+    return pool.gcp.accelerator_count * (sharing.max_shared_clients_per_gpu if sharing else 1)
+
+
+def _check_serving(env: Environment) -> None:
+    serving = env.serving
+    names = [p.name for p in env.gpu_pools]
+    for i, name in enumerate(serving.pools or []):
+        if name not in names:
+            raise FieldError(("serving", "pools", i), f"{name} is not one of gpu_pools ({', '.join(names)})")
+        if name in (serving.pools or [])[:i]:
+            raise FieldError(("serving", "pools", i), f"{name} is listed twice")
+    if not env.serving_pools:
+        raise FieldError(("serving", "pools"),
+                         "no pool has min_size >= 1 to serve on: name the pools that serve in serving.pools")
+    replicas, gpus = serving.replicas, serving.resources.gpus
+    for pool in env.serving_pools:
+        p = names.index(pool.name)
+        if pool.gcp is not None and pool.gcp.queued_provisioning:
+            raise FieldError(("serving", "pools"), f"{pool.name} is a queued-provisioning pool: it has no nodes "
+                             "until a batch job asks for them, so it cannot serve")
+        for cloud in env.clouds:
+            per_node = gpus_per_node(env, pool, cloud)
+            fits = [("primary", replicas.primary, pool.max_size, "max_size")]
+            if env.standbys:
+                fits += [("failover", replicas.on_failover, pool.max_size, "max_size"),
+                         ("standby", replicas.standby, pool.warm_standby, "warm_standby")]
+            for role, count, nodes, size_field in fits:
+                if count * gpus > nodes * per_node:
+                    raise FieldError(("serving", "replicas", role),
+                                     f"{count} replicas x {gpus} GPU(s) do not fit gpu_pools.{p} ({pool.name}) "
+                                     f"on {cloud.upper()}: {size_field} {nodes} x {per_node} GPU(s) per node "
+                                     f"= {nodes * per_node}")
+    if serving.certificate_domain is not None:
+        zone_suffix = serving.dns_name.split(".", 1)[1]
+        if not (serving.certificate_domain == zone_suffix or serving.certificate_domain.endswith("." + zone_suffix)):
+            raise FieldError(("serving", "certificate_domain"),
+                             f"{serving.certificate_domain} is outside {zone_suffix}, the domain of dns_name: "
+                             "its certificate is validated by DNS in hosted_zone_id")
 
 
 def _check_rpo(env: Environment) -> None:

@@ -58,5 +58,6 @@ NodeCidr = Annotated[str, AfterValidator(lambda v: private_cidr(v, 24, "the node
 PodsCidr = Annotated[str, AfterValidator(lambda v: private_cidr(v, 21, "pods (GKE gives each node a /24)"))]
 ServicesCidr = Annotated[str, AfterValidator(lambda v: private_cidr(v, 27, "Kubernetes Services"))]
 ControlPlaneCidr = Annotated[str, AfterValidator(lambda v: private_cidr(v, 28, "the GKE control plane"))]
+ProxyCidr = Annotated[str, AfterValidator(lambda v: private_cidr(v, 26, "a regional load balancer's proxies"))]
 PrivateCidr = Annotated[str, AfterValidator(lambda v: private_cidr(v, 32, "one or more addresses"))]
 ServicesAccessCidr = Annotated[str, AfterValidator(lambda v: private_cidr(v, 24, "private services access"))]

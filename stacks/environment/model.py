@@ -19,6 +19,8 @@ from mlfleet.constructs.validation import (
     GOOGLE_RESOURCE_NAME,
     GOOGLE_SUBJECT_ID,
     HOSTED_ZONE_ID,
+    IMAGE_DIGEST,
+    KUBERNETES_QUANTITY,
     OBJECT_PREFIX,
     POSTGRES_NAME,
     RDS_INSTANCE_CLASS,
@@ -50,6 +52,58 @@ class RegistryDatabase(Model):
     backup_retention_days: int = Field(default=14, ge=7, le=35)
 
 
+class ServingImage(Model):
+    """The runtime image, pinned by digest. It is pushed to the primary's ECR repository
+    `mlfleet-<env>/<name>` (replicated to every AWS standby) and to each Google Cloud region's Artifact
+    Registry repository `mlfleet-<env>`; each region pulls from its own."""
+    name: str = Field(default="runtime", pattern=r"^[a-z0-9]+([._-][a-z0-9]+)*$",
+                      description="The image's name in the environment's repositories; default runtime")
+    digest: str = Field(description="sha256:<64 hex> of the image (a tag can be moved; a digest cannot)")
+    manage_registry_replication: bool = Field(
+        default=True, description="Write the primary registry's ECR replication configuration (one per account "
+                                  "and region); false when the team keeps its own and adds mlfleet's rule to it")
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _no_tag(cls, name: object) -> object:
+        if isinstance(name, str) and (":" in name or "@" in name):
+            raise ValueError(f"{name!r} carries a tag or digest: give the name alone and the digest in digest "
+                             "(tags are mutable, so mlfleet pins images by digest)")
+        return name
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _digest(cls, digest: object) -> object:
+        if isinstance(digest, str) and not IMAGE_DIGEST.fullmatch(digest):
+            hint = " (that is a tag: tags are mutable, pin the image by its digest)" \
+                if not digest.startswith("sha256:") else ""
+            raise ValueError(f"{digest!r} is not sha256: followed by 64 lowercase hex digits{hint}")
+        return digest
+
+
+class ServingReplicas(Model):
+    """Runtime pods per serving pool in each region."""
+    primary: int = Field(default=2, ge=1, le=1000, description="In the primary region; default 2")
+    standby: int = Field(default=1, ge=1, le=1000,
+                         description="Warm in each standby, models loaded, ready to take traffic (Route 53 fails "
+                                     "over only to a region whose runtime passes failover health); default 1")
+    failover: int | None = Field(default=None, ge=1, le=1000,
+                                 description="A standby scales to this on failover; default primary")
+
+    @property
+    def on_failover(self) -> int:
+        return self.failover if self.failover is not None else self.primary
+
+
+class ServingResources(Model):
+    """What each runtime pod asks for."""
+    gpus: int = Field(default=1, ge=1, le=16, description="Whole GPUs (nvidia.com/gpu) per pod; default 1")
+    cpu: str = Field(default="2", pattern=KUBERNETES_QUANTITY.pattern, description="CPU request; default 2")
+    memory: str = Field(default="8Gi", pattern=KUBERNETES_QUANTITY.pattern, description="Memory request; default 8Gi")
+    memory_limit: str = Field(default="16Gi", pattern=KUBERNETES_QUANTITY.pattern,
+                              description="Memory limit; default 16Gi")
+
+
 class Serving(Model):
     dns_name: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$")
     hosted_zone_id: str = Field(pattern=HOSTED_ZONE_ID.pattern)
@@ -58,6 +112,20 @@ class Serving(Model):
     record_ttl: int = Field(default=60, ge=5, le=3600)
     health_check_interval: Literal[10, 30] = 10
     health_check_failure_threshold: int = Field(default=3, ge=1, le=10)
+    image: ServingImage = Field(description="The runtime image every region deploys, by digest")
+    pools: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        default=None, min_length=1,
+        description="The GPU pools the runtime runs on, one Deployment each; default every pool with min_size >= 1")
+    replicas: ServingReplicas = ServingReplicas()
+    resources: ServingResources = ServingResources()
+    certificate_domain: str | None = Field(
+        default=None, pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$",
+        description="The name clients connect to (TLS server name), on every region's certificate beside the "
+                    "region's endpoint; default dns_name. Validated by DNS in hosted_zone_id")
+
+    @property
+    def tls_name(self) -> str:
+        return self.certificate_domain or self.dns_name
 
 
 class Targets(Model):
@@ -78,6 +146,7 @@ class Aws(Model):
 _AWS_PRINCIPAL = r"arn:aws:iam::\d{12}:(role|user)/[\w+=,.@/-]+"
 _GOOGLE_PRINCIPAL = r"(user|group|serviceAccount):[^\s@]+@[^\s@]+\.[a-z]{2,}"
 _PRINCIPAL = Annotated[str, Field(pattern=rf"^({_AWS_PRINCIPAL}|{_GOOGLE_PRINCIPAL})$")]
+_AWS_ROLE = Annotated[str, Field(pattern=r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")]
 
 
 def is_aws_principal(principal: str) -> bool:
@@ -91,6 +160,14 @@ class Identities(Model):
     pods get their own identity (EKS Pod Identity, GKE Workload Identity)."""
     training_principals: list[_PRINCIPAL] = Field(min_length=1)
     review_principals: list[_PRINCIPAL] = Field(min_length=1)
+    deployer_principals: list[_AWS_ROLE] = Field(
+        default_factory=list,
+        description="IAM roles that apply the stacks: cluster admins of every EKS cluster (through EKS access "
+                    "entries; a cluster's creator gets no access implicitly), needed to apply the serving stacks")
+    operator_principals: list[_AWS_ROLE] = Field(
+        default_factory=list,
+        description="IAM roles of the on-call and the DR runbooks: edit access to the runtime's namespace, to scale "
+                    "its Deployments and reach its management port through port-forward")
 
     def of_cloud(self, kind: str, cloud: str) -> list[str]:
         principals = self.training_principals if kind == "training" else self.review_principals
@@ -186,6 +263,14 @@ class Environment(Model):
         return self
 
     # Derived views used by stacks, runbooks and the review.
+    @property
+    def serving_pools(self) -> list[GpuPool]:
+        """The pools the runtime runs on (checked: each exists)."""
+        names = self.serving.pools
+        if names is None:
+            return [p for p in self.gpu_pools if p.min_size >= 1]
+        return [p for p in self.gpu_pools if p.name in names]
+
     @property
     def primary(self) -> Region:
         return next(r for r in self.regions if r.role == "primary")

@@ -118,3 +118,51 @@ def gcs_transfer_role(env: str, region: str) -> str:
 def registry_replication_secret(env: str) -> str:
     """Secret Manager secret with the password DMS replicates the Aurora registry with."""
     return f"mlfleet-{env}-registry-replication"
+
+
+# The serving plane: the in-cluster parts of a region, in a stack of their own.
+
+def serving_stack_name(env: str, region: str) -> str:
+    """`<env>-<region>-serving`: applied after `<env>-<region>`, whose cluster it deploys onto."""
+    return f"{env}-{region}-serving"
+
+
+def serving_state_name(region: str) -> str:
+    return f"{region}-serving"
+
+
+def image_repository(env: str, image: str) -> str:
+    """The ECR repository of the runtime image; replication rules match its `mlfleet-<env>/` prefix."""
+    return f"{image_repository_prefix(env)}/{image}"
+
+
+def image_repository_prefix(env: str) -> str:
+    return f"mlfleet-{env}"
+
+
+def image_key_alias(env: str) -> str:
+    return f"mlfleet-{env}-images"
+
+
+def artifact_registry_repository(env: str) -> str:
+    """The Artifact Registry repository of a Google Cloud region; the image is `<repository>/<name>`."""
+    return f"mlfleet-{env}"
+
+
+def serving_namespace() -> str:
+    return "mlfleet"
+
+
+def runtime_service_account() -> str:
+    """The runtime's Kubernetes service account, bound to the serving identity on either cloud."""
+    return "mlfleet-runtime"
+
+
+def runtime_deployment(pool: str) -> str:
+    """The runtime's Deployment on one serving pool; the DR runbooks scale it on failover."""
+    return f"mlfleet-runtime-{pool}"
+
+
+def runtime_endpoint_service() -> str:
+    """The Service (behind the region's load balancer) that selects every runtime pod of the region."""
+    return "mlfleet-runtime"

@@ -7,7 +7,15 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from mlfleet.constructs.validation import GOOGLE_REGION, GOOGLE_RESOURCE_NAME, REGION, SUBNET_ID, VPC_ID
-from mlfleet.stacks.environment.fields import Cidr, ControlPlaneCidr, Model, NodeCidr, PodsCidr, ServicesCidr
+from mlfleet.stacks.environment.fields import (
+    Cidr,
+    ControlPlaneCidr,
+    Model,
+    NodeCidr,
+    PodsCidr,
+    ProxyCidr,
+    ServicesCidr,
+)
 
 
 class ExistingNetwork(Model):
@@ -81,6 +89,10 @@ class GcpNetwork(Model):
     control_plane_cidr: ControlPlaneCidr | None = Field(
         default=None, description="The GKE control plane's private /28, unique in the VPC; "
                                   "default 172.16.0.<16 x n>/28 for the n-th Google Cloud region")
+    proxy_cidr: ProxyCidr = Field(
+        description="The region's proxy-only subnet (a /23 is Google's advice), which the serving endpoint's "
+                    "regional load balancer sends from: created with the subnet, or the one that exists "
+                    "beside an existing subnet; the runtime's NetworkPolicy admits it")
     existing: ExistingGcpSubnet | None = None
 
     @model_validator(mode="after")
