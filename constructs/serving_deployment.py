@@ -1,14 +1,38 @@
 """The serving runtime deployed onto a GPU node pool: a Kubernetes Deployment that tolerates the
 pool's taint and selects its nodes, asks for whole GPUs, probes live/ready (never failover
 health, which is for Route 53 and the drills), spreads across zones, drains gracefully, plus a
-PodDisruptionBudget and a ClusterIP Service.
+PodDisruptionBudget and a ClusterIP Service (HTTP and gRPC only).
+
+Secure by default:
+- the image is pinned by digest (`<repository>@sha256:<64 hex>`): a tag can be moved under a
+  running fleet, a digest cannot;
+- the namespace enforces the `restricted` Pod Security Standard; the pods run as non-root on a
+  read-only root filesystem, with an `emptyDir` at /tmp as their only writable path (the
+  runtime's image sets HOME and its working folder there: torch's caches and any temporary
+  file; model artifacts are verified and loaded from memory, see runtime/sources.py);
+- the service account mounts no Kubernetes API token: the runtime never calls the API (EKS Pod
+  Identity injects its own token, GKE Workload Identity answers on the metadata server);
+- a NetworkPolicy admits the HTTP and gRPC ports only from the load balancers' CIDRs; any other
+  ingress to the pods is denied. Egress stays open (object storage, KMS);
+- management (pinning, model load/unload) is served only on `management_port`, bound to the
+  pod's loopback and listed in no container or Service port: an operator reaches it through the
+  Kubernetes API's port-forward (RBAC `pods/portforward` on the namespace). Its bearer token is
+  the `token` key of the Secret `admin_token_secret`, which the platform team creates out of
+  band (`kubectl create secret generic ...`) so that the token never enters Terraform state.
+  The Secret is optional: without it the runtime starts with management disabled.
+
+`replicas` applies at creation only: on failover the DR runbook scales the Deployment through
+the scale subresource, so Terraform ignores `spec[0].replicas` afterwards and a later apply
+does not scale a promoted region back down.
 
 The construct does not configure the kubernetes provider; the caller does (one per cluster)."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from cdktn import TerraformResourceLifecycle, Token
 from cdktn_provider_kubernetes.deployment_v1 import (
     DeploymentV1,
     DeploymentV1Metadata,
@@ -28,11 +52,26 @@ from cdktn_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
     DeploymentV1SpecTemplateSpecContainerStartupProbe,
     DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet,
+    DeploymentV1SpecTemplateSpecContainerVolumeMount,
     DeploymentV1SpecTemplateSpecSecurityContext,
     DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
     DeploymentV1SpecTemplateSpecToleration,
     DeploymentV1SpecTemplateSpecTopologySpreadConstraint,
     DeploymentV1SpecTemplateSpecTopologySpreadConstraintLabelSelector,
+    DeploymentV1SpecTemplateSpecVolume,
+    DeploymentV1SpecTemplateSpecVolumeEmptyDir,
+    DeploymentV1SpecTemplateSpecVolumeSecret,
+)
+from cdktn_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
+from cdktn_provider_kubernetes.network_policy_v1 import (
+    NetworkPolicyV1,
+    NetworkPolicyV1Metadata,
+    NetworkPolicyV1Spec,
+    NetworkPolicyV1SpecIngress,
+    NetworkPolicyV1SpecIngressFrom,
+    NetworkPolicyV1SpecIngressFromIpBlock,
+    NetworkPolicyV1SpecIngressPorts,
+    NetworkPolicyV1SpecPodSelector,
 )
 from cdktn_provider_kubernetes.pod_disruption_budget_v1 import (
     PodDisruptionBudgetV1,
@@ -40,13 +79,25 @@ from cdktn_provider_kubernetes.pod_disruption_budget_v1 import (
     PodDisruptionBudgetV1Spec,
     PodDisruptionBudgetV1SpecSelector,
 )
+from cdktn_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
 from cdktn_provider_kubernetes.service_v1 import ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort
 from constructs import Construct
 
-from mlfleet.constructs.validation import KUBERNETES_LABEL_KEY, KUBERNETES_LABEL_VALUE, KUBERNETES_NAME, require
+from mlfleet.constructs.validation import (
+    IMAGE_REFERENCE,
+    KUBERNETES_LABEL_KEY,
+    KUBERNETES_LABEL_VALUE,
+    KUBERNETES_NAME,
+    PropsError,
+    require,
+)
 
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 RUNTIME_USER_ID = 10001  # the non-root user of the runtime's Dockerfiles
+ADMIN_TOKEN_DIR = "/var/run/secrets/mlfleet/admin-token"
+ADMIN_TOKEN_KEY = "token"
+SCRATCH_DIR = "/tmp"
+POD_SECURITY_LABELS = {"pod-security.kubernetes.io/enforce": "restricted"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,26 +107,51 @@ class ServingDeploymentProps:
     GKE, `gs://<project>-<env>-models/models/champion/`."""
     region: str
     """Reported by failover health."""
-    image: str = "mlfleet/runtime:0.1.0-cuda"
-    """The runtime image; default `mlfleet/runtime:0.1.0-cuda`."""
+    image: str
+    """The runtime image pinned by digest alone: `<repository>@sha256:<64 lowercase hex>` (no tag)."""
+    node_selector: dict[str, str]
+    """Labels of the GPU pool's nodes, in the cloud's own pool label: `eks.amazonaws.com/nodegroup: <group>` or
+    `cloud.google.com/gke-nodepool: <pool>`."""
+    load_balancer_cidrs: tuple[str, ...]
+    """Sources the NetworkPolicy admits to the HTTP and gRPC ports: the load balancers' subnets (an NLB on IP
+    targets without client IP preservation) or, on GKE, Google's front-end and health-check ranges
+    (`130.211.0.0/22`, `35.191.0.0/16`). Nothing else reaches the pods."""
     name: str = "mlfleet-runtime"
-    """Name of the Deployment, its Service and its PodDisruptionBudget; default `mlfleet-runtime`."""
+    """Name of the Deployment, its Service, PodDisruptionBudget and NetworkPolicy; default `mlfleet-runtime`."""
     namespace: str = "mlfleet"
-    """The Kubernetes namespace; default `mlfleet`."""
+    """The Kubernetes namespace; default `mlfleet`. With `create_namespace=False`, pass the `namespace_ref` of
+    the deployment that creates it, so that Terraform creates the namespace first."""
+    create_namespace: bool = True
+    """Create the namespace (labelled to enforce the `restricted` Pod Security Standard). Default: `True`; when
+    several deployments share one namespace, only the first creates it and the others pass `False`."""
     service_account: str = "mlfleet-runtime"
-    """The pods' Kubernetes service account (the serving identity's); default `mlfleet-runtime`."""
+    """The pods' Kubernetes service account (the serving identity's); default `mlfleet-runtime`. With
+    `create_service_account=False`, pass the `service_account_ref` of the deployment that creates it."""
+    create_service_account: bool = True
+    """Create the service account (it mounts no API token). Default: `True`; when several deployments share
+    one, only the first creates it and the others pass `False`."""
+    service_account_annotations: dict[str, str] = field(default_factory=dict)
+    """Annotations on the service account: GKE Workload Identity names its Google service account
+    (`iam.gke.io/gcp-service-account`); EKS Pod Identity needs none. Default: none."""
     replicas: int = 2
-    """Runtime pods; default `2`."""
+    """Runtime pods at creation; afterwards the DR runbooks own the count (see the module docstring).
+    Default: `2`."""
     gpus_per_pod: int = 1
     """Whole GPUs per pod (`nvidia.com/gpu` limit); 0 runs on CPU nodes without the toleration. Default: `1`."""
     taint_key: str = "nvidia.com/gpu"
     """The GPU pool's NoSchedule taint; the pods tolerate it. Default: `nvidia.com/gpu`."""
-    node_selector: dict[str, str] = field(default_factory=lambda: {"mlfleet.io/pool": "gpu"})
-    """Labels of the GPU pool's nodes; default `mlfleet.io/pool=gpu`."""
     http_port: int = 8000
     """The runtime's HTTP port; default `8000`."""
     grpc_port: int = 8001
     """The runtime's gRPC port; default `8001`."""
+    management_port: int = 8002
+    """The runtime's management port, on the pod's loopback only (never a container or Service port); default
+    `8002`."""
+    admin_token_secret: str = "mlfleet-runtime-admin"
+    """The Secret (key `token`) holding the management bearer token, created out of band; default
+    `mlfleet-runtime-admin`."""
+    scratch_size_limit: str = "2Gi"
+    """Size limit of the `emptyDir` at /tmp, the pods' only writable path; default `2Gi`."""
     cpu_request: str = "2"
     """CPU each pod requests; default `2`."""
     memory_request: str = "8Gi"
@@ -95,26 +171,65 @@ class ServingDeploymentProps:
 
 
 class ServingDeployment(Construct):
+    """The runtime on one GPU pool: namespace, service account, Deployment, budget, Service, NetworkPolicy."""
+
     def __init__(self, scope: Construct, id: str, props: ServingDeploymentProps):
         super().__init__(scope, id)
         self._validate(props)
         self.props = props
-        self.labels = {"app.kubernetes.io/name": "mlfleet-runtime", "app.kubernetes.io/instance": props.name}
-        metadata = {"name": props.name, "namespace": props.namespace, "labels": self.labels}
+        self.deployment_name = props.name
+        self.service_name = props.name
+        self.namespace = props.namespace
+        self.http_port = props.http_port
+        self.grpc_port = props.grpc_port
+        self.selector_labels = {"app.kubernetes.io/name": "mlfleet-runtime", "app.kubernetes.io/instance": props.name}
+        self.labels = self.selector_labels
 
-        self.deployment = DeploymentV1(self, "deployment", wait_for_rollout=False,
-                                       metadata=DeploymentV1Metadata(**metadata),
-                                       spec=self._deployment_spec(props))
+        # The namespace and service account as Terraform references when this construct creates them, so that
+        # whatever names them (here, or a deployment sharing them) is created after them.
+        self.namespace_resource: NamespaceV1 | None = None
+        self.namespace_ref = props.namespace
+        if props.create_namespace:
+            self.namespace_resource = NamespaceV1(self, "namespace", metadata=[NamespaceV1Metadata(
+                name=props.namespace, labels=dict(POD_SECURITY_LABELS))])
+            self.namespace_ref = self.namespace_resource.metadata.get(0).name
+        self.service_account_resource: ServiceAccountV1 | None = None
+        self.service_account_ref = props.service_account
+        if props.create_service_account:
+            self.service_account_resource = ServiceAccountV1(
+                self, "service-account", automount_service_account_token=False,
+                metadata=ServiceAccountV1Metadata(name=props.service_account, namespace=self.namespace_ref,
+                                                  labels=self.labels,
+                                                  annotations=dict(props.service_account_annotations) or None))
+            self.service_account_ref = self.service_account_resource.metadata.name
+        metadata = {"name": props.name, "namespace": self.namespace_ref, "labels": self.labels}
+
+        self.deployment = DeploymentV1(
+            self, "deployment", wait_for_rollout=False, metadata=DeploymentV1Metadata(**metadata),
+            spec=self._deployment_spec(props, self.service_account_ref),
+            # the DR runbooks scale through the scale subresource; an apply must not undo a failover
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]))
         self.disruption_budget = PodDisruptionBudgetV1(
             self, "disruption-budget", metadata=PodDisruptionBudgetV1Metadata(**metadata),
             spec=PodDisruptionBudgetV1Spec(min_available=str(props.pdb_min_available),
                                            selector=PodDisruptionBudgetV1SpecSelector(match_labels=self.labels)))
+        # Management is deliberately absent: it listens on the pod's loopback only.
         self.service = ServiceV1(self, "service", metadata=ServiceV1Metadata(**metadata), spec=ServiceV1Spec(
             selector=self.labels, type="ClusterIP",
             port=[ServiceV1SpecPort(name="http", port=props.http_port, target_port=str(props.http_port)),
                   ServiceV1SpecPort(name="grpc", port=props.grpc_port, target_port=str(props.grpc_port))]))
+        # Selecting the pods denies every ingress the rule does not name.
+        allowed = NetworkPolicyV1SpecIngress(
+            from_=[NetworkPolicyV1SpecIngressFrom(ip_block=NetworkPolicyV1SpecIngressFromIpBlock(cidr=cidr))
+                   for cidr in props.load_balancer_cidrs],
+            ports=[NetworkPolicyV1SpecIngressPorts(port=str(port), protocol="TCP")
+                   for port in (props.http_port, props.grpc_port)])
+        self.network_policy = NetworkPolicyV1(
+            self, "network-policy", metadata=NetworkPolicyV1Metadata(**metadata), spec=NetworkPolicyV1Spec(
+                pod_selector=NetworkPolicyV1SpecPodSelector(match_labels=self.labels), policy_types=["Ingress"],
+                ingress=[allowed]))
 
-    def _deployment_spec(self, props: ServingDeploymentProps) -> DeploymentV1Spec:
+    def _deployment_spec(self, props: ServingDeploymentProps, service_account: str) -> DeploymentV1Spec:
         limits = {"memory": props.memory_limit}
         tolerations = []
         if props.gpus_per_pod:
@@ -123,6 +238,9 @@ class ServingDeployment(Construct):
                                                                       effect="NoSchedule"))
         args = ["--model-repository", props.model_repository, "--host", "0.0.0.0",
                 "--http-port", str(props.http_port), "--grpc-port", str(props.grpc_port), "--region", props.region,
+                "--management-port", str(props.management_port), "--management-host", "127.0.0.1",
+                # a missing Secret starts the runtime with management disabled instead of crash-looping
+                "--admin-token-file", f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}", "--admin-token-optional",
                 "--shutdown-delay", str(props.shutdown_delay_s),
                 # leave the kubelet a margin before it sends SIGKILL
                 "--grace-period", str(props.termination_grace_period_s - props.shutdown_delay_s - 5)]
@@ -132,6 +250,10 @@ class ServingDeployment(Construct):
                   DeploymentV1SpecTemplateSpecContainerPort(name="grpc", container_port=props.grpc_port)],
             resources=DeploymentV1SpecTemplateSpecContainerResources(
                 requests={"cpu": props.cpu_request, "memory": props.memory_request}, limits=limits),
+            volume_mount=[
+                DeploymentV1SpecTemplateSpecContainerVolumeMount(name="scratch", mount_path=SCRATCH_DIR),
+                DeploymentV1SpecTemplateSpecContainerVolumeMount(name="admin-token", mount_path=ADMIN_TOKEN_DIR,
+                                                                 read_only=True)],
             # startup covers model download, verification and the canary; after that, live/ready only
             startup_probe=DeploymentV1SpecTemplateSpecContainerStartupProbe(
                 http_get=DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet(path="/v2/health/live",
@@ -148,13 +270,21 @@ class ServingDeployment(Construct):
             security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
                 allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
                 capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(drop=["ALL"])))
+        volumes = [
+            DeploymentV1SpecTemplateSpecVolume(name="scratch", empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(
+                size_limit=props.scratch_size_limit)),
+            # optional: the pods start before (or without) the Secret; readable by the runtime's group (fsGroup)
+            DeploymentV1SpecTemplateSpecVolume(name="admin-token", secret=DeploymentV1SpecTemplateSpecVolumeSecret(
+                secret_name=props.admin_token_secret, optional=True, default_mode="0440"))]
         return DeploymentV1Spec(
             replicas=str(props.replicas),
             selector=DeploymentV1SpecSelector(match_labels=self.labels),
             template=DeploymentV1SpecTemplate(
                 metadata=DeploymentV1SpecTemplateMetadata(labels=self.labels),
                 spec=DeploymentV1SpecTemplateSpec(
-                    service_account_name=props.service_account,
+                    service_account_name=service_account,
+                    automount_service_account_token=False,
+                    enable_service_links=False,
                     node_selector=dict(props.node_selector),
                     toleration=tolerations,
                     termination_grace_period_seconds=props.termination_grace_period_s,
@@ -165,32 +295,46 @@ class ServingDeployment(Construct):
                             match_labels=self.labels)])],
                     security_context=DeploymentV1SpecTemplateSpecSecurityContext(
                         run_as_non_root=True, run_as_user=str(RUNTIME_USER_ID), run_as_group=str(RUNTIME_USER_ID),
+                        fs_group=str(RUNTIME_USER_ID),
                         seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(
                             type="RuntimeDefault")),
-                    container=[container])))
+                    container=[container],
+                    volume=volumes)))
 
     def _validate(self, p: ServingDeploymentProps) -> None:
         require(bool(p.model_repository.strip()), self, "model_repository", "must not be empty")
         require(bool(p.region.strip()), self, "region", "must not be empty")
-        require(bool(p.image.strip()) and " " not in p.image, self, "image", f"{p.image!r} is not an image reference")
-        for prop in ("name", "namespace", "service_account"):
+        require(bool(IMAGE_REFERENCE.fullmatch(p.image)), self, "image", _image_reason(p.image))
+        for prop in ("name", "admin_token_secret"):
             require(bool(KUBERNETES_NAME.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} must be a DNS label (lower-case letters, digits, '-', at most 63)")
+        # a namespace or service account made by another deployment arrives as its Terraform reference
+        for prop, created in (("namespace", p.create_namespace), ("service_account", p.create_service_account)):
+            value = getattr(p, prop)
+            require((not created and Token.is_unresolved(value)) or bool(KUBERNETES_NAME.fullmatch(value)), self,
+                    prop, f"{value!r} must be a DNS label (lower-case letters, digits, '-', at most 63)")
+        for key in p.service_account_annotations:
+            require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)), self, "service_account_annotations",
+                    f"{key!r} is not a valid annotation key")
         require(p.replicas >= 1, self, "replicas", f"must be at least 1, got {p.replicas}")
         require(0 <= p.gpus_per_pod <= 16, self, "gpus_per_pod", f"must be 0..16, got {p.gpus_per_pod}")
         require(bool(KUBERNETES_LABEL_KEY.fullmatch(p.taint_key)), self, "taint_key",
                 f"{p.taint_key!r} is not a valid taint key")
-        require(bool(p.node_selector), self, "node_selector", "must select the GPU pool's nodes (at least one label)")
+        require(bool(p.node_selector), self, "node_selector",
+                "must select the GPU pool's nodes by the cloud's pool label (at least one label)")
         for key, value in p.node_selector.items():
             require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)),
                     self, "node_selector", f"{key!r} is not a valid label key")
             require(bool(KUBERNETES_LABEL_VALUE.fullmatch(value)), self, "node_selector",
                     f"{value!r} is not a valid label value")
-        for prop in ("http_port", "grpc_port"):
+        self._validate_cidrs(p.load_balancer_cidrs)
+        for prop in ("http_port", "grpc_port", "management_port"):
             require(1024 <= getattr(p, prop) <= 65535, self, prop,
                     f"must be 1024..65535 (the runtime runs as non-root), got {getattr(p, prop)}")
         require(p.http_port != p.grpc_port, self, "grpc_port", "must differ from http_port")
-        for prop in ("cpu_request", "memory_request", "memory_limit"):
+        require(p.management_port not in (p.http_port, p.grpc_port), self, "management_port",
+                "must differ from http_port and grpc_port (the public ports refuse management calls)")
+        for prop in ("cpu_request", "memory_request", "memory_limit", "scratch_size_limit"):
             require(bool(_QUANTITY.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} is not a Kubernetes quantity")
         require(0 <= p.pdb_min_available < p.replicas, self, "pdb_min_available",
@@ -201,3 +345,25 @@ class ServingDeployment(Construct):
         require(p.termination_grace_period_s >= p.shutdown_delay_s + 10, self, "termination_grace_period_s",
                 f"must leave at least 10 s after shutdown_delay_s ({p.shutdown_delay_s}) to drain, "
                 f"got {p.termination_grace_period_s}")
+
+    def _validate_cidrs(self, cidrs: tuple[str, ...]) -> None:
+        require(len(cidrs) >= 1, self, "load_balancer_cidrs",
+                "name at least one source: with none, the NetworkPolicy would admit no traffic at all")
+        for i, cidr in enumerate(cidrs):
+            try:
+                network = ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise PropsError(self, f"load_balancer_cidrs[{i}]", f"{cidr!r} is not a CIDR block ({exc})") from None
+            require(network.prefixlen > 0, self, f"load_balancer_cidrs[{i}]",
+                    f"{cidr!r} admits every address; name the load balancers' ranges")
+
+
+def _image_reason(image: str) -> str:
+    """Why `image` is not `<repository>@sha256:<64 hex>`."""
+    repository, _, digest = image.partition("@")
+    if not digest:
+        return f"{image!r} is not pinned by digest: give <repository>@sha256:<64 lowercase hex> (a tag can be moved)"
+    if ":" in repository.rsplit("/", 1)[-1]:
+        return (f"{image!r} names a tag and a digest: give the digest alone, <repository>@sha256:<64 lowercase hex>"
+                " (with both, the tag is ignored and misleads readers)")
+    return f"{image!r} is not <repository>@sha256:<64 lowercase hex> (a lower-case repository, a sha256 digest)"

@@ -31,6 +31,22 @@ KUBERNETES_LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?
 KUBERNETES_LABEL_VALUE = re.compile(rf"^({_KUBERNETES_LABEL_NAME})?$")
 """A label (or taint) value: empty, or 63 characters of letters, digits, '-', '_', '.'."""
 
+# Container images and charts.
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?P<repository>{_IMAGE_COMPONENT}(?::\d+(?:/{_IMAGE_COMPONENT})+|(?:/{_IMAGE_COMPONENT})*))"
+    r"@(?P<digest>sha256:[0-9a-f]{64})$")
+"""An image pinned by digest alone, `<repository>@sha256:<64 hex>` (a registry port is allowed, a tag is not)."""
+HELM_CHART_VERSION = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
+"""One exact chart version (semver, no range, no leading `v`)."""
+KUBERNETES_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+"""A resource quantity: `2`, `500m`, `16Gi`."""
+IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+"""A container image's content digest: what an image is pinned by (a tag can be moved)."""
+
+SEMANTIC_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+"""An exact release version, e.g. a Helm chart's `3.5.0` (no range, no pre-release)."""
+
 # --- AWS -----------------------------------------------------------------------------------------
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
@@ -68,6 +84,11 @@ CLOUDWATCH_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}$")
 SQS_QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:\S+$")
 LAMBDA_FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:\S+$")
 HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{4,32}$")
+ACM_CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+ECR_REPOSITORY_NAME = re.compile(r"^(?=.{2,256}$)([a-z0-9]+([._-][a-z0-9]+)*/)*[a-z0-9]+([._-][a-z0-9]+)*$")
+"""An ECR repository name: lowercase path components separated by '/', e.g. `mlfleet/runtime`."""
+WILDCARD_DNS_NAME = re.compile(r"^\*\.(?=.{1,251}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+"""A certificate's wildcard name, e.g. `*.serving.example.com` (one leftmost `*` label)."""
 
 # --- Google Cloud --------------------------------------------------------------------------------
 # They live here, not beside the Google constructs, so that an AWS-only synth never imports (and

@@ -3,13 +3,15 @@
 The cluster is private by default (the Kubernetes API is reachable only from the VPC),
 envelope-encrypts Secrets with a customer-managed key, sends all five control-plane log
 types to a log group encrypted with the same key, authenticates through EKS access entries
-only (no aws-auth ConfigMap, no implicit admin for whoever created it) and runs the EKS Pod
-Identity agent, which the serving identity relies on. The node role is created here, not in
+only (no aws-auth ConfigMap, no implicit admin for whoever created it), runs the EKS Pod
+Identity agent, which the serving identity relies on, and the VPC CNI with NetworkPolicy
+enforcement on. The node role is created here, not in
 each node pool, so that every pool of the cluster shares one access entry.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -56,6 +58,7 @@ CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager",
 CLUSTER_MANAGED_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_MANAGED_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy")
 POD_IDENTITY_AGENT = "eks-pod-identity-agent"
+VPC_CNI = "vpc-cni"
 
 # Role names are `<cluster>-cluster` / `<cluster>-node` and IAM allows 64 characters.
 MAX_CLUSTER_NAME = 57
@@ -101,6 +104,8 @@ class EksClusterProps:
     """Let ARC zonal shift move traffic away from an impaired AZ. Default: on."""
     pod_identity_agent_version: str | None = None
     """Pin the Pod Identity agent add-on version (default: EKS's default for the cluster version)."""
+    vpc_cni_version: str | None = None
+    """Pin the VPC CNI add-on version (default: EKS's default for the cluster version)."""
     tags: dict[str, str] = field(default_factory=dict)
     """AWS tags on the construct's resources; default none."""
 
@@ -174,6 +179,12 @@ class EksCluster(Construct):
         EksAddon(self, "pod-identity-agent", cluster_name=self.cluster.name, addon_name=POD_IDENTITY_AGENT,
                  addon_version=props.pod_identity_agent_version, resolve_conflicts_on_create="OVERWRITE",
                  resolve_conflicts_on_update="OVERWRITE", tags=tags)
+        # The VPC CNI as a managed add-on so that it enforces Kubernetes NetworkPolicy: without
+        # this, NetworkPolicy objects are accepted and silently not enforced.
+        EksAddon(self, "vpc-cni", cluster_name=self.cluster.name, addon_name=VPC_CNI,
+                 addon_version=props.vpc_cni_version,
+                 configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
+                 resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", tags=tags)
         self._access_entries(props.access_entries, tags)
 
         self.cluster_name: str = self.cluster.name

@@ -5,7 +5,7 @@ Subnets are carved from the CIDR by a fixed rule, so the same props always give 
 subnets: the CIDR is split into the smallest power of two of equal blocks that is more than
 the number of AZs; block `i` is AZ `i`'s private subnet (large: EKS's VPC CNI gives every pod
 a VPC address) and the last block holds the small public subnets, which exist only for the
-NAT gateways. The blocks in between stay free for later use.
+NAT gateways and the serving endpoint's load balancer. The blocks in between stay free for later use.
 """
 from __future__ import annotations
 
@@ -146,10 +146,12 @@ class VpcNetwork(Construct):
         for i, zone in enumerate(props.availability_zones):
             subnet = Subnet(self, f"public-{zone}", vpc_id=self.vpc_id, availability_zone=zone,
                             cidr_block=str(plan.public[i]), map_public_ip_on_launch=False,
-                            tags=named(f"public-{zone}"))
-            acknowledge(subnet, "MLF002", "public subnet exists only for a NAT gateway's internet "
-                        "route; instances launched here get no public IP (map_public_ip_on_launch "
-                        "is false) and nothing else is placed in it")
+                            # The serving endpoint's internet-facing NLB lands here (the load balancer
+                            # controller finds the subnets by this tag).
+                            tags=named(f"public-{zone}", {"kubernetes.io/role/elb": "1"}))
+            acknowledge(subnet, "MLF002", "public subnet holds only a NAT gateway and the serving endpoint's "
+                        "load balancer nodes; instances launched here get no public IP "
+                        "(map_public_ip_on_launch is false)")
             RouteTableAssociation(self, f"public-{zone}-routes", subnet_id=subnet.id,
                                   route_table_id=public_routes.id)
             public_subnets.append(subnet)

@@ -24,6 +24,7 @@ from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
 from cdktn_provider_google.container_cluster import (
     ContainerCluster,
     ContainerClusterDatabaseEncryption,
+    ContainerClusterGatewayApiConfig,
     ContainerClusterIpAllocationPolicy,
     ContainerClusterMasterAuthorizedNetworksConfig,
     ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks,
@@ -151,7 +152,11 @@ class GkeCluster(Construct):
                              for name, cidr in sorted(props.authorized_networks.items())] or None),
             workload_identity_config=ContainerClusterWorkloadIdentityConfig(workload_pool=self.workload_pool),
             release_channel=ContainerClusterReleaseChannel(channel=props.release_channel),
+            # Dataplane V2 enforces Kubernetes NetworkPolicy itself (no Calico add-on): the runtime's policy
+            # admitting only the load balancer's ranges takes effect without network_policy being set.
             datapath_provider="ADVANCED_DATAPATH", enable_shielded_nodes=True, enable_legacy_abac=False,
+            # The Gateway API CRDs and GKE's Gateway controller: the serving gateway (GkeServingGateway).
+            gateway_api_config=ContainerClusterGatewayApiConfig(channel="CHANNEL_STANDARD"),
             database_encryption=ContainerClusterDatabaseEncryption(state="ENCRYPTED", key_name=props.kms_key_id),
             maintenance_policy={"daily_maintenance_window": {"start_time": props.maintenance_start_time}},
             # The default pool exists only while the cluster is created; its node settings still

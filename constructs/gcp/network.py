@@ -101,6 +101,10 @@ class GcpRegionalNetworkProps:
     """Cloud NAT for egress of nodes without public IPs (image pulls from outside Google). Default: on."""
     flow_logs: bool = True
     """VPC flow logs on the created subnet; default on."""
+    proxy_subnet_cidr: str | None = None
+    """A proxy-only subnet (`REGIONAL_MANAGED_PROXY`, `ACTIVE`) for regional Envoy-based load balancers such as
+    the serving gateway's regional external Application Load Balancer; a /26 or larger (/23 recommended).
+    Default: none."""
 
 
 class GcpRegionalNetwork(Construct):
@@ -130,6 +134,16 @@ class GcpRegionalNetwork(Construct):
                                                       metadata="INCLUDE_ALL_METADATA")
                 if props.flow_logs else None)
             self.subnetwork_self_link = self.subnetwork.id
+
+        self.proxy_subnetwork = None
+        if props.proxy_subnet_cidr is not None:
+            # One ACTIVE proxy-only subnet per region and VPC: every regional load balancer's proxies share it.
+            self.proxy_subnetwork = ComputeSubnetwork(
+                self, "proxy-subnet", project=project, region=region, name=f"{props.subnet_name}-proxy",
+                network=self.network_self_link, ip_cidr_range=props.proxy_subnet_cidr,
+                purpose="REGIONAL_MANAGED_PROXY", role="ACTIVE")
+        self.proxy_subnet_cidr = props.proxy_subnet_cidr
+        """What the runtime's NetworkPolicy admits from the load balancer's proxies (None without the subnet)."""
 
         self.router = self.nat = None
         if props.nat:
@@ -175,6 +189,10 @@ def _validate_regional(scope: Construct, p: GcpRegionalNetworkProps) -> None:
     for prop in ("pods_range_name", "services_range_name"):
         if getattr(p, prop) is not None:
             _require_name(scope, prop, getattr(p, prop))
+    proxy = None
+    if p.proxy_subnet_cidr is not None:
+        proxy = _require_private_cidr(scope, "proxy_subnet_cidr", p.proxy_subnet_cidr)
+        require(proxy.prefixlen <= 26, scope, "proxy_subnet_cidr", "a proxy-only subnet is at least a /26")
     if p.existing_subnet:
         for prop in ("subnet_cidr", "pods_cidr", "services_cidr"):
             require(getattr(p, prop) is None, scope, prop,
@@ -185,6 +203,8 @@ def _validate_regional(scope: Construct, p: GcpRegionalNetworkProps) -> None:
     require(ranges["subnet_cidr"].prefixlen <= 29, scope, "subnet_cidr", "a subnet is at most a /29")
     require(ranges["pods_cidr"].prefixlen <= 24, scope, "pods_cidr",
             "GKE gives each node a /24 of pod IPs by default: use at least a /24 (a /14 to /20 is typical)")
+    if proxy is not None:
+        ranges["proxy_subnet_cidr"] = proxy
     names = list(ranges)
     for i, first in enumerate(names):
         for second in names[i + 1:]:

@@ -85,6 +85,15 @@ def stack():
     return cdktn.TerraformStack(cdktn.Testing.app(), "test")
 
 
+def test_the_gateway_api_is_on_and_dataplane_v2_enforces_network_policy(stack):
+    GkeCluster(stack, "gke", props())
+    cluster = next(iter(stack.to_terraform()["resource"]["google_container_cluster"].values()))
+    # The serving gateway's Gateway, HTTPRoute and policies need GKE's Gateway API CRDs and controller.
+    assert cluster["gateway_api_config"] == {"channel": "CHANNEL_STANDARD"}
+    # The runtime's NetworkPolicy is enforced by Dataplane V2, not by the Calico add-on.
+    assert cluster["datapath_provider"] == "ADVANCED_DATAPATH" and "network_policy" not in cluster
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(project_number="12ab"), "project_number: '12ab' is not a project number"),
     (dict(name="mlfleet-production-us-central1-serving-cluster"), "name: .* at most 40"),

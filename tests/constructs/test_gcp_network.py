@@ -69,6 +69,21 @@ def stack():
     return cdktn.TerraformStack(cdktn.Testing.app(), "test")
 
 
+def test_a_proxy_only_subnet_is_made_for_regional_load_balancers_when_asked(stack):
+    net = GcpRegionalNetwork(stack, "net", regional(proxy_subnet_cidr="10.129.0.0/23"))
+    subnets = {s["name"]: s for s in stack.to_terraform()["resource"]["google_compute_subnetwork"].values()}
+    proxy = subnets["mlfleet-usc1-proxy"]
+    assert (proxy["purpose"], proxy["role"], proxy["ip_cidr_range"], proxy["region"]) == (
+        "REGIONAL_MANAGED_PROXY", "ACTIVE", "10.129.0.0/23", "us-central1")
+    assert proxy["network"] == network_self_link(PROJECT, "mlfleet")
+    # Google refuses secondary ranges and Private Google Access on a proxy-only subnet.
+    assert "secondary_ip_range" not in proxy and "private_ip_google_access" not in proxy
+    assert net.proxy_subnet_cidr == "10.129.0.0/23" and net.proxy_subnetwork is not None
+    # Without the prop there is no proxy-only subnet.
+    plain = GcpRegionalNetwork(stack, "plain", regional(subnet_name="mlfleet-use1", region="us-east1"))
+    assert plain.proxy_subnetwork is None and plain.proxy_subnet_cidr is None
+
+
 def test_an_existing_subnet_is_named_not_created(stack):
     existing = GcpRegionalNetwork(stack, "existing", regional(
         region="us-east1", subnet_name="shared-use1", subnet_cidr=None, pods_cidr=None, services_cidr=None,
@@ -89,6 +104,9 @@ def test_an_existing_subnet_is_named_not_created(stack):
     (dict(pods_cidr="10.64.0.0/26"), "pods_cidr: GKE gives each node a /24"),
     (dict(pods_range_name="r", services_range_name="r"), "services_range_name: must differ from the pods range name"),
     (dict(existing_subnet=True), "subnet_cidr: an existing subnet keeps its own ranges"),
+    (dict(proxy_subnet_cidr="10.129.0.0/27"), "proxy_subnet_cidr: a proxy-only subnet is at least a /26"),
+    (dict(proxy_subnet_cidr="10.0.4.0/23"), r"proxy_subnet_cidr: 10.0.4.0/23 overlaps subnet_cidr \(10.0.0.0/20\)"),
+    (dict(proxy_subnet_cidr="35.191.0.0/23"), "proxy_subnet_cidr: 35.191.0.0/23 is not in a private range"),
 ])
 def test_invalid_regional_props_name_the_prop(stack, overrides, message):
     with pytest.raises(PropsError, match=message):

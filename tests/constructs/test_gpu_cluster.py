@@ -61,14 +61,27 @@ def test_default_cluster_is_private_encrypted_logged_and_api_authenticated(synth
     assert any(d.startswith("aws_cloudwatch_log_group.") for d in depends)
     assert sum(d.startswith("aws_iam_role_policy_attachment.") for d in depends) == 4
 
-    addon = only_resource(tf, "aws_eks_addon")
-    assert addon["addon_name"] == "eks-pod-identity-agent"
-    assert addon["cluster_name"] == "${aws_eks_cluster.%s.name}" % next(iter(resources(tf, "aws_eks_cluster")))
+    addons = {a["addon_name"]: a for a in resources(tf, "aws_eks_addon").values()}
+    assert sorted(addons) == ["eks-pod-identity-agent", "vpc-cni"]
+    cluster_ref = "${aws_eks_cluster.%s.name}" % next(iter(resources(tf, "aws_eks_cluster")))
+    assert all(a["cluster_name"] == cluster_ref for a in addons.values())
     assert resources(tf, "aws_eks_access_entry") == {}
 
     assert set(tf["output"]) == {"eks_cluster_name", "eks_cluster_arn"}
     assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
     assert built["cluster"].key.alias == "mlfleet-prod-us-east-1-eks"
+
+
+def test_the_vpc_cni_add_on_enforces_network_policy(synth):
+    tf = synth(lambda stack: EksCluster(stack, "cluster", props(vpc_cni_version="v1.20.0-eksbuild.1")))
+    cni = next(a for a in resources(tf, "aws_eks_addon").values() if a["addon_name"] == "vpc-cni")
+    # Without it, NetworkPolicy objects are accepted and silently not enforced.
+    assert json.loads(cni["configuration_values"]) == {"enableNetworkPolicy": "true"}
+    assert cni["addon_version"] == "v1.20.0-eksbuild.1"
+    assert cni["resolve_conflicts_on_update"] == "OVERWRITE"
+    default = synth(lambda stack: EksCluster(stack, "cluster", props()))
+    assert "addon_version" not in next(a for a in resources(default, "aws_eks_addon").values()
+                                       if a["addon_name"] == "vpc-cni")
 
 
 def test_roles_carry_the_required_managed_policies_and_a_key_scoped_inline_policy(synth):
