@@ -5,11 +5,14 @@ subcommand costs nothing."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 
 ADMIN_TOKEN_ENV = "MLFLEET_ADMIN_TOKEN"
+
+log = logging.getLogger("mlfleet.runtime")
 
 
 def _port(text: str) -> int:
@@ -46,6 +49,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-token-file", metavar="PATH",
                         help=f"bearer token for the pinning endpoint (or ${ADMIN_TOKEN_ENV}); without one, "
                              "pinning is disabled")
+    parser.add_argument("--admin-token-optional", action="store_true",
+                        help="a missing --admin-token-file (an optional Secret not created) disables pinning "
+                             "instead of failing the start; an empty or unreadable file still fails")
+    parser.add_argument("--management-port", type=_port, default=None, metavar="PORT",
+                        help="serve pinning and model load/unload only on this port (and answer them 404 / "
+                             "UNIMPLEMENTED on the public ports); default: on the HTTP port")
+    parser.add_argument("--management-host", default=None, metavar="HOST",
+                        help="address of the management listener (default 127.0.0.1: the pod's loopback)")
     parser.add_argument("--max-body-bytes", type=_positive(int), default=64 << 20,
                         help="largest request body accepted (default 64 MiB)")
     parser.add_argument("--grace-period", type=_positive(float), default=30.0, metavar="SECONDS",
@@ -76,16 +87,36 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _admin_token(args) -> str | None:
+    if args.admin_token_optional and not args.admin_token_file:
+        raise ValueError("--admin-token-optional needs --admin-token-file")
     if args.admin_token_file:
         try:
             with open(args.admin_token_file, encoding="utf-8") as handle:
                 token = handle.read().strip()
         except OSError as exc:
+            # only "does not exist" is optional: a file that is there but unreadable is a mistake
+            if args.admin_token_optional and exc.errno == errno.ENOENT:
+                log.warning("pinning and model load/unload are disabled: --admin-token-file %s does not exist",
+                            args.admin_token_file)
+                return None
             raise ValueError(f"--admin-token-file {args.admin_token_file}: {exc.strerror}") from None
         if not token:
             raise ValueError(f"--admin-token-file {args.admin_token_file}: the file is empty")
         return token
     return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+
+
+def _management_error(args) -> str | None:
+    """Why the management flags cannot work, or None."""
+    if args.management_port is None:
+        return "--management-host needs --management-port" if args.management_host is not None else None
+    if args.management_port == 0:
+        return "--management-port must be 1..65535 (an operator has to know where to connect)"
+    if args.management_port == args.http_port:
+        return f"--management-port {args.management_port} is also the --http-port"
+    if args.grpc_port and args.management_port == args.grpc_port:
+        return f"--management-port {args.management_port} is also the --grpc-port"
+    return None
 
 
 def run_serve(args) -> int:
@@ -97,6 +128,10 @@ def run_serve(args) -> int:
         return 2
     if not 0 <= args.max_error_rate <= 1:
         print("mlfleet serve: error: --max-error-rate must be between 0 and 1", file=sys.stderr)
+        return 2
+    management_error = _management_error(args)
+    if management_error:
+        print(f"mlfleet serve: error: {management_error}", file=sys.stderr)
         return 2
     import uvloop
 
@@ -110,7 +145,8 @@ def run_serve(args) -> int:
         canary_interval_s=args.canary_interval, torch_threads=args.torch_threads,
         bounds=HealthBounds(canary_max_age_s=args.canary_max_age or 3 * args.canary_interval,
                             max_error_rate=args.max_error_rate),
-        max_queue_depth=args.max_queue_depth)
+        max_queue_depth=args.max_queue_depth, management_port=args.management_port,
+        management_host=args.management_host or "127.0.0.1")
     try:
         uvloop.run(serve(options))
     except StartupError as exc:

@@ -90,9 +90,19 @@ def _tensor_metadata(tensors: list[TensorMetadata]) -> list[pb.ModelMetadataResp
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane, *, admin_token: str | None = None):
+    def __init__(self, plane: DataPlane, *, admin_token: str | None = None, repository_control: bool = True):
         self.plane = plane
         self.admin_token = admin_token  # None: model repository control is disabled
+        # False with a management port: the gRPC port sits behind the public load balancer, and
+        # load/unload are served on the management listener only
+        self.repository_control = repository_control
+
+    async def _refuse_off_management(self, name: str, context) -> None:
+        """UNIMPLEMENTED, as for any RPC this port does not serve, and before the token is looked
+        at: the public port is no oracle for the token, and PERMISSION_DENIED would read as
+        "configure a token" (its meaning when management is disabled) rather than "not here"."""
+        if not self.repository_control:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by this server")
 
     def _authorize(self, context) -> None:
         """The bearer token of pinning, sent as `authorization` metadata."""
@@ -101,6 +111,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers
     async def RepositoryModelLoad(self, request, context):
+        await self._refuse_off_management("RepositoryModelLoad", context)
         self._authorize(context)
         check_load_parameters(dict(request.parameters))
         await self.plane.load_model(request.model_name)
@@ -108,6 +119,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers
     async def RepositoryModelUnload(self, request, context):
+        await self._refuse_off_management("RepositoryModelUnload", context)
         self._authorize(context)
         await self.plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
@@ -175,11 +187,11 @@ for _name in dir(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 
 def build_grpc_server(plane: DataPlane, address: str, *, max_message_bytes: int = 64 << 20,
-                      admin_token: str | None = None) -> grpc.aio.Server:
+                      admin_token: str | None = None, repository_control: bool = True) -> grpc.aio.Server:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", max_message_bytes)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane, admin_token=admin_token),
-                                                                server)
+    service = InferenceService(plane, admin_token=admin_token, repository_control=repository_control)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     return server

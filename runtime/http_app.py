@@ -3,7 +3,11 @@
 `ROUTES` is the whole surface: the KServe v2 / Triton HTTP protocol under /v2, failover health,
 model pinning and Prometheus /metrics. A path that matches a route with another method is a 405,
 a path that matches none a 404. Every error is JSON {"error": "..."}, its status chosen from what
-the error means (`HTTP_STATUS`)."""
+the error means (`HTTP_STATUS`).
+
+One `RestApp` serves one `Listener`: `COMBINED` (every route, one port: the local sandbox), or,
+with a management port, `PUBLIC` (no management route) and `MANAGEMENT` (management, pin status
+and health only) on two listeners built from the same table and handlers."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +15,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Awaitable, Callable
 
 from .auth import check_bearer
@@ -65,21 +70,41 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
+class Surface(Enum):
+    """Which listeners serve a route when management has its own port."""
+    PUBLIC = "public"          # the data plane: public listener only
+    MANAGEMENT = "management"  # changes what serves (authenticated): management listener only
+    BOTH = "both"              # health and pin status: read-only, harmless on either
+
+
+class Listener(Enum):
+    """What one RestApp serves."""
+    COMBINED = "combined"      # every route on one port (no --management-port)
+    PUBLIC = "public"          # behind the load balancer: management routes are absent (404)
+    MANAGEMENT = "management"  # the pod's loopback: management, pin status and health
+
+    def serves(self, surface: Surface) -> bool:
+        if self is Listener.COMBINED or surface is Surface.BOTH:
+            return True
+        return surface.value == self.value
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str      # segments in braces are parameters: one non-empty path segment each
     handler: str   # the RestApp method that answers, called with the parameters as keywords
+    surface: Surface = Surface.PUBLIC
 
 
 # Inference first: it is the hot path, and the table is tried in order.
 ROUTES = (
     Route("POST", "/v2/models/{model}/infer", "infer"),
     Route("POST", "/v2/models/{model}/versions/{version}/infer", "infer"),
-    Route("GET", "/v2/health/live", "live"),
-    Route("GET", "/v2/health/ready", "ready"),
-    Route("GET", "/v2/health/failover", "failover"),
-    Route("GET", "/v2/health/{endpoint}", "unknown_health"),
+    Route("GET", "/v2/health/live", "live", Surface.BOTH),
+    Route("GET", "/v2/health/ready", "ready", Surface.BOTH),
+    Route("GET", "/v2/health/failover", "failover", Surface.BOTH),
+    Route("GET", "/v2/health/{endpoint}", "unknown_health", Surface.BOTH),
     Route("GET", "/v2", "server_metadata"),
     Route("GET", "/metrics", "metrics"),
     Route("POST", "/v2/repository/index", "repository_index"),
@@ -92,10 +117,10 @@ ROUTES = (
     Route("GET", "/v2/models/{model}/versions/{version}/ready", "model_ready"),
     Route("GET", "/v2/models/{model}/config", "model_config"),
     Route("GET", "/v2/models/{model}/versions/{version}/config", "model_config"),
-    Route("GET", "/v2/mlfleet/models/{model}/pin", "pin_status"),
-    Route("POST", "/v2/mlfleet/models/{model}/pin", "pin"),
-    Route("POST", "/v2/repository/models/{model}/load", "load_model"),
-    Route("POST", "/v2/repository/models/{model}/unload", "unload_model"),
+    Route("GET", "/v2/mlfleet/models/{model}/pin", "pin_status", Surface.BOTH),
+    Route("POST", "/v2/mlfleet/models/{model}/pin", "pin", Surface.MANAGEMENT),
+    Route("POST", "/v2/repository/models/{model}/load", "load_model", Surface.MANAGEMENT),
+    Route("POST", "/v2/repository/models/{model}/unload", "unload_model", Surface.MANAGEMENT),
 )
 
 
@@ -104,20 +129,30 @@ def _compile(path: str) -> re.Pattern[str]:
 
 
 class RestApp:
-    def __init__(self, plane: DataPlane, *, admin_token: str | None = None, max_body_bytes: int = 64 << 20):
+    def __init__(self, plane: DataPlane, *, admin_token: str | None = None, max_body_bytes: int = 64 << 20,
+                 listener: Listener = Listener.COMBINED):
         self.plane = plane
         self.admin_token = admin_token  # None: the management endpoint is disabled
         self.max_body_bytes = max_body_bytes
+        self.listener = listener
         self._in_flight: set[asyncio.Task | None] = set()  # requests being answered (see shed_in_flight)
         self._shedding = False
-        # (pattern, {method: handler}) in table order; routes of one path share an entry
-        self._table: list[tuple[re.Pattern[str], dict[str, Callable[..., Awaitable[Response]]]]] = []
-        by_path: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {}
+        # (pattern, {method: handler}, absent methods) in table order; routes of one path share an
+        # entry. A route this listener does not serve is left out and its method recorded as absent,
+        # so it answers 404 as if it never existed (not 405, which would tell that it exists).
+        self._table: list[tuple[re.Pattern[str], dict[str, Callable[..., Awaitable[Response]]], set[str]]] = []
+        by_path: dict[str, tuple[dict[str, Callable[..., Awaitable[Response]]], set[str]]] = {}
         for route in ROUTES:
             if route.path not in by_path:
-                by_path[route.path] = {}
-                self._table.append((_compile(route.path), by_path[route.path]))
-            by_path[route.path][route.method] = getattr(self, route.handler)
+                by_path[route.path] = ({}, set())
+            handlers, absent = by_path[route.path]
+            if listener.serves(route.surface):
+                handlers[route.method] = getattr(self, route.handler)
+            else:
+                absent.add(route.method)
+        for path, (handlers, absent) in by_path.items():
+            if handlers:
+                self._table.append((_compile(path), handlers, absent))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,12 +193,14 @@ class RestApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         path, method = scope["path"].rstrip("/") or "/", scope["method"]
-        for pattern, handlers in self._table:
+        for pattern, handlers, absent in self._table:
             match = pattern.match(path)
             if match is None:
                 continue
             handler = handlers.get(method)
             if handler is None:
+                if method in absent:
+                    break
                 raise MethodNotAllowed(f"method {method} not allowed here; use {' or '.join(handlers)}")
             return await handler(scope, receive, **match.groupdict())
         raise NotFound(f"no route for {scope['path']}")

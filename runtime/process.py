@@ -24,20 +24,25 @@ class RuntimeProcess:
     def __init__(self, model_repository: str | Path, *, region: str = "local", admin_token: str | None = None,
                  extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  startup_timeout_s: float = 60.0, stop_timeout_s: float = 30.0,
-                 command_prefix: Sequence[str] = (), log_path: str | Path | None = None):
+                 command_prefix: Sequence[str] = (), log_path: str | Path | None = None,
+                 management_port: bool = False):
         self.model_repository = str(model_repository)
         self.region = region
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.http_url = f"http://127.0.0.1:{self.http_port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        # management_port: pinning and load/unload on a loopback listener of their own (.management_url)
+        self.management_port = free_port() if management_port else None
+        self.management_url = f"http://127.0.0.1:{self.management_port}" if management_port else None
+        management = ["--management-port", str(self.management_port)] if management_port else []
         self._env = {**os.environ, **(env or {})}
         if admin_token is not None:
             self._env["MLFLEET_ADMIN_TOKEN"] = admin_token
         self._args = [*command_prefix, sys.executable, "-m", "mlfleet.runtime",
                       "--model-repository", self.model_repository, "--region", region,
                       "--host", "127.0.0.1", "--http-port", str(self.http_port),
-                      "--grpc-port", str(self.grpc_port), *extra_args]
+                      "--grpc-port", str(self.grpc_port), *management, *extra_args]
         self._startup_timeout_s = startup_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._log_path = log_path

@@ -1,6 +1,7 @@
 """Runs the runtime: loads the champions, serves REST (uvicorn, httptools, uvloop) and gRPC on
 one event loop, and drains on SIGTERM: readiness turns false at once, queued and in-flight
-requests finish, and the process exits within the grace period."""
+requests finish, and the process exits within the grace period. With a management port, a second
+REST listener (same loop, same route table) serves the management calls and drains with the rest."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,7 @@ import uvicorn
 from .data_plane import DataPlane
 from .grpc_service import build_grpc_server
 from .health import HealthBounds
-from .http_app import RestApp
+from .http_app import Listener, RestApp
 from .manager import LoadRefused, ModelManager
 from .metrics import Metrics
 from .sources import SourceError, open_source
@@ -43,6 +44,10 @@ class ServeOptions:
     torch_threads: int | None = None
     bounds: HealthBounds = field(default_factory=HealthBounds)
     max_queue_depth: int = 256  # admission bound per model (queued or executing requests)
+    # None: management routes on the HTTP port (the local sandbox); a port: only there, on
+    # management_host (the pod's loopback), and absent from the public HTTP and gRPC ports
+    management_port: int | None = None
+    management_host: str = "127.0.0.1"
 
 
 class _UvicornServer(uvicorn.Server):
@@ -53,7 +58,7 @@ class _UvicornServer(uvicorn.Server):
         yield
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, what: str = "HTTP") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -61,7 +66,7 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise StartupError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -87,50 +92,72 @@ async def serve(options: ServeOptions) -> None:
     plane = DataPlane(manager, metrics, region=options.region, bounds=options.bounds,
                       max_queue_depth=options.max_queue_depth)
 
+    separate = options.management_port is not None
     http_socket = _listen(options.host, options.http_port)
+    management_socket = None
+    if options.management_port is not None:
+        try:
+            management_socket = _listen(options.management_host, options.management_port, "management")
+        except StartupError:
+            http_socket.close()
+            raise
     grpc_server = None
     if options.grpc_port:
         try:
             grpc_server = build_grpc_server(plane, f"{options.host}:{options.grpc_port}",
                                             max_message_bytes=options.max_body_bytes,
-                                            admin_token=options.admin_token)
+                                            admin_token=options.admin_token, repository_control=not separate)
         except (OSError, RuntimeError) as exc:
             raise StartupError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from None
         await grpc_server.start()
     # No X-Forwarded-* rewriting (nothing here reads the client address, and trusting it would be a
     # hole) and no Server header: each is per-request work on the hot path.
-    rest_app = RestApp(plane, admin_token=options.admin_token, max_body_bytes=options.max_body_bytes)
-    config = uvicorn.Config(rest_app, http="httptools", lifespan="off", access_log=False,
-                            proxy_headers=False, server_header=False,
-                            log_level="warning", timeout_graceful_shutdown=max(1, int(options.grace_period_s)),
-                            timeout_keep_alive=30)
-    http_server = _UvicornServer(config)
-    http_task = loop.create_task(http_server.serve(sockets=[http_socket]))
+    # Each listener is a uvicorn server over a RestApp of the same route table and handlers.
+    listeners = [(Listener.PUBLIC if separate else Listener.COMBINED, http_socket)]
+    if management_socket is not None:
+        listeners.append((Listener.MANAGEMENT, management_socket))
+    rest_apps, http_servers, http_tasks = [], [], []
+    for listener, sock in listeners:
+        rest_app = RestApp(plane, admin_token=options.admin_token, max_body_bytes=options.max_body_bytes,
+                           listener=listener)
+        config = uvicorn.Config(rest_app, http="httptools", lifespan="off", access_log=False,
+                                proxy_headers=False, server_header=False, log_level="warning",
+                                timeout_graceful_shutdown=max(1, int(options.grace_period_s)),
+                                timeout_keep_alive=30)
+        http_server = _UvicornServer(config)
+        rest_apps.append(rest_app)
+        http_servers.append(http_server)
+        http_tasks.append(loop.create_task(http_server.serve(sockets=[sock])))
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     host, port = http_socket.getsockname()[:2]
-    log.info("mlfleet runtime ready: http %s:%s, grpc %s, region %s", host, port,
-             options.grpc_port or "disabled", options.region)
+    if management_socket is None:
+        management = "on the http port"
+    else:
+        management = "%s:%s" % management_socket.getsockname()[:2]
+    log.info("mlfleet runtime ready: http %s:%s, grpc %s, management %s, region %s", host, port,
+             options.grpc_port or "disabled", management, options.region)
     stopped = loop.create_task(stop.wait())
-    await asyncio.wait({stopped, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({stopped, *http_tasks}, return_when=asyncio.FIRST_COMPLETED)
 
     deadline = time.monotonic() + options.grace_period_s
     plane.draining = True  # readiness and failover health turn false at once
     log.info("draining: readiness is false; finishing accepted requests")
     await asyncio.sleep(min(options.shutdown_delay_s, options.grace_period_s))
-    http_server.should_exit = True  # stop accepting; in-flight requests finish
+    for http_server in http_servers:
+        http_server.should_exit = True  # stop accepting; in-flight requests finish
     remaining = max(0.0, deadline - time.monotonic())
     # Shortly before the deadline, what is still in flight (a client stalled mid-body, say) is
     # answered 503, before uvicorn's own timeout would cancel it into a 500; the margin leaves
     # time to close the models and for the interpreter to exit within the grace period.
     margin = min(2.0, remaining / 3)
-    shed = loop.call_later(remaining - margin, rest_app.shed_in_flight)
+    shed = loop.call_later(remaining - margin, lambda: [app.shed_in_flight() for app in rest_apps])
     if grpc_server is not None:
         await grpc_server.stop(grace=remaining - margin)
     try:
-        await asyncio.wait_for(http_task, timeout=max(0.1, deadline - time.monotonic()))
+        await asyncio.wait_for(asyncio.gather(*http_tasks), timeout=max(0.1, deadline - time.monotonic()))
     except asyncio.TimeoutError:
         log.warning("grace period over with requests still in flight")
     shed.cancel()
