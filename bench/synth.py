@@ -70,15 +70,17 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": _peak_kib() /
 REPLAY = r"""
 import importlib
 from mlfleet.stacks.node_runtime import use_project_node; use_project_node()  # before cdktn loads jsii
-from cdktn import App, TerraformStack, S3Backend, GcsBackend
-PROVIDERS = {"aws": ("cdktn_provider_aws", "AwsProvider"), "google": ("cdktn_provider_google", "GoogleProvider")}
+from cdktn import App, TerraformStack, S3Backend, GcsBackend, Token
+PROVIDERS = {"aws": ("cdktn_provider_aws", "AwsProvider"), "google": ("cdktn_provider_google", "GoogleProvider"),
+             "kubernetes": ("cdktn_provider_kubernetes", "KubernetesProvider"),
+             "helm": ("cdktn_provider_helm", "HelmProvider")}
 classes = {}
 def resource_class(kind, rtype):
     if (kind, rtype) not in classes:
         prefix = rtype.split("_", 1)[0]
         package = PROVIDERS[prefix][0]
-        # The Google bindings keep the provider's prefix in data source modules (data_google_…).
-        name = rtype if kind == "data" and prefix == "google" else rtype.removeprefix(prefix + "_")
+        # The bindings keep the provider's prefix in data source modules (data_aws_…, data_google_…).
+        name = rtype if kind == "data" else rtype.removeprefix(prefix + "_")
         module = importlib.import_module(f"{package}." + ("data_" if kind == "data" else "") + name)
         classes[(kind, rtype)] = next(c for c in vars(module).values()
                                       if isinstance(c, type) and getattr(c, "TF_RESOURCE_TYPE", None) == rtype)
@@ -90,6 +92,9 @@ def _camel(value):
         return {k.split("_")[0] + "".join(w.title() for w in k.split("_")[1:]): _camel(v) for k, v in value.items()}
     return [_camel(v) for v in value] if isinstance(value, list) else value
 def _arg(value):
+    # A struct given as a dict is converted level by level by the bindings, down to its first list.
+    if isinstance(value, dict):
+        return {k: _arg(v) for k, v in value.items()}
     return [_camel(v) for v in value] if isinstance(value, list) else value
 def replay(stacks, outdir):
     app = App(outdir=str(outdir), stack_traces=False,
@@ -111,8 +116,13 @@ def replay(stacks, outdir):
             for rtype, items in tf.get(kind, {}).items():
                 for rid, body in items.items():
                     args = {k: _arg(v) for k, v in body.items()
-                            if k not in ("//", "lifecycle", "depends_on", "provider")}
-                    resource_class(kind, rtype)(stack, rid, **args)
+                            if k not in ("//", "lifecycle", "depends_on", "provider", "for_each")}
+                    # A list-valued expression arrives as one string; jsii takes it as a list token.
+                    args = {k: Token.as_list(v) if isinstance(v, str) and v.startswith("${[") else v
+                            for k, v in args.items()}
+                    made = resource_class(kind, rtype)(stack, rid, **args)
+                    if "for_each" in body:
+                        made.add_override("for_each", body["for_each"])
                     count += 1
     app.synth()
     return count

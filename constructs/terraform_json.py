@@ -112,8 +112,13 @@ def providers(tf: TerraformJson, ptype: str) -> list[Body]:
 
 
 def provider_region(tf: TerraformJson) -> str | None:
-    """The region of the stack's first AWS provider, else of its first Google provider."""
-    found = providers(tf, "aws") or providers(tf, "google") or [{}]
+    """The region a stack is about: its Google provider's when it makes Google resources (a GKE
+    serving stack also has an AWS provider, in us-east-1, for its Route 53 records), else its first
+    AWS provider's, else its first Google provider's."""
+    google = providers(tf, "google")
+    if google and any(rtype.startswith("google_") for rtype in resource_types(tf)):
+        return google[0].get("region")
+    found = providers(tf, "aws") or google or [{}]
     return found[0].get("region")
 
 

@@ -47,19 +47,25 @@ def build_app(environments: list[Environment], outdir: Path, context: dict | Non
     from mlfleet.constructs.policy import ConfigAcknowledgement, PolicyAspect
     from mlfleet.stacks.global_stack import GlobalStack
     from mlfleet.stacks.regional_stack import RegionalStack
+    from mlfleet.stacks.serving_stack import ServingStack
 
     app = App(outdir=str(outdir), context={"targetVersions": TARGET_VERSIONS, **(context or {})},
               stack_traces=False)
     aspects = []
     for env in environments:
         acks = [ConfigAcknowledgement(a.rule, a.reason, a.resource) for a in env.acknowledgements]
-        stacks: list[TerraformStack] = [RegionalStack(app, env, region) for region in env.regions
-                                        if isinstance(region, AwsRegion)]
+        stacks: list[TerraformStack] = []
+        for region in env.regions:
+            if isinstance(region, AwsRegion):
+                stacks += [RegionalStack(app, env, region), ServingStack(app, env, region)]
         if env.regions_on("gcp"):
             # Only now: the Google provider's bindings take seconds and ~800 MB to load.
             from mlfleet.stacks.gcp_global_stack import GcpGlobalStack
             from mlfleet.stacks.gcp_regional_stack import GcpRegionalStack
-            stacks += [GcpRegionalStack(app, env, region) for region in env.regions if isinstance(region, GcpRegion)]
+            from mlfleet.stacks.gcp_serving_stack import GcpServingStack
+            for region in env.regions:
+                if isinstance(region, GcpRegion):
+                    stacks += [GcpRegionalStack(app, env, region), GcpServingStack(app, env, region)]
             stacks.append(GcpGlobalStack(app, env))
         stacks.append(GlobalStack(app, env))
         aspect = PolicyAspect(acks)

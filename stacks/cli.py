@@ -37,20 +37,27 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from mlfleet.stacks.app import synthesize
-    from mlfleet.stacks.deploy import deploy_stack
+    from mlfleet.stacks.deploy import deploy_stack, require_cluster
     from mlfleet.stacks.environment import naming
 
     env = _environments(args)[0]
-    stacks = {r.name: naming.stack_name(env.name, r.name) for r in env.regions}
-    stacks["global"] = naming.global_stack_name(env.name)
+    # A region is two stacks: its failure domain, then what runs in its cluster.
+    parts = {"regional": [naming.stack_name], "serving": [naming.serving_stack_name],
+             "both": [naming.stack_name, naming.serving_stack_name]}[args.part]
+    stacks = {r.name: [name(env.name, r.name) for name in parts] for r in env.regions}
+    stacks["global"] = [naming.global_stack_name(env.name)]
     if env.regions_on("gcp"):
-        stacks["gcp-global"] = naming.gcp_global_stack_name(env.name)
+        stacks["gcp-global"] = [naming.gcp_global_stack_name(env.name)]
     if args.region not in stacks:
         raise MlfleetError(f"environment {env.name} has no region {args.region!r}; "
                            f"choose one of {', '.join(stacks)}")
-    stack = stacks[args.region]
+    if args.part != "both" and args.region in ("global", "gcp-global"):
+        raise MlfleetError(f"--part {args.part} applies to a region's stacks, not to {args.region}")
     result = synthesize([env], Path(args.outdir))
-    deploy_stack(result.outdir / "stacks" / stack, stack, plan_only=args.plan, auto_approve=args.auto_approve)
+    for stack in stacks[args.region]:
+        if stack.endswith("-serving"):
+            require_cluster(env, env.region(args.region), gcp_endpoint=args.gcp_endpoint)
+        deploy_stack(result.outdir / "stacks" / stack, stack, plan_only=args.plan, auto_approve=args.auto_approve)
     return 0
 
 
@@ -145,11 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--outdir", default="cdktf.out", help="output directory (default: cdktf.out)")
     synth.set_defaults(handler=_cmd_synth)
 
-    deploy = sub.add_parser("deploy", help="synthesize, then terraform init + apply one region's stack")
+    deploy = sub.add_parser("deploy", help="synthesize, then terraform init + apply a region's stacks")
     which = deploy.add_mutually_exclusive_group(required=True)
     which.add_argument("--env", help="a shipped environment")
     which.add_argument("--config", metavar="FILE", help="an environment file anywhere")
     deploy.add_argument("--region", required=True, help="a region of the environment, 'global' or 'gcp-global'")
+    deploy.add_argument("--part", choices=("both", "regional", "serving"), default="both",
+                        help="a region's stacks: <env>-<region>, then <env>-<region>-serving (default both, in order)")
+    deploy.add_argument("--gcp-endpoint", default=None, metavar="URL",
+                        help="the Google Cloud API endpoint (default Google's; the sandbox's when rehearsing)")
     deploy.add_argument("--plan", action="store_true", help="terraform plan only")
     deploy.add_argument("--auto-approve", action="store_true", help="apply without asking")
     deploy.add_argument("--outdir", default="cdktf.out")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from cdktn import TerraformStack
 from constructs import Construct
 
+from mlfleet.constructs.gcp.artifact_registry import ArtifactRegistryRepository, ArtifactRegistryRepositoryProps
 from mlfleet.constructs.gcp.cloud_sql_registry import (
     CloudSqlInstanceSettings,
     CloudSqlRegistry,
@@ -50,7 +51,9 @@ class GcpRegionalStack(TerraformStack):
             subnet_cidr=network.cidr, pods_cidr=network.pods_cidr, services_cidr=network.services_cidr,
             pods_range_name=existing.pods_range_name if existing else None,
             services_range_name=existing.services_range_name if existing else None,
-            existing_subnet=existing is not None))
+            existing_subnet=existing is not None,
+            # An existing subnet comes with its region's proxy-only subnet (the environment names its range).
+            proxy_subnet_cidr=None if existing else network.proxy_cidr))
 
         self.cluster = GkeCluster(self, "cluster", GkeClusterProps(
             project_id=project, project_number=number, region=region.name,
@@ -63,6 +66,13 @@ class GcpRegionalStack(TerraformStack):
 
         self.pools = [self.cluster.add_gpu_pool(f"pool-{pool.name}", _pool_options(env, region, pool))
                       for pool in env.gpu_pools]
+
+        # The runtime image: pushed to each region's repository (Artifact Registry does not replicate a
+        # regional repository), pulled by the region's nodes.
+        self.image_repository = ArtifactRegistryRepository(self, "image-repository", ArtifactRegistryRepositoryProps(
+            project_id=project, project_number=number, location=region.name,
+            repository_id=naming.artifact_registry_repository(env.name), kms_key_id=self.key.key_id,
+            reader_members=(f"serviceAccount:{self.cluster.node_service_account.email}",)))
 
         settings = CloudSqlInstanceSettings(database_version=gcp.registry.database_version, tier=gcp.registry.tier,
                                             disk_size_gb=gcp.registry.disk_size_gb)

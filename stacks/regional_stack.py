@@ -7,9 +7,16 @@ from cdktn import TerraformStack
 from constructs import Construct
 
 from mlfleet.constructs.aws.aurora_registry import AuroraRegistryDatabase, AuroraRegistryDatabaseProps
-from mlfleet.constructs.aws.eks_cluster import EksCluster, EksClusterProps
+from mlfleet.constructs.aws.eks_cluster import AccessEntry, EksCluster, EksClusterProps
 from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuPoolOptions, Reservation
 from mlfleet.constructs.aws.gcs_transfer_role import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
+from mlfleet.constructs.aws.image_repository import (
+    EcrImageRepository,
+    EcrImageRepositoryProps,
+    EcrReplicaTemplate,
+    EcrReplicaTemplateProps,
+)
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
 from mlfleet.constructs.aws.monitoring import (
     CloudWatchMonitoring,
     CloudWatchMonitoringProps,
@@ -30,6 +37,8 @@ from mlfleet.stacks.environment import Reservation as PoolReservation
 from mlfleet.stacks.environment.offerings import GpuOfferings
 from mlfleet.stacks.stack_base import configure_aws_stack, gcp_project
 
+EKS_ACCESS_POLICY_PREFIX = "arn:aws:eks::aws:cluster-access-policy/"
+
 
 class RegionalStack(TerraformStack):
     def __init__(self, scope: Construct, env: Environment, region: AwsRegion):
@@ -42,7 +51,7 @@ class RegionalStack(TerraformStack):
         cluster_name = naming.cluster_name(env.name, region.name)
         self.cluster = EksCluster(self, "cluster", EksClusterProps(
             name=cluster_name, account_id=account, region=region.name,
-            subnet_ids=tuple(self.network.private_subnet_ids)))
+            subnet_ids=tuple(self.network.private_subnet_ids), access_entries=_access_entries(env)))
 
         # GPU nodes are tainted: cluster add-ons (coredns, the autoscaler) run here instead.
         self.system_pool = self.cluster.add_system_pool("system-pool")
@@ -75,6 +84,8 @@ class RegionalStack(TerraformStack):
             if store.object_lock else None,
             multi_region_key_arn=region.multi_region_key_arn,
             replication_role_name=naming.role_name(env.name, region.name, "replication")))
+
+        self.image_repository = _image_repository(self, env, region)
 
         db = env.registry_database
         gcp = env.gcp
@@ -117,6 +128,36 @@ class RegionalStack(TerraformStack):
                                           rpo_seconds=env.targets.rpo) if not primary else None,
             # A pool allowed to scale to zero here has no floor to alarm on.
             gpu_pools=tuple(GpuCapacityWatch.of_pool(pool) for pool in self.pools if pool.scaling_minimum >= 1)))
+
+
+def _access_entries(env: Environment) -> tuple[AccessEntry, ...]:
+    """Deployers administer the cluster (Terraform applies the serving stack as one of them);
+    operators edit the runtime's namespace only: scale its Deployments, port-forward to a pod."""
+    identities = env.identities
+    return tuple(AccessEntry(principal_arn=arn, policy_arn=f"{EKS_ACCESS_POLICY_PREFIX}AmazonEKSClusterAdminPolicy",
+                             scope="cluster") for arn in identities.deployer_principals) + tuple(
+        AccessEntry(principal_arn=arn, policy_arn=f"{EKS_ACCESS_POLICY_PREFIX}AmazonEKSEditPolicy",
+                    scope="namespace", namespaces=(naming.serving_namespace(),))
+        for arn in identities.operator_principals if arn not in identities.deployer_principals)
+
+
+def _image_repository(stack: TerraformStack, env: Environment, region: AwsRegion) -> EcrImageRepository | None:
+    """The runtime image: pushed to the primary's repository, which ECR replicates to every AWS
+    standby; a standby's repository is made by replication, with the settings of its template."""
+    account = env.aws.account_id
+    image = env.serving.image
+    name = naming.image_repository(env.name, image.name)
+    key = KmsKey(stack, "image-key", KmsKeyProps(alias=naming.image_key_alias(env.name), account_id=account,
+                                                 description=f"mlfleet {env.name} runtime images"))
+    if region.role == "primary":
+        return EcrImageRepository(stack, "image-repository", EcrImageRepositoryProps(
+            name=name, account_id=account, kms_key_arn=key.key_arn,
+            replicate_to=tuple(r.name for r in env.standbys if r.cloud == "aws"),
+            manage_registry_replication=image.manage_registry_replication))
+    EcrReplicaTemplate(stack, "image-replica-template", EcrReplicaTemplateProps(
+        repository_name=name, account_id=account, region=region.name, kms_key_arn=key.key_arn,
+        role_name=naming.role_name(env.name, region.name, "ecr-replica")))
+    return None
 
 
 def _network_props(region: AwsRegion) -> VpcNetworkProps:

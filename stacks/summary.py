@@ -31,8 +31,21 @@ def stack_facts(tf: dict) -> dict:
                for i in resources(tf, "google_sql_database_instance").values()]
             + [f"{j.get('migration_job_id')} (cloud sql kept in step with Aurora by DMS)"
                for j in resources(tf, "google_database_migration_service_migration_job").values()]),
-        "dns_records": sorted({r.get("name") for r in resources(tf, "aws_route53_record").values()}),
+        # Names made per element of a set (certificate validation) are known only at apply.
+        "dns_records": sorted({r.get("name") for r in resources(tf, "aws_route53_record").values()
+                               if "${" not in str(r.get("name"))}),
+        "runtimes": [_runtime(d) for d in resources(tf, "kubernetes_deployment_v1").values()],
     }
+
+
+def _runtime(deployment: dict) -> dict:
+    spec = deployment.get("spec", {})
+    pod = spec.get("template", {}).get("spec", {})
+    container = (pod.get("container") or [{}])[0]
+    pool = next(iter((pod.get("node_selector") or {}).values()), "?")
+    return {"name": deployment.get("metadata", {}).get("name"), "image": container.get("image", "?"),
+            "replicas": int(spec.get("replicas", 0)), "pool": pool,
+            "gpus": int(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))}
 
 
 def _eks_gpu_pools(tf: dict) -> list[dict]:
@@ -117,6 +130,9 @@ def render_summary(result: SynthResult) -> str:
                 lines.append(f"    bucket {bucket}")
             for db in facts["databases"]:
                 lines.append(f"    database {db}")
+            for runtime in facts["runtimes"]:
+                lines.append(f"    runtime {runtime['name']}: {runtime['replicas']} pod(s) x {runtime['gpus']} GPU "
+                             f"on {runtime['pool']}, image {runtime['image']}")
             for record in facts["dns_records"]:
                 lines.append(f"    dns {record}")
     acknowledged = [f for f in result.findings if f.acknowledged]

@@ -62,5 +62,7 @@ def test_a_synth_loads_only_the_providers_its_clouds_need(tmp_path):
         return subprocess.run([sys.executable, "-c", PROVIDER_PROBE, env, str(tmp_path / env)], cwd=tmp_path,
                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
 
-    assert providers("prod") == "['cdktn_provider_aws']"
-    assert providers("hybrid") == "['cdktn_provider_aws', 'cdktn_provider_google']"
+    # The serving stacks add the kubernetes provider, and helm on EKS (GKE manages its device plugin).
+    assert providers("prod") == "['cdktn_provider_aws', 'cdktn_provider_helm', 'cdktn_provider_kubernetes']"
+    assert providers("hybrid") == ("['cdktn_provider_aws', 'cdktn_provider_google', 'cdktn_provider_helm', "
+                                   "'cdktn_provider_kubernetes']")

@@ -36,7 +36,9 @@ def _gcp_regional(synthesized):
 def test_stacks_per_cloud(synthesized):
     assert set(synthesized.stacks) == {
         "research-us-central1", "research-us-east4", "research-global", "research-gcp-global",
-        "hybrid-us-east-1", "hybrid-us-central1", "hybrid-global", "hybrid-gcp-global"}
+        "hybrid-us-east-1", "hybrid-us-central1", "hybrid-global", "hybrid-gcp-global",
+        "research-us-central1-serving", "research-us-east4-serving", "hybrid-us-east-1-serving",
+        "hybrid-us-central1-serving"}
     assert "google" in synthesized.stacks["hybrid-us-central1"]["provider"]
     assert "aws" not in synthesized.stacks["hybrid-us-central1"]["provider"]
     assert "aws" in synthesized.stacks["hybrid-us-east-1"]["provider"]
@@ -243,7 +245,9 @@ def test_an_existing_vpc_release_channel_and_control_plane_networks(tmp_path):
     assert not resources(stacks["research-gcp-global"], "google_service_networking_connection")
     for region in ("us-central1", "us-east4"):
         tf = stacks[f"research-{region}"]
-        (subnet,) = resources(tf, "google_compute_subnetwork").values()
+        subnets = [s for s in resources(tf, "google_compute_subnetwork").values()
+                   if s.get("purpose") != "REGIONAL_MANAGED_PROXY"]
+        (subnet,) = subnets
         assert subnet["network"] == "projects/mlfleet-research/global/networks/shared-ml"
         (cluster,) = resources(tf, "google_container_cluster").values()
         assert first_block(cluster["release_channel"])["channel"] == "STABLE"

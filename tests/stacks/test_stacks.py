@@ -17,11 +17,6 @@ from helpers.template import resources
 REGION = re.compile(r"\b(?:us|eu|ap|sa|ca|me|af|il)-[a-z]+-\d\b")
 
 
-@pytest.fixture(scope="session")
-def synthesized(tmp_path_factory):
-    """Every example environment, synthesized once for the session."""
-    envs = [load_environment(n) for n in environment_names()]
-    return synthesize(envs, tmp_path_factory.mktemp("synth") / "cdktf.out")
 
 
 def test_one_stack_per_region_plus_global(synthesized):
@@ -30,6 +25,8 @@ def test_one_stack_per_region_plus_global(synthesized):
                 "prod-us-east-1", "prod-us-west-2", "prod-us-east-2", "prod-global",
                 "hybrid-us-east-1", "hybrid-us-central1", "hybrid-global", "hybrid-gcp-global",
                 "research-us-central1", "research-us-east4", "research-global", "research-gcp-global"}
+    # Each region's serving plane is a stack of its own, applied after the region's.
+    expected |= {f"{name}-serving" for name in expected if not name.endswith("-global")}
     assert set(synthesized.stacks) == expected
     for name in expected:
         assert (synthesized.outdir / "stacks" / name / "cdk.tf.json").is_file()
@@ -38,9 +35,9 @@ def test_one_stack_per_region_plus_global(synthesized):
 def test_regional_stacks_keep_to_their_region(synthesized):
     for name, tf in synthesized.stacks.items():
         assert "terraform_remote_state" not in json.dumps(tf.get("data", {})), name
-        if name.endswith("-global") or "aws" not in tf["provider"]:
+        if name.endswith("-global") or "s3" not in tf["terraform"]["backend"]:
             continue  # global stacks, and Google Cloud regions (tests/stacks/test_gcp_stacks.py)
-        region = name.split("-", 1)[1]
+        region = name.split("-", 1)[1].removesuffix("-serving")
         backend = tf["terraform"]["backend"]["s3"]
         assert backend["region"] == region and backend["bucket"].endswith(region)
         assert backend["encrypt"] is True and backend["use_lockfile"] is True
@@ -51,7 +48,8 @@ def test_regional_stacks_keep_to_their_region(synthesized):
             for rid, body in items.items():
                 for other in set(REGION.findall(json.dumps(body))) - {region}:
                     assert rtype in {"aws_s3_bucket_replication_configuration", "aws_iam_role_policy",
-                                     "aws_cloudwatch_metric_alarm"}, (name, rtype, rid, other)
+                                     "aws_cloudwatch_metric_alarm", "aws_ecr_replication_configuration"}, \
+                        (name, rtype, rid, other)
 
 
 def test_global_state_survives_the_primary(synthesized):
@@ -98,7 +96,7 @@ def test_every_gpu_pool_tainted_and_standbys_warm(synthesized):
     for name, tf in synthesized.stacks.items():
         groups = resources(tf, "aws_eks_node_group").values()
         system = [g for g in groups if not g["node_group_name"].endswith("-gpu")]
-        if not name.endswith("-global") and "aws" in tf["provider"]:
+        if not name.endswith(("-global", "-serving")) and "aws" in tf["provider"]:
             assert len(system) == 1 and "taint" not in system[0], name  # add-ons run untainted
         for group in gpu_groups(tf):
             taints = group["taint"]
@@ -174,13 +172,16 @@ def test_cli_synth_prints_a_summary_per_stack(tmp_path, capsys):
 
     assert main(["synth", "--env", "prod", "--outdir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "Synthesized 4 stacks" in out
+    assert "Synthesized 7 stacks" in out
     assert "prod-us-east-1" in out and "prod-global" in out
     assert re.search(r"gpu pool inference-gpu: g6e\.2xlarge/g6e\.4xlarge on_demand, 1 GPU/node, "
                      r"nodes min 4 desired 4 max 16", out)
     assert re.search(r"gpu pool inference-gpu: .* min 2 desired 2 max 16", out)  # a warm standby
     assert "bucket mlfleet-prod-333333333333-us-west-2" in out
     assert "database mlfleet-prod-registry (global)" in out
+    assert re.search(r"runtime mlfleet-runtime-inference: 2 pod\(s\) x 1 GPU on inference-gpu, image "
+                     r"333333333333\.dkr\.ecr\.us-west-2\.amazonaws\.com/mlfleet-prod/runtime@sha256:[0-9a-f]{64}", out)
+    assert "dns us-west-2.models.example.com" in out and "${" not in out
 
 
 def test_efa_pool_gets_one_zone_a_placement_group_and_the_cluster_security_group(tmp_path):
