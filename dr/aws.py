@@ -180,6 +180,28 @@ def node_groups_at(target: Target, ctx: RunContext, region: str, desired: dict[s
     return True if not off else "; ".join(off)
 
 
+# -- the runtime image (ECR, replicated from the primary) -----------------------------------
+def image_present(target: Target, ctx: RunContext, region: str) -> tuple[bool, str]:
+    """Whether the environment's runtime image, by digest, is in the region's ECR repository:
+    a region whose pods cannot pull it cannot take the traffic."""
+    image = target.env.serving.image
+    repository = naming.image_repository(target.env.name, image.name)
+    ecr = target.client("ecr", region)
+    try:
+        ctx.call(f"describe image in {region}", ecr.describe_images, repositoryName=repository,
+                 imageIds=[{"imageDigest": image.digest}])
+    except Exception as exc:
+        cause = getattr(exc, "cause", exc)
+        code = getattr(cause, "response", {}).get("Error", {}).get("Code")
+        if code == "ImageNotFoundException":
+            return False, f"runtime image {image.digest} missing from {region}'s registry ({repository}): " \
+                          "ECR replication has not delivered it"
+        if code == "RepositoryNotFoundException":
+            return False, f"{region} has no repository {repository} for the runtime image {image.digest}"
+        raise
+    return True, f"runtime image {image.digest} present in {region}'s registry ({repository})"
+
+
 # -- routing (Route 53 failover records) -------------------------------------------------
 def _records(target: Target, ctx: RunContext) -> list[dict]:
     route53 = target.client("route53", "us-east-1")

@@ -242,6 +242,8 @@ def _sandbox_status(args) -> int:
     print(f"  AWS endpoint: {state.aws_endpoint}\n  GCP endpoint: {state.gcp_endpoint}")
     for region, url in state.serving.items():
         print(f"  serving {region}: {url}")
+    for region, url in state.kubernetes.items():
+        print(f"  kubernetes {region}: {url}")
     print(f"  faults: {live['faults'] or 'none'}\n  settings: {live['settings']}")
     return EXIT_OK
 

@@ -2,15 +2,16 @@
 
 Failover to region T from the current writer S, in order:
   declare → replication gate (RPO budget) → champion in T's replica → [planned: drain artifact
-  replication] → scale T's GPU node groups → promote T's registry → pin the chosen versions in
-  T's runtime → flip routing → first inference through the routed name → SLO check.
+  replication] → scale T's GPU node groups → scale T's runtime Deployments → promote T's
+  registry → pin the chosen versions in T's runtime → flip routing → first inference through
+  the routed name → SLO check.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from mlfleet.dr import aws, serving
+from mlfleet.dr import aws, kube, serving
 from mlfleet.dr.engine import Check, Gate, Runbook, RunContext, Step, StepFailed
 from mlfleet.dr.target import Target
 
@@ -105,6 +106,17 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
     def scale_back(ctx):
         aws.scale_node_groups(target, ctx, to_region, standby_sizes)
 
+    # 5b. scale the target's runtime: a standby to on_failover pods, the primary (failback) to its own
+    serve_replicas = _replicas(env, to_region, serving=True)
+    rest_replicas = _replicas(env, to_region, serving=False)
+
+    def scale_runtime(ctx):
+        changed = kube.scale_runtime(target, ctx, to_region, serve_replicas)
+        return {"runtime_scaled": changed, "summary": ", ".join(changed) or f"already at {serve_replicas} replicas"}
+
+    def scale_runtime_back(ctx):
+        kube.scale_runtime(target, ctx, to_region, rest_replicas)
+
     # 6. promote the registry
     def promote(ctx):
         return {"summary": aws.request_promotion(target, ctx, to_region, planned=planned)}
@@ -174,6 +186,10 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
         changed = aws.scale_node_groups(target, ctx, source(ctx), standby_sizes)
         return {"summary": ", ".join(changed) or "already at standby size"}
 
+    def restore_runtime(ctx):
+        changed = kube.scale_runtime(target, ctx, source(ctx), _replicas(env, source(ctx), serving=False))
+        return {"summary": ", ".join(changed) or "already at its standby replicas"}
+
     none = lambda ctx: "none (read only)"  # noqa: E731
     steps = [
         Step("declare", "declare the failover and find the registry writer", declare, none, declare_check),
@@ -189,6 +205,10 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
         Step("scale-standby", f"scale {to_region}'s GPU node groups to failover size", scale,
              lambda ctx: f"node groups in {to_region} -> {failover_sizes}", verify=lambda ctx: aws.node_groups_at(
                  target, ctx, to_region, failover_sizes), verify_timeout_s=900, compensate=scale_back),
+        Step("scale-runtime", f"scale {to_region}'s runtime to {serve_replicas} pods per serving pool", scale_runtime,
+             lambda ctx: f"runtime Deployments in {to_region} -> {serve_replicas} replicas",
+             verify=lambda ctx: kube.runtime_at(target, ctx, to_region, serve_replicas), verify_timeout_s=600,
+             compensate=scale_runtime_back),
         Step("promote-registry", f"make {to_region}'s registry the writer", promote,
              lambda ctx: (f"{'switchover' if planned else 'failover (AllowDataLoss)'} "
                           f"of the global cluster to {to_region}"),
@@ -205,6 +225,13 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
         Step("slo-check", "check serving holds", slo, lambda ctx: "inferences (read only)", phase="slo_recovered"),
     ]
     if restore_previous:
+        # The runtime first: its pods leave before the node groups under them shrink.
+        steps.append(Step("restore-standby-runtime", "return the previous writer's runtime to its standby replicas",
+                          restore_runtime, lambda ctx: f"runtime Deployments in {source(ctx)} -> "
+                                                       f"{_replicas(env, source(ctx), serving=False)} replicas",
+                          verify=lambda ctx: kube.runtime_at(target, ctx, source(ctx),
+                                                             _replicas(env, source(ctx), serving=False)),
+                          verify_timeout_s=600))
         steps.append(Step("restore-standby-size", "return the previous writer's node groups to standby size",
                           restore, lambda ctx: f"node groups in {source(ctx)} -> {standby_sizes}"))
 
@@ -218,6 +245,15 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
 
     key = f"{name or 'failover'}:{env.name}:{to_region}:{mode}"
     return Runbook(name or "failover", steps, key=key, stop_conditions=[("target-health-check", target_alarm)])
+
+
+def _replicas(env, region: str, *, serving: bool) -> int:
+    """Runtime pods per serving pool in `region`: what its role says, or, for a standby that
+    takes the traffic, `on_failover`. The primary serves with (and returns to) `primary`."""
+    replicas = env.serving.replicas
+    if region == env.primary.name:
+        return replicas.primary
+    return replicas.on_failover if serving else replicas.standby
 
 
 def failback(target: Target) -> Runbook:
@@ -238,7 +274,24 @@ def readiness(target: Target, ctx: RunContext) -> list[tuple[str, str, bool, str
     for region in env.regions:
         if region.name != writer:
             results += _standby_checks(target, ctx, region.name)
+        if region.cloud == "aws":
+            results.append(_guarded(region.name, "serving replicas ready",
+                                    lambda name=region.name: _replicas_ready(target, ctx, name)))
     return results
+
+
+def _guarded(region: str, check: str, measure) -> tuple[str, str, bool, str]:
+    try:
+        ok, detail = measure()
+    except Exception as exc:  # noqa: BLE001 - each check reports its own failure
+        ok, detail = False, str(exc).splitlines()[0]
+    return region, check, ok, detail
+
+
+def _replicas_ready(target: Target, ctx: RunContext, region: str) -> tuple[bool, str]:
+    found = kube.runtime_replicas(target, ctx, region)
+    ok = all(r.desired >= 1 and r.ready >= r.desired for r in found.values())
+    return ok, ", ".join(f"{pool} {r.ready}/{r.desired}" for pool, r in found.items())
 
 
 def _standby_checks(target: Target, ctx: RunContext, name: str) -> list[tuple[str, str, bool, str]]:
@@ -264,12 +317,11 @@ def _standby_checks(target: Target, ctx: RunContext, name: str) -> list[tuple[st
     def health():
         return serving.failover_health(target.serving_urls[name], env.serving.failover_health_path)
 
-    results = []
-    for check, measure in (("replica lag", lag), ("champion in replica", champion), ("standby capacity", capacity),
-                           ("runtime failover health", health)):
-        try:
-            ok, detail = measure()
-        except Exception as exc:  # noqa: BLE001 - each check reports its own failure
-            ok, detail = False, str(exc).splitlines()[0]
-        results.append((name, check, ok, detail))
-    return results
+    def image():
+        return aws.image_present(target, ctx, name)
+
+    checks = [("replica lag", lag), ("champion in replica", champion), ("standby capacity", capacity),
+              ("runtime failover health", health)]
+    if env.region(name).cloud == "aws":
+        checks.append(("runtime image", image))
+    return [_guarded(name, check, measure) for check, measure in checks]

@@ -33,6 +33,10 @@ class Target:
     control: ControlClient | None = None
     """The sandbox's ControlClient (fault injection for drills); None against a cloud."""
     gcp_endpoint: str | None = None
+    kube_hosts: dict[str, str] = field(default_factory=dict)
+    """Region -> the sandbox's Kubernetes API (`Configuration.host`); against AWS, each region's
+    EKS cluster is found by name (see kube.py)."""
+    kube_token: str | None = None
     poll_interval_s: float = 5.0
     retry: RetryPolicy = RetryPolicy()
     connect_timeout_s: float = 10.0
@@ -48,6 +52,7 @@ class Target:
         return cls(env=env, kind=SANDBOX, state_dir=Path(state_dir), hosted_zone_id=state.hosted_zone_id,
                    serving_urls=dict(state.serving), admin_token=state.admin_token, aws_endpoint=state.aws_endpoint,
                    control=ControlClient(state.control_url, state.control_token), gcp_endpoint=state.gcp_endpoint,
+                   kube_hosts=dict(state.kubernetes), kube_token=state.kubernetes_token,
                    poll_interval_s=0.05, retry=RetryPolicy(attempts=4, base_s=0.05, cap_s=0.5),
                    connect_timeout_s=1.0, read_timeout_s=2.0)
 
@@ -83,12 +88,23 @@ class Target:
                 self._clients[key] = boto3.client(service, region_name=region, config=config)
         return self._clients[key]
 
+    def cached(self, key: tuple, build):
+        """A client other than boto3's (the Kubernetes API), built once per target like them."""
+        if key not in self._clients:
+            self._clients[key] = build()
+        return self._clients[key]
+
     def warm(self) -> None:
         """Build every client a failover needs now, not on the clock after a fault."""
         for region in self.env.regions:
-            for service in ("s3", "rds", "eks", "cloudwatch", "dynamodb"):
+            for service in ("s3", "rds", "eks", "cloudwatch", "dynamodb", "ecr"):
                 self.client(service, region.name)
         self.client("route53", "us-east-1")
+        if self.kind == SANDBOX:  # against EKS, building one reads the cluster: left to the step
+            from mlfleet.dr import kube
+
+            for region in self.env.regions:
+                kube.apps_api(self, region.name)
 
     def lock(self, region: str) -> RunLock:
         if self.kind == SANDBOX:

@@ -1,9 +1,11 @@
 """The local sandbox: a multi-region world on loopback that the real clients talk to.
 
 `Sandbox(env).up()` starts a moto server (with mlfleet's extensions), the AWS fault proxy in
-front of it, a fake GCP endpoint, one runtime process per region behind its own serving
-proxy, and the control API; creates the environment's resources through boto3; publishes an
-approved champion model to the primary artifact bucket and waits until it has replicated.
+front of it, a fake GCP endpoint, a fake Kubernetes API (every region's runtime Deployments),
+one runtime process per region behind its own serving proxy, and the control API; creates the
+environment's resources through boto3 and seeds the runtime image into every region's ECR
+repository by its digest; publishes an approved champion model to the primary artifact bucket
+and waits until it has replicated.
 The endpoints are written to `<state_dir>/sandbox/<env>/state.json` (mode 0600: it holds the
 tokens) so that other commands find them.
 """
@@ -40,6 +42,9 @@ class SandboxState:
     health_checks: dict[str, str]
     serving: dict[str, str]
     """Region -> the serving proxy's URL (what clients and health checks reach)."""
+    kubernetes: dict[str, str] = field(default_factory=dict)
+    """Region -> the fake Kubernetes API server (`Configuration.host`)."""
+    kubernetes_token: str = ""
     pid: int = field(default_factory=os.getpid)
 
     @staticmethod
@@ -95,6 +100,7 @@ class Sandbox:
 
         from mlfleet.dr.sandbox.control import ControlServer
         from mlfleet.dr.sandbox.fake_gcp import FakeGcp
+        from mlfleet.dr.sandbox.fake_kubernetes import FakeKubernetes
         from mlfleet.dr.sandbox.faults import FaultBook, ForwardingProxy, Ledger
         from mlfleet.dr.sandbox.moto_extensions import Extensions
 
@@ -118,7 +124,10 @@ class Sandbox:
             self._stack += [p.stop for p in self.serving_proxies.values()]
             self.gcp = FakeGcp(self.faults, self.ledger).start()
             self._stack.append(self.gcp.stop)
-            self.control = ControlServer(secrets.token_urlsafe(24), self.faults, self.settings, self.ledger)
+            self.kube = FakeKubernetes(secrets.token_urlsafe(24), self.faults, self.ledger, self.settings).start()
+            self._stack.append(self.kube.stop)
+            self.control = ControlServer(secrets.token_urlsafe(24), self.faults, self.settings, self.ledger,
+                                         kubernetes=self.kube, remove_image=self.remove_image)
             self._deploy()
             self._start_runtimes()
             self.control.start()
@@ -127,7 +136,9 @@ class Sandbox:
                 env=self.env.name, aws_endpoint=self.aws_proxy.url, control_url=self.control.url,
                 control_token=self.control.token, admin_token=self.admin_token, gcp_endpoint=self.gcp.url,
                 hosted_zone_id=self.outputs["hosted_zone_id"], health_checks=self.outputs["health_checks"],
-                serving={name: proxy.url for name, proxy in self.serving_proxies.items()})
+                serving={name: proxy.url for name, proxy in self.serving_proxies.items()},
+                kubernetes={r.name: self.kube.host(r.name) for r in self.env.regions},
+                kubernetes_token=self.kube.token)
             self.state_path = state.save(self.state_dir)
             self._stack.append(lambda: self.state_path.unlink(missing_ok=True))
         except BaseException:
@@ -195,6 +206,7 @@ class Sandbox:
 
         ports = {name: proxy.port for name, proxy in self.serving_proxies.items()}
         self.outputs = deploy(self.env, lambda service, region: self.client(service, region, direct=True), ports)
+        self._seed_serving_plane()
         repository = self._workdir / "models"
         if not (repository / "manifest.json").exists():
             manifest = write_example_repository(repository, models=(EXAMPLE_MODEL,))
@@ -207,6 +219,30 @@ class Sandbox:
             s3.put_object(Bucket=self.bucket(self.env.primary.name), Key=key, Body=path.read_bytes())
             keys.append(key)
         self.wait_replicated(keys)
+
+    def _seed_serving_plane(self) -> None:
+        """The runtime image in every region's repository (the state after ECR replication) and
+        each region's runtime Deployments at their role's replicas, every pod ready."""
+        from mlfleet.dr.sandbox.moto_extensions import seed_image
+
+        image = self.env.serving.image
+        repository = naming.image_repository(self.env.name, image.name)
+        replicas = self.env.serving.replicas
+        self.kube.clear()
+        for region in self.env.regions:
+            seed_image(region.name, repository, image.digest)
+            registry = f"{self.env.aws.account_id}.dkr.ecr.{region.name}.amazonaws.com"
+            for pool in self.env.serving_pools:
+                self.kube.seed(region.name, naming.serving_namespace(), naming.runtime_deployment(pool.name),
+                               replicas=replicas.primary if region is self.env.primary else replicas.standby,
+                               image=f"{registry}/{repository}@{image.digest}")
+
+    def remove_image(self, region: str) -> bool:
+        """Take the runtime image out of one region's repository (replication that never came)."""
+        from mlfleet.dr.sandbox.moto_extensions import remove_image
+
+        image = self.env.serving.image
+        return remove_image(region, naming.image_repository(self.env.name, image.name), image.digest)
 
     def wait_replicated(self, keys: list[str], timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s

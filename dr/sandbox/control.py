@@ -4,8 +4,11 @@ drill in another process injects a region fault, tunes the simulation and reads 
     GET  /state                       faults, settings
     POST /faults   {"region", "service": "*", "mode": "503"|"timeout"|"drop", "hang_s"}
     DELETE /faults?region=R           clear one region's faults (all without region)
-    POST /settings {"replication_lag_s", "db_lag_s", "promotion_s", "probe_interval_s", "held_prefixes"}
+    POST /settings {"replication_lag_s", "db_lag_s", "promotion_s", "probe_interval_s", "pod_ready_s",
+                    "held_prefixes"}
     GET  /ledger?since=N              requests seen by the proxies
+    DELETE /images?region=R           remove the runtime image from R's ECR repository
+    POST /kubernetes/ready {"region", "ready": n|null}   at most n runtime pods ready in the region
 """
 from __future__ import annotations
 
@@ -16,15 +19,18 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from mlfleet.dr.errors import DrUsageError
+from mlfleet.dr.sandbox.fake_kubernetes import FakeKubernetes
 from mlfleet.dr.sandbox.faults import Fault, FaultBook, Ledger
 from mlfleet.dr.sandbox.moto_extensions import Settings
 
 
 class ControlServer:
-    def __init__(self, token: str, faults: FaultBook, settings: Settings, ledger: Ledger):
+    def __init__(self, token: str, faults: FaultBook, settings: Settings, ledger: Ledger, *,
+                 kubernetes: FakeKubernetes | None = None, remove_image: Callable[[str], bool] | None = None):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +66,7 @@ class ControlServer:
 
         self.token = token
         self.faults, self.settings, self.ledger = faults, settings, ledger
+        self.kubernetes, self.remove_image = kubernetes, remove_image
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -81,6 +88,12 @@ class ControlServer:
             return 200, asdict(self.settings)
         if (method, path) == ("GET", "/ledger"):
             return 200, self.ledger.since(int(query.get("since", 0)))
+        if (method, path) == ("DELETE", "/images") and self.remove_image is not None:
+            return 200, {"region": query["region"], "removed": self.remove_image(query["region"])}
+        if (method, path) == ("POST", "/kubernetes/ready") and self.kubernetes is not None:
+            ready = body.get("ready")
+            self.kubernetes.hold_ready(body["region"], None if ready is None else int(ready))
+            return 200, {"region": body["region"], "ready": ready}
         return 404, {"error": f"no route {method} {path}"}
 
     def start(self) -> "ControlServer":
@@ -126,3 +139,11 @@ class ControlClient:
 
     def ledger(self, since: int = 0) -> list[dict]:
         return self._call("GET", f"/ledger?since={since}")
+
+    def remove_image(self, region: str) -> bool:
+        """Remove the runtime image from one region's ECR repository; True if it was there."""
+        return self._call("DELETE", f"/images?region={region}")["removed"]
+
+    def hold_ready(self, region: str, ready: int | None) -> None:
+        """At most `ready` runtime pods of each Deployment in `region` turn ready (None: no limit)."""
+        self._call("POST", "/kubernetes/ready", {"region": region, "ready": ready})

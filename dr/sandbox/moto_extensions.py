@@ -15,6 +15,9 @@ Installed in the sandbox process only, by patching moto's response and backend c
 - Route 53 health checks: a prober requests each check's `IPAddress:Port/ResourcePath` every
   `probe_interval_s`; a check turns unhealthy after `FailureThreshold` consecutive failures
   (and healthy again after as many successes). `GetHealthCheckStatus` reports what it saw.
+- ECR images by digest (`seed_image`): moto computes a digest from a pushed manifest and does
+  not replicate, so the runtime image is written into each region's repository with the
+  environment's digest, as ECR replication would have left it.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ class Settings:
     db_lag_s: float = 0.5
     promotion_s: float = 0.3
     probe_interval_s: float = 0.25
+    pod_ready_s: float = 0.2
+    """How long a new runtime pod of the fake Kubernetes API takes to turn ready (start, load its model)."""
     held_prefixes: list[str] = field(default_factory=list)
 
     def update(self, values: dict) -> None:
@@ -267,3 +272,31 @@ def _install_route53(ext: Extensions) -> None:
             {"Region": "us-east-1", "IPAddress": ip, "StatusReport": {"Status": status, "CheckedTime": checked}}]})
 
     Route53.get_health_check_status = get_health_check_status  # type: ignore[method-assign]  # patched in place
+
+
+def seed_image(region: str, repository: str, digest: str, account_id: str = DEFAULT_ACCOUNT) -> None:
+    """The image `digest` in `repository` of `region`, written into moto's ECR backend with that
+    digest (moto would compute its own from the manifest). The manifest is a stand-in: nothing in
+    the sandbox pulls it."""
+    import json
+
+    from moto.ecr.models import ecr_backends
+
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 0,
+                                      "digest": digest}, "layers": []})
+    ecr_backends[account_id][region].put_image(repository, manifest, image_tag=None,  # type: ignore[arg-type]
+                                               image_manifest_mediatype="application/vnd.oci.image.manifest.v1+json",
+                                               digest=digest)
+
+
+def remove_image(region: str, repository: str, digest: str, account_id: str = DEFAULT_ACCOUNT) -> bool:
+    """Take the image out of one region's repository (replication that never arrived, or a
+    lifecycle rule that expired it); False if it was not there."""
+    from moto.ecr.models import ecr_backends
+
+    repo = ecr_backends[account_id][region].repositories[repository]
+    kept = [image for image in repo.images if image.get_image_digest() != digest]
+    removed = len(kept) != len(repo.images)
+    repo.images = kept
+    return removed

@@ -1,7 +1,8 @@
 """Creates an environment's resources in the sandbox through boto3, as if its stacks were
 deployed: the names come from `mlfleet.stacks.environment.naming`, the shapes from the constructs (a
 replicated artifact bucket per region, an Aurora global registry, an EKS cluster with one node
-group per GPU pool, failover records with a health check per region, a DR lock table)."""
+group per GPU pool, failover records with a health check per region, a DR lock table, the
+runtime image's ECR repository)."""
 from __future__ import annotations
 
 from mlfleet.stacks.environment import Environment, naming
@@ -18,6 +19,7 @@ def deploy(env: Environment, client, serving_ports: dict[str, int]) -> dict:
         _bucket(env, client("s3", region.name), region.name)
         _cluster(env, client("eks", region.name), region.name, primary=region is primary)
         _lock_table(env, client("dynamodb", region.name))
+        _image_repository(env, client("ecr", region.name))
     _replication(env, client("s3", primary.name))
     _registry(env, client)
     zone_id, checks = _routing(env, client("route53", "us-east-1"), serving_ports)
@@ -60,6 +62,13 @@ def _cluster(env: Environment, eks, region: str, *, primary: bool) -> None:
             nodeRole=ROLE_ARN.format(account=account, name=naming.role_name(env.name, region, "nodes")),
             subnets=["subnet-0a", "subnet-0b", "subnet-0c"], labels=pool.labels or {},
             scalingConfig={"minSize": size, "maxSize": pool.max_size, "desiredSize": size})
+
+
+def _image_repository(env: Environment, ecr) -> None:
+    # AES256, not the environment's KMS key: moto's account holds no such key (see SANDBOX.md).
+    ecr.create_repository(repositoryName=naming.image_repository(env.name, env.serving.image.name),
+                          imageTagMutability="IMMUTABLE", imageScanningConfiguration={"scanOnPush": True},
+                          encryptionConfiguration={"encryptionType": "AES256"})
 
 
 def _lock_table(env: Environment, dynamodb) -> None:

@@ -1,6 +1,6 @@
 """Runbooks against the sandbox over real sockets: boto3 → fault proxy → moto (with mlfleet's
 extensions), urllib and tritonclient → serving proxy → runtime process. One sandbox (the
-two-region staging environment) is shared by the module and reset between tests."""
+two-region staging environment, tests/dr/conftest.py) is shared and reset between tests."""
 from __future__ import annotations
 
 import json
@@ -16,8 +16,6 @@ from mlfleet.dr.engine import RunContext
 from mlfleet.dr.errors import LockHeld, Refused, RunbookAborted
 from mlfleet.dr.retry import NOT_IMPLEMENTED, GaveUp, RetryPolicy, call_with_retry
 from mlfleet.dr.runbooks import failback, failover, readiness
-from mlfleet.dr.target import Target
-from mlfleet.stacks.environment import load_environment
 
 pytestmark = pytest.mark.sandbox  # runs runbooks against the local sandbox (moto server, fault proxy, runtimes)
 
@@ -26,23 +24,6 @@ PRIMARY, STANDBY = "us-east-1", "us-west-2"
 
 class Crash(BaseException):
     pass
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    from mlfleet.dr.sandbox import Sandbox
-
-    state_dir = tmp_path_factory.mktemp("sandbox")
-    with Sandbox(load_environment("staging"), state_dir=state_dir) as box:
-        yield box
-
-
-@pytest.fixture
-def target(sandbox, tmp_path):
-    sandbox.reset()
-    t = Target.sandbox(sandbox.env, sandbox.state_dir)
-    t.state_dir = tmp_path  # journals, locks and the audit log per test
-    return t
 
 
 def _ctx(target):
@@ -109,12 +90,13 @@ def _effects(sandbox, since: int) -> dict:
         "switchover": sum(e["action"] == "SwitchoverGlobalCluster" for e in entries),
         "flip": sum(e["method"] == "POST" and "/rrset" in e["path"] for e in entries),
         "pin": sum(e["method"] == "POST" and e["path"].endswith("/pin") for e in entries),
+        "runtime": sum(e["method"] == "PATCH" and e["path"].endswith("/scale") for e in entries),
     }
 
 
 @pytest.mark.parametrize("crash_step", ["declare", "replication-gate", "champion-in-replica", "drain-replication",
-                                        "scale-standby", "promote-registry", "pin-champion", "flip-routing",
-                                        "first-inference", "slo-check"])
+                                        "scale-standby", "scale-runtime", "promote-registry", "pin-champion",
+                                        "flip-routing", "first-inference", "slo-check"])
 def test_crash_at_every_step_then_resume_repeats_no_side_effect(sandbox, target, crash_step):
     since = len(sandbox.ledger.since())
 
@@ -126,7 +108,7 @@ def test_crash_at_every_step_then_resume_repeats_no_side_effect(sandbox, target,
         _execute(target, failover(target, STANDBY, planned=True), on_event=crash)
     result = _execute(target, failover(target, STANDBY, planned=True))
     assert result.resumed and result.status == "completed"
-    assert _effects(sandbox, since) == {"scale": 1, "switchover": 1, "flip": 1, "pin": 0}, \
+    assert _effects(sandbox, since) == {"scale": 1, "switchover": 1, "flip": 1, "pin": 0, "runtime": 1}, \
         "the champion was already pinned in the standby: no pin call at all"
     assert _writer(target) == STANDBY
 
@@ -226,7 +208,7 @@ def test_an_unimplemented_action_is_not_retried(target):
 def test_readiness_passes_on_a_fresh_sandbox(target):
     results = readiness(target, _ctx(target))
     assert {c for _, c, _, _ in results} == {"replica lag", "champion in replica", "standby capacity",
-                                            "runtime failover health"}
+                                            "runtime failover health", "runtime image", "serving replicas ready"}
     assert all(ok for *_, ok, _ in results), results
 
 
