@@ -8,7 +8,8 @@ written. An acknowledgement carries a reason: in code (`acknowledgements.acknowl
 the environment file (`acknowledgements:`), and the review shows it.
 
 The package: `findings` (rules, findings, acknowledgements), `aws_rules` and `gcp_rules` (the
-checks of each cloud), `engine` (runs them on one stack's JSON), `aspect` (the CDK Aspect).
+checks of each cloud), `serving_rules` (the serving plane's pods, load balancer TLS and management
+port), `engine` (runs them on one stack's JSON), `aspect` (the CDK Aspect).
 """
 from __future__ import annotations
 

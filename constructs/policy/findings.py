@@ -29,6 +29,21 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          "set owner and cost-center through the provider's default_tags"),
     Rule("MLF007", "instances do not require IMDSv2", "high",
          "set metadata_options.http_tokens = required in the launch template"),
+    # The serving plane's rules (MLF030–MLF035; MLF010 is the config's RPO rule, MLF020–MLF025 the review's DR rules).
+    Rule("MLF030", "container image is not pinned by digest", "high",
+         "reference the image as name@sha256:<digest> (serving.image.digest); a tag can be moved"),
+    Rule("MLF031", "container may run as root", "high",
+         "set run_as_non_root = true (and a non-zero run_as_user) in the pod or container security context"),
+    Rule("MLF032", "container root filesystem is writable", "medium",
+         "set read_only_root_filesystem = true; mount an emptyDir where the process must write"),
+    Rule("MLF033", "container is privileged or may escalate privileges", "high",
+         "never set privileged; set allow_privilege_escalation = false"),
+    Rule("MLF034", "load balancer admits TLS below 1.2", "high",
+         "terminate TLS with ELBSecurityPolicy-TLS13-1-2-2021-06 (NLB) or an SSL policy with min_tls_version "
+         "TLS_1_2 attached through a GCPGatewayPolicy (GKE)"),
+    Rule("MLF035", "the runtime's management port is exposed", "high",
+         "keep the management port (--management-port, 8002 by default) off container ports, Services and "
+         "NetworkPolicies: it is reached on loopback only"),
 )}
 REQUIRED_TAGS = ("owner", "cost-center")
 

@@ -7,6 +7,11 @@ every region at its minimum (the standbys once scaled up by a failover). A pool 
 instance types is priced at its first, the type EKS prefers for on-demand capacity; a spot pool
 at the spot price, every other capacity type at the on-demand price, except GKE queued
 provisioning, which Dynamic Workload Scheduler bills at flex-start prices the tables do not hold.
+
+The serving plane: each region's load balancer at its hourly charge (an AWS Network Load Balancer
+with a nominal one NLCU, since its capacity units follow traffic the review cannot know; a GKE
+Gateway's regional external Application Load Balancer by its forwarding rule) and the runtime
+image's storage in each region's registry (ECR, Artifact Registry) at a nominal size.
 """
 from __future__ import annotations
 
@@ -15,6 +20,14 @@ from dataclasses import dataclass
 from mlfleet.constructs.terraform_json import blocks, first_block, provider_region, resources
 from mlfleet.stacks.review.inventory import PoolCapacity, pool_capacity
 from mlfleet.stacks.review.prices import Prices, PriceTable
+from mlfleet.stacks.review.serving import is_nlb_service
+
+# The runtime image as stored in each region's registry: CUDA, torch and the runtime's layers.
+# Nominal, not measured: the real image's size is whatever the build produced.
+NOMINAL_IMAGE_GB = 10
+# One NLCU covers, for TLS listeners, 50 new connections per second, 3,000 active connections or
+# 1 GB processed per hour (whichever is highest is billed): nominal light traffic, not a forecast.
+NOMINAL_NLCU = 1
 
 
 @dataclass(frozen=True)
@@ -22,13 +35,20 @@ class CostLine:
     region: str
     item: str          # "GPU pool inference-gpu", "Aurora PostgreSQL db.r7g.xlarge", ...
     priced_as: str     # "g6e.2xlarge on-demand"
-    hourly: float | None   # USD per unit-hour; None: not in the price table
+    hourly: float | None   # USD per unit-hour; None: not in the price table (or priced by the month)
     units_warm: int
     units_min: int
     cloud: str = "aws"
+    per_month: float | None = None   # USD per unit-month, for what is billed by the month (storage, GB)
 
     def monthly(self, units: int, hours: int) -> float | None:
+        if self.per_month is not None:
+            return round(self.per_month * units, 2)
         return None if self.hourly is None else round(self.hourly * units * hours, 2)
+
+    @property
+    def priced(self) -> bool:
+        return self.hourly is not None or self.per_month is not None
 
 
 @dataclass(frozen=True)
@@ -52,7 +72,7 @@ class CostEstimate:
 
     @property
     def unpriced(self) -> list[CostLine]:
-        return [line for line in self.lines if line.hourly is None]
+        return [line for line in self.lines if not line.priced]
 
 
 def estimate(stacks: dict[str, dict], prices: Prices | None = None) -> CostEstimate:
@@ -66,6 +86,7 @@ def estimate(stacks: dict[str, dict], prices: Prices | None = None) -> CostEstim
             lines.append(_pool_line(prices.table(pool.cloud), pool))
         lines += _aws_services(prices.table("aws"), region, tf)
         lines += _gcp_services(prices.table("gcp"), region, tf)
+        lines += _serving(prices, region, tf)
     return CostEstimate(prices, lines)
 
 
@@ -120,3 +141,33 @@ def _gcp_services(table: PriceTable, region: str, tf: dict) -> list[CostLine]:
         if count:
             lines.append(CostLine(region, label, basis, table.service(region, kind), count, count, "gcp"))
     return lines
+
+
+def _serving(prices: Prices, region: str, tf: dict) -> list[CostLine]:
+    """The serving plane's load balancer and the runtime image's registry storage in one stack."""
+    lines = []
+    aws, gcp = prices.table("aws"), prices.table("gcp")
+    nlbs = sum(1 for body in resources(tf, "kubernetes_service_v1").values() if is_nlb_service(body))
+    if nlbs:
+        lines += [CostLine(region, "Network Load Balancer", "hourly charge", aws.service(region, "nlb", "hourly"),
+                           nlbs, nlbs),
+                  CostLine(region, "Network Load Balancer capacity", f"nominal {NOMINAL_NLCU} NLCU per hour (traffic "
+                           "decides the real number)", aws.service(region, "nlb", "nlcu"),
+                           nlbs * NOMINAL_NLCU, nlbs * NOMINAL_NLCU)]
+    gateways = sum(1 for body in resources(tf, "kubernetes_manifest").values()
+                   if (body.get("manifest") or {}).get("kind") == "Gateway")
+    if gateways:
+        lines.append(CostLine(region, "regional external Application LB", "forwarding rule, hourly charge",
+                              gcp.service(region, "load_balancing", "forwarding_rule"), gateways, gateways, "gcp"))
+    # The primary's ECR repository, or (a standby) the replicas its creation template shapes.
+    if resources(tf, "aws_ecr_repository") or resources(tf, "aws_ecr_repository_creation_template"):
+        lines.append(_storage(aws, region, "ECR image storage (GB)", "ecr_storage_gb_month", "aws"))
+    if resources(tf, "google_artifact_registry_repository"):
+        lines.append(_storage(gcp, region, "Artifact Registry image storage (GB)", "artifact_registry_gb_month", "gcp"))
+    return lines
+
+
+def _storage(table: PriceTable, region: str, item: str, kind: str, cloud: str) -> CostLine:
+    return CostLine(region, item, f"nominal {NOMINAL_IMAGE_GB} GB runtime image, per GB-month", None,
+                    NOMINAL_IMAGE_GB, NOMINAL_IMAGE_GB, cloud, per_month=table.service(region, kind))
+

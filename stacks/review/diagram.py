@@ -1,8 +1,8 @@
-"""The environment as a picture: one column per region (primary first), its GPU pools, artifact
-bucket and registry role, each in its cloud's terms (EKS, S3, Aurora; GKE, Cloud Storage, Cloud
-SQL); Route 53 routing above, replication lanes below, one per path that really carries data.
-Hand-written SVG, deterministic (no dates, ids or floating-point noise), so it can be
-golden-tested and diffed.
+"""The environment as a picture: one column per region (primary first), its GPU pools, serving
+endpoint (name, load balancer, runtime image, pods), artifact bucket and registry role, each in
+its cloud's terms (EKS, S3, Aurora; GKE, Cloud Storage, Cloud SQL); Route 53 routing above,
+replication lanes below, one per path that really carries data. Hand-written SVG, deterministic
+(no dates, ids or floating-point noise), so it can be golden-tested and diffed.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from mlfleet.stacks.review.replication import (
     registry_replica,
     transfer_interval,
 )
+from mlfleet.stacks.review.serving import ServingEndpoint, serving_endpoints
 
 COLUMN = 320
 MARGIN = 20
@@ -46,6 +47,7 @@ def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
     width = 2 * MARGIN + len(regions) * COLUMN - 2 * MARGIN
     body: list[str] = []
     routing = _routing_labels(env, stacks)
+    endpoints = {e.region: e for e in serving_endpoints(env, stacks)}
 
     serving = env.serving
     body.append(_box(MARGIN, MARGIN, width - 2 * MARGIN, 44, "#555",
@@ -69,6 +71,10 @@ def render_svg(env: Environment, stacks: dict[str, dict]) -> str:
         height = 10 + LINE * len(column.cluster)
         body.append(_box(x, y, BOX_WIDTH, height, colour, column.cluster))
         y += height + 10
+        serving_lines = _serving_lines(endpoints.get(region.name))
+        if serving_lines:
+            body.append(_box(x, y, BOX_WIDTH, 10 + LINE * len(serving_lines), colour, serving_lines))
+            y += 10 + LINE * len(serving_lines) + 10
         body.append(_box(x, y, BOX_WIDTH, 10 + LINE * len(column.artifacts), colour, column.artifacts))
         bucket_bottom = y + 10 + LINE * len(column.artifacts)
         y = bucket_bottom + 10
@@ -142,6 +148,18 @@ def _gcp_column(env: Environment, stacks: dict[str, dict], region) -> _Column:
         return _Column(cluster, artifacts, _NO_REPLICA, registry_missing=True)
     how = "Cloud SQL registry via DMS" if replica.kind == "dms" else "Cloud SQL registry: replica"
     return _Column(cluster, artifacts, [f"{how} (read-only)", replica.name])
+
+
+def _serving_lines(endpoint: ServingEndpoint | None) -> list[str]:
+    """The region's serving endpoint: name, load balancer, runtime image and pods per pool."""
+    if endpoint is None:
+        return []
+    after = f" (→ {endpoint.failover_replicas} on failover)" if endpoint.failover_replicas is not None else ""
+    pods = ", ".join(f"{pool} {n}" for pool, n in endpoint.replicas.items())
+    # Short enough for a column: "regional external ALB".
+    balancer = (endpoint.load_balancer or "no load balancer").replace("Application LB", "ALB")
+    return [f"serving endpoint ({balancer})", f"  {endpoint.hostname or '?'}",
+            f"  runtime {endpoint.digest}", f"  pods {pods}{after}"]
 
 
 _NO_REPLICA = ["No registry replica", "a failover here takes no registry writes"]

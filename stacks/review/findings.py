@@ -1,6 +1,6 @@
-"""One findings table for the review: mlfleet's synth-time rule pack (MLF001–MLF007), its DR
-review rules (MLF020+) and, when installed, checkov — each row with its source, stable rule id,
-severity, resource, fix and acknowledgement."""
+"""One findings table for the review: mlfleet's synth-time rule pack (MLF001–MLF007,
+MLF030–MLF035), its DR review rules (MLF020+) and, when installed, checkov — each row with its
+source, stable rule id, severity, resource, fix and acknowledgement."""
 from __future__ import annotations
 
 import fnmatch

@@ -6,7 +6,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from mlfleet.constructs.terraform_json import provider_region
 from mlfleet.stacks.environment import Environment
@@ -16,6 +16,7 @@ from mlfleet.stacks.review.findings import ReviewFinding, from_policy
 from mlfleet.stacks.review.inventory import CLOUD_NAMES, PoolCapacity, pool_capacity, resources_by_type
 from mlfleet.stacks.review.prices import PriceTable
 from mlfleet.stacks.review.rto import RpoBudget, RtoBudget
+from mlfleet.stacks.review.serving import ServingEndpoint, serving_endpoints
 from mlfleet.stacks.review.synth import synthesize_for_review
 
 # Consumed by the config model's RPO check, not by a rule over resources.
@@ -32,6 +33,7 @@ class Review:
     findings: list[ReviewFinding]
     checkov: checkov.CheckovRun
     capacity: list[PoolCapacity]
+    serving: list[ServingEndpoint]
     cost: cost.CostEstimate
     rto: RtoBudget
     rpo: RpoBudget
@@ -63,6 +65,7 @@ def build_review(env: Environment, *, base: tuple[dict[str, dict], str] | None =
         env=env, stacks=stacks, findings=findings, checkov=scan,
         capacity=[p for name, tf in sorted(stacks.items(), key=lambda kv: _region_order(env, kv[1]))
                   for p in pool_capacity(name, tf)],
+        serving=serving_endpoints(env, stacks),
         cost=cost.estimate(stacks), rto=rto.rto_budget(env, stacks), rpo=rpo,
         diff=compare(base[0], stacks, base[1]) if base is not None else None,
         unused_acknowledgements=unused)
@@ -136,6 +139,7 @@ def render_markdown(review: Review, diagram: str | None = None) -> str:
     out += _findings_section(review)
     out += _recovery_section(review)
     out += _capacity_section(review)
+    out += _serving_section(review)
     out += _cost_section(review)
     out += _resources_section(review)
     if diagram:
@@ -181,13 +185,27 @@ def _findings_section(review: Review) -> list[str]:
                       [[f.severity, f.rule, f.source, f.stack, f"`{f.path}`", f"{f.title}: {f.message}", f.fix,
                         f.acknowledged or "**no**"] for f in review.findings])
     else:
+        # Here: the policy package's import loads the CDK, which a report read from files never needs.
+        from mlfleet.constructs.policy import RULES
+
         dr = sorted(dr_rules.DR_RULES)
-        out.append(f"No findings from mlfleet's rule pack (MLF001–MLF007) or its DR rules ({dr[0]}–{dr[-1]}).")
+        out.append(f"No findings from mlfleet's rule pack ({_id_ranges(RULES)}) or its DR rules ({dr[0]}–{dr[-1]}).")
     out += ["", review.checkov.note + "."]
     if review.unused_acknowledgements:
         out += ["", "Acknowledgements in the environment file that match no finding (stale?):", ""]
         out += [f"- {a}" for a in review.unused_acknowledgements]
     return out + [""]
+
+
+def _id_ranges(ids: Iterable[str]) -> str:
+    """MLF001–MLF007, MLF030–MLF035: the rule ids as runs of consecutive numbers."""
+    runs: list[list[int]] = []
+    for number in sorted(int(i.removeprefix("MLF")) for i in ids):
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"MLF{r[0]:03d}" + (f"–MLF{r[-1]:03d}" if len(r) > 1 else "") for r in runs)
 
 
 def _recovery_section(review: Review) -> list[str]:
@@ -228,6 +246,28 @@ def _capacity_section(review: Review) -> list[str]:
     return out + [""]
 
 
+def _serving_section(review: Review) -> list[str]:
+    if not review.serving:
+        return []
+    out = ["## Serving", "", "Runtime pods per pool as created (a standby's are warm, models loaded); a standby's "
+           "failover size is `serving.replicas.failover`, which the DR runbook scales to.", ""]
+    out += _table(["region", "role", "image", "digest", "runtime pods", "endpoint", "load balancer", "TLS policy"],
+                  [[e.region, e.role, f"{e.image_name} ({e.registry})", f"`{e.digest}`", _pods(e),
+                    e.hostname or "none", _load_balancer(e), e.tls_policy or "n/a"] for e in review.serving])
+    return out + [""]
+
+
+def _pods(endpoint: ServingEndpoint) -> str:
+    after = f" → {endpoint.failover_replicas} on failover" if endpoint.failover_replicas is not None else ""
+    return ", ".join(f"{pool} {count}{after}" for pool, count in endpoint.replicas.items()) or "none"
+
+
+def _load_balancer(endpoint: ServingEndpoint) -> str:
+    if endpoint.load_balancer is None:
+        return "none"
+    return endpoint.load_balancer + (f" ({endpoint.scheme})" if endpoint.scheme else "")
+
+
 def _cost_section(review: Review) -> list[str]:
     estimate = review.cost
     hours = estimate.hours_per_month
@@ -237,7 +277,7 @@ def _cost_section(review: Review) -> list[str]:
     provenance[-1] += f" Monthly = hourly × {hours}."
     out = ["## Estimated monthly cost", "", "\n\n".join(provenance), ""]
     out += _table(["region", "item", "priced as", "USD/hour", "units warm", "monthly warm", "units min", "monthly min"],
-                  [[line.region, line.item, line.priced_as, "n/a" if line.hourly is None else f"{line.hourly:g}",
+                  [[line.region, line.item, line.priced_as, _unit_price(line),
                     line.units_warm, _usd(line.monthly(line.units_warm, hours)), line.units_min,
                     _usd(line.monthly(line.units_min, hours))] for line in estimate.lines])
     out += ["", f"Steady state (primary at minimum, standbys warm): **{_usd(estimate.total('warm'))}** per month. "
@@ -246,6 +286,12 @@ def _cost_section(review: Review) -> list[str]:
     for line in estimate.unpriced:
         out.append(f"Not priced (absent from the price table): {line.item} in {line.region}, as {line.priced_as}.")
     return out + [""]
+
+
+def _unit_price(line: cost.CostLine) -> str:
+    if line.per_month is not None:
+        return f"{line.per_month:g}/month"
+    return "n/a" if line.hourly is None else f"{line.hourly:g}"
 
 
 def _cloud_prefix(estimate: cost.CostEstimate, table: PriceTable) -> str:
@@ -292,6 +338,10 @@ def to_json(review: Review, diagram: str | None = None) -> dict:
                           "nodes": {"warm": p.nodes_warm, "min": p.nodes_min, "max": p.nodes_max},
                           "gpus": {"warm": p.gpus_warm, "min": p.gpus_min, "max": p.gpus_max}}
                          for p in review.capacity],
+        "serving": [{"region": e.region, "stack": e.stack, "cloud": e.cloud, "role": e.role, "image": e.image,
+                     "digest": e.digest, "replicas": e.replicas, "failover_replicas": e.failover_replicas,
+                     "endpoint": e.hostname, "load_balancer": e.load_balancer, "scheme": e.scheme,
+                     "tls_policy": e.tls_policy} for e in review.serving],
         "cost_estimate": {
             "estimate": True,
             "price_tables": [{"cloud": t.cloud, "date": t.generated_at, "source": t.source, "caveats": t.estimate}
@@ -299,7 +349,7 @@ def to_json(review: Review, diagram: str | None = None) -> dict:
             "currency": "USD", "hours_per_month": hours,
             "monthly_warm": review.cost.total("warm"), "monthly_min": review.cost.total("min"),
             "lines": [{"region": line.region, "cloud": line.cloud, "item": line.item, "priced_as": line.priced_as,
-                       "hourly": line.hourly,
+                       "hourly": line.hourly, "per_month": line.per_month,
                        "units_warm": line.units_warm, "units_min": line.units_min,
                        "monthly_warm": line.monthly(line.units_warm, hours),
                        "monthly_min": line.monthly(line.units_min, hours)} for line in review.cost.lines]},

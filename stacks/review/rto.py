@@ -4,7 +4,10 @@ RTO budget of losing the primary = health-check detection (interval × failure t
 DNS TTL (resolvers keep the old answer that long) + registry promotion (of the replica the
 standby holds: Aurora global failover, Cloud SQL replica promotion, or promotion of the DMS job
 that keeps Cloud SQL in step with Aurora) + standby scale-up (zero when every pool's warm size
-already is its minimum) + model load on the new nodes. The parts are added, not overlapped: a
+already is its minimum) + model load on the new nodes. Where every standby's serving stack keeps
+warm runtime pods (champion loaded; Route 53 fails over only to a region that passes failover
+health), those pods serve first: no model load is in the budget, and the runtime's scale-up to
+its failover replicas runs while they serve, off the critical path. The parts are added, not overlapped: a
 budget, not a forecast. With several standbys each part is the worst of them, so the budget
 holds wherever the failover goes. A standby without a registry replica cannot take registry
 writes at all: that part, and so the total, is not recoverable.
@@ -40,6 +43,7 @@ from mlfleet.stacks.review.replication import (
     registry_replica,
     transfer_interval,
 )
+from mlfleet.stacks.review.serving import serving_endpoints
 
 # Aurora global database managed failover: "typically completes in about a minute" (Amazon
 # Aurora User Guide, "Using failover in an Amazon Aurora global database").
@@ -153,10 +157,26 @@ def rto_budget(env: Environment, stacks: dict[str, dict]) -> RtoBudget:
         BudgetPart("DNS TTL", serving.record_ttl, "record_ttl of the failover records"),
         _registry_promotion(env, stacks),
         BudgetPart("standby scale-up", step, scale_basis),
-        BudgetPart("model load", MODEL_LOAD_SECONDS if short else 0,
-                   "fetch, verify and load the champion on new nodes" if short
-                   else "warm nodes already serve the champion"),
+        _runtime_part(env, stacks, bool(short)),
     ])
+
+
+def _runtime_part(env: Environment, stacks: dict[str, dict], short: bool) -> BudgetPart:
+    """The runtime's part: zero where warm pods serve first in every standby; else the model load."""
+    standbys = {r.name for r in env.standbys}
+    warm = {e.region: e for e in serving_endpoints(env, stacks) if e.role == "standby"}
+    serving_pools = {naming.node_group_name(p.name) for p in env.serving_pools}
+    if standbys and set(warm) == standbys and all(
+            serving_pools <= set(e.replicas) and min(e.replicas.values()) >= 1 for e in warm.values()):
+        pods = sorted({n for e in warm.values() for n in e.replicas.values()})
+        target = env.serving.replicas.on_failover
+        return BudgetPart("runtime scale-up to failover replicas", 0,
+                          f"not on the critical path: {'/'.join(map(str, pods))} warm pod(s) per pool, champion "
+                          f"loaded, serve first; the runbook scales them to {target} while they serve, so no model "
+                          "load counts")
+    return BudgetPart("model load", MODEL_LOAD_SECONDS if short else 0,
+                      "fetch, verify and load the champion on new nodes" if short
+                      else "warm nodes already serve the champion")
 
 
 def _registry_promotion(env: Environment, stacks: dict[str, dict]) -> BudgetPart:

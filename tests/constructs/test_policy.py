@@ -239,3 +239,124 @@ def test_each_rule_catches_its_google_violation(rule, rtype, name, changes):
 
 def test_missing_google_labels():
     assert _rules(_gtf({}, labels={"owner": "me"})) == {"MLF006"}
+
+
+# --- The serving plane (pods, load balancer TLS, management port) ------------------------
+
+_DIGEST = "sha256:" + "ab" * 32
+_SELECTOR = {"app.kubernetes.io/name": "mlfleet-runtime"}
+_NLB = "service.beta.kubernetes.io/aws-load-balancer-"
+GOOD_SERVING = {
+    "kubernetes_deployment_v1": {"runtime": {"spec": {"replicas": "2", "template": {"spec": {
+        "security_context": {"run_as_non_root": True, "run_as_user": "10001"},
+        "container": [{
+            "name": "runtime", "image": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/mlfleet-prod/runtime@{_DIGEST}",
+            "args": ["--http-port", "8000", "--management-port", "8012", "--management-host", "127.0.0.1"],
+            "port": [{"container_port": 8000, "name": "http"}, {"container_port": 8001, "name": "grpc"}],
+            "security_context": {"allow_privilege_escalation": False, "read_only_root_filesystem": True,
+                                 "run_as_non_root": True, "capabilities": {"drop": ["ALL"]}}}]}}}}},
+    "kubernetes_service_v1": {
+        "nlb": {"metadata": {"annotations": {
+            _NLB + "type": "external", _NLB + "ssl-cert": "${aws_acm_certificate_validation.v.certificate_arn}",
+            _NLB + "ssl-negotiation-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06", _NLB + "ssl-ports": "443,8443"}},
+            "spec": {"type": "LoadBalancer", "load_balancer_class": "service.k8s.aws/nlb", "selector": _SELECTOR,
+                     "port": [{"name": "https", "port": 443, "target_port": "8000"},
+                              {"name": "grpcs", "port": 8443, "target_port": "8001"}]}},
+        "internal": {"spec": {"type": "ClusterIP", "port": [{"port": 8000, "target_port": "8000"}]}}},
+    "kubernetes_network_policy_v1": {"np": {"spec": {"policy_types": ["Ingress"], "ingress": [
+        {"from": [{"ip_block": {"cidr": "10.0.0.0/24"}}],
+         "ports": [{"port": "8000", "protocol": "TCP"}, {"port": "8001", "protocol": "TCP"}]}]}}},
+    "google_compute_region_ssl_policy": {"ssl": {"min_tls_version": "TLS_1_2", "profile": "RESTRICTED"}},
+    "kubernetes_manifest": {
+        "gateway": {"manifest": {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                                 "metadata": {"name": "mlfleet-runtime", "namespace": "mlfleet"},
+                                 "spec": {"gatewayClassName": "gke-l7-regional-external-managed",
+                                          "listeners": [{"name": "https", "port": 443, "protocol": "HTTPS"}]}}},
+        "gateway-policy": {"manifest": {"apiVersion": "networking.gke.io/v1", "kind": "GCPGatewayPolicy",
+                                        "metadata": {"name": "mlfleet-runtime", "namespace": "mlfleet"},
+                                        "spec": {"default": {"sslPolicy": "mlfleet-runtime-tls"},
+                                                 "targetRef": {"kind": "Gateway", "name": "mlfleet-runtime"}}}}},
+}
+
+
+def _serving(change) -> dict:
+    """GOOD_SERVING with `change` applied to a deep copy (a function of the resources)."""
+    resources = json.loads(json.dumps(GOOD_SERVING))
+    change(resources)
+    return resources
+
+
+def _container(resources: dict) -> dict:
+    return resources["kubernetes_deployment_v1"]["runtime"]["spec"]["template"]["spec"]["container"][0]
+
+
+def _nlb_annotations(resources: dict) -> dict:
+    return resources["kubernetes_service_v1"]["nlb"]["metadata"]["annotations"]
+
+
+def test_secure_serving_plane_passes():
+    assert _rules(_tf(GOOD_SERVING)) == set()
+    # TLS 1.3-only and forward-secrecy TLS 1.2 policies pass too.
+    for policy in ("ELBSecurityPolicy-TLS13-1-3-2021-06", "ELBSecurityPolicy-FS-1-2-Res-2020-10",
+                   "ELBSecurityPolicy-TLS13-1-2-Res-FIPS-2023-04"):
+        def use(r: dict, policy: str = policy) -> None:
+            _nlb_annotations(r)[_NLB + "ssl-negotiation-policy"] = policy
+        assert _rules(_tf(_serving(use))) == set(), policy
+
+
+SERVING_CASES = [
+    ("MLF030", "tag only", lambda r: _container(r).update(image="registry.example.com/runtime:1.4.2")),
+    ("MLF030", "no tag, no digest", lambda r: _container(r).update(image="runtime")),
+    ("MLF030", "short digest", lambda r: _container(r).update(image="runtime@sha256:abcd")),
+    ("MLF030", "init container by tag", lambda r: r["kubernetes_deployment_v1"]["runtime"]["spec"]["template"]["spec"]
+     .update(init_container=[{**_container(r), "name": "fetch", "image": "busybox:latest"}])),
+    ("MLF031", "container overrides non-root", lambda r: _container(r)["security_context"].update(
+        run_as_non_root=False)),
+    ("MLF031", "unset everywhere", lambda r: (_container(r)["security_context"].pop("run_as_non_root"),
+                                              r["kubernetes_deployment_v1"]["runtime"]["spec"]["template"]["spec"]
+                                              .pop("security_context"))),
+    ("MLF031", "user 0", lambda r: _container(r)["security_context"].update(run_as_user="0")),
+    ("MLF032", "writable root", lambda r: _container(r)["security_context"].update(read_only_root_filesystem=False)),
+    ("MLF033", "privileged", lambda r: _container(r)["security_context"].update(privileged=True)),
+    ("MLF033", "escalation left to the default", lambda r: _container(r)["security_context"].pop(
+        "allow_privilege_escalation")),
+    ("MLF034", "TLS 1.0 policy", lambda r: _nlb_annotations(r).update(
+        {_NLB + "ssl-negotiation-policy": "ELBSecurityPolicy-TLS13-1-0-2021-06"})),
+    ("MLF034", "controller default policy", lambda r: _nlb_annotations(r).pop(_NLB + "ssl-negotiation-policy")),
+    ("MLF034", "no certificate", lambda r: _nlb_annotations(r).pop(_NLB + "ssl-cert")),
+    ("MLF034", "a plain listener", lambda r: _nlb_annotations(r).update({_NLB + "ssl-ports": "443"})),
+    ("MLF034", "GKE SSL policy TLS 1.0", lambda r: r["google_compute_region_ssl_policy"]["ssl"].update(
+        min_tls_version="TLS_1_0")),
+    ("MLF034", "GKE SSL policy unset", lambda r: r["google_compute_region_ssl_policy"]["ssl"].pop("min_tls_version")),
+    ("MLF034", "Gateway without its policy", lambda r: r["kubernetes_manifest"].pop("gateway-policy")),
+    ("MLF035", "container port", lambda r: _container(r)["port"].append({"container_port": 8012, "name": "mgmt"})),
+    ("MLF035", "8002 when the args name none", lambda r: (_container(r).update(args=[]),
+                                                          _container(r)["port"].append({"container_port": 8002}))),
+    ("MLF035", "service target", lambda r: r["kubernetes_service_v1"]["internal"]["spec"]["port"].append(
+        {"port": 9000, "target_port": "8012"})),
+    ("MLF035", "network policy port range", lambda r: r["kubernetes_network_policy_v1"]["np"]["spec"]["ingress"][0][
+        "ports"].append({"port": "8010", "end_port": 8020, "protocol": "TCP"})),
+    ("MLF035", "--management-port=N form", lambda r: (
+        _container(r).update(args=["--management-port=9100"]),
+        r["kubernetes_network_policy_v1"]["np"]["spec"]["ingress"][0]["ports"].append({"port": "9100"}))),
+]
+
+
+@pytest.mark.parametrize("rule,_why,change", SERVING_CASES, ids=[f"{c[0]}-{c[1]}" for c in SERVING_CASES])
+def test_each_serving_rule_catches_its_violation(rule, _why, change):
+    found = _rules(_tf(_serving(change)))
+    assert rule in found
+    # Each case breaks exactly the rule it is about.
+    assert found == {rule}
+
+
+def test_management_port_finding_names_the_port_and_the_resource():
+    tf = _tf(_serving(lambda r: r["kubernetes_service_v1"]["internal"]["spec"]["port"].append(
+        {"port": 8012, "target_port": "8012"})))
+    [finding] = evaluate_terraform("s", tf)
+    assert (finding.rule, finding.address) == ("MLF035", "kubernetes_service_v1.internal")
+    assert "8012" in finding.message
+
+
+def test_serving_rules_are_the_ids_after_the_dr_rules():
+    assert {r for r in RULES if r >= "MLF030"} == {f"MLF03{i}" for i in range(6)}

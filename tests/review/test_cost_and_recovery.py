@@ -103,12 +103,16 @@ def test_a_cross_cloud_estimate_prints_each_clouds_provenance(examples):
     assert any("DMS replica" in li.item and li.hourly for li in review.cost.lines)
 
 
-def test_rto_budget_adds_detection_ttl_promotion_scale_up_and_load(examples):
+def test_rto_budget_adds_detection_ttl_promotion_and_scale_up(examples):
     env, stacks, _ = examples["prod"]
     budget = rto_budget(env, stacks)
     serving = env.serving
+    # The standbys' warm runtime pods serve first: no model load, and the runtime's scale-up is off the critical path.
     assert budget.total == (serving.health_check_interval * serving.health_check_failure_threshold + serving.record_ttl
-                            + AURORA_GLOBAL_FAILOVER_SECONDS + GPU_SCALE_STEP_SECONDS + MODEL_LOAD_SECONDS)
+                            + AURORA_GLOBAL_FAILOVER_SECONDS + GPU_SCALE_STEP_SECONDS)
+    runtime = {p.name: p for p in budget.parts}["runtime scale-up to failover replicas"]
+    assert runtime.seconds == 0 and "not on the critical path" in runtime.basis
+    assert f"to {serving.replicas.on_failover}" in runtime.basis and "model load" not in {p.name for p in budget.parts}
     assert budget.verdict == "pass" and budget.total is not None
     tight = env.model_copy(update={"targets": env.targets.model_copy(update={"rto": budget.total - 1})})
     assert rto_budget(tight, stacks).verdict == "fail"
@@ -123,8 +127,21 @@ def test_rto_budget_drops_scale_up_when_standbys_run_their_minimum(examples):
                 for group in tf["resource"]["aws_eks_node_group"].values():
                     group["scaling_config"]["min_size"] = value["value"]
     parts = {p.name: p.seconds for p in rto_budget(env, warm).parts}
-    assert parts["standby scale-up"] == 0 and parts["model load"] == 0
+    assert parts["standby scale-up"] == 0 and parts["runtime scale-up to failover replicas"] == 0
     assert {p.name: p.seconds for p in rto_budget(env, stacks).parts}["standby scale-up"] == GPU_SCALE_STEP_SECONDS
+
+
+def test_rto_budget_loads_the_model_where_a_standby_keeps_no_warm_runtime(examples):
+    # Without the standby's serving stack (or with no warm pod in it) nothing serves until new
+    # nodes have loaded the champion: the model load is back on the critical path.
+    env, stacks, _ = examples["prod"]
+    without = {name: tf for name, tf in stacks.items() if name != "prod-us-east-2-serving"}
+    parts = {p.name: p.seconds for p in rto_budget(env, without).parts}
+    assert parts["model load"] == MODEL_LOAD_SECONDS and "runtime scale-up to failover replicas" not in parts
+    cold = copy.deepcopy(stacks)
+    for deployment in cold["prod-us-west-2-serving"]["resource"]["kubernetes_deployment_v1"].values():
+        deployment["spec"]["replicas"] = "0"
+    assert {p.name: p.seconds for p in rto_budget(env, cold).parts}["model load"] == MODEL_LOAD_SECONDS
 
 
 def test_rto_budget_promotes_the_registry_replica_the_standby_holds(examples):
@@ -150,7 +167,7 @@ def test_rto_budget_reads_gke_pool_sizes(examples):
                     if pool["name"].replace("-", "_") == output.removesuffix("_failover_size"):
                         pool["autoscaling"]["total_min_node_count"] = value["value"]
     parts = {p.name: p.seconds for p in rto_budget(env, warm).parts}
-    assert parts["standby scale-up"] == 0 and parts["model load"] == 0
+    assert parts["standby scale-up"] == 0 and parts["runtime scale-up to failover replicas"] == 0
 
 
 def test_a_standby_without_a_registry_replica_is_not_recoverable(hybrid_without_registry_replica):
