@@ -52,3 +52,12 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) node_modules cdktf.out .pytest_cache .mypy_cache build
+
+## The runtime's CPU image, built for real with podman (runtime/image/build.sh: no Docker engine
+## or registry needed; installs podman, runc and debootstrap when missing, so run it as root), then
+## run as the pools run it and driven with tritonclient (tests/image/).
+IMAGE_TEST ?= mlfleet/runtime:test
+.PHONY: image-test
+image-test: setup
+	bash runtime/image/build.sh $(IMAGE_TEST)
+	MLFLEET_IMAGE=$(IMAGE_TEST) $(PY) -m pytest -q tests/image
