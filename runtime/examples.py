@@ -16,6 +16,10 @@ EXAMPLE_MODELS = {
     "mlp-large": ((64, 4096, 4096, 10), 2000, 1e-3),
 }
 MAX_BATCH_SIZE = 64
+# Triton's `simple` models, which NVIDIA's client examples call: two [-1, 16] inputs of the
+# datatype, their element-wise sum and difference as outputs. name -> datatype
+ADD_SUB_MODELS = {"simple": "INT32", "simple_int8": "INT8"}
+ADD_SUB_MAX_BATCH_SIZE = 8  # as Triton's example config
 APPROVED_AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
@@ -46,6 +50,45 @@ def config_pbtxt(model: str, widths: tuple[int, ...], delay_us: int) -> str:
             f"{batching}\n")
 
 
+def build_add_sub():
+    """The TorchScript module of the `simple` models: (INPUT0 + INPUT1, INPUT0 - INPUT1)."""
+    import torch
+
+    from . import torch_model  # noqa: F401 - its warning filters cover torch.jit here too
+
+    class AddSub(torch.nn.Module):
+        def forward(self, input0: torch.Tensor, input1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return input0 + input1, input0 - input1
+
+    return torch.jit.script(AddSub().eval())
+
+
+def add_sub_config_pbtxt(model: str, datatype: str) -> str:
+    tensor = f'data_type: TYPE_{datatype} dims: [ 16 ]'
+    return (f'name: "{model}"\nplatform: "pytorch_libtorch"\nmax_batch_size: {ADD_SUB_MAX_BATCH_SIZE}\n'
+            f'input [ {{ name: "INPUT0" {tensor} }}, {{ name: "INPUT1" {tensor} }} ]\n'
+            f'output [ {{ name: "OUTPUT0" {tensor} }}, {{ name: "OUTPUT1" {tensor} }} ]\n')
+
+
+def _add_sub_canary(datatype: str) -> dict:
+    first = list(range(16))  # the client examples' inputs: 0..15 and ones
+    tensors = {"INPUT0": first, "INPUT1": [1] * 16,
+               "OUTPUT0": [value + 1 for value in first], "OUTPUT1": [value - 1 for value in first]}
+    documents = {name: {"datatype": datatype, "shape": [1, 16], "data": data} for name, data in tensors.items()}
+    return {"inputs": {name: documents[name] for name in ("INPUT0", "INPUT1")},
+            "outputs": {name: documents[name] for name in ("OUTPUT0", "OUTPUT1")},
+            "atol": 0.0}
+
+
+def _example_version(model: str, version: str):
+    """The TorchScript module and canary document of one example model version."""
+    if model in ADD_SUB_MODELS:
+        return build_add_sub(), _add_sub_canary(ADD_SUB_MODELS[model])
+    widths, _, atol = EXAMPLE_MODELS[model]
+    module = build_mlp(widths, _seed(model, version))
+    return module, _canary(module, widths, _seed(model, version), atol)
+
+
 def _canary(module, widths: tuple[int, ...], seed: int, atol: float) -> dict:
     import torch
 
@@ -67,23 +110,25 @@ def write_example_repository(root: Path, *, models=("mlp",), versions=("1", "2")
     import torch
 
     root = Path(root)
-    unknown = [m for m in models if m not in EXAMPLE_MODELS]
+    unknown = [m for m in models if m not in EXAMPLE_MODELS and m not in ADD_SUB_MODELS]
     if unknown:
-        raise ValueError(f"unknown example model(s) {unknown}; choose from {sorted(EXAMPLE_MODELS)}")
+        raise ValueError(f"unknown example model(s) {unknown}; "
+                         f"choose from {sorted([*EXAMPLE_MODELS, *ADD_SUB_MODELS])}")
     if champion not in versions:
         raise ValueError(f"champion {champion!r} is not one of versions {list(versions)}")
     entries = {}
     for model in models:
-        widths, delay_us, atol = EXAMPLE_MODELS[model]
+        config = (add_sub_config_pbtxt(model, ADD_SUB_MODELS[model]) if model in ADD_SUB_MODELS
+                  else config_pbtxt(model, EXAMPLE_MODELS[model][0], EXAMPLE_MODELS[model][1]))
         (root / model).mkdir(parents=True, exist_ok=True)
-        (root / model / "config.pbtxt").write_text(config_pbtxt(model, widths, delay_us))
+        (root / model / "config.pbtxt").write_text(config)
         approved = {}
         for version in versions:
             folder = root / model / version
             folder.mkdir(parents=True, exist_ok=True)
-            module = build_mlp(widths, _seed(model, version))
+            module, canary = _example_version(model, version)
             torch.jit.save(module, str(folder / MODEL_FILE))
-            (folder / CANARY_FILE).write_text(json.dumps(_canary(module, widths, _seed(model, version), atol)))
+            (folder / CANARY_FILE).write_text(json.dumps(canary))
             approved[version] = {
                 "files": {name: sha256_file(folder / name) for name in (MODEL_FILE, CANARY_FILE)},
                 "approved_by": approved_by,
