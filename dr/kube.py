@@ -91,10 +91,11 @@ def eks_configuration(eks, credentials: Callable[[], object], region: str, clust
 
 
 # -- clients ------------------------------------------------------------------------------
-def apps_api(target: "Target", region: str):
-    """The AppsV1Api of the region's cluster, cached on the target like its boto3 clients."""
+def configuration(target: "Target", region: str):
+    """The client Configuration of the region's cluster, cached on the target like its boto3 clients
+    (one per region, shared by the API groups: its EKS token is refreshed in one place)."""
     def build():
-        from kubernetes.client import ApiClient, AppsV1Api, Configuration
+        from kubernetes.client import Configuration
 
         if target.kind == "sandbox":
             if region not in target.kube_hosts:
@@ -109,12 +110,33 @@ def apps_api(target: "Target", region: str):
             config = eks_configuration(target.client("eks", region), session.get_credentials, region,
                                        naming.cluster_name(target.env.name, region))
         config.retries = False  # the engine decides what to retry
-        return AppsV1Api(ApiClient(config))
+        return config
+
+    return target.cached(("kubernetes-configuration", region), build)
+
+
+def apps_api(target: "Target", region: str):
+    """The AppsV1Api of the region's cluster (Deployments and their scale)."""
+    def build():
+        from kubernetes.client import ApiClient, AppsV1Api
+
+        return AppsV1Api(ApiClient(configuration(target, region)))
 
     return target.cached(("kubernetes", region), build)
 
 
-def _kube(target: "Target", fn: Callable, *args, **kwargs):
+def core_api(target: "Target", region: str):
+    """The CoreV1Api of the region's cluster (pods, Secrets, port-forward), on its own ApiClient:
+    `kubernetes.stream.portforward` swaps its client's request method while it connects."""
+    def build():
+        from kubernetes.client import ApiClient, CoreV1Api
+
+        return CoreV1Api(ApiClient(configuration(target, region)))
+
+    return target.cached(("kubernetes-core", region), build)
+
+
+def call(target: "Target", fn: Callable, *args, **kwargs):
     """One API call with the target's timeouts, its failures translated for `retry.classify`."""
     import urllib3
     from kubernetes.client.exceptions import ApiException
@@ -144,9 +166,9 @@ def runtime_replicas(target: "Target", ctx: RunContext, region: str) -> dict[str
     found = {}
     for pool in target.env.serving_pools:
         name = naming.runtime_deployment(pool.name)
-        scale = ctx.call(f"read scale of {name} in {region}", _kube, target,
+        scale = ctx.call(f"read scale of {name} in {region}", call, target,
                          api.read_namespaced_deployment_scale, name, namespace)
-        status = ctx.call(f"read status of {name} in {region}", _kube, target,
+        status = ctx.call(f"read status of {name} in {region}", call, target,
                           api.read_namespaced_deployment_status, name, namespace)
         found[pool.name] = Replicas(desired=scale.spec.replicas or 0, ready=status.status.ready_replicas or 0)
     return found
@@ -161,7 +183,7 @@ def scale_runtime(target: "Target", ctx: RunContext, region: str, replicas: int)
         if have.desired == replicas:
             continue
         name = naming.runtime_deployment(pool)
-        ctx.call(f"scale {name} in {region}", _kube, target, api.patch_namespaced_deployment_scale, name, namespace,
+        ctx.call(f"scale {name} in {region}", call, target, api.patch_namespaced_deployment_scale, name, namespace,
                  {"spec": {"replicas": replicas}}, _content_type=PATCH_TYPE)
         changed.append(f"{name} {have.desired}->{replicas}")
     return changed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mlfleet.dr import aws, kube, serving
+from mlfleet.dr import aws, kube, kube_portforward, serving
 from mlfleet.dr.engine import Check, Gate, Runbook, RunContext, Step, StepFailed
 from mlfleet.dr.target import Target
 
@@ -128,6 +128,12 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
 
     # 7. pin the versions in the target's runtime
     def pin(ctx):
+        if target.pin_through_port_forward:  # a cluster: management only on each pod's loopback
+            pinned = {model: kube_portforward.pin_region(target, ctx, to_region, model, version)
+                      for model, version in ctx.facts["pins"].items()}
+            skipped = sorted({pod for result in pinned.values() for pod in result.skipped})
+            return {"pinned_pods": {m: r.pinned + r.unchanged for m, r in pinned.items()}, "skipped_pods": skipped,
+                    "summary": "pinned " + ", ".join(r.summary(m, ctx.facts["pins"][m]) for m, r in pinned.items())}
         done = []
         for model, version in ctx.facts["pins"].items():
             url = target.serving_urls[to_region]
@@ -215,7 +221,9 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
              verify=lambda ctx: aws.promotion_done(target, ctx, to_region), verify_timeout_s=600,
              compensate=unpromote, phase="registry_writable"),
         Step("pin-champion", f"pin the chosen versions in {to_region}'s runtime", pin,
-             lambda ctx: f"pin {ctx.facts.get('pins') or found.choice.pins if found.choice else {}} in {to_region}",
+             lambda ctx: (f"pin {ctx.facts.get('pins') or found.choice.pins if found.choice else {}} in {to_region}"
+                          + (" on every ready runtime pod (port-forward)" if target.pin_through_port_forward
+                             else "")),
              verify=pin_verify, verify_timeout_s=120),
         Step("flip-routing", f"route {env.serving.dns_name} to {to_region}", flip,
              lambda ctx: f"PRIMARY record {source(ctx)} -> {to_region}", verify=flip_verify, verify_timeout_s=120,

@@ -1,5 +1,6 @@
 """Where a runbook acts: the sandbox (the default: endpoints from its state file) or a deployed
-AWS environment (the default credential chain; regional serving endpoints over HTTPS).
+AWS environment (the default credential chain; regional serving endpoints over HTTPS; pinning
+through the Kubernetes API's port-forward).
 
 Clients are cached per service and region and never retry on their own: the engine decides
 what is worth retrying (see retry.py)."""
@@ -37,6 +38,11 @@ class Target:
     """Region -> the sandbox's Kubernetes API (`Configuration.host`); against AWS, each region's
     EKS cluster is found by name (see kube.py)."""
     kube_token: str | None = None
+    pin_through_port_forward: bool = False
+    """Pin (and read pins) on every runtime pod through the Kubernetes API's port-forward to the
+    management port (kube_portforward.py) instead of the serving URL. Against AWS always: a real pod
+    serves management only on its loopback. The sandbox serves it on the HTTP port; tests turn this
+    on to run the cluster path against the fake API server."""
     poll_interval_s: float = 5.0
     retry: RetryPolicy = RetryPolicy()
     connect_timeout_s: float = 10.0
@@ -44,15 +50,19 @@ class Target:
     _clients: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def sandbox(cls, env: Environment, state_dir: Path) -> "Target":
+    def sandbox(cls, env: Environment, state_dir: Path, *, port_forward: bool = False) -> "Target":
+        """`port_forward`: pin as against a cluster (see `pin_through_port_forward`), the admin
+        token from MLFLEET_ADMIN_TOKEN or else the sandbox's `mlfleet-runtime-admin` Secret."""
         from mlfleet.dr.sandbox import SandboxState
         from mlfleet.dr.sandbox.control import ControlClient
 
         state = SandboxState.load(state_dir, env.name)
+        token = os.environ.get("MLFLEET_ADMIN_TOKEN") if port_forward else state.admin_token
         return cls(env=env, kind=SANDBOX, state_dir=Path(state_dir), hosted_zone_id=state.hosted_zone_id,
-                   serving_urls=dict(state.serving), admin_token=state.admin_token, aws_endpoint=state.aws_endpoint,
+                   serving_urls=dict(state.serving), admin_token=token, aws_endpoint=state.aws_endpoint,
                    control=ControlClient(state.control_url, state.control_token), gcp_endpoint=state.gcp_endpoint,
                    kube_hosts=dict(state.kubernetes), kube_token=state.kubernetes_token,
+                   pin_through_port_forward=port_forward,
                    poll_interval_s=0.05, retry=RetryPolicy(attempts=4, base_s=0.05, cap_s=0.5),
                    connect_timeout_s=1.0, read_timeout_s=2.0)
 
@@ -60,7 +70,7 @@ class Target:
     def aws(cls, env: Environment, state_dir: Path) -> "Target":
         return cls(env=env, kind=AWS, state_dir=Path(state_dir), hosted_zone_id=env.serving.hosted_zone_id,
                    serving_urls={r.name: f"https://{env.endpoint(r)}" for r in env.regions},
-                   admin_token=os.environ.get("MLFLEET_ADMIN_TOKEN"))
+                   admin_token=os.environ.get("MLFLEET_ADMIN_TOKEN"), pin_through_port_forward=True)
 
     def region(self, name: str):
         try:
@@ -105,6 +115,7 @@ class Target:
 
             for region in self.env.regions:
                 kube.apps_api(self, region.name)
+                kube.core_api(self, region.name)
 
     def lock(self, region: str) -> RunLock:
         if self.kind == SANDBOX:

@@ -1,7 +1,8 @@
 """The local sandbox: a multi-region world on loopback that the real clients talk to.
 
 `Sandbox(env).up()` starts a moto server (with mlfleet's extensions), the AWS fault proxy in
-front of it, a fake GCP endpoint, a fake Kubernetes API (every region's runtime Deployments),
+front of it, a fake GCP endpoint, a fake Kubernetes API (every region's runtime Deployments, their
+pods, the admin token's Secret, port-forward to the region's runtime),
 one runtime process per region behind its own serving proxy, and the control API; creates the
 environment's resources through boto3 and seeds the runtime image into every region's ECR
 repository by its digest; publishes an approved champion model to the primary artifact bucket
@@ -128,6 +129,7 @@ class Sandbox:
             self._stack.append(self.kube.stop)
             self.control = ControlServer(secrets.token_urlsafe(24), self.faults, self.settings, self.ledger,
                                          kubernetes=self.kube, remove_image=self.remove_image)
+            self.admin_token = secrets.token_urlsafe(24)  # before _deploy: the admin Secret carries it
             self._deploy()
             self._start_runtimes()
             self.control.start()
@@ -221,8 +223,10 @@ class Sandbox:
         self.wait_replicated(keys)
 
     def _seed_serving_plane(self) -> None:
-        """The runtime image in every region's repository (the state after ECR replication) and
-        each region's runtime Deployments at their role's replicas, every pod ready."""
+        """The runtime image in every region's repository (the state after ECR replication),
+        each region's runtime Deployments at their role's replicas, every pod ready, and the admin
+        token's Secret (which a platform team creates out of band)."""
+        from mlfleet.dr.kube_portforward import ADMIN_SECRET, ADMIN_SECRET_KEY
         from mlfleet.dr.sandbox.moto_extensions import seed_image
 
         image = self.env.serving.image
@@ -231,6 +235,8 @@ class Sandbox:
         self.kube.clear()
         for region in self.env.regions:
             seed_image(region.name, repository, image.digest)
+            self.kube.seed_secret(region.name, naming.serving_namespace(), ADMIN_SECRET,
+                                  {ADMIN_SECRET_KEY: self.admin_token})
             registry = f"{self.env.aws.account_id}.dkr.ecr.{region.name}.amazonaws.com"
             for pool in self.env.serving_pools:
                 self.kube.seed(region.name, naming.serving_namespace(), naming.runtime_deployment(pool.name),
@@ -262,7 +268,6 @@ class Sandbox:
     def _start_runtimes(self) -> None:
         from mlfleet.runtime.process import RuntimeProcess
 
-        self.admin_token = secrets.token_urlsafe(24)
         prefix = self.env.artifact_store.models_prefix
         errors: list[BaseException] = []
 
@@ -279,6 +284,7 @@ class Sandbox:
                 return
             self._runtimes[region] = runtime
             self.serving_proxies[region].set_upstream(runtime.http_url)
+            self.kube.set_runtime(region, runtime.http_port)  # where its pods' management port leads
 
         threads = [threading.Thread(target=start, args=(r.name,)) for r in self.env.regions]
         for thread in threads:

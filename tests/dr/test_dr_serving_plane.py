@@ -160,11 +160,11 @@ def test_a_failed_region_answers_503_which_the_engine_retries(fake_kubernetes):
     fake_kubernetes.faults.add(Fault(region=STANDBY))
     target = type("T", (), {"connect_timeout_s": 1.0, "read_timeout_s": 2.0})()
     with pytest.raises(kube.KubeApiError) as caught:
-        kube._kube(target, _apps(fake_kubernetes).read_namespaced_deployment_scale, DEPLOYMENT, NAMESPACE)
+        kube.call(target, _apps(fake_kubernetes).read_namespaced_deployment_scale, DEPLOYMENT, NAMESPACE)
     assert caught.value.status_code == 503 and classify(caught.value) == TRANSIENT
     fake_kubernetes.faults.clear()
     with pytest.raises(kube.KubeApiError) as caught:
-        kube._kube(target, _apps(fake_kubernetes).read_namespaced_deployment_scale, "mlfleet-runtime-x", NAMESPACE)
+        kube.call(target, _apps(fake_kubernetes).read_namespaced_deployment_scale, "mlfleet-runtime-x", NAMESPACE)
     assert classify(caught.value) == PERMANENT, "a missing Deployment does not appear by retrying"
 
 
