@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import strings
 from .errors import BadRequest
 from .model_spec import ModelSpec
 from .tensors import array_from_json, check_input_header, order_inputs
@@ -40,6 +41,10 @@ class Canary:
                 out = spec.output(name)
                 if out is None:
                     raise TypeError(f"output {name!r} is not in the model's config")
+                if strings.is_string(out.datatype):  # golden strings compare exactly
+                    expected[spec.outputs.index(out)] = strings.expected_strings(name, tensor["shape"],
+                                                                                 tensor.get("data"))
+                    continue
                 values = np.asarray(tensor["data"], dtype=np.float64)
                 expected[spec.outputs.index(out)] = values.reshape(tensor["shape"])
         except (ValueError, KeyError, TypeError, AttributeError, BadRequest) as exc:
@@ -52,6 +57,13 @@ class Canary:
             got = outputs[index]
             if got.shape != want.shape:
                 return f"output {index}: shape {list(got.shape)} != expected {list(want.shape)}"
+            if want.dtype == strings.OBJECT:
+                differs = [i for i, (g, w) in enumerate(zip(got.reshape(-1), want.reshape(-1), strict=True))
+                           if g != w]
+                if differs:
+                    return (f"output {index}: {len(differs)} string(s) differ, the first at element {differs[0]}: "
+                            f"{got.reshape(-1)[differs[0]]!r} != expected {want.reshape(-1)[differs[0]]!r}")
+                continue
             diff = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
             if not diff <= self.atol:
                 return f"output {index}: max abs difference {diff:.3g} exceeds atol {self.atol:g}"

@@ -74,6 +74,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue-depth", type=_positive(int), default=256,
                         help="admission bound: inference requests queued or executing per model; beyond it "
                              "requests are shed with 503 and Retry-After (gRPC UNAVAILABLE) (default 256)")
+    parser.add_argument("--system-shared-memory", choices=("auto", "on", "off"), default="auto",
+                        help="Triton's system shared memory extension (regions under /dev/shm of this host); "
+                             "auto (default): on only when --host is loopback and there is no --management-port")
     parser.add_argument("--torch-threads", type=_positive(int), default=None,
                         help="torch intra-op threads (default: torch's choice)")
 
@@ -133,6 +136,13 @@ def run_serve(args) -> int:
     if management_error:
         print(f"mlfleet serve: error: {management_error}", file=sys.stderr)
         return 2
+    from . import shared_memory
+
+    try:
+        system_shared_memory = shared_memory.enabled(args.system_shared_memory, args.host, args.management_port)
+    except ValueError as exc:
+        print(f"mlfleet serve: error: {exc}", file=sys.stderr)
+        return 2
     import uvloop
 
     from .health import HealthBounds
@@ -146,7 +156,7 @@ def run_serve(args) -> int:
         bounds=HealthBounds(canary_max_age_s=args.canary_max_age or 3 * args.canary_interval,
                             max_error_rate=args.max_error_rate),
         max_queue_depth=args.max_queue_depth, management_port=args.management_port,
-        management_host=args.management_host or "127.0.0.1")
+        management_host=args.management_host or "127.0.0.1", system_shared_memory=system_shared_memory)
     try:
         uvloop.run(serve(options))
     except StartupError as exc:

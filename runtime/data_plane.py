@@ -23,6 +23,7 @@ from .health import HealthBounds, failover_health
 from .manager import LoadRefused, ModelManager, PinConflict
 from .metrics import Metrics, ModelStats
 from .model_spec import ModelSpec, TensorSpec
+from .shared_memory import SYSTEM_SHARED_MEMORY, SharedMemoryRegistry
 from .tensors import array_from_bytes, array_from_json, check_input_header, order_inputs, requested_outputs
 
 SERVER_NAME = "mlfleet"
@@ -116,7 +117,8 @@ class DataPlane:
     """The models, their statistics, health bounds and the process's draining flag."""
 
     def __init__(self, manager: ModelManager, metrics: Metrics, *, region: str = "local",
-                 bounds: HealthBounds | None = None, max_queue_depth: int = 256):
+                 bounds: HealthBounds | None = None, max_queue_depth: int = 256,
+                 shared_memory: SharedMemoryRegistry | None = None):
         self.manager = manager
         self.metrics = metrics
         self.region = region
@@ -126,6 +128,8 @@ class DataPlane:
         # answer (queued or executing); more are shed at once instead of waiting unboundedly.
         self.max_queue_depth = max_queue_depth
         self._admitted: dict[str, int] = {}  # model -> requests admitted and not yet answered
+        # the system shared memory regions both front ends use; None: the extension is not served
+        self.shared_memory = shared_memory
 
     # -- server ----------------------------------------------------------------------------------
     @property
@@ -135,9 +139,12 @@ class DataPlane:
     def not_ready_reason(self) -> str:
         return "shutting down" if self.draining else "models not loaded"
 
-    @staticmethod
-    def server_metadata() -> ServerMetadata:
-        return ServerMetadata(SERVER_NAME, SERVER_VERSION, EXTENSIONS)
+    def server_metadata(self) -> ServerMetadata:
+        extensions = EXTENSIONS
+        if self.shared_memory is not None:  # after Triton's names, before this runtime's own
+            own = next((i for i, name in enumerate(EXTENSIONS) if name.startswith("mlfleet_")), len(EXTENSIONS))
+            extensions = [*EXTENSIONS[:own], SYSTEM_SHARED_MEMORY, *EXTENSIONS[own:]]
+        return ServerMetadata(SERVER_NAME, SERVER_VERSION, extensions)
 
     def failover_health(self) -> tuple[bool, dict]:
         return failover_health(self.manager, self.bounds, region=self.region, draining=self.draining)

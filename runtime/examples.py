@@ -80,8 +80,58 @@ def _add_sub_canary(datatype: str) -> dict:
             "atol": 0.0}
 
 
+# Triton's string examples (TYPE_STRING, BYTES on the wire), which NVIDIA's string client examples
+# call: `simple_string` reads two [-1, 16] tensors of decimal integers and answers their sum and
+# difference as decimal strings; `simple_identity` returns its [-1, -1] input. name -> batching
+STRING_MODELS = {"simple_string": True, "simple_identity": False}
+
+
+def build_string_model(model: str):
+    """The TorchScript module of a string example: it takes and returns List[str] (row-major)."""
+    import torch
+
+    from . import torch_model  # noqa: F401 - its warning filters cover torch.jit here too
+
+    class SumDifference(torch.nn.Module):
+        def forward(self, input0: list[str], input1: list[str]) -> tuple[list[str], list[str]]:
+            total = [str(int(a) + int(b)) for a, b in zip(input0, input1)]  # noqa: B905 - TorchScript has no strict
+            difference = [str(int(a) - int(b)) for a, b in zip(input0, input1)]  # noqa: B905
+            return total, difference
+
+    class Identity(torch.nn.Module):
+        def forward(self, input0: list[str]) -> list[str]:
+            return input0
+
+    return torch.jit.script((SumDifference() if model == "simple_string" else Identity()).eval())
+
+
+def string_config_pbtxt(model: str) -> str:
+    head = f'name: "{model}"\nplatform: "pytorch_libtorch"\nmax_batch_size: {ADD_SUB_MAX_BATCH_SIZE}\n'
+    if model == "simple_identity":
+        return (head + 'input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]\n'
+                'output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]\n')
+    tensor = "data_type: TYPE_STRING dims: [ 16 ]"
+    return (head + f'input [ {{ name: "INPUT0" {tensor} }}, {{ name: "INPUT1" {tensor} }} ]\n'
+            f'output [ {{ name: "OUTPUT0" {tensor} }}, {{ name: "OUTPUT1" {tensor} }} ]\n'
+            + ("dynamic_batching { }\n" if STRING_MODELS[model] else ""))
+
+
+def _string_canary(model: str) -> dict:
+    def document(data: list[str]) -> dict:
+        return {"datatype": "BYTES", "shape": [1, len(data)], "data": data}
+    if model == "simple_identity":  # an embedded NUL and non-ASCII text must come back unchanged
+        texts = ["he\x00llo", "\x00\x01\x02\x03", "grüße", ""]
+        return {"inputs": {"INPUT0": document(texts)}, "outputs": {"OUTPUT0": document(texts)}}
+    first = list(range(16))  # the client examples' inputs: 0..15 and ones
+    return {"inputs": {"INPUT0": document([str(v) for v in first]), "INPUT1": document(["1"] * 16)},
+            "outputs": {"OUTPUT0": document([str(v + 1) for v in first]),
+                        "OUTPUT1": document([str(v - 1) for v in first])}}
+
+
 def _example_version(model: str, version: str):
     """The TorchScript module and canary document of one example model version."""
+    if model in STRING_MODELS:
+        return build_string_model(model), _string_canary(model)
     if model in ADD_SUB_MODELS:
         return build_add_sub(), _add_sub_canary(ADD_SUB_MODELS[model])
     widths, _, atol = EXAMPLE_MODELS[model]
@@ -110,15 +160,16 @@ def write_example_repository(root: Path, *, models=("mlp",), versions=("1", "2")
     import torch
 
     root = Path(root)
-    unknown = [m for m in models if m not in EXAMPLE_MODELS and m not in ADD_SUB_MODELS]
+    unknown = [m for m in models if m not in EXAMPLE_MODELS and m not in ADD_SUB_MODELS and m not in STRING_MODELS]
     if unknown:
         raise ValueError(f"unknown example model(s) {unknown}; "
-                         f"choose from {sorted([*EXAMPLE_MODELS, *ADD_SUB_MODELS])}")
+                         f"choose from {sorted([*EXAMPLE_MODELS, *ADD_SUB_MODELS, *STRING_MODELS])}")
     if champion not in versions:
         raise ValueError(f"champion {champion!r} is not one of versions {list(versions)}")
     entries = {}
     for model in models:
-        config = (add_sub_config_pbtxt(model, ADD_SUB_MODELS[model]) if model in ADD_SUB_MODELS
+        config = (string_config_pbtxt(model) if model in STRING_MODELS
+                  else add_sub_config_pbtxt(model, ADD_SUB_MODELS[model]) if model in ADD_SUB_MODELS
                   else config_pbtxt(model, EXAMPLE_MODELS[model][0], EXAMPLE_MODELS[model][1]))
         (root / model).mkdir(parents=True, exist_ok=True)
         (root / model / "config.pbtxt").write_text(config)

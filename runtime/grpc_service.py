@@ -13,10 +13,19 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from . import streaming, strings
 from .auth import check_bearer
 from .data_plane import DataPlane, InferRequest, InferResult, InputTensor, TensorMetadata, check_load_parameters
 from .errors import BadRequest, ErrorKind, NotFound, ServingError, Unavailable
 from .model_spec import NUMPY_DTYPES
+from .shared_memory import (
+    CUDA_NOT_SUPPORTED,
+    RegionRef,
+    SharedMemoryRegistry,
+    input_from_region,
+    output_regions,
+    write_output,
+)
 
 GRPC_STATUS = {
     ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -36,6 +45,7 @@ _CONTENTS_FIELD = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
     "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 
 Reply = TypeVar("Reply")
@@ -53,17 +63,27 @@ def _answers(rpc: Callable[[Any, Any, Any], Awaitable[Reply]]) -> Callable[[Any,
     return answered
 
 
-def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
+def decode_infer_request(request: pb.ModelInferRequest, shared_memory: SharedMemoryRegistry | None = None
+                         ) -> InferRequest:
+    # inputs in shared memory have no raw_input_contents entry (as tritonclient sends them)
+    from_regions = [input_from_region(shared_memory, parameter_values(entry.parameters), entry.name,
+                                      has_data=entry.HasField("contents")) if entry.parameters else None
+                    for entry in request.inputs]
+    plain = sum(region is None for region in from_regions)
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise BadRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    if raw and len(raw) != plain:
+        raise BadRequest(f"{len(raw)} raw_input_contents for {plain} inputs"
+                         + (" not in shared memory" if plain != len(request.inputs) else ""))
+    raw_entries = iter(raw)
     inputs = []
-    for position, entry in enumerate(request.inputs):
+    for entry, from_region in zip(request.inputs, from_regions, strict=True):
         tensor = InputTensor(entry.name, entry.datatype, list(entry.shape))
-        if raw:
+        if from_region is not None:
+            tensor.raw = from_region
+        elif raw:
             if entry.HasField("contents"):  # which one would win is a guess: refuse, as Triton does
                 raise BadRequest(f"input {entry.name!r}: contents must not be given with raw_input_contents")
-            tensor.raw = raw[position]
+            tensor.raw = next(raw_entries)
         else:
             field = _CONTENTS_FIELD.get(entry.datatype)
             if field is None and entry.datatype in NUMPY_DTYPES:
@@ -75,13 +95,61 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
     return InferRequest(inputs, outputs, request.id)
 
 
-def encode_infer_response(result: InferResult) -> pb.ModelInferResponse:
-    """Outputs always travel in raw_output_contents."""
+def encode_infer_response(result: InferResult, shared_memory: SharedMemoryRegistry | None = None,
+                          regions: list[RegionRef | None] | None = None) -> pb.ModelInferResponse:
+    """Outputs travel in raw_output_contents, or in the shared memory region a requested output
+    named (its parameters say where; its raw_output_contents entry is empty, keeping positions)."""
     response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=result.id)
+    placed = iter(regions or ())
     for tensor, array in result.outputs:
-        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=array.shape)
-        response.raw_output_contents.append(np.ascontiguousarray(array).tobytes())
+        output = response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=array.shape)
+        region = next(placed, None)
+        if region is not None and shared_memory is not None:
+            raw = (strings.length_prefixed(array) if strings.is_string(tensor.datatype)
+                   else np.ascontiguousarray(array).tobytes())
+            _set_parameters(output.parameters, write_output(shared_memory, region, tensor.name, raw))
+            response.raw_output_contents.append(b"")
+            continue
+        response.raw_output_contents.append(strings.length_prefixed(array) if strings.is_string(tensor.datatype)
+                                            else np.ascontiguousarray(array).tobytes())
     return response
+
+
+def parameter_values(parameters: Any) -> dict[str, Any]:
+    """A map<string, InferParameter> as plain values (whichever of its oneof fields is set)."""
+    values = {}
+    for name, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        values[name] = None if choice is None else getattr(parameter, choice)
+    return values
+
+
+def _set_parameters(parameters: Any, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if isinstance(value, str):
+            parameters[name].string_param = value
+        else:
+            parameters[name].int64_param = value
+
+
+class GrpcInference:
+    """One ModelInferRequest: `decode` and `encode` are what the data plane calls around the model,
+    so the shared memory regions its outputs named reach the response."""
+
+    __slots__ = ("_request", "_shared_memory", "_regions")
+
+    def __init__(self, request: pb.ModelInferRequest, shared_memory: SharedMemoryRegistry | None):
+        self._request, self._shared_memory = request, shared_memory
+        self._regions: list[RegionRef | None] | None = None
+
+    def decode(self) -> InferRequest:
+        decoded = decode_infer_request(self._request, self._shared_memory)
+        self._regions = output_regions(self._shared_memory, ((o.name, parameter_values(o.parameters))
+                                                             for o in self._request.outputs))
+        return decoded
+
+    def encode(self, result: InferResult) -> pb.ModelInferResponse:
+        return encode_infer_response(result, self._shared_memory, self._regions)
 
 
 def _tensor_metadata(tensors: list[TensorMetadata]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
@@ -123,6 +191,47 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._authorize(context)
         await self.plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    # -- shared memory (shared_memory.py): regions shared with the REST front end --------------
+    async def _shared_memory(self, name: str, context) -> SharedMemoryRegistry:
+        registry = self.plane.shared_memory
+        if registry is None:  # not served: as any RPC this server does not implement
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by this server")
+            raise AssertionError("abort raises")
+        return registry
+
+    @_answers
+    async def SystemSharedMemoryRegister(self, request, context):
+        registry = await self._shared_memory("SystemSharedMemoryRegister", context)
+        registry.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_answers
+    async def SystemSharedMemoryStatus(self, request, context):
+        registry = await self._shared_memory("SystemSharedMemoryStatus", context)
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in registry.status(request.name or None):
+            response.regions[region.name].CopyFrom(pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size))
+        return response
+
+    @_answers
+    async def SystemSharedMemoryUnregister(self, request, context):
+        registry = await self._shared_memory("SystemSharedMemoryUnregister", context)
+        registry.unregister(request.name or None)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemoryStatus(self, request, context):
+        if request.name:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no CUDA shared memory region {request.name!r}: "
+                                + CUDA_NOT_SUPPORTED)
+        return pb.CudaSharedMemoryStatusResponse()  # none can be registered
+
+    async def CudaSharedMemoryUnregister(self, request, context):
+        return pb.CudaSharedMemoryUnregisterResponse()  # none is registered: a no-op, as Triton
+
+    async def CudaSharedMemoryRegister(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, CUDA_NOT_SUPPORTED)
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
@@ -167,9 +276,17 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers
     async def ModelInfer(self, request, context):
+        return await self.infer(request, time.perf_counter_ns())
+
+    async def infer(self, request: pb.ModelInferRequest, started_ns: int) -> pb.ModelInferResponse:
+        """One ModelInferRequest through the data plane: a ModelInfer call, or one request of a stream."""
+        codec = GrpcInference(request, self.plane.shared_memory)
         return await self.plane.infer(request.model_name, request.model_version or None,
-                                      functools.partial(decode_infer_request, request), encode_infer_response,
-                                      started_ns=time.perf_counter_ns())
+                                      codec.decode, codec.encode, started_ns=started_ns)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        async for response in streaming.stream_infer(request_iterator, self.infer):
+            yield response
 
 
 def _unimplemented(name: str) -> Callable[[Any, Any, Any], Awaitable[None]]:

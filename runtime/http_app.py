@@ -40,6 +40,7 @@ from .rest_codec import (
     repository_index_json,
     server_metadata_json,
 )
+from .shared_memory import CUDA_NOT_SUPPORTED, SYSTEM_SHARED_MEMORY, SharedMemoryRegistry, register_body, status_json
 
 log = logging.getLogger("mlfleet.runtime.http")
 
@@ -95,6 +96,7 @@ class Route:
     path: str      # segments in braces are parameters: one non-empty path segment each
     handler: str   # the RestApp method that answers, called with the parameters as keywords
     surface: Surface = Surface.PUBLIC
+    extension: str | None = None  # served only when the server lists this extension (server metadata)
 
 
 # Inference first: it is the hot path, and the table is tried in order.
@@ -121,6 +123,19 @@ ROUTES = (
     Route("POST", "/v2/mlfleet/models/{model}/pin", "pin", Surface.MANAGEMENT),
     Route("POST", "/v2/repository/models/{model}/load", "load_model", Surface.MANAGEMENT),
     Route("POST", "/v2/repository/models/{model}/unload", "unload_model", Surface.MANAGEMENT),
+    # Triton's shared memory extensions (shared_memory.py): system memory only when enabled; CUDA
+    # answers that it holds no region and refuses to register one
+    Route("GET", "/v2/systemsharedmemory/status", "shm_status", extension=SYSTEM_SHARED_MEMORY),
+    Route("GET", "/v2/systemsharedmemory/region/{region}/status", "shm_status", extension=SYSTEM_SHARED_MEMORY),
+    Route("POST", "/v2/systemsharedmemory/region/{region}/register", "shm_register", extension=SYSTEM_SHARED_MEMORY),
+    Route("POST", "/v2/systemsharedmemory/unregister", "shm_unregister", extension=SYSTEM_SHARED_MEMORY),
+    Route("POST", "/v2/systemsharedmemory/region/{region}/unregister", "shm_unregister",
+          extension=SYSTEM_SHARED_MEMORY),
+    Route("GET", "/v2/cudasharedmemory/status", "cuda_shm_status"),
+    Route("GET", "/v2/cudasharedmemory/region/{region}/status", "cuda_shm_status"),
+    Route("POST", "/v2/cudasharedmemory/region/{region}/register", "cuda_shm_register"),
+    Route("POST", "/v2/cudasharedmemory/unregister", "cuda_shm_unregister"),
+    Route("POST", "/v2/cudasharedmemory/region/{region}/unregister", "cuda_shm_unregister"),
 )
 
 
@@ -142,11 +157,12 @@ class RestApp:
         # so it answers 404 as if it never existed (not 405, which would tell that it exists).
         self._table: list[tuple[re.Pattern[str], dict[str, Callable[..., Awaitable[Response]]], set[str]]] = []
         by_path: dict[str, tuple[dict[str, Callable[..., Awaitable[Response]]], set[str]]] = {}
+        extensions = plane.server_metadata().extensions
         for route in ROUTES:
             if route.path not in by_path:
                 by_path[route.path] = ({}, set())
             handlers, absent = by_path[route.path]
-            if listener.serves(route.surface):
+            if listener.serves(route.surface) and (route.extension is None or route.extension in extensions):
                 handlers[route.method] = getattr(self, route.handler)
             else:
                 absent.add(route.method)
@@ -167,6 +183,8 @@ class RestApp:
             status, headers, body = HTTP_STATUS[exc.kind], _JSON, json_bytes({"error": exc.message})
             if exc.kind is ErrorKind.OVERLOADED:
                 headers = headers + [(b"retry-after", str(RETRY_AFTER_S).encode())]
+            elif isinstance(exc, _RouteMethodNotAllowed):  # RFC 9110: a 405 lists what the route serves
+                headers = headers + [(b"allow", exc.allow.encode())]
         except Exception:  # a bug must not take the connection down silently
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             status, headers, body = 500, _JSON, json_bytes({"error": "internal server error"})
@@ -201,7 +219,7 @@ class RestApp:
             if handler is None:
                 if method in absent:
                     break
-                raise MethodNotAllowed(f"method {method} not allowed here; use {' or '.join(handlers)}")
+                raise _RouteMethodNotAllowed(method, handlers)
             return await handler(scope, receive, **match.groupdict())
         raise NotFound(f"no route for {scope['path']}")
 
@@ -258,7 +276,7 @@ class RestApp:
             elif name == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
         body = await self._read_body(scope, receive)
-        codec = RestInference(body, header_length, encoding, self.max_body_bytes)
+        codec = RestInference(body, header_length, encoding, self.max_body_bytes, self.plane.shared_memory)
         payload, json_length = await self.plane.infer(model, version, codec.decode, codec.encode, started_ns=started)
         if json_length is None:
             return 200, _JSON, payload
@@ -296,6 +314,38 @@ class RestApp:
             raise BadRequest("'reload_manifest' must be true or false")
         return 200, _JSON, pin_json(await self.plane.pin(model, version, reload_manifest=reload_manifest))
 
+    # -- shared memory (shared_memory.py) -------------------------------------------------------
+    def _registry(self) -> SharedMemoryRegistry:
+        registry = self.plane.shared_memory
+        if registry is None:  # the routes exist only with a registry
+            raise NotFound("system shared memory is not served")
+        return registry
+
+    async def shm_status(self, scope: Scope, receive: Receive, region: str | None = None) -> Response:
+        return 200, _JSON, json_bytes(status_json(self._registry().status(region)))
+
+    async def shm_register(self, scope: Scope, receive: Receive, region: str) -> Response:
+        key, offset, byte_size = register_body(_json_object(await self._read_body(scope, receive)))
+        self._registry().register(region, key, offset, byte_size)
+        return 200, _JSON, b"{}"
+
+    async def shm_unregister(self, scope: Scope, receive: Receive, region: str | None = None) -> Response:
+        await self._read_body(scope, receive)  # Triton's body is empty; whatever comes is ignored
+        self._registry().unregister(region)
+        return 200, _JSON, b"{}"
+
+    async def cuda_shm_status(self, scope: Scope, receive: Receive, region: str | None = None) -> Response:
+        if region is not None:
+            raise NotFound(f"no CUDA shared memory region {region!r}: {CUDA_NOT_SUPPORTED}")
+        return 200, _JSON, b"[]"
+
+    async def cuda_shm_register(self, scope: Scope, receive: Receive, region: str) -> Response:
+        raise BadRequest(CUDA_NOT_SUPPORTED)
+
+    async def cuda_shm_unregister(self, scope: Scope, receive: Receive, region: str | None = None) -> Response:
+        await self._read_body(scope, receive)
+        return 200, _JSON, b"{}"  # none is registered: a no-op, as Triton's unregister of an unknown name
+
     def _authorize(self, scope: Scope) -> None:
         check_bearer(self.admin_token, next((v for n, v in scope["headers"] if n == b"authorization"), b""))
 
@@ -322,6 +372,14 @@ class RestApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _RouteMethodNotAllowed(MethodNotAllowed):
+    """A 405 that knows the methods its route serves on this listener (its `Allow` header)."""
+
+    def __init__(self, method: str, served: dict[str, Any]):
+        super().__init__(f"method {method} not allowed here; use {' or '.join(served)}")
+        self.allow = ", ".join(served)
 
 
 async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:

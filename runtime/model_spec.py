@@ -8,6 +8,8 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import strings
+
 # Datatypes a TorchScript model can take or return, by their v2 protocol names.
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -22,6 +24,8 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "FP16": np.dtype(np.float16),
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
+    # TYPE_STRING: object arrays of str between the checks and the encoders (runtime/strings.py)
+    "BYTES": np.dtype(object),
 }
 # Which numpy kinds a JSON list may hold for a datatype (ints may fill a float tensor).
 JSON_KINDS = {name: ("b",) if name == "BOOL" else ("i", "u") if dt.kind in "iu" else ("i", "u", "f")
@@ -105,6 +109,8 @@ def parse_model_config(text: bytes | str, model: str) -> ModelSpec:
         specs, seen = [], set()
         for entry in entries:
             datatype = mc.DataType.Name(entry.data_type).removeprefix("TYPE_")
+            if datatype == strings.CONFIG_DATATYPE:  # the protocol calls TYPE_STRING "BYTES"
+                datatype = strings.BYTES
             if datatype not in NUMPY_DTYPES:
                 raise ModelConfigError(f"{where}: {kind} {entry.name!r}: datatype {datatype} is not "
                                        f"supported (supported: {', '.join(NUMPY_DTYPES)})")

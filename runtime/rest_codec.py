@@ -16,6 +16,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import strings
 from .data_plane import (
     IndexEntry,
     InferRequest,
@@ -27,6 +28,7 @@ from .data_plane import (
     ServerMetadata,
 )
 from .errors import BadRequest, PayloadTooLarge
+from .shared_memory import RegionRef, SharedMemoryRegistry, rest_regions, write_output
 
 # One compact encoder for every response: json.dumps with options builds a new encoder per call.
 # NaN and Infinity are not JSON: the encoder refuses them, and the callers replace them (`_finite`).
@@ -157,21 +159,30 @@ def _output_prefix(name: str, datatype: str) -> str:
     return f'{{"name":{encode_json(name)},"datatype":{encode_json(datatype)},"shape":['
 
 
-def encode_response(result: InferResult, binary: list[bool]) -> tuple[bytes, int | None]:
+def encode_response(result: InferResult, binary: list[bool],
+                    written: list[dict | None] | None = None) -> tuple[bytes, int | None]:
     """Response body and, when it carries binary outputs, the length of its JSON header.
+    `written`: per output, the parameters of a shared memory region it was written into.
 
     The JSON is assembled from pre-encoded pieces (names, datatypes) rather than through a
     dict per output: this runs once per request and is a large part of a tiny model's cost."""
     entries, chunks = [], []
+    placed = iter(written or ())
     for (tensor, array), as_binary in zip(result.outputs, binary, strict=True):
         shape = ",".join(map(str, array.shape))
+        region = next(placed, None)
+        if region is not None:  # written into shared memory: the response names it, without data
+            entries.append(f'{_output_prefix(tensor.name, tensor.datatype)}{shape}],'
+                           f'"parameters":{encode_json(region)}}}')
+            continue
         if as_binary:
-            raw = array.tobytes()  # row-major bytes whatever the array's memory layout
+            # row-major bytes whatever the array's memory layout; BYTES: length-prefixed elements
+            raw = strings.length_prefixed(array) if strings.is_string(tensor.datatype) else array.tobytes()
             entries.append(f'{_output_prefix(tensor.name, tensor.datatype)}{shape}],'
                            f'"parameters":{{"binary_data_size":{len(raw)}}}}}')
             chunks.append(raw)
         else:
-            values = array.reshape(-1).tolist()
+            values = strings.json_values(array) if strings.is_string(tensor.datatype) else array.reshape(-1).tolist()
             try:
                 data = encode_json(values)
             except ValueError:  # NaN or Infinity: null in JSON (binary output carries them exactly)
@@ -189,22 +200,36 @@ class RestInference:
     """One REST inference request: `decode` and `encode` are what the data plane calls around the
     model, so the binary choices the request made reach its response."""
 
-    __slots__ = ("_body", "_header_length", "_encoding", "_limit", "_binary_default", "_binary")
+    __slots__ = ("_body", "_header_length", "_encoding", "_limit", "_binary_default", "_binary",
+                 "_shared_memory", "_regions")
 
-    def __init__(self, body: bytes, header_length: str | None, encoding: str | None, limit: int):
+    def __init__(self, body: bytes, header_length: str | None, encoding: str | None, limit: int,
+                 shared_memory: SharedMemoryRegistry | None = None):
         self._body, self._header_length, self._encoding, self._limit = body, header_length, encoding, limit
         self._binary_default = False
         self._binary: list[bool] | None = None
+        self._shared_memory = shared_memory
+        self._regions: list[RegionRef | None] | None = None  # per requested output (shared_memory.py)
 
     def decode(self) -> InferRequest:
         body = decompress(self._body, self._encoding, self._limit) if self._encoding else self._body
         header, tail = split_body(body, self._header_length)
         request, self._binary_default, self._binary = parse_request(header, tail)
+        self._regions = rest_regions(self._shared_memory, header, request)
         return request
 
     def encode(self, result: InferResult) -> tuple[bytes, int | None]:
         binary = self._binary if self._binary is not None else [self._binary_default] * len(result.outputs)
-        return encode_response(result, binary)
+        if self._regions is None or self._shared_memory is None:
+            return encode_response(result, binary)
+        written = [None if ref is None else write_output(self._shared_memory, ref, tensor.name, _raw(tensor, array))
+                   for (tensor, array), ref in zip(result.outputs, self._regions, strict=True)]
+        return encode_response(result, binary, written)
+
+
+def _raw(tensor: Any, array: Any) -> bytes:
+    """An output's bytes as the binary extension carries them (for a shared memory region)."""
+    return strings.length_prefixed(array) if strings.is_string(tensor.datatype) else array.tobytes()
 
 
 # -- the other documents of the protocol ---------------------------------------------------------

@@ -20,6 +20,7 @@ from .health import HealthBounds
 from .http_app import Listener, RestApp
 from .manager import LoadRefused, ModelManager
 from .metrics import Metrics
+from .shared_memory import SharedMemoryRegistry
 from .sources import SourceError, open_source
 
 log = logging.getLogger("mlfleet.runtime")
@@ -48,6 +49,8 @@ class ServeOptions:
     # management_host (the pod's loopback), and absent from the public HTTP and gRPC ports
     management_port: int | None = None
     management_host: str = "127.0.0.1"
+    # Triton's system shared memory extension (shared_memory.py); the CLI decides (see `enabled`)
+    system_shared_memory: bool = False
 
 
 class _UvicornServer(uvicorn.Server):
@@ -90,7 +93,10 @@ async def serve(options: ServeOptions) -> None:
         await manager.close()
         raise StartupError(f"{source.location}: {exc}") from None
     plane = DataPlane(manager, metrics, region=options.region, bounds=options.bounds,
-                      max_queue_depth=options.max_queue_depth)
+                      max_queue_depth=options.max_queue_depth,
+                      shared_memory=SharedMemoryRegistry() if options.system_shared_memory else None)
+    if options.system_shared_memory:
+        log.info("system shared memory is served: clients on this host may register /dev/shm regions")
 
     separate = options.management_port is not None
     http_socket = _listen(options.host, options.http_port)
@@ -162,5 +168,7 @@ async def serve(options: ServeOptions) -> None:
         log.warning("grace period over with requests still in flight")
     shed.cancel()
     await manager.close()
+    if plane.shared_memory is not None:
+        plane.shared_memory.close()
     stopped.cancel()
     log.info("stopped")

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from . import strings
 from .errors import BadRequest
 from .model_spec import JSON_KINDS, NUMPY_DTYPES, ModelSpec, TensorSpec
 
@@ -36,6 +37,8 @@ def check_input_header(spec: ModelSpec, name: Any, datatype: Any, shape: Any) ->
 
 
 def array_from_json(tensor: TensorSpec, shape: list[int], data: Any) -> np.ndarray:
+    if strings.is_string(tensor.datatype):
+        return strings.array_from_values(tensor.name, shape, data)
     if not isinstance(data, list):
         raise BadRequest(f"input {tensor.name!r}: 'data' must be a list")
     try:
@@ -56,6 +59,8 @@ def array_from_json(tensor: TensorSpec, shape: list[int], data: Any) -> np.ndarr
 
 
 def array_from_bytes(tensor: TensorSpec, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
+    if strings.is_string(tensor.datatype):  # length-prefixed elements, not fixed-size ones
+        return strings.array_from_length_prefixed(tensor.name, shape, raw)
     dtype = tensor.numpy_dtype
     expected = _element_count(shape) * dtype.itemsize
     if len(raw) != expected:

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import torch
 
+from . import strings
 from .errors import ModelFailure
 from .model_spec import ModelSpec
 
@@ -52,7 +53,9 @@ class TorchModel:
             joined = [np.concatenate([request[i] for request in batch]) for i in range(len(self.spec.inputs))]
         try:
             with torch.inference_mode():
-                tensors = [torch.from_numpy(a).to(self.device) for a in joined]
+                # BYTES inputs go to the model as List[str]; everything else as tensors on its device
+                tensors = [strings.model_argument(a) if a.dtype == strings.OBJECT
+                           else torch.from_numpy(a).to(self.device) for a in joined]
                 prepared = time.perf_counter_ns()
                 result = self._module(*tensors)
                 if self.device.type == "cuda":  # CUDA runs asynchronously: wait, so infer time is real
@@ -61,7 +64,8 @@ class TorchModel:
         except Exception as exc:
             raise ModelFailure(f"model {self.spec.name!r} version {self.version} failed: "
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-        outputs = self._check_outputs(result, joined[0].shape[0] if self.spec.batched else None)
+        outputs = self._check_outputs(result, joined[0].shape[0] if self.spec.batched else None,
+                                      [a.shape for a in joined])
         if len(batch) == 1:
             per_request = [outputs]
         else:
@@ -73,14 +77,26 @@ class TorchModel:
         self.timings = (prepared - began, computed - prepared, time.perf_counter_ns() - computed)
         return per_request
 
-    def _check_outputs(self, result, rows: int | None) -> list[np.ndarray]:
-        tensors = list(result) if isinstance(result, (tuple, list)) else [result]
+    def _check_outputs(self, result, rows: int | None, input_shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
         specs = self.spec.outputs
-        if len(tensors) != len(specs) or not all(isinstance(t, torch.Tensor) for t in tensors):
+        if len(specs) == 1 and strings.is_string(specs[0].datatype) and strings.is_model_strings(result):
+            tensors = [result]  # one List[str] output: the list is the output, not a tuple of outputs
+        else:
+            tensors = list(result) if isinstance(result, (tuple, list)) else [result]
+        if len(tensors) != len(specs):
             raise ModelFailure(f"model {self.spec.name!r} returned {len(tensors)} value(s), "
                                f"its config declares {len(specs)} output tensor(s)")
+        for value, spec in zip(tensors, specs, strict=True):
+            string = strings.is_string(spec.datatype)
+            if not (strings.is_model_strings(value) if string else isinstance(value, torch.Tensor)):
+                raise ModelFailure(f"model {self.spec.name!r} output {spec.name!r} is a {type(value).__name__}, "
+                                   f"its config declares {'List[str] (TYPE_STRING)' if string else 'a tensor'}")
         arrays = []
         for tensor, spec in zip(tensors, specs, strict=True):
+            if strings.is_string(spec.datatype):
+                dims = ([rows] if rows is not None else []) + list(spec.dims)
+                arrays.append(strings.output_array(self.spec.name, spec.name, tensor, dims, input_shapes))
+                continue
             array = tensor.detach().cpu().numpy()
             if array.dtype != spec.numpy_dtype:
                 raise ModelFailure(f"model {self.spec.name!r} output {spec.name!r} is {array.dtype}, "

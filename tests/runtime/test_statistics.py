@@ -30,8 +30,9 @@ MODEL_STAT_KEYS = {"name", "version", "last_inference", "inference_count", "exec
                    "inference_stats", "batch_stats"}
 INFER_STAT_KEYS = {"success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
                    "cache_hit", "cache_miss"}
-SUPPORTED = ["binary_tensor_data", "model_configuration", "model_repository", "statistics", "mlfleet_failover_health",
-             "mlfleet_pinning"]
+# system_shared_memory: served here because the runtime listens on loopback (test_shared_memory.py)
+SUPPORTED = ["binary_tensor_data", "model_configuration", "model_repository", "statistics", "system_shared_memory",
+             "mlfleet_failover_health", "mlfleet_pinning"]
 
 
 @pytest.fixture(scope="module")
