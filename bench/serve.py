@@ -11,7 +11,12 @@ The peers need conflicting, heavy dependencies, so they live in a separate virtu
     .venv-bench/bin/pip install torch==2.13.0 kserve==0.21.0 nvidia-pytriton==0.7.0
 
 Run:  python bench/serve.py [--duration 3] [--bench-python .venv-bench/bin/python] [--no-peers]
-A peer that cannot start here is reported as such; the rest still runs."""
+A peer that cannot start here is reported as such; the rest still runs.
+
+The floor (bench/peers/asgi_floor.py, in mlfleet's own virtualenv, always run): the simplest fast
+server for "mlp" binary infer, a raw ASGI app under uvicorn with a send-what-is-queued batcher;
+mlfleet should keep >= 0.8x its throughput at c=16 binary. `--floor-only` measures just that point
+(and failover health under load) `--repeat` times and prints medians, for before/after profiling."""
 from __future__ import annotations
 
 import argparse
@@ -221,7 +226,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per point (default 3)")
     parser.add_argument("--bench-python", default=str(HERE.parent / ".venv-bench" / "bin" / "python"),
                         help="python of the virtualenv holding kserve and nvidia-pytriton")
-    parser.add_argument("--no-peers", action="store_true", help="measure mlfleet only")
+    parser.add_argument("--no-peers", action="store_true", help="measure mlfleet and the floor only")
+    parser.add_argument("--floor-only", action="store_true",
+                        help="mlp c=16 binary against the floor, and failover health under load, only")
+    parser.add_argument("--repeat", type=int, default=1, help="with --floor-only: runs, medians reported")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         print("needs at least 2 CPUs (server and load generator on different cores)", file=sys.stderr)
@@ -234,11 +242,13 @@ def main() -> int:
     write_example_repository(repo, models=MODELS, versions=("1",), champion="1")
     results: dict[tuple[str, str, int, str], Result] = {}
     notes: list[str] = []
+    if args.floor_only:
+        return floor_only(args, repo, work)
 
-    def measure(label: str, port: int, models=MODELS) -> None:
+    def measure(label: str, port: int, models=MODELS, encodings=("json", "binary")) -> None:
         for model in models:
             for concurrency in (1, 16):
-                for encoding in ("json", "binary"):
+                for encoding in encodings:
                     result = uvloop.run(drive(port, build_request(model, encoding), concurrency, args.duration))
                     results[(label, model, concurrency, encoding)] = result
                     print(f"  {label:<22} {model:<10} c={concurrency:<3} {encoding:<6} {result.rps:9.0f} rps  "
@@ -251,6 +261,12 @@ def main() -> int:
         load, health_p50, health_p99 = uvloop.run(health_under_load(runtime.http_port, "mlp-large", args.duration))
     print(f"  failover health while mlp-large saturated at c=16 ({load.rps:.0f} rps): "
           f"p50 {health_p50:.2f} ms, p99 {health_p99:.2f} ms")
+    print("floor: plain ASGI server, send-what-is-queued batcher (mlp)")
+    floor = start_floor(repo, work)
+    try:
+        measure("floor", floor.port, models=("mlp",), encodings=("binary",))  # the floor speaks binary only
+    finally:
+        floor.stop()
     print("mlfleet runtime, batching off")
     with mlfleet_runtime(unbatched_copy(repo, work / "unbatched"), work / "mlfleet-unbatched.log") as runtime:
         measure("mlfleet-unbatched", runtime.http_port)
@@ -262,6 +278,48 @@ def main() -> int:
             run_peers(args, repo, work, measure, notes)
 
     print_ratios(results, notes)
+    print(f"logs: {work}")
+    return 0
+
+
+def start_floor(repo: Path, work: Path) -> Peer:
+    port = free_port()
+    return Peer("floor", [sys.executable, str(HERE / "peers" / "asgi_floor.py"), "mlp",
+                          str(repo / "mlp" / "1" / "model.pt"), str(port)],
+                port, "/v2/health/ready", log=work / "floor.log")
+
+
+def floor_only(args, repo: Path, work: Path) -> int:
+    """mlfleet against the floor at mlp c=16 binary, alternating, `--repeat` times; medians."""
+    import statistics
+
+    import uvloop
+
+    request = build_request("mlp", "binary")
+    runs: dict[str, list[Result]] = {"mlfleet": [], "floor": []}
+    health: list[float] = []
+    with mlfleet_runtime(repo, work / "mlfleet.log") as runtime:
+        floor = start_floor(repo, work)
+        try:
+            for index in range(args.repeat):
+                for label, port in (("mlfleet", runtime.http_port), ("floor", floor.port)):
+                    result = uvloop.run(drive(port, request, 16, args.duration))
+                    runs[label].append(result)
+                    print(f"  run {index + 1} {label:<8} {result.rps:9.0f} rps  p50 {result.p50_ms:6.2f} ms  "
+                          f"p99 {result.p99_ms:6.2f} ms" + (f"  ERRORS {result.errors}" if result.errors else ""),
+                          flush=True)
+                _, _, health_p99 = uvloop.run(health_under_load(runtime.http_port, "mlp-large", args.duration))
+                health.append(health_p99)
+        finally:
+            floor.stop()
+
+    def median(label: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in runs[label])
+
+    ours, theirs = median("mlfleet", "rps"), median("floor", "rps")
+    print(f"medians of {args.repeat}: mlfleet {ours:.0f} rps (p99 {median('mlfleet', 'p99_ms'):.2f} ms) / floor "
+          f"{theirs:.0f} rps (p99 {median('floor', 'p99_ms'):.2f} ms) = {ours / theirs:.2f}x (target >= 0.8x); "
+          f"failover health p99 under load {statistics.median(health):.2f} ms (target <= 20 ms)")
     print(f"logs: {work}")
     return 0
 
@@ -309,6 +367,10 @@ def print_ratios(results, notes: list[str]) -> None:
         return result.rps if result else None
 
     print("\nratios at c=16, binary, batch-1 requests")
+    floor, mlfleet = results.get(("floor", "mlp", 16, "binary")), results.get(("mlfleet", "mlp", 16, "binary"))
+    if floor and mlfleet and floor.rps:
+        print(f"  mlp: mlfleet {mlfleet.rps:.0f} rps / floor {floor.rps:.0f} rps = {mlfleet.rps / floor.rps:.2f}x "
+              f"(target >= 0.8x); p99 {mlfleet.p99_ms:.2f} ms vs {floor.p99_ms:.2f} ms")
     small_peers = {label: rps(label, "mlp") for label in ("kserve", "triton-unbatched", "triton-batched")}
     small_peers = {k: v for k, v in small_peers.items() if v}
     ours = rps("mlfleet", "mlp")

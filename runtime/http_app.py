@@ -139,6 +139,10 @@ ROUTES = (
 )
 
 
+REMEMBERED_ROUTES = 1024
+"""Most (path, method) pairs whose route the app remembers."""
+
+
 def _compile(path: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
 
@@ -151,6 +155,7 @@ class RestApp:
         self.max_body_bytes = max_body_bytes
         self.listener = listener
         self._in_flight: set[asyncio.Task | None] = set()  # requests being answered (see shed_in_flight)
+        self._resolved: dict[tuple[str, str], tuple[Callable[..., Awaitable[Response]], dict[str, Any]]] = {}
         self._shedding = False
         # (pattern, {method: handler}, absent methods) in table order; routes of one path share an
         # entry. A route this listener does not serve is left out and its method recorded as absent,
@@ -200,6 +205,11 @@ class RestApp:
                     "headers": headers + [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
+    @property
+    def remembered_routes(self) -> int:
+        """How many (path, method) pairs skip the route table now."""
+        return len(self._resolved)
+
     def shed_in_flight(self) -> int:
         """End every request still in flight with a 503 (the drain's grace period is ending, e.g. a
         client stalled mid-body): the process then exits in time and no client gets a 500."""
@@ -211,6 +221,10 @@ class RestApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         path, method = scope["path"].rstrip("/") or "/", scope["method"]
+        # Clients call the same few paths over and over: skip the table scan for those.
+        known = self._resolved.get((path, method))
+        if known is not None:
+            return await known[0](scope, receive, **known[1])
         for pattern, handlers, absent in self._table:
             match = pattern.match(path)
             if match is None:
@@ -220,7 +234,11 @@ class RestApp:
                 if method in absent:
                     break
                 raise _RouteMethodNotAllowed(method, handlers)
-            return await handler(scope, receive, **match.groupdict())
+            arguments = match.groupdict()
+            if len(self._resolved) >= REMEMBERED_ROUTES:  # bounded: paths carry client-chosen names
+                self._resolved.clear()
+            self._resolved[(path, method)] = (handler, arguments)
+            return await handler(scope, receive, **arguments)
         raise NotFound(f"no route for {scope['path']}")
 
     # -- server ----------------------------------------------------------------------------------

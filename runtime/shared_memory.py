@@ -260,14 +260,19 @@ def rest_regions(registry: SharedMemoryRegistry | None, header: dict, request: A
     """REST: reads the inputs of a parsed request (its JSON `header`, whose shape parse_request has
     checked) that name a region into their `raw`, and returns the region of each requested output."""
     for entry, tensor in zip(header["inputs"], request.inputs, strict=True):
-        parameters = entry.get("parameters") or {}
-        if not parameters:
+        parameters = entry.get("parameters")
+        if not parameters or not _names_region(parameters):  # the common case: data in the request
             continue
         raw = input_from_region(registry, parameters, tensor.name,
                                 has_data=tensor.data is not None or "binary_data_size" in parameters)
         if raw is not None:
             tensor.raw = raw
     wanted = header.get("outputs")
-    if wanted is None:
+    if wanted is None or not any(_names_region(o.get("parameters") or {}) for o in wanted):
         return None
     return output_regions(registry, ((o.get("name"), o.get("parameters") or {}) for o in wanted))
+
+
+def _names_region(parameters: Mapping[str, Any]) -> bool:
+    """Whether the parameters say anything about shared memory (then they are checked in full)."""
+    return REGION in parameters or BYTE_SIZE in parameters or OFFSET in parameters

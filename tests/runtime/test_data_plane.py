@@ -155,3 +155,18 @@ def test_both_front_ends_count_in_the_same_statistics(tmp_path):
     stats = metrics.stats("mlp", "2")
     assert (stats.success, stats.failure) == (2, 2)
     assert stats.error_rate() == (0.0, 4)  # bad requests are the client's errors, not the server's
+
+
+def test_remembered_routes_answer_as_the_table_does_and_stay_bounded(plane):
+    from mlfleet.runtime.http_app import REMEMBERED_ROUTES
+
+    app = RestApp(plane)
+    for _ in range(2):  # the second round answers from the remembered routes
+        assert _call(app, "POST", "/v2/models/m/infer", b"{}") == (404, {"error": "unknown model 'm'"})
+        assert _call(app, "GET", "/v2/models/m/versions/3/config") == (404, {"error": "unknown model 'm'"})
+        assert _call(app, "DELETE", "/v2/models/m")[0] == 405  # refusals are never remembered
+        assert _call(app, "GET", "/v2/health/live") == (200, {"live": True})
+    # Paths carry names clients choose: however many they send, the memory stays bounded.
+    for i in range(REMEMBERED_ROUTES + 10):
+        _call(app, "GET", f"/v2/models/m{i}/ready")
+    assert app.remembered_routes <= REMEMBERED_ROUTES

@@ -361,3 +361,18 @@ def test_a_client_stalled_mid_body_gets_a_clean_answer_and_exit_is_within_the_gr
         head, _, payload = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503"), answer[:300]
         assert "shutting down" in _strict_json(payload)["error"]
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("TRACE", "/v2", "GET"),
+    ("DELETE", "/v2/health/live", "GET"),
+    ("GET", INFER, "POST"),
+    ("PUT", "/v2/models/mlp/versions/2/infer", "POST"),
+    ("DELETE", "/v2/mlfleet/models/mlp/pin", "GET, POST"),
+])
+def test_a_405_names_the_allowed_methods(runtime, method, path, allow):
+    # found by schemathesis (RFC 9110: a 405 must carry Allow); the body already named them
+    status, headers, payload = request(runtime.http_url, method, path)
+    assert status == 405 and headers.get("allow") == allow, (status, headers)
+    assert f"use {allow.replace(', ', ' or ')}" in _strict_json(payload)["error"]
