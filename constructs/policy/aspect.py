@@ -29,7 +29,12 @@ class PolicyAspect:
 
     def visit(self, node: IConstruct) -> None:
         if isinstance(node, TerraformStack):
-            self._stacks[node.node.id] = node
+            self.watch(node)
+
+    def watch(self, stack: TerraformStack) -> None:
+        """Put `stack` under the rule pack: what `Aspects.of(stack).add(aspect)` does, without a
+        callback for every construct of its tree."""
+        self._stacks[stack.node.id] = stack
 
     @property
     def stack_names(self) -> list[str]:
