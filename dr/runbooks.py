@@ -259,9 +259,9 @@ def _replicas(env, region: str, *, serving: bool) -> int:
     """Runtime pods per serving pool in `region`: what its role says, or, for a standby that
     takes the traffic, `on_failover`. The primary serves with (and returns to) `primary`."""
     replicas = env.serving.replicas
-    if region == env.primary.name:
-        return replicas.primary
-    return replicas.on_failover if serving else replicas.standby
+    if serving and region != env.primary.name:
+        return replicas.on_failover
+    return replicas.deployed(env.region(region).role)
 
 
 def failback(target: Target) -> Runbook:

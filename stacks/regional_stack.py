@@ -34,7 +34,7 @@ from mlfleet.constructs.aws.s3_artifact_store import (
 from mlfleet.constructs.aws.serving_identity import IamServingIdentity, IamServingIdentityProps
 from mlfleet.stacks.environment import AwsRegion, Environment, naming
 from mlfleet.stacks.environment import Reservation as PoolReservation
-from mlfleet.stacks.environment.offerings import GpuOfferings
+from mlfleet.stacks.environment.checks import gpus_per_node
 from mlfleet.stacks.stack_base import configure_aws_stack, gcp_project
 
 EKS_ACCESS_POLICY_PREFIX = "arn:aws:eks::aws:cluster-access-policy/"
@@ -56,7 +56,6 @@ class RegionalStack(TerraformStack):
         # GPU nodes are tainted: cluster add-ons (coredns, the autoscaler) run here instead.
         self.system_pool = self.cluster.add_system_pool("system-pool")
 
-        offerings = GpuOfferings.load()
         self.pools = []
         for pool in env.gpu_pools:
             reservation = pool.reservations.get(region.name)
@@ -64,7 +63,7 @@ class RegionalStack(TerraformStack):
                 name=naming.node_group_name(pool.name),
                 instance_types=tuple(pool.instance_types), ami_type=pool.ami_type,
                 capacity_type=pool.capacity_type,
-                gpus_per_node=min(offerings.gpus(t) for t in pool.instance_types),
+                gpus_per_node=gpus_per_node(pool, "aws"),
                 min_size=pool.min_size, max_size=pool.max_size,
                 standby=not primary, warm_size=pool.warm_standby, failover_size=pool.min_size,
                 labels=dict(pool.labels), efa_interfaces=pool.efa_interfaces,

@@ -87,19 +87,12 @@ def endpoint_selector(deployment: ServingDeployment) -> dict[str, str]:
     return {k: v for k, v in deployment.selector_labels.items() if k == "app.kubernetes.io/name"}
 
 
-def runtime_replicas(env: Environment, region: Region) -> int:
-    """The runtime pods a region runs per serving pool: the primary's, or a standby's warm ones
-    (a failover scales them up through the DR runbook)."""
-    replicas = env.serving.replicas
-    return replicas.primary if region.role == "primary" else replicas.standby
-
-
 def runtime_deployments(scope: Construct, env: Environment, region: Region, *, image: str, model_repository: str,
                         node_label_key: str, load_balancer_cidrs: tuple[str, ...],
                         service_account_annotations: dict[str, str] | None = None) -> list[ServingDeployment]:
     """One runtime Deployment per serving pool, all in the runtime's namespace (the first creates it)."""
     resources = env.serving.resources
-    replicas = runtime_replicas(env, region)
+    replicas = env.serving.replicas.deployed(region.role)
     deployments: list[ServingDeployment] = []
     for pool in env.serving_pools:
         # The first creates the namespace and service account; the others refer to them, so they wait.

@@ -240,7 +240,7 @@ class Sandbox:
             registry = f"{self.env.aws.account_id}.dkr.ecr.{region.name}.amazonaws.com"
             for pool in self.env.serving_pools:
                 self.kube.seed(region.name, naming.serving_namespace(), naming.runtime_deployment(pool.name),
-                               replicas=replicas.primary if region is self.env.primary else replicas.standby,
+                               replicas=replicas.deployed(region.role),
                                image=f"{registry}/{repository}@{image.digest}")
 
     def remove_image(self, region: str) -> bool:

@@ -245,7 +245,7 @@ def _check_gcp_pool(env: Environment, p: int, pool: GpuPool) -> None:
                          "a reservation holds on-demand capacity, not spot")
 
 
-def gpus_per_node(env: Environment, pool: GpuPool, cloud: str) -> int:
+def gpus_per_node(pool: GpuPool, cloud: str) -> int:
     """What one node of `pool` offers pods as `nvidia.com/gpu` on `cloud`: the smallest of its EC2
     types' GPUs, or the Google accelerator count, each shared GPU counting once per client."""
     if cloud == "aws":
@@ -274,7 +274,7 @@ def _check_serving(env: Environment) -> None:
             raise FieldError(("serving", "pools"), f"{pool.name} is a queued-provisioning pool: it has no nodes "
                              "until a batch job asks for them, so it cannot serve")
         for cloud in env.clouds:
-            per_node = gpus_per_node(env, pool, cloud)
+            per_node = gpus_per_node(pool, cloud)
             fits = [("primary", replicas.primary, pool.max_size, "max_size")]
             if env.standbys:
                 fits += [("failover", replicas.on_failover, pool.max_size, "max_size"),

@@ -94,6 +94,11 @@ class ServingReplicas(Model):
     def on_failover(self) -> int:
         return self.failover if self.failover is not None else self.primary
 
+    def deployed(self, role: str) -> int:
+        """What the serving stack deploys in a region of `role`: the primary's pods, or a standby's
+        warm ones (a failover scales those to `on_failover`)."""
+        return self.primary if role == "primary" else self.standby
+
 
 class ServingResources(Model):
     """What each runtime pod asks for."""

@@ -115,13 +115,11 @@ def test_each_endpoint_terminates_tls_and_exposes_no_management_port(synthesized
             assert ssl["min_tls_version"] in ("TLS_1_2", "TLS_1_3")
 
 
-@pytest.mark.parametrize("env", [e for e in ENVIRONMENTS if e.regions_on("aws")], ids=lambda e: e.name)
+@pytest.mark.parametrize("env", [e for e in ENVIRONMENTS if e.primary.cloud == "aws"], ids=lambda e: e.name)
 def test_the_image_is_replicated_to_every_aws_standby(synthesized, env):
     primary = synthesized.stacks[naming.stack_name(env.name, env.primary.name)]
     standbys = {r.name for r in env.standbys if r.cloud == "aws"}
     repository = naming.image_repository(env.name, env.serving.image.name)
-    if env.primary.cloud != "aws":
-        return
     (repo,) = resources(primary, "aws_ecr_repository").values()
     assert repo["name"] == repository and repo["image_tag_mutability"] == "IMMUTABLE"
     assert first_block(repo["encryption_configuration"])["encryption_type"] == "KMS"
