@@ -166,3 +166,44 @@ def runtime_deployment(pool: str) -> str:
 def runtime_endpoint_service() -> str:
     """The Service (behind the region's load balancer) that selects every runtime pod of the region."""
     return "mlfleet-runtime"
+
+
+# The model registry: who writes where in a region's artifact store, and what signs the champion.
+
+CANDIDATES_AREA = "candidates/"
+APPROVED_AREA = "approved/"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SIGNATURE_FILE = "manifest.json.sig"
+
+
+def candidates_prefix(models_prefix: str) -> str:
+    """`<models_prefix>candidates/`: training uploads versions here and nowhere else."""
+    return f"{models_prefix}{CANDIDATES_AREA}"
+
+
+def approved_prefix(models_prefix: str) -> str:
+    """`<models_prefix>approved/`: the runtime's model repository (signed manifest, approved
+    versions), written by the review identity only."""
+    return f"{models_prefix}{APPROVED_AREA}"
+
+
+def manifest_signing_key_alias(env: str) -> str:
+    """The asymmetric KMS key that signs the champion manifest; the same alias in every AWS
+    region, on the multi-region key and its replicas (without the `alias/` prefix)."""
+    return f"mlfleet-{env}-manifest-signing"
+
+
+def gcp_manifest_signing_key(env: str) -> str:
+    """The Cloud KMS asymmetric signing key of a Google Cloud environment (in its key ring)."""
+    return f"mlfleet-{env}-manifest-signing"
+
+
+def registry_probe_table() -> str:
+    """The table a runbook writes to through the new writer to prove the registry is writable."""
+    return "mlfleet_dr_probe"
+
+
+def mlflow_artifact_prefix(models_prefix: str) -> str:
+    """MLflow's artifact root in a region's bucket, `<models_prefix>candidates/mlflow/`: clients
+    upload run artifacts themselves, so it lies in the area training may write."""
+    return f"{candidates_prefix(models_prefix)}mlflow/"
