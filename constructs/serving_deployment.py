@@ -6,6 +6,9 @@ PodDisruptionBudget and a ClusterIP Service (HTTP and gRPC only).
 Secure by default:
 - the image is pinned by digest (`<repository>@sha256:<64 hex>`): a tag can be moved under a
   running fleet, a digest cannot;
+- the runtime verifies the manifest's signature before it loads anything: the public key of the
+  manifest signing key is a ConfigMap (`public.pem`), mounted read-only at
+  `/etc/mlfleet/manifest-key` and passed as `--manifest-public-key`; a pod without it does not start;
 - the namespace enforces the `restricted` Pod Security Standard; the pods run as non-root on a
   read-only root filesystem, with an `emptyDir` at /tmp as their only writable path (the
   runtime's image sets HOME and its working folder there: torch's caches and any temporary
@@ -33,6 +36,7 @@ import re
 from dataclasses import dataclass, field
 
 from cdktn import TerraformResourceLifecycle, Token
+from cdktn_provider_kubernetes.config_map_v1 import ConfigMapV1, ConfigMapV1Metadata
 from cdktn_provider_kubernetes.deployment_v1 import (
     DeploymentV1,
     DeploymentV1Metadata,
@@ -59,6 +63,7 @@ from cdktn_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecTopologySpreadConstraint,
     DeploymentV1SpecTemplateSpecTopologySpreadConstraintLabelSelector,
     DeploymentV1SpecTemplateSpecVolume,
+    DeploymentV1SpecTemplateSpecVolumeConfigMap,
     DeploymentV1SpecTemplateSpecVolumeEmptyDir,
     DeploymentV1SpecTemplateSpecVolumeSecret,
 )
@@ -96,6 +101,8 @@ _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 RUNTIME_USER_ID = 10001  # the non-root user of the runtime's Dockerfiles
 ADMIN_TOKEN_DIR = "/var/run/secrets/mlfleet/admin-token"
 ADMIN_TOKEN_KEY = "token"
+MANIFEST_KEY_DIR = "/etc/mlfleet/manifest-key"
+MANIFEST_KEY_FILE = "public.pem"
 SCRATCH_DIR = "/tmp"
 POD_SECURITY_LABELS = {"pod-security.kubernetes.io/enforce": "restricted"}
 
@@ -103,8 +110,8 @@ POD_SECURITY_LABELS = {"pod-security.kubernetes.io/enforce": "restricted"}
 @dataclass(frozen=True, kw_only=True)
 class ServingDeploymentProps:
     model_repository: str
-    """Where the runtime reads manifest and models, e.g. `s3://mlfleet-prod-models-eu-west-1/models/` or, on
-    GKE, `gs://<project>-<env>-models/models/champion/`."""
+    """Where the runtime reads the signed manifest and the approved models, e.g.
+    `s3://mlfleet-prod-333333333333-eu-west-1/models/approved/` or, on GKE, `gs://<project>-<env>-models/models/approved/`."""
     region: str
     """Reported by failover health."""
     image: str
@@ -147,6 +154,13 @@ class ServingDeploymentProps:
     management_port: int = 8002
     """The runtime's management port, on the pod's loopback only (never a container or Service port); default
     `8002`."""
+    manifest_public_key_config_map: str = "mlfleet-manifest-key"
+    """The ConfigMap whose `public.pem` is the manifest signing key's public key (PEM), mounted read-only and
+    passed as `--manifest-public-key`; default `mlfleet-manifest-key`. Without `manifest_public_key_pem`, pass
+    the `manifest_public_key_config_map_ref` of the deployment that creates it."""
+    manifest_public_key_pem: str | None = None
+    """Create that ConfigMap with this PEM (usually a KMS data source's attribute). Default: none, the
+    ConfigMap is created by another deployment of the namespace."""
     admin_token_secret: str = "mlfleet-runtime-admin"
     """The Secret (key `token`) holding the management bearer token, created out of band; default
     `mlfleet-runtime-admin`."""
@@ -203,10 +217,18 @@ class ServingDeployment(Construct):
                                                   annotations=dict(props.service_account_annotations) or None))
             self.service_account_ref = self.service_account_resource.metadata.name
         metadata = {"name": props.name, "namespace": self.namespace_ref, "labels": self.labels}
+        self.manifest_key_config_map: ConfigMapV1 | None = None
+        self.manifest_public_key_config_map_ref = props.manifest_public_key_config_map
+        if props.manifest_public_key_pem is not None:
+            self.manifest_key_config_map = ConfigMapV1(self, "manifest-key", metadata=ConfigMapV1Metadata(
+                name=props.manifest_public_key_config_map, namespace=self.namespace_ref,
+                labels={"app.kubernetes.io/name": self.selector_labels["app.kubernetes.io/name"]}),
+                data={MANIFEST_KEY_FILE: props.manifest_public_key_pem})
+            self.manifest_public_key_config_map_ref = self.manifest_key_config_map.metadata.name
 
         self.deployment = DeploymentV1(
             self, "deployment", wait_for_rollout=False, metadata=DeploymentV1Metadata(**metadata),
-            spec=self._deployment_spec(props, self.service_account_ref),
+            spec=self._deployment_spec(props, self.service_account_ref, self.manifest_public_key_config_map_ref),
             # the DR runbooks scale through the scale subresource; an apply must not undo a failover
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]))
         self.disruption_budget = PodDisruptionBudgetV1(
@@ -229,14 +251,17 @@ class ServingDeployment(Construct):
                 pod_selector=NetworkPolicyV1SpecPodSelector(match_labels=self.labels), policy_types=["Ingress"],
                 ingress=[allowed]))
 
-    def _deployment_spec(self, props: ServingDeploymentProps, service_account: str) -> DeploymentV1Spec:
+    def _deployment_spec(self, props: ServingDeploymentProps, service_account: str,
+                         manifest_key_config_map: str) -> DeploymentV1Spec:
         limits = {"memory": props.memory_limit}
         tolerations = []
         if props.gpus_per_pod:
             limits["nvidia.com/gpu"] = str(props.gpus_per_pod)
             tolerations.append(DeploymentV1SpecTemplateSpecToleration(key=props.taint_key, operator="Exists",
                                                                       effect="NoSchedule"))
-        args = ["--model-repository", props.model_repository, "--host", "0.0.0.0",
+        args = ["--model-repository", props.model_repository,
+                # the manifest must carry a valid signature by this key, or nothing loads
+                "--manifest-public-key", f"{MANIFEST_KEY_DIR}/{MANIFEST_KEY_FILE}", "--host", "0.0.0.0",
                 "--http-port", str(props.http_port), "--grpc-port", str(props.grpc_port), "--region", props.region,
                 "--management-port", str(props.management_port), "--management-host", "127.0.0.1",
                 # a missing Secret starts the runtime with management disabled instead of crash-looping
@@ -253,6 +278,8 @@ class ServingDeployment(Construct):
             volume_mount=[
                 DeploymentV1SpecTemplateSpecContainerVolumeMount(name="scratch", mount_path=SCRATCH_DIR),
                 DeploymentV1SpecTemplateSpecContainerVolumeMount(name="admin-token", mount_path=ADMIN_TOKEN_DIR,
+                                                                 read_only=True),
+                DeploymentV1SpecTemplateSpecContainerVolumeMount(name="manifest-key", mount_path=MANIFEST_KEY_DIR,
                                                                  read_only=True)],
             # startup covers model download, verification and the canary; after that, live/ready only
             startup_probe=DeploymentV1SpecTemplateSpecContainerStartupProbe(
@@ -275,7 +302,11 @@ class ServingDeployment(Construct):
                 size_limit=props.scratch_size_limit)),
             # optional: the pods start before (or without) the Secret; readable by the runtime's group (fsGroup)
             DeploymentV1SpecTemplateSpecVolume(name="admin-token", secret=DeploymentV1SpecTemplateSpecVolumeSecret(
-                secret_name=props.admin_token_secret, optional=True, default_mode="0440"))]
+                secret_name=props.admin_token_secret, optional=True, default_mode="0440")),
+            # not optional: a pod that cannot verify the manifest must not start
+            DeploymentV1SpecTemplateSpecVolume(
+                name="manifest-key", config_map=DeploymentV1SpecTemplateSpecVolumeConfigMap(
+                    name=manifest_key_config_map, optional=False, default_mode="0444"))]
         return DeploymentV1Spec(
             replicas=str(props.replicas),
             selector=DeploymentV1SpecSelector(match_labels=self.labels),
@@ -303,13 +334,16 @@ class ServingDeployment(Construct):
 
     def _validate(self, p: ServingDeploymentProps) -> None:
         require(bool(p.model_repository.strip()), self, "model_repository", "must not be empty")
+        require(p.manifest_public_key_pem is None or bool(p.manifest_public_key_pem.strip()), self,
+                "manifest_public_key_pem", "must not be empty: the runtime verifies the manifest with it")
         require(bool(p.region.strip()), self, "region", "must not be empty")
         require(bool(IMAGE_REFERENCE.fullmatch(p.image)), self, "image", _image_reason(p.image))
         for prop in ("name", "admin_token_secret"):
             require(bool(KUBERNETES_NAME.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} must be a DNS label (lower-case letters, digits, '-', at most 63)")
         # a namespace or service account made by another deployment arrives as its Terraform reference
-        for prop, created in (("namespace", p.create_namespace), ("service_account", p.create_service_account)):
+        for prop, created in (("namespace", p.create_namespace), ("service_account", p.create_service_account),
+                              ("manifest_public_key_config_map", p.manifest_public_key_pem is not None)):
             value = getattr(p, prop)
             require((not created and Token.is_unresolved(value)) or bool(KUBERNETES_NAME.fullmatch(value)), self,
                     prop, f"{value!r} must be a DNS label (lower-case letters, digits, '-', at most 63)")

@@ -1,7 +1,8 @@
 """`<env>-gcp-global`: what Google Cloud keeps above its regions — the VPC (global, with the
-private services access Cloud SQL uses), the dual-region artifact bucket and its key, the serving,
-training and review identities, and, when the primary is on AWS, the Storage Transfer job that
-brings the primary's artifacts across.
+private services access Cloud SQL uses), the dual-region artifact bucket and its key, the manifest
+signing key (in the same multi-region key ring), the serving, training and review identities,
+and, when the primary is on AWS, the Storage Transfer job that brings the primary's artifacts
+across.
 
 Its state lives in the first Google Cloud standby (or the Google Cloud primary), like
 `<env>-global`'s, so it can be planned while the primary region is down."""
@@ -14,13 +15,28 @@ from constructs import Construct
 
 from mlfleet.constructs.gcp.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
 from mlfleet.constructs.gcp.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
-from mlfleet.constructs.gcp.kms_key import CloudKmsKey, CloudKmsKeyProps
+from mlfleet.constructs.gcp.kms_key import CloudKmsKey, CloudKmsKeyProps, crypto_key_id
+from mlfleet.constructs.gcp.manifest_signing_key import CloudKmsSigningKey, CloudKmsSigningKeyProps
 from mlfleet.constructs.gcp.network import GcpVpc, GcpVpcProps
 from mlfleet.constructs.gcp.serving_identity import GcpServingIdentity, GcpServingIdentityProps
 from mlfleet.stacks.environment import GCS_MULTI_REGIONS, Environment, naming
 from mlfleet.stacks.stack_base import configure_backend, gcp_project, google_labels, google_provider
 
 ARTIFACT_KEY = "artifacts"
+
+
+def artifact_multi_region(env: Environment) -> str:
+    """The multi-region around the dual-region artifact bucket (`US`, `EU`, `ASIA`): where its key ring is."""
+    pair = env.gcp_artifact_regions
+    assert pair is not None  # there are Google Cloud regions
+    return GCS_MULTI_REGIONS[pair[0].split("-")[0]]
+
+
+def manifest_signing_key_id(env: Environment) -> str:
+    """The manifest signing key's id, derived from the environment: the serving stacks read its public key."""
+    location = artifact_multi_region(env).lower()
+    return crypto_key_id(gcp_project(env).project_id, location, naming.gcp_key_ring(env.name, location),
+                         naming.gcp_manifest_signing_key(env.name))
 
 
 def gcp_state_region(env: Environment) -> str:
@@ -47,7 +63,7 @@ class GcpGlobalStack(TerraformStack):
 
         pair = env.gcp_artifact_regions
         assert pair is not None  # there are Google Cloud regions
-        multi_region = GCS_MULTI_REGIONS[pair[0].split("-")[0]]
+        multi_region = artifact_multi_region(env)
         # A configurable dual-region's key lives in its multi-region.
         self.artifact_key = CloudKmsKey(self, "artifact-key", CloudKmsKeyProps(
             project_id=project, location=multi_region.lower(),
@@ -60,10 +76,16 @@ class GcpGlobalStack(TerraformStack):
             noncurrent_version_days=store.noncurrent_version_days, soft_delete_days=gcp.soft_delete_days,
             labels=labels))
 
+        # In the artifacts' multi-region key ring: every Google region signs and verifies the same key.
+        self.signing_key = CloudKmsSigningKey(self, "manifest-signing-key", CloudKmsSigningKeyProps(
+            project_id=project, location=multi_region.lower(),
+            key_ring=naming.gcp_key_ring(env.name, multi_region.lower()),
+            key_ring_id=self.artifact_key.key_ring.id, name=naming.gcp_manifest_signing_key(env.name)))
+
         self.identity = GcpServingIdentity(self, "identity", GcpServingIdentityProps(
             project_id=project, name_prefix=naming.gcp_identity_prefix(env.name), artifacts=self.artifacts,
             training_principals=tuple(env.identities.of_cloud("training", "gcp")),
-            review_principals=tuple(env.identities.of_cloud("review", "gcp"))))
+            review_principals=tuple(env.identities.of_cloud("review", "gcp")), signing_key=self.signing_key))
 
         self.transfer: S3ToGcsTransfer | None = None
         if env.primary.cloud == "aws":

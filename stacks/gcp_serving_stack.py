@@ -5,18 +5,23 @@ Google-managed certificate, and the Route 53 record `<region>.<dns_name>` its he
 GKE installs the NVIDIA drivers through the node pool (`gpu_driver_installation_config`) and runs
 its own device plugin on GPU nodes: this stack installs no second one (it would fight GKE's).
 Like the AWS serving stack it reads its cluster by its derived name and keeps its state in its region.
+The runtime reads `gs://<bucket>/<models_prefix>approved/` and verifies the manifest with the public
+key of version 1 of the environment's manifest signing key (in its multi-region key ring), read
+with `google_kms_crypto_key_version`.
 """
 from __future__ import annotations
 
 from cdktn import Fn, TerraformOutput, TerraformStack
 from cdktn_provider_google.data_google_client_config import DataGoogleClientConfig
 from cdktn_provider_google.data_google_container_cluster import DataGoogleContainerCluster
+from cdktn_provider_google.data_google_kms_crypto_key_version import DataGoogleKmsCryptoKeyVersion
 from cdktn_provider_kubernetes.provider import KubernetesProvider
 from cdktn_provider_kubernetes.service_v1 import ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort
 from constructs import Construct
 
 from mlfleet.constructs.gcp.serving_gateway import GkeServingGateway, GkeServingGatewayProps
 from mlfleet.stacks.environment import Environment, GcpRegion, naming
+from mlfleet.stacks.gcp_global_stack import manifest_signing_key_id
 from mlfleet.stacks.global_stack import ROUTE53_HOME
 from mlfleet.stacks.serving_stack import endpoint_selector, runtime_deployments
 from mlfleet.stacks.stack_base import aws_provider, configure_backend, gcp_project, google_provider
@@ -53,8 +58,13 @@ class GcpServingStack(TerraformStack):
         image = (f"{region.name}-docker.pkg.dev/{gcp.project_id}/{naming.artifact_registry_repository(env.name)}/"
                  f"{env.serving.image.name}@{env.serving.image.digest}")
         bucket = naming.gcs_artifact_bucket(env.name, gcp.project_id)
+        # Version 1: Cloud KMS never rotates an asymmetric key by itself (see CloudKmsSigningKey).
+        self.manifest_public_key = DataGoogleKmsCryptoKeyVersion(
+            self, "manifest-signing-key", crypto_key=manifest_signing_key_id(env), version=1)
         self.deployments = runtime_deployments(
-            self, env, region, image=image, model_repository=f"gs://{bucket}/{env.artifact_store.models_prefix}",
+            self, env, region, image=image,
+            model_repository=f"gs://{bucket}/{naming.approved_prefix(env.artifact_store.models_prefix)}",
+            manifest_public_key_pem=self.manifest_public_key.public_key.get(0).pem,
             node_label_key=GKE_NODE_POOL_LABEL, load_balancer_cidrs=self.gateway.load_balancer_source_cidrs,
             service_account_annotations={"iam.gke.io/gcp-service-account": serving_account})
 

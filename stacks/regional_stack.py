@@ -17,6 +17,13 @@ from mlfleet.constructs.aws.image_repository import (
     EcrReplicaTemplateProps,
 )
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.aws.manifest_signing_key import (
+    ManifestSigningGrants,
+    ManifestSigningKey,
+    ManifestSigningKeyAlias,
+    ManifestSigningKeyProps,
+    SigningKeyReplica,
+)
 from mlfleet.constructs.aws.monitoring import (
     CloudWatchMonitoring,
     CloudWatchMonitoringProps,
@@ -35,7 +42,7 @@ from mlfleet.constructs.aws.serving_identity import IamServingIdentity, IamServi
 from mlfleet.stacks.environment import AwsRegion, Environment, naming
 from mlfleet.stacks.environment import Reservation as PoolReservation
 from mlfleet.stacks.environment.checks import gpus_per_node
-from mlfleet.stacks.stack_base import configure_aws_stack, gcp_project
+from mlfleet.stacks.stack_base import aws_provider, configure_aws_stack, gcp_project
 
 EKS_ACCESS_POLICY_PREFIX = "arn:aws:eks::aws:cluster-access-policy/"
 
@@ -82,7 +89,11 @@ class RegionalStack(TerraformStack):
             object_lock=ObjectLockProps(mode=store.object_lock.mode, days=store.object_lock.days)
             if store.object_lock else None,
             multi_region_key_arn=region.multi_region_key_arn,
-            replication_role_name=naming.role_name(env.name, region.name, "replication")))
+            replication_role_name=naming.role_name(env.name, region.name, "replication"),
+            # Only this region's review role writes the approved area (the bucket policy's guard).
+            approved_writer_arns=(_role_arn(env, region.name, "review"),)))
+
+        self.signing_key = _signing_key(self, env, region)
 
         self.image_repository = _image_repository(self, env, region)
 
@@ -108,7 +119,8 @@ class RegionalStack(TerraformStack):
             name_prefix=f"mlfleet-{env.name}", account_id=account, region=region.name,
             artifacts=self.artifacts, cluster_name=self.cluster.cluster_name,
             training_principals=tuple(env.identities.of_cloud("training", "aws")),
-            review_principals=tuple(env.identities.of_cloud("review", "aws"))))
+            review_principals=tuple(env.identities.of_cloud("review", "aws")),
+            signing_key=self.signing_key))
 
         # A Google Cloud standby pulls the primary's artifacts through Storage Transfer Service.
         self.gcs_transfer_role: S3ToGcsTransferRole | None = None
@@ -127,6 +139,26 @@ class RegionalStack(TerraformStack):
                                           rpo_seconds=env.targets.rpo) if not primary else None,
             # A pool allowed to scale to zero here has no floor to alarm on.
             gpu_pools=tuple(GpuCapacityWatch.of_pool(pool) for pool in self.pools if pool.scaling_minimum >= 1)))
+
+
+def _role_arn(env: Environment, region: str, purpose: str) -> str:
+    return f"arn:aws:iam::{env.aws.account_id}:role/{naming.role_name(env.name, region, purpose)}"
+
+
+def _signing_key(stack: TerraformStack, env: Environment, region: AwsRegion) -> ManifestSigningGrants:
+    """The manifest signing key review signs with in this region. The primary's stack makes the
+    multi-Region key and its replica in every AWS standby (see ManifestSigningKey for why there);
+    a standby names its replica by the alias."""
+    alias = naming.manifest_signing_key_alias(env.name)
+    if region.role != "primary":
+        return ManifestSigningKeyAlias(alias=alias, account_id=env.aws.account_id, region=region.name)
+    aws_regions = [r.name for r in env.regions_on("aws")]
+    return ManifestSigningKey(stack, "manifest-signing-key", ManifestSigningKeyProps(
+        alias=alias, account_id=env.aws.account_id, region=region.name,
+        signer_role_arns=tuple(_role_arn(env, r, "review") for r in aws_regions),
+        replicas=tuple(SigningKeyReplica(region=r, provider=aws_provider(stack, env, r, alias=r))
+                       for r in aws_regions if r != region.name),
+        description=f"mlfleet {env.name} manifest signing key"))
 
 
 def _access_entries(env: Environment) -> tuple[AccessEntry, ...]:

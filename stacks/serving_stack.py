@@ -3,6 +3,12 @@ and DCGM exporter on the GPU nodes, the AWS Load Balancer Controller, the runtim
 pool, and the region's endpoint: a TLS network load balancer with a DNS-validated certificate and
 the record `<region>.<dns_name>` that Route 53's failover health check probes.
 
+The runtime reads the region's bucket's approved area (`s3://<bucket>/<models_prefix>approved/`)
+and verifies the manifest's signature with the public key of the manifest signing key, which this
+stack reads from the key (the multi-Region primary or its replica) under the signing alias in its
+own region (`aws_kms_public_key`): no other region's state, and nothing of the primary region
+once its replica exists.
+
 Kubernetes objects need the cluster's endpoint and credentials, which exist only once
 `<env>-<region>` is applied: this stack reads its cluster by its derived name through data
 sources, so planning it never depends on the cluster being created in the same apply. Its state
@@ -13,6 +19,7 @@ from __future__ import annotations
 from cdktn import Fn, TerraformOutput, TerraformStack
 from cdktn_provider_aws.data_aws_eks_cluster import DataAwsEksCluster
 from cdktn_provider_aws.data_aws_eks_cluster_auth import DataAwsEksClusterAuth
+from cdktn_provider_aws.data_aws_kms_public_key import DataAwsKmsPublicKey
 from cdktn_provider_aws.route53_record import Route53Record
 from cdktn_provider_helm.provider import HelmProvider, HelmProviderKubernetes
 from cdktn_provider_kubernetes.provider import KubernetesProvider
@@ -29,6 +36,8 @@ from mlfleet.stacks.stack_base import configure_aws_stack
 
 EKS_NODE_GROUP_LABEL = "eks.amazonaws.com/nodegroup"
 """Set by EKS on every node of a managed node group: the runtime selects its pool by it."""
+MANIFEST_KEY_CONFIG_MAP = "mlfleet-manifest-key"
+"""The ConfigMap in the runtime's namespace that holds the manifest signing key's public key."""
 
 
 class ServingStack(TerraformStack):
@@ -59,8 +68,12 @@ class ServingStack(TerraformStack):
         image = (f"{account}.dkr.ecr.{region.name}.amazonaws.com/"
                  f"{naming.image_repository(env.name, env.serving.image.name)}@{env.serving.image.digest}")
         bucket = naming.artifact_bucket(env.name, account, region.name)
+        self.manifest_public_key = DataAwsKmsPublicKey(
+            self, "manifest-signing-key", key_id=f"alias/{naming.manifest_signing_key_alias(env.name)}")
         self.deployments = runtime_deployments(
-            self, env, region, image=image, model_repository=f"s3://{bucket}/{env.artifact_store.models_prefix}",
+            self, env, region, image=image,
+            model_repository=f"s3://{bucket}/{naming.approved_prefix(env.artifact_store.models_prefix)}",
+            manifest_public_key_pem=self.manifest_public_key.public_key_pem,
             node_label_key=EKS_NODE_GROUP_LABEL, load_balancer_cidrs=_load_balancer_cidrs(region))
 
         hostname = env.endpoint(region)
@@ -88,9 +101,10 @@ def endpoint_selector(deployment: ServingDeployment) -> dict[str, str]:
 
 
 def runtime_deployments(scope: Construct, env: Environment, region: Region, *, image: str, model_repository: str,
-                        node_label_key: str, load_balancer_cidrs: tuple[str, ...],
+                        manifest_public_key_pem: str, node_label_key: str, load_balancer_cidrs: tuple[str, ...],
                         service_account_annotations: dict[str, str] | None = None) -> list[ServingDeployment]:
-    """One runtime Deployment per serving pool, all in the runtime's namespace (the first creates it)."""
+    """One runtime Deployment per serving pool, all in the runtime's namespace (the first creates it,
+    and the ConfigMap of the manifest's public key)."""
     resources = env.serving.resources
     replicas = env.serving.replicas.deployed(region.role)
     deployments: list[ServingDeployment] = []
@@ -104,6 +118,9 @@ def runtime_deployments(scope: Construct, env: Environment, region: Region, *, i
             service_account=first.service_account_ref if first else naming.runtime_service_account(),
             create_namespace=first is None, create_service_account=first is None,
             service_account_annotations=service_account_annotations or {},
+            manifest_public_key_config_map=first.manifest_public_key_config_map_ref if first
+            else MANIFEST_KEY_CONFIG_MAP,
+            manifest_public_key_pem=None if first else manifest_public_key_pem,
             replicas=replicas, gpus_per_pod=resources.gpus,
             node_selector={node_label_key: naming.node_group_name(pool.name)},
             cpu_request=resources.cpu, memory_request=resources.memory, memory_limit=resources.memory_limit,

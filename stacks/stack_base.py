@@ -46,8 +46,10 @@ def configure_aws_stack(stack: TerraformStack, env: Environment, region: str, *,
     return aws_provider(stack, env, region)
 
 
-def aws_provider(stack: TerraformStack, env: Environment, region: str) -> AwsProvider:
-    return AwsProvider(stack, "aws", region=region, allowed_account_ids=[env.aws.account_id],
+def aws_provider(stack: TerraformStack, env: Environment, region: str, *, alias: str | None = None) -> AwsProvider:
+    """The stack's AWS provider in `region`; with `alias`, one more for resources in another region."""
+    return AwsProvider(stack, f"aws-{alias}" if alias else "aws", region=region, alias=alias,
+                       allowed_account_ids=[env.aws.account_id],
                        default_tags=[{"tags": dict(sorted(resource_tags(env).items()))}])
 
 

@@ -35,7 +35,30 @@ def stack_facts(tf: dict) -> dict:
         "dns_records": sorted({r.get("name") for r in resources(tf, "aws_route53_record").values()
                                if "${" not in str(r.get("name"))}),
         "runtimes": [_runtime(d) for d in resources(tf, "kubernetes_deployment_v1").values()],
+        "signing_keys": signing_keys(tf),
     }
+
+
+def signing_keys(tf: dict) -> list[str]:
+    """The manifest signing keys the stack creates: an asymmetric KMS key (with the regions of its
+    replicas) or an asymmetric Cloud KMS key (with its protection level)."""
+    aliases = {a.get("target_key_id", ""): a.get("name", "?") for a in resources(tf, "aws_kms_alias").values()
+               if "provider" not in a}
+    replicas = sorted(str(r.get("provider", "?")).removeprefix("aws.")
+                      for r in resources(tf, "aws_kms_replica_key").values())
+    found = []
+    for rid, key in resources(tf, "aws_kms_key").items():
+        if key.get("key_usage") == "SIGN_VERIFY":
+            alias = aliases.get(f"${{aws_kms_key.{rid}.key_id}}", "?")
+            found.append(f"{alias} (KMS {key.get('customer_master_key_spec')}"
+                         + (", multi-Region" if key.get("multi_region") else "")
+                         + (f", replicas in {', '.join(replicas)})" if replicas else ")"))
+    for key in resources(tf, "google_kms_crypto_key").values():
+        if key.get("purpose") == "ASYMMETRIC_SIGN":
+            template = first_block(key.get("version_template"))
+            found.append(f"{key.get('name')} (Cloud KMS {template.get('algorithm')}, "
+                         f"{template.get('protection_level', 'SOFTWARE')})")
+    return sorted(found)
 
 
 def _runtime(deployment: dict) -> dict:
@@ -130,6 +153,8 @@ def render_summary(result: SynthResult) -> str:
                 lines.append(f"    bucket {bucket}")
             for db in facts["databases"]:
                 lines.append(f"    database {db}")
+            for key in facts["signing_keys"]:
+                lines.append(f"    manifest signing key {key}")
             for runtime in facts["runtimes"]:
                 lines.append(f"    runtime {runtime['name']}: {runtime['replicas']} pod(s) x {runtime['gpus']} GPU "
                              f"on {runtime['pool']}, image {runtime['image']}")

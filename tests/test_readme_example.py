@@ -26,4 +26,4 @@ def test_the_constructs_example_synthesizes_a_cluster_a_reserved_pool_and_grante
         "capacity_reservation_target": {"capacity_reservation_id": "cr-0123456789abcdef0"}}})
     serving = next(p for p in template.resources("aws_iam_role_policy").values() if "serving" in p["name"])
     sids = [s["Sid"] for s in json.loads(serving["policy"])["Statement"]]
-    assert sids[:2] == ["ReadChampionArtifacts", "ReadManifest"]
+    assert sids[:2] == ["ReadApproved", "DecryptArtifacts"]

@@ -1,12 +1,19 @@
 """What each party may do with the models in an artifact bucket, as IAM statements the bucket grants.
 
-The store's layout decides the statements: artifacts live under a models prefix, the champion is
-the version tagged `mlfleet:stage=champion`, and `<prefix>manifest.json` pins it. So the bucket
-writes them: an `S3ArtifactStore` grants on its own bucket (`store.grant_read_champions(grantee)`,
-delegating to its `artifact_bucket`), and a bucket known only by its derived names is named by
-`ArtifactBucket.from_attributes(...)`, as CDK's `Bucket.fromBucketAttributes`. An identity takes
-either (`ArtifactGrants`) and only collects the statements into its roles' policies. KMS use is
-allowed only through S3 in the bucket's region.
+The store's layout decides the statements. Under the models prefix a bucket has two areas:
+`<prefix>candidates/`, where training uploads versions (and MLflow keeps its run artifacts), and
+`<prefix>approved/`, the runtime's model repository: the approved `<model>/<version>/...` files, the
+manifest `approved/manifest.json` and its detached signature `approved/manifest.json.sig`, written
+by review only (it copies a candidate there and signs the manifest). Areas are key prefixes, so
+every grant is a resource ARN pattern: no object tags, which a writer could set itself.
+
+The bucket writes the statements: an `S3ArtifactStore` grants on its own bucket
+(`store.grant_read_approved(grantee)`, delegating to its `artifact_bucket`), and a bucket known only
+by its derived names is named by `ArtifactBucket.from_attributes(...)`, as CDK's
+`Bucket.fromBucketAttributes`. An identity takes either (`ArtifactGrants`) and only collects the
+statements into its roles' policies. KMS use is allowed only through S3 in the bucket's region.
+The store's bucket policy also denies writes to the approved area to everyone but the review roles
+(`approved_area_guard`), so an identity policy granted elsewhere cannot open it.
 """
 from __future__ import annotations
 
@@ -20,10 +27,14 @@ from mlfleet.constructs.validation import OBJECT_PREFIX, REGION, S3_BUCKET_NAME,
 if TYPE_CHECKING:
     from constructs import Construct
 
-STAGE_TAG = "mlfleet:stage"
-CHAMPION = "champion"
-MANIFEST_NAME = "manifest.json"
 DEFAULT_MODELS_PREFIX = "models/"
+# The registry's layout under the models prefix (the same names as the environment's naming module).
+CANDIDATES_AREA = "candidates/"
+APPROVED_AREA = "approved/"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SIGNATURE_FILE = "manifest.json.sig"
+# What changes an object that exists: the guard denies these in the approved area.
+APPROVED_WRITE_ACTIONS = ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObject")
 
 
 @dataclass
@@ -39,10 +50,14 @@ class PolicyStatements:
 class ArtifactGrants(Protocol):
     """What an identity grants its roles on: an `S3ArtifactStore`, or an `ArtifactBucket`."""
     @property
+    def candidates_prefix(self) -> str: ...
+    @property
+    def approved_prefix(self) -> str: ...
+    @property
     def manifest_key(self) -> str: ...
-    def grant_read_champions(self, grantee: PolicyStatements) -> None: ...
+    def grant_read_approved(self, grantee: PolicyStatements) -> None: ...
     def grant_write_candidates(self, grantee: PolicyStatements) -> None: ...
-    def grant_approve_champions(self, grantee: PolicyStatements) -> None: ...
+    def grant_approve(self, grantee: PolicyStatements) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +73,7 @@ class ArtifactBucket:
     region: str
     """The bucket's region: KMS is used through S3 there only."""
     models_prefix: str = DEFAULT_MODELS_PREFIX
-    """Where artifacts and the manifest live in the bucket; default `models/`."""
+    """Where the candidates and approved areas live in the bucket; default `models/`."""
 
     @classmethod
     def from_attributes(cls, scope: Construct, id_: str, *, bucket_name: str, key_arn: str, region: str,
@@ -80,72 +95,92 @@ class ArtifactBucket:
         return f"arn:aws:s3:::{self.bucket_name}"
 
     @property
+    def candidates_prefix(self) -> str:
+        """`<models_prefix>candidates/`: training's uploads."""
+        return f"{self.models_prefix}{CANDIDATES_AREA}"
+
+    @property
+    def approved_prefix(self) -> str:
+        """`<models_prefix>approved/`: the runtime's model repository, written by review only."""
+        return f"{self.models_prefix}{APPROVED_AREA}"
+
+    @property
     def manifest_key(self) -> str:
-        """The manifest's object key, `<models_prefix>manifest.json`."""
-        return f"{self.models_prefix}{MANIFEST_NAME}"
+        """The manifest's object key, `<approved_prefix>manifest.json`."""
+        return f"{self.approved_prefix}{MANIFEST_FILE}"
 
-    def _models(self) -> str:
-        return f"{self.bucket_arn}/{self.models_prefix}*"
+    @property
+    def manifest_signature_key(self) -> str:
+        """The manifest's detached signature, `<approved_prefix>manifest.json.sig`."""
+        return f"{self.approved_prefix}{MANIFEST_SIGNATURE_FILE}"
 
-    def _manifest(self) -> str:
-        return f"{self.bucket_arn}/{self.manifest_key}"
+    def _objects(self, prefix: str) -> str:
+        return f"{self.bucket_arn}/{prefix}*"
 
     def _via_s3(self) -> dict:
         return {"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}
 
-    def grant_read_champions(self, grantee: PolicyStatements) -> None:
-        """Read champion-tagged artifacts and the manifest, and nothing else (serving)."""
+    def _list(self, sid: str, *prefixes: str) -> dict:
+        patterns = [f"{p}*" for p in prefixes]
+        return {"Sid": sid, "Effect": "Allow", "Action": "s3:ListBucket", "Resource": self.bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": patterns if len(patterns) > 1 else patterns[0]}}}
+
+    def grant_read_approved(self, grantee: PolicyStatements) -> None:
+        """Read the approved area (manifest, signature, approved versions) and nothing else (serving).
+        No list: the runtime reads the keys the manifest names."""
         grantee.add({
-            "Sid": "ReadChampionArtifacts", "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": self._models(),
-            "Condition": {"StringEquals": {f"s3:ExistingObjectTag/{STAGE_TAG}": CHAMPION}},
-        }, {
-            "Sid": "ReadManifest", "Effect": "Allow", "Action": "s3:GetObject",
-            "Resource": self._manifest(),
+            "Sid": "ReadApproved", "Effect": "Allow", "Action": "s3:GetObject",
+            "Resource": self._objects(self.approved_prefix),
         }, {
             "Sid": "DecryptArtifacts", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": self.key_arn,
             "Condition": self._via_s3(),
         })
 
     def grant_write_candidates(self, grantee: PolicyStatements) -> None:
-        """Upload candidates under the prefix, but never tag one champion nor repin the manifest (training)."""
-        models = self._models()
+        """Upload, read and list candidates only; never touch the approved area (training)."""
+        candidates = self._objects(self.candidates_prefix)
         grantee.add({
             "Sid": "WriteCandidates", "Effect": "Allow",
             # Multipart uploads of large artifacts need to be abortable.
-            "Action": ["s3:AbortMultipartUpload", "s3:PutObject"], "Resource": models,
+            "Action": ["s3:AbortMultipartUpload", "s3:PutObject"], "Resource": candidates,
         }, {
+            "Sid": "ReadCandidates", "Effect": "Allow", "Action": "s3:GetObject", "Resource": candidates,
+        }, self._list("ListCandidates", self.candidates_prefix), {
             "Sid": "EncryptUploads", "Effect": "Allow",
             # Multipart uploads under SSE-KMS decrypt the data key to assemble the parts.
             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": self.key_arn, "Condition": self._via_s3(),
         }, {
-            "Sid": "DenyChampionTag", "Effect": "Deny",
-            "Action": ["s3:PutObject", "s3:PutObjectTagging", "s3:PutObjectVersionTagging"], "Resource": models,
-            "Condition": {"StringEquals": {f"s3:RequestObjectTag/{STAGE_TAG}": CHAMPION}},
-        }, {
-            # The manifest lives under the prefix: an explicit deny keeps training from repinning it.
-            "Sid": "DenyManifestWrites", "Effect": "Deny", "Action": "s3:PutObject",
-            "Resource": self._manifest(),
+            # Defence in depth beside the bucket's guard: a policy attached to the role later cannot open it.
+            "Sid": "DenyApprovedWrites", "Effect": "Deny", "Action": list(APPROVED_WRITE_ACTIONS),
+            "Resource": self._objects(self.approved_prefix),
         })
 
-    def grant_approve_champions(self, grantee: PolicyStatements) -> None:
-        """List and read everything under the prefix, tag a version champion, publish the manifest (review)."""
-        models = self._models()
-        grantee.add({
-            "Sid": "ListModels", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
-            "Resource": self.bucket_arn, "Condition": {"StringLike": {"s3:prefix": f"{self.models_prefix}*"}},
-        }, {
+    def grant_approve(self, grantee: PolicyStatements) -> None:
+        """Read candidates, copy a version into the approved area and publish the manifest and its
+        signature there, list both areas (review). No deletes, nothing outside the two areas."""
+        candidates, approved = self._objects(self.candidates_prefix), self._objects(self.approved_prefix)
+        grantee.add(self._list("ListModels", self.candidates_prefix, self.approved_prefix), {
             "Sid": "ReadModels", "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
-                       "s3:GetObjectVersionTagging"],
-            "Resource": models,
+            # A promotion copies the exact versions it hashed (with their tags, if any).
+            "Action": ["s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion", "s3:GetObjectVersionTagging"],
+            "Resource": [candidates, approved],
         }, {
-            "Sid": "ApproveChampion", "Effect": "Allow",
-            "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"], "Resource": models,
-        }, {
-            "Sid": "PublishManifest", "Effect": "Allow", "Action": "s3:PutObject",
-            "Resource": self._manifest(),
+            "Sid": "PublishApproved", "Effect": "Allow",
+            # A large copy is a multipart upload (UploadPartCopy is PutObject): abortable.
+            "Action": ["s3:AbortMultipartUpload", "s3:PutObject"], "Resource": approved,
         }, {
             "Sid": "UseArtifactKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
             "Resource": self.key_arn, "Condition": self._via_s3(),
         })
+
+    def approved_area_guard(self, writer_arns: tuple[str, ...]) -> dict:
+        """The bucket policy statement that denies writes and deletes in the approved area to every
+        principal but `writer_arns` (the review roles). Replication is not affected: S3 writes replicas
+        with `s3:ReplicateObject`/`ReplicateDelete`/`ReplicateTags`, which the guard does not name."""
+        statement: dict = {
+            "Sid": "DenyApprovedWritesButReview", "Effect": "Deny", "Principal": "*",
+            "Action": list(APPROVED_WRITE_ACTIONS), "Resource": self._objects(self.approved_prefix),
+        }
+        if writer_arns:
+            statement["Condition"] = {"ArnNotEquals": {"aws:PrincipalArn": sorted(writer_arns)}}
+        return statement

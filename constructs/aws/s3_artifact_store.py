@@ -13,6 +13,13 @@ region's Terraform state would couple the standby's plan to the primary region (
 a standby must plan while the primary is down). Until then a standby gets a regional key under
 the same alias, which is enough for replication: S3 re-encrypts every replica with the
 destination bucket's key, so the replicas never depend on the primary's key material.
+
+The approved area. The bucket policy denies `PutObject`/`DeleteObject`/`DeleteObjectVersion` under
+`<models_prefix>approved/` (the runtime's model repository, see artifact_grants) to every principal
+but `approved_writer_arns` (the region's review role), whatever their identity policies say.
+Replication into a standby's approved area still works: S3 writes replicas as the primary's
+replication role with `s3:ReplicateObject`, `ReplicateDelete` and `ReplicateTags`, which the guard
+does not deny, so that role needs no exception (and gets none: it never calls `PutObject`).
 """
 from __future__ import annotations
 
@@ -64,7 +71,7 @@ from constructs import Construct
 from mlfleet.constructs.aws.artifact_grants import DEFAULT_MODELS_PREFIX, ArtifactBucket, PolicyStatements
 from mlfleet.constructs.aws.iam_policy import policy_document
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps, alias_arn
-from mlfleet.constructs.validation import IAM_ROLE_NAME, OBJECT_PREFIX, REGION, S3_BUCKET_NAME, require
+from mlfleet.constructs.validation import IAM_ROLE_ARN, IAM_ROLE_NAME, OBJECT_PREFIX, REGION, S3_BUCKET_NAME, require
 
 # S3 Replication Time Control's commitment, and the threshold its metrics report against.
 RTC_MINUTES = 15
@@ -97,7 +104,11 @@ class S3ArtifactStoreProps:
     key_alias: str
     """Alias of the artifact key, without `alias/`: the same name in every region."""
     models_prefix: str = DEFAULT_MODELS_PREFIX
-    """Where artifacts and the manifest live in the bucket: what the store's grants cover. Default `models/`."""
+    """Where the candidates and approved areas live in the bucket: what the store's grants cover. Default
+    `models/`."""
+    approved_writer_arns: tuple[str, ...] = ()
+    """IAM role ARNs that may write the approved area (the review roles); the bucket policy denies it to
+    every other principal. Default: none, so nobody writes it until a role is named."""
     replicate_to: tuple[ReplicaTarget, ...] = ()
     """Standby buckets to replicate to (primary only). Each must exist, versioned, before apply. Default: none."""
     replication_time_control: bool = True
@@ -117,8 +128,8 @@ class S3ArtifactStoreProps:
 class S3ArtifactStore(Construct):
     """A regional artifact bucket; on the primary, with replication to every standby.
 
-    It grants on its bucket (`grant_read_champions`, `grant_write_candidates`,
-    `grant_approve_champions`), through `artifact_bucket`: pass the store to an identity.
+    It grants on its bucket (`grant_read_approved`, `grant_write_candidates`, `grant_approve`),
+    through `artifact_bucket`: pass the store to an identity.
     """
 
     def __init__(self, scope: Construct, id_: str, props: S3ArtifactStoreProps):
@@ -151,8 +162,6 @@ class S3ArtifactStore(Construct):
                 apply_server_side_encryption_by_default=(
                     S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
                         sse_algorithm="aws:kms", kms_master_key_id=self.key.key_arn)))])
-        S3BucketPolicy(self, "policy", bucket=bucket_id,
-                       policy=policy_document(_tls_only_statements(self.bucket_arn)))
         S3BucketLifecycleConfiguration(
             self, "lifecycle", bucket=bucket_id, depends_on=[versioning], rule=[S3BucketLifecycleConfigurationRule(
                 id="expire-noncurrent-versions", status="Enabled",
@@ -174,6 +183,9 @@ class S3ArtifactStore(Construct):
         self.artifact_bucket = ArtifactBucket(bucket_name=props.bucket_name, key_arn=self.key.key_arn,
                                               region=props.region, models_prefix=props.models_prefix)
         """The bucket, key and models prefix the store's grants name (see artifact_grants)."""
+        S3BucketPolicy(self, "policy", bucket=bucket_id, policy=policy_document(
+            [*_tls_only_statements(self.bucket_arn),
+             self.artifact_bucket.approved_area_guard(props.approved_writer_arns)]))
 
         self.replicate_to = props.replicate_to
         # Rule id per destination region (monitoring alarms on each rule's metrics).
@@ -188,21 +200,31 @@ class S3ArtifactStore(Construct):
         output.override_logical_id("artifact_key_arn")
 
     @property
+    def candidates_prefix(self) -> str:
+        """`<models_prefix>candidates/`: training's uploads."""
+        return self.artifact_bucket.candidates_prefix
+
+    @property
+    def approved_prefix(self) -> str:
+        """`<models_prefix>approved/`: the runtime's model repository, written by review only."""
+        return self.artifact_bucket.approved_prefix
+
+    @property
     def manifest_key(self) -> str:
-        """The manifest's object key, `<models_prefix>manifest.json`."""
+        """The manifest's object key, `<approved_prefix>manifest.json`."""
         return self.artifact_bucket.manifest_key
 
-    def grant_read_champions(self, grantee: PolicyStatements) -> None:
-        """Read champion-tagged artifacts and the manifest, and nothing else (serving)."""
-        self.artifact_bucket.grant_read_champions(grantee)
+    def grant_read_approved(self, grantee: PolicyStatements) -> None:
+        """Read the approved area and nothing else (serving)."""
+        self.artifact_bucket.grant_read_approved(grantee)
 
     def grant_write_candidates(self, grantee: PolicyStatements) -> None:
-        """Upload candidates under the prefix, but never tag one champion nor repin the manifest (training)."""
+        """Upload, read and list candidates only; never touch the approved area (training)."""
         self.artifact_bucket.grant_write_candidates(grantee)
 
-    def grant_approve_champions(self, grantee: PolicyStatements) -> None:
-        """List and read everything under the prefix, tag a version champion, publish the manifest (review)."""
-        self.artifact_bucket.grant_approve_champions(grantee)
+    def grant_approve(self, grantee: PolicyStatements) -> None:
+        """Read candidates, write the approved area, list both (review)."""
+        self.artifact_bucket.grant_approve(grantee)
 
     def _replicate(self, props: S3ArtifactStoreProps, versioning: S3BucketVersioningA) -> None:
         role_name = props.replication_role_name or f"{props.bucket_name}-replication"
@@ -260,6 +282,9 @@ def _validate(scope: Construct, props: S3ArtifactStoreProps) -> None:
             "must be at least 1 day")
     require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), scope, "models_prefix",
             f"{props.models_prefix!r} must be a relative key prefix ending in '/', e.g. 'models/'")
+    for i, arn in enumerate(props.approved_writer_arns):
+        require(bool(IAM_ROLE_ARN.fullmatch(arn)), scope, f"approved_writer_arns[{i}]",
+                f"{arn!r} is not an IAM role ARN (wildcards are not allowed)")
     seen: set[str] = set()
     for i, target in enumerate(props.replicate_to):
         where = f"replicate_to[{i}]"

@@ -1,14 +1,15 @@
 """Separate identities for the three parties that touch model artifacts in one region.
 
-- serving (the runtime's pods, through EKS Pod Identity) reads only artifacts tagged
-  `mlfleet:stage=champion`, plus the manifest that pins the champion;
-- training writes candidate artifacts under the models prefix, but can neither tag one champion
-  nor overwrite the manifest;
-- review reads everything under the prefix, approves a version by tagging it champion, and
-  publishes the manifest.
+- serving (the runtime's pods, through EKS Pod Identity) reads the approved area only
+  (`<models_prefix>approved/`: the signed manifest and the approved versions);
+- training writes, reads and lists candidates (`<models_prefix>candidates/`) and can write nothing
+  in the approved area (an explicit deny, and the bucket policy's guard);
+- review reads candidates, copies an approved version into the approved area, publishes the
+  manifest and its signature there, and signs with the manifest signing key of its region.
 
-So a compromised training job cannot get a model served, and a compromised serving pod cannot
-read unapproved models or write anything. IAM is global: role names carry the region.
+So a compromised training job cannot get a model served (it can neither write the approved area
+nor sign a manifest), and a compromised serving pod cannot read unapproved models or write
+anything. IAM is global: role names carry the region.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from constructs import Construct
 
 from mlfleet.constructs.aws.artifact_grants import ArtifactGrants, PolicyStatements
 from mlfleet.constructs.aws.iam_policy import policy_document
+from mlfleet.constructs.aws.manifest_signing_key import ManifestSigningGrants
 from mlfleet.constructs.validation import (
     ACCOUNT_ID,
     EKS_CLUSTER_NAME,
@@ -48,6 +50,9 @@ class IamServingIdentityProps:
     """IAM role/user/account ARNs allowed to assume the training role (no wildcards)."""
     review_principals: tuple[str, ...]
     """IAM role/user/account ARNs allowed to assume the review role (no wildcards)."""
+    signing_key: ManifestSigningGrants | None = None
+    """The manifest signing key of this region that review signs with: the `ManifestSigningKey`, or a
+    `ManifestSigningKeyAlias` for a replica. Default: none (review then cannot sign)."""
     namespace: str = "mlfleet"
     """The runtime pods' Kubernetes namespace; default `mlfleet`."""
     service_account: str = "mlfleet-runtime"
@@ -69,8 +74,8 @@ class IamServingIdentity(Construct):
 
         cluster_arn = f"arn:aws:eks:{props.region}:{props.account_id}:cluster/{props.cluster_name}"
         serving = PolicyStatements()
-        artifacts.grant_read_champions(serving)
-        self.runtime_role = self._role(props, "serving", "mlfleet runtime pods: read champion models", {
+        artifacts.grant_read_approved(serving)
+        self.runtime_role = self._role(props, "serving", "mlfleet runtime pods: read approved models", {
             "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
             "Action": ["sts:AssumeRole", "sts:TagSession"],
             # Only pods of this account's cluster, not any EKS cluster that names the role.
@@ -86,8 +91,10 @@ class IamServingIdentity(Construct):
                                         _assumed_by(props.training_principals), training, tags)
 
         review = PolicyStatements()
-        artifacts.grant_approve_champions(review)
-        self.review_role = self._role(props, "review", "mlfleet review: approve champion models",
+        artifacts.grant_approve(review)
+        if props.signing_key is not None:
+            props.signing_key.grant_sign(review)
+        self.review_role = self._role(props, "review", "mlfleet review: approve and sign models",
                                       _assumed_by(props.review_principals), review, tags)
 
     def _role(self, props: IamServingIdentityProps, purpose: str, description: str, trust: dict,

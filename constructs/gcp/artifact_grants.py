@@ -2,9 +2,10 @@
 IAM bindings the bucket grants.
 
 Cloud Storage IAM Conditions test an object's name, not its metadata, so the store's layout is by
-prefix: candidates under `<models_prefix>candidates/`, the champion and the manifest under
-`<models_prefix>champion/` (see `serving_identity`). The bucket writes each binding: a
-`GcsArtifactStore` grants on its own bucket (`store.grant_read_champions(...)`, delegating to its
+prefix, the same as on AWS: candidates under `<models_prefix>candidates/`, and the runtime's model
+repository under `<models_prefix>approved/` (the approved versions, `manifest.json` and its
+signature `manifest.json.sig`; see `serving_identity`). The bucket writes each binding: a
+`GcsArtifactStore` grants on its own bucket (`store.grant_read_approved(...)`, delegating to its
 `artifact_bucket`), and a bucket known only by its derived name is named by
 `GcsArtifactBucket.from_attributes(...)`, as CDK's `Bucket.fromBucketAttributes`. An identity takes
 either (`GcsArtifactGrants`) and only says who. Every grant is created in the grantee's scope, so it
@@ -20,10 +21,12 @@ from constructs import Construct
 
 from mlfleet.constructs.validation import GCS_BUCKET_NAME, OBJECT_PREFIX, require
 
+# The registry's layout under the models prefix (the same names as the environment's naming module).
 CANDIDATES = "candidates/"
-CHAMPION = "champion/"
+APPROVED = "approved/"
 MIRROR = "mirror/"
 MANIFEST_NAME = "manifest.json"
+MANIFEST_SIGNATURE_NAME = "manifest.json.sig"
 OBJECT_VIEWER = "roles/storage.objectViewer"
 OBJECT_CREATOR = "roles/storage.objectCreator"
 OBJECT_USER = "roles/storage.objectUser"
@@ -37,14 +40,14 @@ class GcsArtifactGrants(Protocol):
     @property
     def candidates_prefix(self) -> str: ...
     @property
-    def champion_prefix(self) -> str: ...
+    def approved_prefix(self) -> str: ...
     @property
     def manifest_key(self) -> str: ...
     def mirror_prefix(self, source_region: str) -> str: ...
-    def grant_read_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
-    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_read_approved(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> list[StorageBucketIamMember]: ...
     def grant_read_models(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
-    def grant_publish_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
+    def grant_publish_approved(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
     def grant_list_bucket(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember: ...
     def grant_write_mirror(self, scope: Construct, id_: str, member: str,
                            source_region: str) -> StorageBucketIamMember: ...
@@ -78,15 +81,20 @@ class GcsArtifactBucket:
         return f"{self.models_prefix}{CANDIDATES}"
 
     @property
-    def champion_prefix(self) -> str:
-        return f"{self.models_prefix}{CHAMPION}"
+    def approved_prefix(self) -> str:
+        """`<models_prefix>approved/`: the runtime's model repository, written by review only."""
+        return f"{self.models_prefix}{APPROVED}"
 
     @property
     def manifest_key(self) -> str:
-        return f"{self.champion_prefix}{MANIFEST_NAME}"
+        return f"{self.approved_prefix}{MANIFEST_NAME}"
+
+    @property
+    def manifest_signature_key(self) -> str:
+        return f"{self.approved_prefix}{MANIFEST_SIGNATURE_NAME}"
 
     def mirror_prefix(self, source_region: str) -> str:
-        """Where copies of an AWS region's models land (outside `champion/`: see cross_cloud_artifact_copy)."""
+        """Where copies of an AWS region's models land (outside `approved/`: see cross_cloud_artifact_copy)."""
         return f"{self.models_prefix}{MIRROR}{source_region}/"
 
     def _objects(self, prefix: str) -> str:
@@ -98,29 +106,34 @@ class GcsArtifactBucket:
             scope, id_, bucket=self.bucket_name, role=role, member=member,
             condition=StorageBucketIamMemberCondition(title=title, description=description, expression=expression))
 
-    def grant_read_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """Read champion artifacts and the manifest only (serving)."""
-        return self._grant(scope, id_, OBJECT_VIEWER, member, "champion-read", self._objects(self.champion_prefix),
-                           "Read champion artifacts and the manifest only")
+    def grant_read_approved(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Read the approved area only: the signed manifest and the approved versions (serving). No
+        listing: the runtime reads the names the manifest gives, and listing is checked on the bucket."""
+        return self._grant(scope, id_, OBJECT_VIEWER, member, "approved-read", self._objects(self.approved_prefix),
+                           "Read the approved models, the manifest and its signature only")
 
-    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """Create candidates only: no overwrite, no champion (training)."""
-        return self._grant(scope, id_, OBJECT_CREATOR, member, "candidate-write",
-                           self._objects(self.candidates_prefix),
-                           "Create candidate artifacts only (no overwrite, no champion)")
+    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> list[StorageBucketIamMember]:
+        """Create and read candidates only: no overwrite (objectCreator has no delete, which replacing
+        an object needs), nothing in the approved area (training). Two bindings, `<id_>` and `<id_>-read`."""
+        candidates = self._objects(self.candidates_prefix)
+        return [self._grant(scope, id_, OBJECT_CREATOR, member, "candidate-write", candidates,
+                            "Create candidate artifacts only (no overwrite, nothing approved)"),
+                self._grant(scope, f"{id_}-read", OBJECT_VIEWER, member, "candidate-read", candidates,
+                            "Read candidate artifacts only")]
 
     def grant_read_models(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """List the bucket and read every model artifact (review)."""
-        # Listing is checked on the bucket, not on objects: review lists names, reads models.
+        """List the bucket and read candidates, approved models and mirrored copies (review)."""
+        # Listing is checked on the bucket, not on objects: review lists names, reads the areas.
         listing = 'resource.type == "storage.googleapis.com/Bucket"'
-        return self._grant(scope, id_, OBJECT_VIEWER, member, "models-read",
-                           f"{listing} || {self._objects(self.models_prefix)}",
-                           "List the bucket and read every model artifact")
+        areas = " || ".join(self._objects(p) for p in (self.candidates_prefix, self.approved_prefix,
+                                                        f"{self.models_prefix}{MIRROR}"))
+        return self._grant(scope, id_, OBJECT_VIEWER, member, "models-read", f"{listing} || {areas}",
+                           "List the bucket and read candidates, approved and mirrored models")
 
-    def grant_publish_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """Write champion artifacts and the manifest (review approves by copying a candidate there)."""
-        return self._grant(scope, id_, OBJECT_USER, member, "champion-publish", self._objects(self.champion_prefix),
-                           "Publish champion artifacts and the manifest")
+    def grant_publish_approved(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Write the approved area: the copied version, the manifest and its signature (review)."""
+        return self._grant(scope, id_, OBJECT_USER, member, "approved-publish", self._objects(self.approved_prefix),
+                           "Publish approved models, the manifest and its signature")
 
     def grant_list_bucket(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
         """See the bucket and list its objects, with no object access (a transfer agent's bucket-level need)."""

@@ -10,10 +10,10 @@ live in their own failure domains and name each other only by deterministic name
   the agent's grants on the destination bucket.
 
 Copies land under the destination's `<models_prefix>mirror/<aws-region>/`, outside the
-`champion/` prefix that serving reads (`GcpServingIdentity`): the S3 side marks champions with
-object tags, which Cloud Storage does not carry. Review publishes a mirrored champion on Google
-Cloud by copying it into `champion/`, as it publishes any champion there, after checking it
-against the mirrored manifest. Storage Transfer's shortest repeat interval is one hour: that
+`approved/` area that serving reads (`GcpServingIdentity`): a mirrored manifest is signed with the
+AWS key, not Google Cloud's. Review publishes a mirrored version on Google Cloud by copying it into
+`approved/` and signing the manifest there, as it publishes any version, after checking it against
+the mirrored manifest. Storage Transfer's shortest repeat interval is one hour: that
 bounds the RPO of the artifacts on Google Cloud (the environment model checks the target against
 it).
 """

@@ -13,8 +13,9 @@ conditions `GcpServingIdentity` relies on), public access prevention, object ver
 soft delete. `force_destroy` stays off: Terraform cannot delete a bucket that holds artifacts.
 
 Layout under `models_prefix` (see `GcpServingIdentity`): `candidates/` written by training,
-`champion/` published by review, with the manifest at `champion/manifest.json`, and `mirror/` for
-copies from an AWS primary. The store grants on that layout (`grant_read_champions`, ...; see
+`approved/` published by review (the runtime's model repository, with the manifest at
+`approved/manifest.json` and its signature beside it), and `mirror/` for copies from an AWS
+primary. The store grants on that layout (`grant_read_approved`, ...; see
 artifact_grants): pass the store to the identities and the transfer job.
 """
 from __future__ import annotations
@@ -116,8 +117,8 @@ class GcsArtifactStore(Construct):
         return self.artifact_bucket.candidates_prefix
 
     @property
-    def champion_prefix(self) -> str:
-        return self.artifact_bucket.champion_prefix
+    def approved_prefix(self) -> str:
+        return self.artifact_bucket.approved_prefix
 
     @property
     def manifest_key(self) -> str:
@@ -127,21 +128,21 @@ class GcsArtifactStore(Construct):
         """Where copies of an AWS region's models land."""
         return self.artifact_bucket.mirror_prefix(source_region)
 
-    def grant_read_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """Read champion artifacts and the manifest only (serving)."""
-        return self.artifact_bucket.grant_read_champions(scope, id_, member)
+    def grant_read_approved(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Read the approved area only (serving)."""
+        return self.artifact_bucket.grant_read_approved(scope, id_, member)
 
-    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """Create candidates only: no overwrite, no champion (training)."""
+    def grant_write_candidates(self, scope: Construct, id_: str, member: str) -> list[StorageBucketIamMember]:
+        """Create and read candidates only: no overwrite, nothing approved (training)."""
         return self.artifact_bucket.grant_write_candidates(scope, id_, member)
 
     def grant_read_models(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """List the bucket and read every model artifact (review)."""
+        """List the bucket and read candidates, approved and mirrored models (review)."""
         return self.artifact_bucket.grant_read_models(scope, id_, member)
 
-    def grant_publish_champions(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
-        """Write champion artifacts and the manifest (review)."""
-        return self.artifact_bucket.grant_publish_champions(scope, id_, member)
+    def grant_publish_approved(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
+        """Write the approved area (review)."""
+        return self.artifact_bucket.grant_publish_approved(scope, id_, member)
 
     def grant_list_bucket(self, scope: Construct, id_: str, member: str) -> StorageBucketIamMember:
         """See the bucket and list its objects, with no object access (the transfer agent)."""

@@ -1,23 +1,24 @@
 """Separate Google identities for the three parties that touch model artifacts.
 
 - serving: the runtime's pods, through Workload Identity (their Kubernetes service account
-  impersonates this Google service account), read only the champion artifacts and the manifest;
-- training writes candidate artifacts, and nothing else;
-- review reads every artifact, and publishes champions and the manifest.
+  impersonates this Google service account), read only the approved area: the approved versions,
+  the manifest and its signature;
+- training creates and reads candidates, and nothing else;
+- review reads candidates (and mirrored copies), publishes approved versions, the manifest and its
+  signature, and signs with the manifest signing key (`roles/cloudkms.signerVerifier` on it alone).
 
-How "champion only" is enforced: on AWS the serving role reads objects tagged champion. Cloud
-Storage IAM Conditions cannot test an object's metadata, only its name, so the bucket has a
-dedicated champion prefix instead: `<models_prefix>champion/` (with the manifest at
-`<models_prefix>champion/manifest.json`), writable by review only. Serving's read grant carries
-the condition `resource.name.startsWith(".../objects/<models_prefix>champion/")`; training's
+How "approved only" is enforced: by name, as on AWS. Cloud Storage IAM Conditions test an
+object's name: the runtime's model repository is `<models_prefix>approved/` (with the manifest at
+`<models_prefix>approved/manifest.json`), writable by review only. Serving's read grant carries
+the condition `resource.name.startsWith(".../objects/<models_prefix>approved/")`; training's
 create grant is conditioned on `<models_prefix>candidates/`. Approving a version is a
-server-side copy from `candidates/` into `champion/` by review, which also makes the approved
+server-side copy from `candidates/` into `approved/` by review, which also makes the approved
 bytes immutable to training. The conditions need uniform bucket-level access, which
 `GcsArtifactStore` enforces.
 
 So a compromised training job cannot get a model served, and a compromised serving pod cannot
-read unapproved models or write anything. No identity needs a Cloud KMS grant: Cloud Storage
-encrypts and decrypts with the bucket's key as its own service agent.
+read unapproved models or write anything. Only review has a Cloud KMS grant (to sign): Cloud
+Storage encrypts and decrypts with the bucket's key as its own service agent.
 
 Workload Identity binds `PROJECT.svc.id.goog[namespace/service_account]`, a name shared by
 every cluster of the project: give each region's runtime the same namespace and Kubernetes
@@ -34,6 +35,7 @@ from cdktn_provider_google.service_account_iam_member import ServiceAccountIamMe
 from constructs import Construct
 
 from mlfleet.constructs.gcp.artifact_grants import GcsArtifactGrants
+from mlfleet.constructs.gcp.manifest_signing_key import GcpManifestSigningGrants
 from mlfleet.constructs.validation import (
     GOOGLE_IAM_MEMBER,
     GOOGLE_PROJECT_ID,
@@ -60,6 +62,8 @@ class GcpServingIdentityProps:
     """Who may impersonate the training account: `user:`, `group:` or `serviceAccount:` emails."""
     review_principals: tuple[str, ...]
     """Who may impersonate the review account: `user:`, `group:` or `serviceAccount:` emails."""
+    signing_key: GcpManifestSigningGrants | None = None
+    """The manifest signing key review signs with (a `CloudKmsSigningKey`). Default: none (review cannot sign)."""
     namespace: str = "mlfleet"
     """The runtime's Kubernetes namespace; default `mlfleet`."""
     service_account: str = "mlfleet-runtime"
@@ -76,7 +80,7 @@ class GcpServingIdentity(Construct):
         # Each binding below is the bucket's grant (artifact_grants), not assembled here.
         artifacts = props.artifacts
         self.candidates_prefix = artifacts.candidates_prefix
-        self.champion_prefix = artifacts.champion_prefix
+        self.approved_prefix = artifacts.approved_prefix
         self.manifest_key = artifacts.manifest_key
         self.workload_identity_member = \
             f"serviceAccount:{project}.svc.id.goog[{props.namespace}/{props.service_account}]"
@@ -85,9 +89,9 @@ class GcpServingIdentity(Construct):
             self, f"{purpose}-account", project=project, account_id=f"{props.name_prefix}-{purpose}",
             display_name=f"mlfleet {purpose}", description=description)
             for purpose, description in (
-                ("serving", "mlfleet runtime pods: read champion models"),
+                ("serving", "mlfleet runtime pods: read approved models"),
                 ("training", "mlfleet training: write candidate models"),
-                ("review", "mlfleet review: approve champion models"))}
+                ("review", "mlfleet review: approve and sign models"))}
         self.serving_account, self.training_account, self.review_account = (accounts[p] for p in PURPOSES)
 
         ServiceAccountIamMember(self, "serving-workload-identity", service_account_id=self.serving_account.name,
@@ -99,11 +103,13 @@ class GcpServingIdentity(Construct):
 
         member = {purpose: f"serviceAccount:{accounts[purpose].email}" for purpose in PURPOSES}
         self.bucket_grants = [
-            artifacts.grant_read_champions(self, "serving-champion-read", member["serving"]),
-            artifacts.grant_write_candidates(self, "training-candidate-write", member["training"]),
+            artifacts.grant_read_approved(self, "serving-approved-read", member["serving"]),
+            *artifacts.grant_write_candidates(self, "training-candidate-write", member["training"]),
             artifacts.grant_read_models(self, "review-models-read", member["review"]),
-            artifacts.grant_publish_champions(self, "review-champion-publish", member["review"]),
+            artifacts.grant_publish_approved(self, "review-approved-publish", member["review"]),
         ]
+        self.signing_grant = props.signing_key.grant_sign(self, "review-manifest-sign", member["review"]) \
+            if props.signing_key is not None else None
 
         self.serving_email: str = self.serving_account.email
         self.training_email: str = self.training_account.email

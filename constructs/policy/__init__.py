@@ -9,7 +9,8 @@ the environment file (`acknowledgements:`), and the review shows it.
 
 The package: `findings` (rules, findings, acknowledgements), `aws_rules` and `gcp_rules` (the
 checks of each cloud), `serving_rules` (the serving plane's pods, load balancer TLS and management
-port), `engine` (runs them on one stack's JSON), `aspect` (the CDK Aspect).
+port), `registry_rules` (who writes the approved models, and that the runtime verifies them),
+`engine` (runs them on one stack's JSON), `aspect` (the CDK Aspect).
 """
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
 """The rule pack run on one stack's resolved Terraform JSON: every check of both clouds."""
 from __future__ import annotations
 
-from mlfleet.constructs.policy import aws_rules, gcp_rules, serving_rules
+from mlfleet.constructs.policy import aws_rules, gcp_rules, registry_rules, serving_rules
 from mlfleet.constructs.policy.findings import Check, Finding
 from mlfleet.constructs.terraform_json import construct_paths
 
-CHECKS: tuple[Check, ...] = (*aws_rules.CHECKS, *gcp_rules.CHECKS, *serving_rules.CHECKS)
+CHECKS: tuple[Check, ...] = (*aws_rules.CHECKS, *gcp_rules.CHECKS, *serving_rules.CHECKS,
+                             *registry_rules.CHECKS)
 
 
 def evaluate_terraform(stack_name: str, tf: dict) -> list[Finding]:

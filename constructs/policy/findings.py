@@ -44,6 +44,13 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("MLF035", "the runtime's management port is exposed", "high",
          "keep the management port (--management-port, 8002 by default) off container ports, Services and "
          "NetworkPolicies: it is reached on loopback only"),
+    # The model registry's separation of duties (MLF036–MLF037).
+    Rule("MLF036", "a role other than review may write the approved model area", "high",
+         "grant writes under <models_prefix>candidates/ only (grant_write_candidates); only review writes "
+         "<models_prefix>approved/ (grant_approve / grant_publish_approved) and the bucket guard exempts it alone"),
+    Rule("MLF037", "the runtime does not verify the signed manifest", "high",
+         "pass --manifest-public-key with the manifest signing key's public key (ServingDeployment mounts it); "
+         "--allow-unsigned is for local development only"),
 )}
 REQUIRED_TAGS = ("owner", "cost-center")
 

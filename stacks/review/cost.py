@@ -12,6 +12,11 @@ The serving plane: each region's load balancer at its hourly charge (an AWS Netw
 with a nominal one NLCU, since its capacity units follow traffic the review cannot know; a GKE
 Gateway's regional external Application Load Balancer by its forwarding rule) and the runtime
 image's storage in each region's registry (ECR, Artifact Registry) at a nominal size.
+
+The manifest signing keys: an asymmetric KMS key is billed by the month, the multi-Region primary
+and each replica alike (in the replica's region); a Cloud KMS key by its active key version and
+protection level. Their requests are not priced: a signature per approval and a public key read
+per serving apply stay far below any KMS bill (and within AWS's free 20,000 requests a month).
 """
 from __future__ import annotations
 
@@ -87,6 +92,7 @@ def estimate(stacks: dict[str, dict], prices: Prices | None = None) -> CostEstim
         lines += _aws_services(prices.table("aws"), region, tf)
         lines += _gcp_services(prices.table("gcp"), region, tf)
         lines += _serving(prices, region, tf)
+        lines += _signing_keys(prices, region, tf)
     return CostEstimate(prices, lines)
 
 
@@ -165,6 +171,29 @@ def _serving(prices: Prices, region: str, tf: dict) -> list[CostLine]:
     if resources(tf, "google_artifact_registry_repository"):
         lines.append(_storage(gcp, region, "Artifact Registry image storage (GB)", "artifact_registry_gb_month", "gcp"))
     return lines
+
+
+def _signing_keys(prices: Prices, region: str, tf: dict) -> list[CostLine]:
+    """The manifest signing keys a stack creates, each billed by the month where it lives."""
+    aws, gcp = prices.table("aws"), prices.table("gcp")
+    lines = []
+    if any(k.get("key_usage") == "SIGN_VERIFY" for k in resources(tf, "aws_kms_key").values()):
+        lines.append(_key_line(aws, region, "aws"))
+        lines += [_key_line(aws, str(r.get("provider", "?")).removeprefix("aws."), "aws", replica=True)
+                  for r in resources(tf, "aws_kms_replica_key").values()]
+    for key in resources(tf, "google_kms_crypto_key").values():
+        if key.get("purpose") == "ASYMMETRIC_SIGN":
+            level = first_block(key.get("version_template")).get("protection_level", "SOFTWARE")
+            price = gcp.service(region, "kms_key_version_month", f"{level.lower()}_ec")
+            lines.append(CostLine(region, "Cloud KMS manifest signing key", f"EC P-256 {level} key version, per month",
+                                  None, 1, 1, "gcp", per_month=price))
+    return lines
+
+
+def _key_line(table: PriceTable, region: str, cloud: str, *, replica: bool = False) -> CostLine:
+    return CostLine(region, "KMS manifest signing key" + (" (replica)" if replica else ""),
+                    "asymmetric key, per key-month (requests not priced)", None, 1, 1, cloud,
+                    per_month=table.service(region, "kms_key_month"))
 
 
 def _storage(table: PriceTable, region: str, item: str, kind: str, cloud: str) -> CostLine:

@@ -251,9 +251,12 @@ def _serving_section(review: Review) -> list[str]:
         return []
     out = ["## Serving", "", "Runtime pods per pool as created (a standby's are warm, models loaded); a standby's "
            "failover size is `serving.replicas.failover`, which the DR runbook scales to.", ""]
-    out += _table(["region", "role", "image", "digest", "runtime pods", "endpoint", "load balancer", "TLS policy"],
+    out += _table(["region", "role", "image", "digest", "runtime pods", "endpoint", "load balancer", "TLS policy",
+                   "manifest verified with"],
                   [[e.region, e.role, f"{e.image_name} ({e.registry})", f"`{e.digest}`", _pods(e),
-                    e.hostname or "none", _load_balancer(e), e.tls_policy or "n/a"] for e in review.serving])
+                    e.hostname or "none", _load_balancer(e), e.tls_policy or "n/a",
+                    f"`{e.manifest_key}` ({e.manifest_key_service})" if e.manifest_key else "**nothing (unsigned)**"]
+                   for e in review.serving])
     return out + [""]
 
 
@@ -341,7 +344,7 @@ def to_json(review: Review, diagram: str | None = None) -> dict:
         "serving": [{"region": e.region, "stack": e.stack, "cloud": e.cloud, "role": e.role, "image": e.image,
                      "digest": e.digest, "replicas": e.replicas, "failover_replicas": e.failover_replicas,
                      "endpoint": e.hostname, "load_balancer": e.load_balancer, "scheme": e.scheme,
-                     "tls_policy": e.tls_policy} for e in review.serving],
+                     "tls_policy": e.tls_policy, "manifest_key": e.manifest_key} for e in review.serving],
         "cost_estimate": {
             "estimate": True,
             "price_tables": [{"cloud": t.cloud, "date": t.generated_at, "source": t.source, "caveats": t.estimate}

@@ -1,6 +1,6 @@
 """The serving plane each region runs, read from its `<env>-<region>-serving` stack's Terraform
-JSON: the runtime image (by digest), the runtime pods per pool, the endpoint's hostname and the
-load balancer in front of it.
+JSON: the runtime image (by digest), the runtime pods per pool, the endpoint's hostname, the
+load balancer in front of it, and the key the runtime verifies the signed manifest with.
 
 The pods are the Deployments' `replicas` (what is created; a standby's are the warm ones, models
 loaded). A standby's failover size is not in any stack: the DR runbook scales the Deployments to
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mlfleet.constructs.terraform_json import (
     blocks,
+    data_sources,
     first_block,
     output_value,
     provider_region,
@@ -45,6 +46,8 @@ class ServingEndpoint:
     load_balancer: str | None          # NLB, regional external Application LB, …; None: no external endpoint
     scheme: str | None = None          # NLB: internet-facing or internal
     tls_policy: str | None = None      # the NLB's negotiation policy, or the SSL policy's minimum TLS version
+    manifest_key: str | None = None    # the signing key whose public key the runtime verifies with; None: unsigned
+    manifest_key_service: str | None = None   # KMS or Cloud KMS
 
     @property
     def digest(self) -> str:
@@ -83,11 +86,34 @@ def _endpoint(env: Environment, name: str, tf: dict, role: str, cloud: str) -> S
         replicas[pool] = replicas.get(pool, 0) + int(spec.get("replicas", 1))
         images += [str(c.get("image", "")) for c in blocks(pod.get("container"))[:1]]
     load_balancer, scheme, tls = _aws_load_balancer(tf) if cloud == "aws" else _gke_load_balancer(tf)
+    verifying = [_verifies(c) for body in resources(tf, "kubernetes_deployment_v1").values()
+                 for c in blocks(first_block(first_block(first_block(body.get("spec")).get("template"))
+                                             .get("spec")).get("container"))[:1]]
     return ServingEndpoint(
         stack=name, region=provider_region(tf) or "?", cloud=cloud, role=role,
         image=sorted(set(images))[0] if images else "?", replicas=dict(sorted(replicas.items())),
         failover_replicas=env.serving.replicas.on_failover if role == "standby" else None,
-        hostname=output_value(tf, "endpoint"), load_balancer=load_balancer, scheme=scheme, tls_policy=tls)
+        hostname=output_value(tf, "endpoint"), load_balancer=load_balancer, scheme=scheme, tls_policy=tls,
+        **_manifest_key(tf, verifying=bool(verifying) and all(verifying)))
+
+
+def _verifies(container: dict) -> bool:
+    args = [str(a) for a in container.get("args") or []]
+    return "--allow-unsigned" not in args and any(a.split("=", 1)[0] == "--manifest-public-key" for a in args)
+
+
+def _manifest_key(tf: dict, *, verifying: bool) -> dict[str, str | None]:
+    """The key the serving stack reads the manifest's public key from (a KMS alias in the stack's
+    region, or a Cloud KMS key's version), when every runtime verifies with it."""
+    found: dict[str, str | None] = {"manifest_key": None, "manifest_key_service": None}
+    if not verifying:
+        return found
+    for source in data_sources(tf, "aws_kms_public_key").values():
+        return {"manifest_key": str(source.get("key_id")), "manifest_key_service": "KMS"}
+    for source in data_sources(tf, "google_kms_crypto_key_version").values():
+        name = str(source.get("crypto_key", "?")).rsplit("/", 1)[-1]
+        return {"manifest_key": f"{name} v{source.get('version', 1)}", "manifest_key_service": "Cloud KMS"}
+    return found
 
 
 def is_nlb_service(body: dict) -> bool:

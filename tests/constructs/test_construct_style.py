@@ -119,17 +119,19 @@ def test_the_artifact_bucket_writes_each_partys_statements_in_grant_order():
     bucket = ArtifactBucket(bucket_name="mlfleet-prod-artifacts", key_arn="arn:aws:kms:us-east-1:1:key/k",
                             region="us-east-1")
     grantee = PolicyStatements()
-    bucket.grant_read_champions(grantee)
+    bucket.grant_read_approved(grantee)
     bucket.grant_write_candidates(grantee)
     assert [s["Sid"] for s in grantee.statements] == [
-        "ReadChampionArtifacts", "ReadManifest", "DecryptArtifacts",
-        "WriteCandidates", "EncryptUploads", "DenyChampionTag", "DenyManifestWrites"]
+        "ReadApproved", "DecryptArtifacts",
+        "WriteCandidates", "ReadCandidates", "ListCandidates", "EncryptUploads", "DenyApprovedWrites"]
     by_sid = {s["Sid"]: s for s in grantee.statements}
-    assert by_sid["ReadManifest"]["Resource"] == "arn:aws:s3:::mlfleet-prod-artifacts/models/manifest.json"
+    assert by_sid["ReadApproved"]["Resource"] == "arn:aws:s3:::mlfleet-prod-artifacts/models/approved/*"
+    assert bucket.manifest_key == "models/approved/manifest.json"
+    assert bucket.manifest_signature_key == "models/approved/manifest.json.sig"
     assert by_sid["DecryptArtifacts"]["Condition"] == {
         "StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
-    assert (by_sid["DenyManifestWrites"]["Effect"], by_sid["DenyManifestWrites"]["Resource"]) == (
-        "Deny", "arn:aws:s3:::mlfleet-prod-artifacts/models/manifest.json")
+    assert (by_sid["DenyApprovedWrites"]["Effect"], by_sid["DenyApprovedWrites"]["Resource"]) == (
+        "Deny", "arn:aws:s3:::mlfleet-prod-artifacts/models/approved/*")
 
 
 def test_the_gcs_artifact_bucket_grants_in_the_grantees_scope(synth):
@@ -141,14 +143,14 @@ def test_the_gcs_artifact_bucket_grants_in_the_grantees_scope(synth):
     def build(stack):
         GoogleProvider(stack, "google", project="mlfleet-prod", region="us-central1")
         grantee = Construct(stack, "identity")
-        grant = GcsArtifactBucket(bucket_name="mlfleet-prod-artifacts").grant_read_champions(
-            grantee, "serving-champion-read", "serviceAccount:s@mlfleet-prod.iam.gserviceaccount.com")
-        assert grant.node.path == "test/identity/serving-champion-read"
+        grant = GcsArtifactBucket(bucket_name="mlfleet-prod-artifacts").grant_read_approved(
+            grantee, "serving-approved-read", "serviceAccount:s@mlfleet-prod.iam.gserviceaccount.com")
+        assert grant.node.path == "test/identity/serving-approved-read"
 
     binding = only_resource(synth(build, with_provider=False), "google_storage_bucket_iam_member")
     assert binding["role"] == "roles/storage.objectViewer"
     assert binding["condition"]["expression"] == (
-        'resource.name.startsWith("projects/_/buckets/mlfleet-prod-artifacts/objects/models/champion/")')
+        'resource.name.startsWith("projects/_/buckets/mlfleet-prod-artifacts/objects/models/approved/")')
 
 
 def test_validation_is_pure_python_and_loads_no_cdk():

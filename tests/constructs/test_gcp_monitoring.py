@@ -76,7 +76,8 @@ def test_the_health_check_expects_how_the_runtime_healthy_body_begins():
     from mlfleet.runtime.health import HealthBounds, failover_health
     from mlfleet.runtime.rest_codec import json_bytes
 
-    manager = SimpleNamespace(manifest=SimpleNamespace(models={}), active={}, champion=lambda model: None)
+    manager = SimpleNamespace(manifest=SimpleNamespace(models={}), active={}, champion=lambda model: None,
+                              signature=None)
     healthy, document = failover_health(manager, HealthBounds(), region="us-east1", draining=False, gpu={})
     assert healthy and json_bytes(document).startswith(HEALTHY_BODY_START.encode())
     failing, document = failover_health(manager, HealthBounds(), region="us-east1", draining=True, gpu={})

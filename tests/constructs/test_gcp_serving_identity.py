@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import cdktn
 import pytest
+from cdktn_provider_google.kms_key_ring import KmsKeyRing
 
 from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
 from mlfleet.constructs.gcp.gcs_artifact_store import GcsArtifactStore
+from mlfleet.constructs.gcp.manifest_signing_key import CloudKmsSigningKey, CloudKmsSigningKeyProps
 from mlfleet.constructs.gcp.serving_identity import GcpServingIdentity, GcpServingIdentityProps
 from mlfleet.constructs.validation import PropsError
 
@@ -30,10 +32,17 @@ def props(**overrides) -> GcpServingIdentityProps:
         review_principals=("group:ml-reviewers@example.com",)), **overrides})
 
 
-def test_serving_reads_only_champions_training_writes_only_candidates_review_publishes(synth):
+def test_serving_reads_only_approved_training_writes_only_candidates_review_publishes_and_signs(synth):
     built = {}
-    tf = synth(google(lambda s: built.setdefault("id", GcpServingIdentity(s, "identity", props()))),
-               with_provider=False)
+
+    def build(stack):
+        key_ring = KmsKeyRing(stack, "ring", project=PROJECT, location="us", name="mlfleet-prod-us")
+        key = CloudKmsSigningKey(stack, "signing", CloudKmsSigningKeyProps(
+            project_id=PROJECT, location="us", key_ring="mlfleet-prod-us", key_ring_id=key_ring.id,
+            name="mlfleet-prod-manifest-signing"))
+        built["id"] = GcpServingIdentity(stack, "identity", props(signing_key=key))
+
+    tf = synth(google(build), with_provider=False)
     accounts = {body["account_id"]: name for name, body in resources(tf, "google_service_account").items()}
     assert set(accounts) == {"mlfleet-prod-serving", "mlfleet-prod-training", "mlfleet-prod-review"}
 
@@ -45,16 +54,24 @@ def test_serving_reads_only_champions_training_writes_only_candidates_review_pub
     assert all(g["bucket"] == BUCKET for g in resources(tf, "google_storage_bucket_iam_member").values())
     assert grants == {
         (email("mlfleet-prod-serving"), "roles/storage.objectViewer"):
-            f'resource.name.startsWith("{OBJECTS}models/champion/")',
+            f'resource.name.startsWith("{OBJECTS}models/approved/")',
         (email("mlfleet-prod-training"), "roles/storage.objectCreator"):
             f'resource.name.startsWith("{OBJECTS}models/candidates/")',
+        (email("mlfleet-prod-training"), "roles/storage.objectViewer"):
+            f'resource.name.startsWith("{OBJECTS}models/candidates/")',
         (email("mlfleet-prod-review"), "roles/storage.objectViewer"):
-            f'resource.type == "storage.googleapis.com/Bucket" || resource.name.startsWith("{OBJECTS}models/")',
+            f'resource.type == "storage.googleapis.com/Bucket"'
+            f' || resource.name.startsWith("{OBJECTS}models/candidates/")'
+            f' || resource.name.startsWith("{OBJECTS}models/approved/")'
+            f' || resource.name.startsWith("{OBJECTS}models/mirror/")',
         (email("mlfleet-prod-review"), "roles/storage.objectUser"):
-            f'resource.name.startsWith("{OBJECTS}models/champion/")',
+            f'resource.name.startsWith("{OBJECTS}models/approved/")',
     }
-    # The manifest lies under the champion prefix: serving can read it, training cannot write it.
-    assert built["id"].manifest_key == "models/champion/manifest.json"
+    # The manifest and its signature lie in the approved area: serving can read them, training cannot write them.
+    assert built["id"].manifest_key == "models/approved/manifest.json"
+    (signer,) = resources(tf, "google_kms_crypto_key_iam_member").values()
+    assert (signer["role"], signer["member"]) == ("roles/cloudkms.signerVerifier", email("mlfleet-prod-review"))
+    assert signer["crypto_key_id"].startswith("${google_kms_crypto_key.signing_key_")
 
     bindings = {(b["service_account_id"], b["role"], b["member"])
                 for b in resources(tf, "google_service_account_iam_member").values()}
@@ -107,7 +124,7 @@ def test_invalid_bucket_attributes_name_the_attribute(stack, overrides, message)
             stack, "artifacts", **{"bucket_name": BUCKET, **overrides})))
 
 
-def test_serving_granted_by_the_store_reads_only_champions_under_the_stores_prefix(synth):
+def test_serving_granted_by_the_store_reads_only_the_approved_area_under_the_stores_prefix(synth):
     import test_gcp_artifact_store as store
 
     built = {}
@@ -117,9 +134,9 @@ def test_serving_granted_by_the_store_reads_only_champions_under_the_stores_pref
         built["id"] = GcpServingIdentity(stack, "identity", props(artifacts=artifacts))
 
     tf = synth(google(build), with_provider=False)
-    assert built["id"].manifest_key == "registry/models/champion/manifest.json"
+    assert built["id"].manifest_key == "registry/models/approved/manifest.json"
     grants = list(resources(tf, "google_storage_bucket_iam_member").values())
     assert all(g["bucket"] == BUCKET for g in grants)
     serving = [g for g in grants if "serving" in g["member"]]
     assert [(g["role"], g["condition"]["expression"]) for g in serving] == [
-        ("roles/storage.objectViewer", f'resource.name.startsWith("{OBJECTS}registry/models/champion/")')]
+        ("roles/storage.objectViewer", f'resource.name.startsWith("{OBJECTS}registry/models/approved/")')]

@@ -358,5 +358,6 @@ def test_management_port_finding_names_the_port_and_the_resource():
     assert "8012" in finding.message
 
 
-def test_serving_rules_are_the_ids_after_the_dr_rules():
-    assert {r for r in RULES if r >= "MLF030"} == {f"MLF03{i}" for i in range(6)}
+def test_serving_and_registry_rules_are_the_ids_after_the_dr_rules():
+    # MLF030-MLF035 the serving plane's, MLF036-MLF037 the model registry's.
+    assert {r for r in RULES if r >= "MLF030"} == {f"MLF03{i}" for i in range(8)}

@@ -10,7 +10,7 @@ from mlfleet.constructs.serving_deployment import ServingDeployment, ServingDepl
 from mlfleet.constructs.validation import PropsError
 from mlfleet.runtime.cli import add_serve_arguments
 
-from helpers.template import ABSENT, Template, only_resource
+from helpers.template import ABSENT, Template, only_resource, resources
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 IMAGE = f"111111111111.dkr.ecr.eu-west-1.amazonaws.com/mlfleet-prod/runtime@{DIGEST}"
@@ -83,6 +83,34 @@ def test_the_runtime_accepts_every_argument_the_deployment_passes(synth):
     assert (args.http_port, args.grpc_port, args.management_port) == (8000, 8001, 8002)
     assert args.management_host == "127.0.0.1" and args.host == "0.0.0.0"
     assert args.admin_token_file == "/var/run/secrets/mlfleet/admin-token/token" and args.admin_token_optional
+
+
+def test_the_runtime_verifies_the_manifest_with_the_mounted_public_key(synth):
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+    tf = _synth(synth, manifest_public_key_pem=pem)
+    config_map = only_resource(tf, "kubernetes_config_map_v1")
+    assert config_map["data"] == {"public.pem": pem}
+    assert config_map["metadata"]["name"] == "mlfleet-manifest-key"
+    pod = only_resource(tf, "kubernetes_deployment_v1")["spec"]["template"]["spec"]
+    container = pod["container"][0]
+    assert _arg(container["args"], "--manifest-public-key") == "/etc/mlfleet/manifest-key/public.pem"
+    assert "--allow-unsigned" not in container["args"]
+    mount = next(m for m in container["volume_mount"] if m["mount_path"] == "/etc/mlfleet/manifest-key")
+    volume = next(v for v in pod["volume"] if v["name"] == mount["name"])
+    assert mount["read_only"] is True
+    # Not optional: a pod that cannot verify the manifest does not start.
+    assert volume["config_map"]["optional"] is False
+    assert volume["config_map"]["name"].startswith("${kubernetes_config_map_v1.")
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_serve_arguments(parser)
+    assert parser.parse_args(container["args"]).manifest_public_key == "/etc/mlfleet/manifest-key/public.pem"
+
+
+def test_without_the_pem_the_deployment_mounts_the_config_map_another_one_creates(synth):
+    tf = _synth(synth)
+    assert resources(tf, "kubernetes_config_map_v1") == {}
+    pod = only_resource(tf, "kubernetes_deployment_v1")["spec"]["template"]["spec"]
+    assert next(v for v in pod["volume"] if "config_map" in v)["config_map"]["name"] == "mlfleet-manifest-key"
 
 
 def test_replicas_apply_at_creation_and_terraform_leaves_scaling_to_the_runbooks(synth):
@@ -247,6 +275,9 @@ def test_digest_pinned_images_from_any_registry_are_accepted(synth, image):
     ({"namespace": "Bad_Name"}, "namespace"),
     ({"namespace": "${TfToken[TOKEN.1]}"}, "namespace"),  # a reference only when another deployment owns it
     ({"admin_token_secret": "bad secret"}, "admin_token_secret"),
+    ({"manifest_public_key_pem": " "}, "manifest_public_key_pem"),
+    ({"manifest_public_key_config_map": "Bad_Name", "manifest_public_key_pem": "PEM"},
+     "manifest_public_key_config_map"),
     ({"service_account_annotations": {"bad key!": "x"}}, "service_account_annotations"),
     ({"memory_limit": "lots"}, "memory_limit"),
     ({"scratch_size_limit": "big"}, "scratch_size_limit"),

@@ -190,10 +190,10 @@ def test_the_clouds_agree_on_the_artifact_transfer(synthesized):
     assert {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])} == \
         {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
     assert all("*" not in s["Action"] for s in statements)
-    # Serving on Google Cloud reads champion/ only: mirrored copies are not served until review publishes them.
+    # Serving on Google Cloud reads approved/ only: mirrored copies are not served until review publishes them.
     grants = resources(synthesized.stacks["hybrid-gcp-global"], "google_storage_bucket_iam_member")
     serving = [g for g in grants.values() if "serving" in g["member"]]
-    assert len(serving) == 1 and "models/champion/" in first_block(serving[0]["condition"])["expression"]
+    assert len(serving) == 1 and "models/approved/" in first_block(serving[0]["condition"])["expression"]
     agent = [g for g in grants.values() if "storage-transfer-service" in g["member"] and g.get("condition")]
     assert len(agent) == 1 and "models/mirror/us-east-1/" in first_block(agent[0]["condition"])["expression"]
     # Grants name the bucket by its name: Terraform must create the bucket first.

@@ -158,10 +158,12 @@ def test_the_runtime_reads_its_own_region_and_runs_as_the_serving_identity(synth
             repository = args[args.index("--model-repository") + 1]
             region_arg = args[args.index("--region") + 1]
             assert region_arg == region.name
-            if region.cloud == "aws":
-                assert repository == f"s3://{naming.artifact_bucket(env.name, env.aws.account_id, region.name)}/models/"
-            else:
-                assert repository == f"gs://{naming.gcs_artifact_bucket(env.name, env.gcp.project_id)}/models/"
+            # The approved area of the shared layout: what review writes and signs, and nothing else.
+            approved = naming.approved_prefix(env.artifact_store.models_prefix)
+            assert approved == "models/approved/"
+            bucket = naming.artifact_bucket(env.name, env.aws.account_id, region.name) if region.cloud == "aws" \
+                else naming.gcs_artifact_bucket(env.name, env.gcp.project_id)
+            assert repository == f"{'s3' if region.cloud == 'aws' else 'gs'}://{bucket}/{approved}"
         if region.cloud == "aws":
             # EKS Pod Identity: the regional stack associates exactly this namespace and account.
             regional = synthesized.stacks[naming.stack_name(env.name, region.name)]

@@ -41,15 +41,29 @@ def test_regional_stacks_keep_to_their_region(synthesized):
         backend = tf["terraform"]["backend"]["s3"]
         assert backend["region"] == region and backend["bucket"].endswith(region)
         assert backend["encrypt"] is True and backend["use_lockfile"] is True
-        assert [p["region"] for p in tf["provider"]["aws"]] == [region]
+        default, *aliased = tf["provider"]["aws"]
+        assert default["region"] == region and "alias" not in default
+        # The primary's stack replicates the manifest signing key to each AWS standby through one
+        # aliased provider per standby, and uses those providers for nothing else.
+        assert {p["alias"]: p["region"] for p in aliased} == {p["region"]: p["region"] for p in aliased}
+        for p in aliased:
+            assert p["allowed_account_ids"] == default["allowed_account_ids"]
+            assert p["default_tags"] == default["default_tags"]
+        through_aliases = {rtype for rtype, items in tf["resource"].items() for body in items.values()
+                           if "provider" in body}
+        assert through_aliases <= {"aws_kms_replica_key", "aws_kms_alias"}, name
         # Other regions appear only as deterministic names (replica buckets and their key
-        # aliases on the primary), never as resources or state of another region.
+        # aliases, the review roles that may sign, on the primary), never as state of another region.
         for rtype, items in tf["resource"].items():
             for rid, body in items.items():
                 for other in set(REGION.findall(json.dumps(body))) - {region}:
                     assert rtype in {"aws_s3_bucket_replication_configuration", "aws_iam_role_policy",
-                                     "aws_cloudwatch_metric_alarm", "aws_ecr_replication_configuration"}, \
+                                     "aws_cloudwatch_metric_alarm", "aws_ecr_replication_configuration",
+                                     "aws_kms_key", "aws_kms_replica_key", "aws_kms_alias"}, \
                         (name, rtype, rid, other)
+                if "provider" in body:  # a replica of the signing key, or its alias, in another region
+                    assert body["provider"] != f"aws.{region}" and body["provider"].removeprefix("aws.") in {
+                        p["region"] for p in aliased}, (name, rid)
 
 
 def test_global_state_survives_the_primary(synthesized):
