@@ -9,6 +9,10 @@ import errno
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 ADMIN_TOKEN_ENV = "MLFLEET_ADMIN_TOKEN"
 
@@ -57,6 +61,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "UNIMPLEMENTED on the public ports); default: on the HTTP port")
     parser.add_argument("--management-host", default=None, metavar="HOST",
                         help="address of the management listener (default 127.0.0.1: the pod's loopback)")
+    parser.add_argument("--manifest-public-key", metavar="PATH",
+                        help="PEM public key (EC P-256, SubjectPublicKeyInfo) that manifest.json.sig must verify "
+                             "against before anything is loaded")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="local development only: load manifest.json without verifying its signature "
+                             "(a WARNING at every start)")
     parser.add_argument("--max-body-bytes", type=_positive(int), default=64 << 20,
                         help="largest request body accepted (default 64 MiB)")
     parser.add_argument("--grace-period", type=_positive(float), default=30.0, metavar="SECONDS",
@@ -109,6 +119,23 @@ def _admin_token(args) -> str | None:
     return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
 
 
+def _manifest_public_key(args) -> EllipticCurvePublicKey | None:
+    """The verification key, or None with --allow-unsigned; ValueError names what is wrong."""
+    from .signing import SignatureError, load_public_key
+
+    if args.manifest_public_key and args.allow_unsigned:
+        raise ValueError("pass --manifest-public-key or --allow-unsigned, not both")
+    if args.allow_unsigned:
+        return None
+    if not args.manifest_public_key:
+        raise ValueError("pass --manifest-public-key PATH (the public key that signs manifest.json) "
+                         "or, for local development only, --allow-unsigned")
+    try:
+        return load_public_key(args.manifest_public_key)
+    except SignatureError as exc:
+        raise ValueError(f"--manifest-public-key {exc}") from None
+
+
 def _management_error(args) -> str | None:
     """Why the management flags cannot work, or None."""
     if args.management_port is None:
@@ -140,6 +167,7 @@ def run_serve(args) -> int:
 
     try:
         system_shared_memory = shared_memory.enabled(args.system_shared_memory, args.host, args.management_port)
+        manifest_public_key = _manifest_public_key(args)
     except ValueError as exc:
         print(f"mlfleet serve: error: {exc}", file=sys.stderr)
         return 2
@@ -156,7 +184,8 @@ def run_serve(args) -> int:
         bounds=HealthBounds(canary_max_age_s=args.canary_max_age or 3 * args.canary_interval,
                             max_error_rate=args.max_error_rate),
         max_queue_depth=args.max_queue_depth, management_port=args.management_port,
-        management_host=args.management_host or "127.0.0.1", system_shared_memory=system_shared_memory)
+        management_host=args.management_host or "127.0.0.1", system_shared_memory=system_shared_memory,
+        manifest_public_key=manifest_public_key, allow_unsigned=args.allow_unsigned)
     try:
         uvloop.run(serve(options))
     except StartupError as exc:

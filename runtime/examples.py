@@ -8,7 +8,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .manifest import CANARY_FILE, MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
+from .manifest import CANARY_FILE, CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
+from .signing import SIGNATURE_FILE, LocalSigningKey
 
 # name -> (layer widths, max_queue_delay_microseconds, canary atol)
 EXAMPLE_MODELS = {
@@ -155,8 +156,9 @@ def _canary(module, widths: tuple[int, ...], seed: int, atol: float) -> dict:
 
 
 def write_example_repository(root: Path, *, models=("mlp",), versions=("1", "2"), champion="2",
-                             approved_by="ml-review") -> Manifest:
-    """Write `models` x `versions` under `root` with manifest.json naming `champion`."""
+                             approved_by="ml-review", signing_key: LocalSigningKey | None = None) -> Manifest:
+    """Write `models` x `versions` under `root` with manifest.json naming `champion`, and with
+    `signing_key` its signature manifest.json.sig (without one the runtime needs --allow-unsigned)."""
     import torch
 
     root = Path(root)
@@ -172,7 +174,7 @@ def write_example_repository(root: Path, *, models=("mlp",), versions=("1", "2")
                   else add_sub_config_pbtxt(model, ADD_SUB_MODELS[model]) if model in ADD_SUB_MODELS
                   else config_pbtxt(model, EXAMPLE_MODELS[model][0], EXAMPLE_MODELS[model][1]))
         (root / model).mkdir(parents=True, exist_ok=True)
-        (root / model / "config.pbtxt").write_text(config)
+        (root / model / CONFIG_FILE).write_text(config)
         approved = {}
         for version in versions:
             folder = root / model / version
@@ -185,7 +187,12 @@ def write_example_repository(root: Path, *, models=("mlp",), versions=("1", "2")
                 "approved_by": approved_by,
                 "approved_at": APPROVED_AT.isoformat().replace("+00:00", "Z"),
             }
-        entries[model] = {"champion": champion, "versions": approved}
+        entries[model] = {"champion": champion, "versions": approved,
+                          "config_sha256": sha256_file(root / model / CONFIG_FILE)}
     manifest = Manifest.model_validate({"models": entries})
     (root / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    if signing_key is not None:
+        signing_key.sign_file(root / MANIFEST_FILE)
+    else:  # a signature of an earlier manifest here would only mislead
+        (root / SIGNATURE_FILE).unlink(missing_ok=True)
     return manifest

@@ -74,6 +74,9 @@ def failover_health(manager: ModelManager, bounds: HealthBounds, *, region: str,
         "gpu": gpu if gpu is not None else gpu_report(),
         "queue_depth": queue_depth,
         "error_rate": round(error_rate, 6),
+        # which key approved what is served; an unverified manifest (--allow-unsigned) says so
+        "manifest_signature": ({"verified": True, "key_id": manager.signature.key_id} if manager.signature
+                               else {"verified": False, "key_id": None}),
     }
     if not healthy:
         # The token must never appear in a failing body (Route 53 matches it as a substring).

@@ -1,6 +1,7 @@
 """Model lifecycle: loads the manifest's champion of every model, re-pins on request
 (fetch, verify, load, canary, switch atomically, unload the old), and re-runs the canary
-periodically so failover health knows the model still computes what was approved."""
+periodically so failover health knows the model still computes what was approved. Every read of
+the manifest checks its signature first (unless the runtime runs with --allow-unsigned)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,14 +11,17 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from .artifacts import VerificationError, fetch_verified
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+from .artifacts import VerificationError, fetch_verified, fetch_verified_config
 from .batcher import Batcher
 from .canary import Canary, CanaryError
 from .errors import NotFound, ServingError
 from .manifest import Manifest, ManifestError
 from .metrics import Metrics, ModelStats
 from .model_spec import ModelConfigError, ModelSpec, parse_model_config
-from .sources import RepositorySource, SourceError, read_manifest_bytes
+from .signing import SignatureError, SignatureInfo, verify_manifest
+from .sources import RepositorySource, SourceError, read_manifest_bytes, read_signature_bytes
 from .torch_model import TorchModel
 
 log = logging.getLogger("mlfleet.runtime")
@@ -45,11 +49,16 @@ class ServingModel:
 
 
 class ModelManager:
-    def __init__(self, source: RepositorySource, metrics: Metrics, *, canary_interval_s: float = 30.0):
+    def __init__(self, source: RepositorySource, metrics: Metrics, *,
+                 manifest_public_key: EllipticCurvePublicKey | None, canary_interval_s: float = 30.0):
+        """`manifest_public_key`: the key manifest.json.sig must verify against; None (given on
+        purpose, --allow-unsigned) loads manifests unverified."""
         self.source = source
         self.metrics = metrics
         self.canary_interval_s = canary_interval_s
+        self.manifest_public_key = manifest_public_key
         self.manifest: Manifest | None = None
+        self.signature: SignatureInfo | None = None  # of the manifest in use; None when unverified
         self.active: dict[str, ServingModel] = {}
         self.previous: dict[str, str | None] = {}
         # (model, version) of every version that has served since start: whose statistics are reported
@@ -63,9 +72,10 @@ class ModelManager:
     # -- startup and shutdown ------------------------------------------------------------------
     async def start(self) -> None:
         """Load every model's champion; raises LoadRefused naming the first failure."""
-        self.manifest = await asyncio.to_thread(self._read_manifest)
-        for model, entry in self.manifest.models.items():
-            self.active[model] = await self._load(model, entry.champion, self.manifest)
+        manifest, self.signature = await asyncio.to_thread(self._read_manifest_and_signature)
+        self.manifest = manifest
+        for model, entry in manifest.models.items():
+            self.active[model] = await self._load(model, entry.champion, manifest)
             self.previous[model] = None
             self.served.add((model, entry.champion))
             log.info("serving %s version %s (champion, approved by %s)", model, entry.champion,
@@ -101,10 +111,10 @@ class ModelManager:
         """Serve `version` of `model`. Returns (version, previous). Raises NotFound for a model or
         version the manifest does not approve, LoadRefused when verification or the canary fails."""
         async with self._exclusive(model):
-            manifest = self.manifest
+            manifest, signature = self.manifest, self.signature
             if reload_manifest:
                 try:
-                    manifest = await asyncio.to_thread(self._read_manifest)
+                    manifest, signature = await asyncio.to_thread(self._read_manifest_and_signature)
                 except LoadRefused as exc:
                     raise LoadRefused(f"manifest reload refused: {exc}") from None
             entry = manifest.models.get(model) if manifest else None
@@ -116,7 +126,7 @@ class ModelManager:
                 raise NotFound(f"version {version!r} of model {model!r} is not approved in the manifest "
                                f"(approved: {sorted(entry.versions)})")
             old = self.active[model]
-            self.manifest = manifest
+            self.manifest, self.signature = manifest, signature
             if old.version == version and not reload_manifest:
                 return version, self.previous.get(model) or version
             fresh = await self._load(model, version, manifest)
@@ -167,17 +177,34 @@ class ModelManager:
             raise PinConflict(f"a re-pin, load or unload of model {model!r} is already in progress")
         async with lock:
             yield
-    def _read_manifest(self) -> Manifest:
+
+    def _read_manifest_and_signature(self) -> tuple[Manifest, SignatureInfo | None]:
+        """The manifest, parsed only after its signature verified over the bytes that are parsed."""
         try:
-            return Manifest.load(read_manifest_bytes(self.source))
+            manifest_bytes = read_manifest_bytes(self.source)
         except SourceError as exc:
             raise LoadRefused(f"cannot read the manifest: {exc}") from None
+        signature = None
+        if self.manifest_public_key is None:
+            log.warning("MANIFEST SIGNATURE NOT VERIFIED (--allow-unsigned, for local development only): "
+                        "this runtime serves whatever %s/manifest.json approves", self.source.location)
+        else:
+            try:
+                signature = verify_manifest(manifest_bytes, read_signature_bytes(self.source),
+                                            self.manifest_public_key)
+            except SourceError as exc:
+                raise LoadRefused(f"cannot read the manifest's signature: {exc}") from None
+            except SignatureError as exc:
+                raise LoadRefused(f"{exc}; refusing the manifest") from None
+            log.info("manifest signature verified: %s by key %s", signature.algorithm, signature.key_id)
+        try:
+            return Manifest.load(manifest_bytes), signature
         except ManifestError as exc:
             raise LoadRefused(str(exc)) from None
 
     def _fetch_and_load(self, model: str, version: str, manifest: Manifest):
         verified = fetch_verified(self.source, manifest, model, version)
-        spec = parse_model_config(self.source.read(f"{model}/config.pbtxt"), model)
+        spec = parse_model_config(fetch_verified_config(self.source, manifest, model), model)
         canary = Canary.parse(verified.canary_bytes, spec, f"{model}/{version}/canary.json")
         return verified, spec, canary, TorchModel.load(spec, version, verified.model_bytes)
 

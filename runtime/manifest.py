@@ -1,8 +1,9 @@
 """The champion manifest: which versions of each model are approved, the sha256 of every file
 of a version, who approved it and when, and which version is the champion.
 
-It lives as ``manifest.json`` at the root of a model repository. The runtime loads nothing
-that the manifest does not list with a matching checksum."""
+It lives as ``manifest.json`` at the root of a model repository, signed by the detached
+``manifest.json.sig`` beside it (signing.py). The runtime loads nothing that the manifest does not
+list with a matching checksum, a model's ``config.pbtxt`` included."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MANIFEST_FILE = "manifest.json"
 CANARY_FILE = "canary.json"
 MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.pbtxt"  # per model folder, Triton's layout
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -57,6 +59,9 @@ class ModelEntry(BaseModel):
 
     champion: str
     versions: dict[str, ApprovedVersion]
+    # sha256 of <model>/config.pbtxt: it decides batching, shapes and datatypes, so it is approved
+    # with the versions; required when the model has one (the runtime refuses an unlisted config)
+    config_sha256: Sha256Hex | None = None
 
     @field_validator("versions")
     @classmethod

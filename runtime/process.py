@@ -25,7 +25,8 @@ class RuntimeProcess:
                  extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  startup_timeout_s: float = 60.0, stop_timeout_s: float = 30.0,
                  command_prefix: Sequence[str] = (), log_path: str | Path | None = None,
-                 management_port: bool = False):
+                 management_port: bool = False, manifest_public_key: str | Path | None = None,
+                 allow_unsigned: bool = False):
         self.model_repository = str(model_repository)
         self.region = region
         self.http_port = free_port()
@@ -36,13 +37,17 @@ class RuntimeProcess:
         self.management_port = free_port() if management_port else None
         self.management_url = f"http://127.0.0.1:{self.management_port}" if management_port else None
         management = ["--management-port", str(self.management_port)] if management_port else []
+        # neither: the runtime refuses to start, as it does for anyone who forgets both
+        trust = ["--manifest-public-key", str(manifest_public_key)] if manifest_public_key else []
+        if allow_unsigned:
+            trust.append("--allow-unsigned")
         self._env = {**os.environ, **(env or {})}
         if admin_token is not None:
             self._env["MLFLEET_ADMIN_TOKEN"] = admin_token
         self._args = [*command_prefix, sys.executable, "-m", "mlfleet.runtime",
                       "--model-repository", self.model_repository, "--region", region,
                       "--host", "127.0.0.1", "--http-port", str(self.http_port),
-                      "--grpc-port", str(self.grpc_port), *management, *extra_args]
+                      "--grpc-port", str(self.grpc_port), *management, *trust, *extra_args]
         self._startup_timeout_s = startup_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._log_path = log_path

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from .data_plane import DataPlane
 from .grpc_service import build_grpc_server
@@ -51,6 +52,9 @@ class ServeOptions:
     management_host: str = "127.0.0.1"
     # Triton's system shared memory extension (shared_memory.py); the CLI decides (see `enabled`)
     system_shared_memory: bool = False
+    # what manifest.json.sig must verify against; None only with allow_unsigned (local development)
+    manifest_public_key: EllipticCurvePublicKey | None = None
+    allow_unsigned: bool = False
 
 
 class _UvicornServer(uvicorn.Server):
@@ -85,8 +89,12 @@ async def serve(options: ServeOptions) -> None:
         source = open_source(options.model_repository)
     except SourceError as exc:
         raise StartupError(str(exc)) from None
+    if options.manifest_public_key is None and not options.allow_unsigned:
+        raise StartupError("no manifest public key: pass --manifest-public-key PATH "
+                           "(or, for local development only, --allow-unsigned)")
     metrics = Metrics()
-    manager = ModelManager(source, metrics, canary_interval_s=options.canary_interval_s)
+    manager = ModelManager(source, metrics, manifest_public_key=options.manifest_public_key,
+                           canary_interval_s=options.canary_interval_s)
     try:
         await manager.start()
     except LoadRefused as exc:

@@ -9,10 +9,15 @@ from typing import Protocol
 from urllib.parse import urlparse
 
 from .manifest import MANIFEST_FILE
+from .signing import SIGNATURE_FILE
 
 
 class SourceError(OSError):
     """A file of the repository cannot be read from its source."""
+
+
+class MissingFile(SourceError):
+    """The file is not in the repository (as opposed to a source that cannot be read)."""
 
 
 class RepositorySource(Protocol):
@@ -35,6 +40,8 @@ class LocalSource:
             raise SourceError(f"{relative_path}: escapes the model repository")
         try:
             return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise MissingFile(f"{self.location}/{relative_path}: {exc.strerror or exc}") from None
         except OSError as exc:
             raise SourceError(f"{self.location}/{relative_path}: {exc.strerror or exc}") from None
 
@@ -64,6 +71,8 @@ class S3Source:
             return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
+            if code in ("NoSuchKey", "404"):
+                raise MissingFile(f"s3://{self.bucket}/{key}: {code}") from None
             raise SourceError(f"s3://{self.bucket}/{key}: {code}") from None
         except BotoCoreError as exc:
             raise SourceError(f"s3://{self.bucket}/{key}: {exc}") from None
@@ -96,7 +105,7 @@ class GcsSource:
             # Cloud Storage sends the object's CRC32C and MD5; the download checks them.
             return self._bucket.blob(name).download_as_bytes(timeout=30)
         except NotFound:
-            raise SourceError(f"gs://{self._bucket.name}/{name}: not found") from None
+            raise MissingFile(f"gs://{self._bucket.name}/{name}: not found") from None
         except (GoogleAPIError, GoogleAuthError) as exc:
             raise SourceError(f"gs://{self._bucket.name}/{name}: {exc}") from None
 
@@ -111,3 +120,11 @@ def open_source(location: str) -> RepositorySource:
 
 def read_manifest_bytes(source: RepositorySource) -> bytes:
     return source.read(MANIFEST_FILE)
+
+
+def read_signature_bytes(source: RepositorySource) -> bytes | None:
+    """manifest.json.sig from the same source as the manifest; None when there is none."""
+    try:
+        return source.read(SIGNATURE_FILE)
+    except MissingFile:
+        return None

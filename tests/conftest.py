@@ -3,13 +3,25 @@ session shares one import and synthesizes stacks in-process (no subprocess per t
 from __future__ import annotations
 
 import json
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 
 from mlfleet.stacks.node_runtime import use_project_node
 
 use_project_node()  # before anything imports cdktn
+
+if TYPE_CHECKING:
+    from helpers.runtime_signing import ManifestKeyPair
+
+
+@pytest.fixture(scope="session")
+def manifest_key(tmp_path_factory) -> ManifestKeyPair:
+    """The session's manifest signing key pair (generated here, never stored in the repository):
+    example repositories are signed with it and runtimes verify against its public key."""
+    from helpers.runtime_signing import generate_key_pair
+
+    return generate_key_pair(tmp_path_factory.mktemp("manifest-key"))
 
 
 @pytest.fixture

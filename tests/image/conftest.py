@@ -3,6 +3,7 @@ names it in MLFLEET_IMAGE; without that variable a plain `pytest` leaves test_im
 collection (there is no image to test), while the requirements check always runs."""
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import subprocess
@@ -19,6 +20,7 @@ IMAGE = os.environ.get(IMAGE_ENV, "")
 # crun fails on hybrid cgroups; runc with cgroupfs works as root (what CI runs as).
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 REPOSITORY = "/models"
+PUBLIC_KEY = "/keys/manifest-public-key.pem"  # the manifest's verification key, mounted beside the models
 # podman's default rlimits (about a million files and processes) are more than root without
 # CAP_SYS_RESOURCE may set, and runc then refuses to start: ask for what this process holds.
 _, _NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -79,9 +81,9 @@ class Container:
         podman("rm", "--force", "--time", "0", self.name, check=False)
 
 
-def start_container(name: str, repository: Path, *extra_args: str) -> Container:
+def start_container(name: str, repository: Path, *extra_args: str, public_key: Path) -> Container:
     """Run the image the way the GPU pools do: unprivileged, read-only root, /tmp the only
-    writable place, the model repository mounted read-only."""
+    writable place, the model repository and the manifest's public key mounted read-only."""
     from mlfleet.runtime.process import free_port
 
     container = Container(name, free_port(), free_port())
@@ -89,9 +91,9 @@ def start_container(name: str, repository: Path, *extra_args: str) -> Container:
     try:
         podman("run", "--detach", "--name", name, "--network=host", *ULIMITS, "--read-only", "--tmpfs", "/tmp",
                "--user", "10001", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-               "--volume", f"{repository}:{REPOSITORY}:ro", IMAGE,
-               "--model-repository", REPOSITORY, "--http-port", str(container.http_port),
-               "--grpc-port", str(container.grpc_port), *extra_args)
+               "--volume", f"{repository}:{REPOSITORY}:ro", "--volume", f"{public_key}:{PUBLIC_KEY}:ro", IMAGE,
+               "--model-repository", REPOSITORY, "--manifest-public-key", PUBLIC_KEY,
+               "--http-port", str(container.http_port), "--grpc-port", str(container.grpc_port), *extra_args)
         container.wait_ready()
     except BaseException:
         container.remove()
@@ -117,17 +119,29 @@ def ulimits() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def start():
-    """start(name, repository, *runtime_args) -> a ready Container (the caller removes it)."""
-    return start_container
+def image_public_key(tmp_path_factory, manifest_key) -> Path:
+    """The session's manifest public key where uid 10001 can read it."""
+    folder = tmp_path_factory.mktemp("image-key")
+    path = folder / "manifest-public-key.pem"
+    path.write_bytes(manifest_key.public_key_path.read_bytes())
+    folder.chmod(0o755)
+    path.chmod(0o644)
+    return path
 
 
 @pytest.fixture(scope="session")
-def image_repo(tmp_path_factory) -> Path:
+def start(image_public_key):
+    """start(name, repository, *runtime_args) -> a ready Container verifying against the session's
+    manifest key (the caller removes it)."""
+    return functools.partial(start_container, public_key=image_public_key)
+
+
+@pytest.fixture(scope="session")
+def image_repo(tmp_path_factory, manifest_key) -> Path:
     from mlfleet.runtime.examples import write_example_repository
 
     root = tmp_path_factory.mktemp("image-repository")
-    write_example_repository(root, models=("mlp", "mlp-large"))
+    write_example_repository(root, models=("mlp", "mlp-large"), signing_key=manifest_key.signing_key)
     # pytest's folders are private to root; the container reads them as uid 10001
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -135,9 +149,9 @@ def image_repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def container(image_repo):
+def container(image_repo, image_public_key):
     """One container for the read-only checks."""
     started = start_container(f"mlfleet-image-test-{os.getpid()}", image_repo,
-                              "--region", "eu-west-1", "--canary-interval", "2")
+                              "--region", "eu-west-1", "--canary-interval", "2", public_key=image_public_key)
     yield started
     started.remove()

@@ -33,6 +33,14 @@ def test_image_defaults_to_the_unprivileged_user_and_carries_no_platform_code(ru
     assert found.strip() == "[]"
 
 
+def test_the_image_trusts_no_manifest_until_told_which_key_signs_it(image, image_repo, run_podman, ulimits):
+    # the entrypoint carries no trust flag: a container started without one stops with one line
+    result = run_podman("run", "--rm", "--network=none", *ulimits, "--volume", f"{image_repo}:/models:ro", image,
+                        "--model-repository", "/models", timeout=120, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "pass --manifest-public-key PATH" in result.stderr.strip().splitlines()[-1]
+
+
 def test_runs_as_uid_10001_and_writes_only_to_tmp(container, run_podman):
     assert run_podman("exec", container.name, "id", "-u").stdout.strip() == "10001"
     assert run_podman("exec", container.name, "touch", "/tmp/probe", check=False).returncode == 0

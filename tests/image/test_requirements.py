@@ -36,7 +36,8 @@ def runtime_block() -> set[str]:
         if stripped.startswith("#"):
             inside = stripped == RUNTIME_BLOCK_START
         elif inside and stripped.startswith('"'):
-            names.add(canonicalize_name(Requirement(stripped.rstrip(",").strip('"')).name))
+            line = stripped.split("#")[0].strip()  # a line may say why in a comment of its own
+            names.add(canonicalize_name(Requirement(line.rstrip(",").strip('"')).name))
         elif inside and stripped.startswith("]"):
             break
     return names

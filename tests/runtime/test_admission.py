@@ -22,13 +22,14 @@ from mlfleet.runtime.data_plane import DataPlane
 from mlfleet.runtime.examples import write_example_repository
 from mlfleet.runtime.http_app import RestApp
 from mlfleet.runtime.manager import ModelManager
-from mlfleet.runtime.manifest import MANIFEST_FILE, MODEL_FILE, sha256_file
+from mlfleet.runtime.manifest import MODEL_FILE, sha256_file
 from mlfleet.runtime.metrics import Metrics
 from mlfleet.runtime.process import RuntimeProcess
 from mlfleet.runtime.sources import LocalSource
 
 from helpers.runtime import reference_forward, request, request_json
 from helpers.runtime_load import binary_infer_body
+from helpers.runtime_signing import edit_manifest
 
 pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
 
@@ -90,8 +91,9 @@ def _metric(text: str, name: str, model: str, version: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def bounded_runtime(example_repo):
-    with RuntimeProcess(example_repo, extra_args=["--max-queue-depth", str(BOUND)]) as runtime:
+def bounded_runtime(example_repo, manifest_key):
+    with RuntimeProcess(example_repo, manifest_public_key=manifest_key.public_key_path,
+                        extra_args=["--max-queue-depth", str(BOUND)]) as runtime:
         yield runtime
 
 
@@ -183,20 +185,25 @@ class _FailsOnConstantInput(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def faulty_repo(tmp_path_factory):
+def faulty_repo(tmp_path_factory, manifest_key):
     root = tmp_path_factory.mktemp("faulty-repository")
-    write_example_repository(root, models=("mlp-large",), versions=("1",), champion="1")
+    write_example_repository(root, models=("mlp-large",), versions=("1",), champion="1",
+                             signing_key=manifest_key.signing_key)
     model_file = root / "mlp-large" / "1" / MODEL_FILE
     torch.jit.save(torch.jit.script(_FailsOnConstantInput(torch.jit.load(str(model_file)))), str(model_file))
-    manifest = json.loads((root / MANIFEST_FILE).read_text())
-    manifest["models"]["mlp-large"]["versions"]["1"]["files"][MODEL_FILE] = sha256_file(model_file)
-    (root / MANIFEST_FILE).write_text(json.dumps(manifest))
+    digest = sha256_file(model_file)
+
+    def approve_the_faulty_model(manifest: dict) -> None:
+        manifest["models"]["mlp-large"]["versions"]["1"]["files"][MODEL_FILE] = digest
+
+    edit_manifest(root, manifest_key.signing_key, approve_the_faulty_model)
     return root
 
 
-def test_a_real_fault_under_overload_still_turns_failover_health_failing(faulty_repo):
-    with RuntimeProcess(faulty_repo, extra_args=["--max-queue-depth", str(BOUND), "--canary-interval", "600",
-                                                 "--grpc-port", "0"]) as runtime:
+def test_a_real_fault_under_overload_still_turns_failover_health_failing(faulty_repo, manifest_key):
+    with RuntimeProcess(faulty_repo, manifest_public_key=manifest_key.public_key_path,
+                        extra_args=["--max-queue-depth", str(BOUND), "--canary-interval", "600",
+                                    "--grpc-port", "0"]) as runtime:
         url = runtime.http_url
         assert request(url, "GET", "/v2/health/failover")[0] == 200  # the canary passed at load
         with _Overload(url, "mlp-large") as load:
@@ -219,11 +226,11 @@ def test_a_real_fault_under_overload_still_turns_failover_health_failing(faulty_
         assert _metric(text, "mlfleet_inference_shed_total", "mlp-large", "1") == statuses.count(503)
 
 
-def test_admission_slots_are_released_whatever_the_outcome(tmp_path):
+def test_admission_slots_are_released_whatever_the_outcome(tmp_path, manifest_key):
     """In process: a leaked slot would shed every request once the bound is reached."""
-    write_example_repository(tmp_path)
+    write_example_repository(tmp_path, signing_key=manifest_key.signing_key)
     metrics = Metrics()
-    manager = ModelManager(LocalSource(tmp_path), metrics)
+    manager = ModelManager(LocalSource(tmp_path), metrics, manifest_public_key=manifest_key.signing_key.public_key)
     app = RestApp(DataPlane(manager, metrics, max_queue_depth=2))
     good = json.dumps({"inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [1, 64],
                                    "data": [0.5] * 64}]}).encode()

@@ -27,12 +27,13 @@ INPUT1 = np.ones((1, 16), dtype=np.int32)
 
 
 @pytest.fixture(scope="module")
-def simple_runtime(tmp_path_factory):
+def simple_runtime(tmp_path_factory, manifest_key):
     """`simple` and `simple_int8` with one version each, as in Triton's example repository (the
     examples expect exactly one statistics entry for `simple`)."""
     root = tmp_path_factory.mktemp("simple-repository")
-    write_example_repository(root, models=("simple", "simple_int8"), versions=("1",), champion="1")
-    with RuntimeProcess(root) as runtime:
+    write_example_repository(root, models=("simple", "simple_int8"), versions=("1",), champion="1",
+                             signing_key=manifest_key.signing_key)
+    with RuntimeProcess(root, manifest_public_key=manifest_key.public_key_path) as runtime:
         yield runtime
 
 

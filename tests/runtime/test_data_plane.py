@@ -20,9 +20,10 @@ from mlfleet.runtime.sources import LocalSource
 
 
 @pytest.fixture
-def plane(tmp_path) -> DataPlane:
+def plane(tmp_path, manifest_key) -> DataPlane:
     """A data plane whose models are not loaded yet (as while the process starts)."""
-    return DataPlane(ModelManager(LocalSource(tmp_path), Metrics()), Metrics(), region="eu-west-1")
+    manager = ModelManager(LocalSource(tmp_path), Metrics(), manifest_public_key=manifest_key.signing_key.public_key)
+    return DataPlane(manager, Metrics(), region="eu-west-1")
 
 
 async def _asgi(app: RestApp, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
@@ -125,10 +126,10 @@ def test_grpc_requests_translate_to_the_neutral_request():
         decode_infer_request(fp16)
 
 
-def test_both_front_ends_count_in_the_same_statistics(tmp_path):
-    write_example_repository(tmp_path)
+def test_both_front_ends_count_in_the_same_statistics(tmp_path, manifest_key):
+    write_example_repository(tmp_path, signing_key=manifest_key.signing_key)
     metrics = Metrics()
-    manager = ModelManager(LocalSource(tmp_path), metrics)
+    manager = ModelManager(LocalSource(tmp_path), metrics, manifest_public_key=manifest_key.signing_key.public_key)
     plane = DataPlane(manager, metrics)
     good = json.dumps({"inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]})
     grpc_request = pb.ModelInferRequest(model_name="mlp")

@@ -14,8 +14,9 @@ from helpers.runtime_load import LoadGenerator
 pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
 
 
-def test_sigterm_drains_queued_and_in_flight_requests(example_repo):
-    runtime = RuntimeProcess(example_repo, extra_args=["--grace-period", "10", "--grpc-port", "0"]).start()
+def test_sigterm_drains_queued_and_in_flight_requests(example_repo, manifest_key):
+    runtime = RuntimeProcess(example_repo, manifest_public_key=manifest_key.public_key_path,
+                             extra_args=["--grace-period", "10", "--grpc-port", "0"]).start()
     # 16 clients x 64 rows: each request is a full batch of the large model, so at any moment
     # about a second of work is queued behind the one running
     load = LoadGenerator(runtime.http_url, "mlp-large", clients=16, rows=64).start()
@@ -37,8 +38,9 @@ def test_sigterm_drains_queued_and_in_flight_requests(example_repo):
     assert sum(done > signalled for done in load.completed_at) >= 1
 
 
-def test_readiness_turns_false_at_once_while_requests_are_still_served(example_repo):
-    with RuntimeProcess(example_repo, extra_args=["--shutdown-delay", "1.5", "--grpc-port", "0"]) as runtime:
+def test_readiness_turns_false_at_once_while_requests_are_still_served(example_repo, manifest_key):
+    with RuntimeProcess(example_repo, manifest_public_key=manifest_key.public_key_path,
+                        extra_args=["--shutdown-delay", "1.5", "--grpc-port", "0"]) as runtime:
         body = (b'{"inputs":[{"name":"INPUT__0","datatype":"FP32","shape":[1,64],"data":['
                 + b",".join([b"1"] * 64) + b"]}]}")
         runtime.terminate()

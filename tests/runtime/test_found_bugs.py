@@ -166,10 +166,10 @@ def test_an_integer_of_too_many_digits_is_a_400_counted_as_a_failure(runtime, wh
     _assert_client_error(status, payload)
 
 
-def test_an_unexpected_exception_in_inference_counts_as_a_server_side_failure(tmp_path):
-    write_example_repository(tmp_path)
+def test_an_unexpected_exception_in_inference_counts_as_a_server_side_failure(tmp_path, manifest_key):
+    write_example_repository(tmp_path, signing_key=manifest_key.signing_key)
     metrics = Metrics()
-    manager = ModelManager(LocalSource(tmp_path), metrics)
+    manager = ModelManager(LocalSource(tmp_path), metrics, manifest_public_key=manifest_key.signing_key.public_key)
     plane = DataPlane(manager, metrics)
 
     def decode():
@@ -337,8 +337,9 @@ def test_unimplemented_grpc_calls_are_refused_quietly(runtime, grpc_stub):
 
 # -- shutdown ---------------------------------------------------------------------------------------
 @pytest.mark.sandbox
-def test_a_client_stalled_mid_body_gets_a_clean_answer_and_exit_is_within_the_grace_period(example_repo):
-    runtime = RuntimeProcess(example_repo, extra_args=["--grace-period", "5", "--grpc-port", "0"]).start()
+def test_a_client_stalled_mid_body_gets_a_clean_answer_and_exit_is_within_the_grace_period(example_repo, manifest_key):
+    runtime = RuntimeProcess(example_repo, manifest_public_key=manifest_key.public_key_path,
+                             extra_args=["--grace-period", "5", "--grpc-port", "0"]).start()
     try:
         connection = socket.create_connection(("127.0.0.1", runtime.http_port), timeout=15)
         body = json.dumps(_body()).encode()

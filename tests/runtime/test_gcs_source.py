@@ -26,7 +26,7 @@ PREFIX = "models/champion"
 
 
 @pytest.fixture(scope="module")
-def gcs(example_repo):
+def gcs(example_repo, manifest_key):
     fake = FakeGcp(FaultBook(), Ledger()).start()
     for path in example_repo.rglob("*"):
         relative = path.relative_to(example_repo)
@@ -34,7 +34,9 @@ def gcs(example_repo):
             fake.put_object(BUCKET, f"{PREFIX}/{relative}", path.read_bytes())
     manifest = Manifest.load(example_repo / "manifest.json")
     only_mlp = Manifest.model_validate({"models": {"mlp": manifest.models["mlp"].model_dump(mode="json")}})
-    fake.put_object(BUCKET, f"{PREFIX}/manifest.json", only_mlp.model_dump_json().encode())
+    manifest_bytes = only_mlp.model_dump_json().encode()
+    fake.put_object(BUCKET, f"{PREFIX}/manifest.json", manifest_bytes)
+    fake.put_object(BUCKET, f"{PREFIX}/manifest.json.sig", manifest_key.signing_key.sign(manifest_bytes))
     yield fake, {"STORAGE_EMULATOR_HOST": fake.url, "GOOGLE_CLOUD_PROJECT": "mlfleet-research"}
     fake.stop()
 
@@ -44,9 +46,10 @@ def _serve(*args, env=None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
-def test_serves_the_champion_from_cloud_storage(gcs, example_repo):
+def test_serves_the_champion_from_cloud_storage(gcs, example_repo, manifest_key):
     fake, env = gcs
-    with RuntimeProcess(f"gs://{BUCKET}/{PREFIX}/", env=env) as runtime:
+    with RuntimeProcess(f"gs://{BUCKET}/{PREFIX}/", env=env,
+                        manifest_public_key=manifest_key.public_key_path) as runtime:
         batch = np.random.default_rng(1).standard_normal((3, 64), dtype=np.float32)
         client = httpclient.InferenceServerClient(runtime.http_url.removeprefix("http://"))
         tensor = httpclient.InferInput("INPUT__0", [3, 64], "FP32")
@@ -54,27 +57,39 @@ def test_serves_the_champion_from_cloud_storage(gcs, example_repo):
         got = client.infer("mlp", [tensor]).as_numpy("OUTPUT__0")
         np.testing.assert_allclose(got, reference_forward(example_repo, "mlp", "2", batch), rtol=1e-5, atol=1e-5)
     reads = fake.ledger.count(service="storage", method="GET")
-    assert reads >= 3  # the manifest, the model's config and its weights, each read through the API
+    assert reads >= 4  # the manifest, its signature, the model's config and its weights, each through the API
 
 
-def test_tampered_object_refuses_to_start_with_one_line(gcs):
+def test_tampered_object_refuses_to_start_with_one_line(gcs, manifest_key):
     fake, env = gcs
+    key_flag = ("--manifest-public-key", str(manifest_key.public_key_path))
     key = (BUCKET, f"{PREFIX}/mlp/2/model.pt")
     original = fake.objects[key]
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0xFF
     fake.put_object(*key, bytes(tampered))
     try:
-        result = _serve("--model-repository", f"gs://{BUCKET}/{PREFIX}", env=env)
+        result = _serve("--model-repository", f"gs://{BUCKET}/{PREFIX}", *key_flag, env=env)
     finally:
         fake.put_object(*key, original)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "mlp/2/model.pt: sha256" in last and "refusing to load" in last
+    # a manifest changed after signing, read from the same bucket, is refused before anything loads
+    manifest_key_name = (BUCKET, f"{PREFIX}/manifest.json")
+    signed = fake.objects[manifest_key_name]
+    fake.put_object(*manifest_key_name, signed.replace(b'"champion":"2"', b'"champion":"1"'))
+    try:
+        result = _serve("--model-repository", f"gs://{BUCKET}/{PREFIX}", *key_flag, env=env)
+    finally:
+        fake.put_object(*manifest_key_name, signed)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "does not verify" in result.stderr.strip().splitlines()[-1]
 
 
-def test_missing_repository_is_one_line(gcs):
+def test_missing_repository_is_one_line(gcs, manifest_key):
     _, env = gcs
-    result = _serve("--model-repository", f"gs://{BUCKET}/models/nothing-here", env=env)
+    result = _serve("--model-repository", f"gs://{BUCKET}/models/nothing-here",
+                    "--manifest-public-key", str(manifest_key.public_key_path), env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"gs://{BUCKET}/models/nothing-here/manifest.json: not found" in result.stderr.strip().splitlines()[-1]

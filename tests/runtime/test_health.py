@@ -33,11 +33,12 @@ def test_health_endpoints_stay_fast_while_inference_saturates(runtime):
     assert latencies[int(len(latencies) * 0.99) - 1] < 0.1
 
 
-def test_failover_health_ignores_queue_depth_and_fails_on_stale_canary(example_repo):
+def test_failover_health_ignores_queue_depth_and_fails_on_stale_canary(example_repo, manifest_key):
     # Overload is a capacity signal, not a failover signal: past --max-queue-depth requests are
     # shed (tests/runtime/test_admission.py) and failover health stays OK; a stale canary fails it.
-    with RuntimeProcess(example_repo, extra_args=["--canary-interval", "600", "--canary-max-age", "4",
-                                                  "--max-queue-depth", "2", "--grpc-port", "0"]) as runtime:
+    with RuntimeProcess(example_repo, manifest_public_key=manifest_key.public_key_path,
+                        extra_args=["--canary-interval", "600", "--canary-max-age", "4",
+                                    "--max-queue-depth", "2", "--grpc-port", "0"]) as runtime:
         ready_at = time.monotonic()  # the load-time canary passed just before this
         status, body = request_json(runtime.http_url, "GET", "/v2/health/failover")
         assert status == 200 and body["region"] == "local" and body["gpu"]["present"] in (True, False)

@@ -29,15 +29,16 @@ MANAGEMENT_ROUTES = (PIN, "/v2/repository/models/mlp/load", "/v2/repository/mode
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tmp_path_factory, manifest_key):
     root = tmp_path_factory.mktemp("management-repo")
-    write_example_repository(root, versions=("1", "2"), champion="2")
+    write_example_repository(root, versions=("1", "2"), champion="2", signing_key=manifest_key.signing_key)
     return root
 
 
 @pytest.fixture(scope="module")
-def served(repo):
-    with RuntimeProcess(repo, admin_token=ADMIN_TOKEN, management_port=True) as process:
+def served(repo, manifest_key):
+    with RuntimeProcess(repo, manifest_public_key=manifest_key.public_key_path,
+                        admin_token=ADMIN_TOKEN, management_port=True) as process:
         yield process
 
 
@@ -129,8 +130,9 @@ def test_management_listener_is_bound_to_loopback_only(served):
     assert _refused("127.0.0.2", port)
 
 
-def test_sigterm_drains_the_management_listener_with_the_public_one(repo):
-    runtime = RuntimeProcess(repo, admin_token=ADMIN_TOKEN, management_port=True,
+def test_sigterm_drains_the_management_listener_with_the_public_one(repo, manifest_key):
+    runtime = RuntimeProcess(repo, manifest_public_key=manifest_key.public_key_path,
+                             admin_token=ADMIN_TOKEN, management_port=True,
                              extra_args=["--shutdown-delay", "1", "--grace-period", "10", "--grpc-port", "0"]).start()
     try:
         pin = json.dumps({"version": "1"}).encode()
@@ -161,8 +163,9 @@ def test_sigterm_drains_the_management_listener_with_the_public_one(repo):
         runtime.stop()
 
 
-def test_a_stalled_management_request_is_answered_before_the_grace_period_ends(repo):
-    runtime = RuntimeProcess(repo, admin_token=ADMIN_TOKEN, management_port=True,
+def test_a_stalled_management_request_is_answered_before_the_grace_period_ends(repo, manifest_key):
+    runtime = RuntimeProcess(repo, manifest_public_key=manifest_key.public_key_path,
+                             admin_token=ADMIN_TOKEN, management_port=True,
                              extra_args=["--grace-period", "3", "--grpc-port", "0"]).start()
     stalled = _stalled_post(runtime.management_port, PIN, b'{"version": "1"}', 3)
     try:
@@ -187,10 +190,11 @@ def _one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
     assert fragment in result.stderr.strip().splitlines()[-1]
 
 
-def test_a_missing_optional_token_file_disables_pinning_and_says_so_once(repo, tmp_path):
+def test_a_missing_optional_token_file_disables_pinning_and_says_so_once(repo, tmp_path, manifest_key):
     log = tmp_path / "runtime.log"
     missing = tmp_path / "secret" / "token"
-    with RuntimeProcess(repo, log_path=log, env={"MLFLEET_ADMIN_TOKEN": ""},
+    with RuntimeProcess(repo, manifest_public_key=manifest_key.public_key_path,
+                        log_path=log, env={"MLFLEET_ADMIN_TOKEN": ""},
                         extra_args=["--admin-token-file", str(missing), "--admin-token-optional",
                                     "--grpc-port", "0"]) as runtime:
         status, body = request_json(runtime.http_url, "POST", PIN, {"version": "1"}, AUTH)
@@ -225,9 +229,9 @@ def test_bad_management_flags_exit_2_with_one_line(tmp_path, args, fragment):
     _one_line_error(_serve("--model-repository", str(tmp_path), *args), fragment)
 
 
-def test_a_management_port_in_use_is_one_line(repo):
+def test_a_management_port_in_use_is_one_line(repo, manifest_key):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = _serve("--model-repository", str(repo), "--http-port", str(free_port()), "--grpc-port", "0",
-                        "--management-port", str(port))
+                        "--management-port", str(port), "--manifest-public-key", str(manifest_key.public_key_path))
     _one_line_error(result, f"cannot listen for management on 127.0.0.1:{port}")

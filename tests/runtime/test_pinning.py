@@ -35,19 +35,21 @@ def _add_version(root, model, version, model_from, canary_from, *, listed_hashes
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tmp_path_factory, manifest_key):
     root = tmp_path_factory.mktemp("pin-repo")
     write_example_repository(root, versions=("1", "2"), champion="2")
     # version 3: the manifest lists version 1's checksums but the folder holds version 2's model
     _add_version(root, "mlp", "3", model_from="2", canary_from="1", listed_hashes_from="1")
     # version 4: checksums match, but the golden canary expects version 2's outputs from version 1's model
     _add_version(root, "mlp", "4", model_from="1", canary_from="2")
+    manifest_key.signing_key.sign_file(root / "manifest.json")  # the review approves all four
     return root
 
 
 @pytest.fixture(scope="module")
-def served(repo):
-    with RuntimeProcess(repo, admin_token=ADMIN_TOKEN, extra_args=["--grpc-port", "0"]) as process:
+def served(repo, manifest_key):
+    with RuntimeProcess(repo, admin_token=ADMIN_TOKEN, extra_args=["--grpc-port", "0"],
+                        manifest_public_key=manifest_key.public_key_path) as process:
         yield process
 
 
@@ -84,7 +86,7 @@ def test_refused_versions_keep_the_old_one_serving(served, repo):
     assert request_json(served.http_url, "GET", "/v2/health/failover")[0] == 200
 
 
-def test_repin_switches_and_failover_health_reports_the_deviation(served, repo):
+def test_repin_switches_and_failover_health_reports_the_deviation(served, repo, manifest_key):
     batch = np.full((2, 64), 0.25, np.float32)
     status, body = request_json(served.http_url, "POST", "/v2/mlfleet/models/mlp/pin", {"version": "1"}, AUTH)
     assert (status, body) == (200, {"model": "mlp", "version": "1", "previous": "2"})
@@ -103,6 +105,7 @@ def test_repin_switches_and_failover_health_reports_the_deviation(served, repo):
     manifest = json.loads((repo / "manifest.json").read_text())
     manifest["models"]["mlp"]["champion"] = "1"
     (repo / "manifest.json").write_text(json.dumps(manifest))
+    manifest_key.signing_key.sign_file(repo / "manifest.json")
     status, body = request_json(served.http_url, "POST", "/v2/mlfleet/models/mlp/pin",
                                 {"version": "1", "reload_manifest": True}, AUTH)
     assert status == 200
@@ -113,14 +116,16 @@ def test_repin_switches_and_failover_health_reports_the_deviation(served, repo):
     assert request_json(served.http_url, "GET", "/v2/mlfleet/models/mlp/pin")[1]["champion"] == "1"
 
 
-def test_reload_of_a_broken_manifest_is_refused(served, repo):
-    good = (repo / "manifest.json").read_text()
+def test_reload_of_a_broken_manifest_is_refused(served, repo, manifest_key):
+    good, good_signature = (repo / "manifest.json").read_text(), (repo / "manifest.json.sig").read_bytes()
     (repo / "manifest.json").write_text('{"models": {"mlp": {"champion": "9", "versions": {}}}}')
+    manifest_key.signing_key.sign_file(repo / "manifest.json")  # signed, so the content is what is refused
     try:
         status, body = request_json(served.http_url, "POST", "/v2/mlfleet/models/mlp/pin",
                                     {"version": "1", "reload_manifest": True}, AUTH)
-        assert status == 409 and "manifest reload refused" in body["error"]
+        assert status == 409 and "manifest reload refused" in body["error"] and "models.mlp.versions" in body["error"]
     finally:
         (repo / "manifest.json").write_text(good)
+        (repo / "manifest.json.sig").write_bytes(good_signature)
     assert Manifest.load(repo / "manifest.json").models["mlp"].champion == "1"
     assert request_json(served.http_url, "GET", "/v2/health/ready")[0] == 200

@@ -32,10 +32,10 @@ GRPC_AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, manifest_key):
     root = tmp_path_factory.mktemp("control-repo")
-    write_example_repository(root, versions=("1", "2"), champion="2")
-    with RuntimeProcess(root, admin_token=ADMIN_TOKEN) as process:
+    write_example_repository(root, versions=("1", "2"), champion="2", signing_key=manifest_key.signing_key)
+    with RuntimeProcess(root, manifest_public_key=manifest_key.public_key_path, admin_token=ADMIN_TOKEN) as process:
         yield process
 
 
@@ -123,8 +123,9 @@ class _Context:
         raise grpc.RpcError(details)
 
 
-def test_without_an_admin_token_repository_control_is_disabled(tmp_path):
-    plane = DataPlane(ModelManager(LocalSource(tmp_path), Metrics()), Metrics())
+def test_without_an_admin_token_repository_control_is_disabled(tmp_path, manifest_key):
+    plane = DataPlane(ModelManager(LocalSource(tmp_path), Metrics(),
+                                   manifest_public_key=manifest_key.signing_key.public_key), Metrics())
     sent: list[dict] = []
 
     async def receive() -> dict:

@@ -30,17 +30,18 @@ TENSOR_BYTES = INPUT0.size * INPUT0.itemsize  # 64: one [1, 16] INT32 tensor
 
 
 @pytest.fixture(scope="module")
-def simple_repo(tmp_path_factory):
+def simple_repo(tmp_path_factory, manifest_key):
     root = tmp_path_factory.mktemp("simple-repo")
-    write_example_repository(root, models=("simple",), versions=("1",), champion="1")
+    write_example_repository(root, models=("simple",), versions=("1",), champion="1",
+                             signing_key=manifest_key.signing_key)
     return root
 
 
 @pytest.fixture(scope="module")
-def served(simple_repo, tmp_path_factory):
+def served(simple_repo, tmp_path_factory, manifest_key):
     """Loopback HTTP and gRPC, no management port: the extension is on by default."""
     log = tmp_path_factory.mktemp("logs") / "shm-runtime.log"
-    with RuntimeProcess(simple_repo, log_path=log) as runtime:
+    with RuntimeProcess(simple_repo, manifest_public_key=manifest_key.public_key_path, log_path=log) as runtime:
         yield runtime
 
 
@@ -349,9 +350,10 @@ def test_auto_serves_it_on_loopback_only_and_never_with_a_management_port():
 
 
 @pytest.mark.parametrize("management_port, extra_args", [(True, []), (False, ["--system-shared-memory", "off"])])
-def test_without_the_extension_every_call_is_absent(simple_repo, regions, management_port, extra_args):
+def test_without_the_extension_every_call_is_absent(simple_repo, regions, management_port, extra_args, manifest_key):
     _, key = regions(TENSOR_BYTES)
-    with RuntimeProcess(simple_repo, management_port=management_port, extra_args=extra_args) as runtime:
+    with RuntimeProcess(simple_repo, manifest_public_key=manifest_key.public_key_path,
+                        management_port=management_port, extra_args=extra_args) as runtime:
         http = httpclient.InferenceServerClient(runtime.http_url.removeprefix("http://"))
         client = grpcclient.InferenceServerClient(runtime.grpc_url)
         assert "system_shared_memory" not in http.get_server_metadata()["extensions"]
@@ -373,8 +375,9 @@ def test_without_the_extension_every_call_is_absent(simple_repo, regions, manage
         client.close()
 
 
-def test_on_with_a_management_port_is_refused_at_start(simple_repo):
-    process = RuntimeProcess(simple_repo, management_port=True, extra_args=["--system-shared-memory", "on"],
+def test_on_with_a_management_port_is_refused_at_start(simple_repo, manifest_key):
+    process = RuntimeProcess(simple_repo, manifest_public_key=manifest_key.public_key_path,
+                             management_port=True, extra_args=["--system-shared-memory", "on"],
                              startup_timeout_s=30)
     with pytest.raises(RuntimeError, match="exited with 2"):
         process.start()

@@ -26,7 +26,7 @@ BUCKET = "models-eu-west-1"
 
 
 @pytest.fixture(scope="module")
-def s3(example_repo):
+def s3(example_repo, manifest_key):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
@@ -40,7 +40,10 @@ def s3(example_repo):
             client.upload_file(str(path), BUCKET, f"serving/{path.relative_to(example_repo)}")
     manifest = Manifest.load(example_repo / "manifest.json")
     only_mlp = Manifest.model_validate({"models": {"mlp": manifest.models["mlp"].model_dump(mode="json")}})
-    client.put_object(Bucket=BUCKET, Key="serving/manifest.json", Body=only_mlp.model_dump_json().encode())
+    manifest_bytes = only_mlp.model_dump_json().encode()
+    client.put_object(Bucket=BUCKET, Key="serving/manifest.json", Body=manifest_bytes)
+    signature = manifest_key.signing_key.sign(manifest_bytes)
+    client.put_object(Bucket=BUCKET, Key="serving/manifest.json.sig", Body=signature)
     yield client, env
     server.stop()
 
@@ -50,10 +53,11 @@ def _serve(*args, env=None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
-def test_serves_from_s3_and_pinning_is_disabled_without_a_token(s3, example_repo):
+def test_serves_from_s3_and_pinning_is_disabled_without_a_token(s3, example_repo, manifest_key):
     _, env = s3
     os.environ.pop("MLFLEET_ADMIN_TOKEN", None)
-    with RuntimeProcess(f"s3://{BUCKET}/serving/", env=env) as runtime:
+    with RuntimeProcess(f"s3://{BUCKET}/serving/", env=env,
+                        manifest_public_key=manifest_key.public_key_path) as runtime:
         batch = np.random.default_rng(0).standard_normal((4, 64), dtype=np.float32)
         client = grpcclient.InferenceServerClient(runtime.grpc_url)
         tensor = grpcclient.InferInput("INPUT__0", [4, 64], "FP32")
@@ -65,20 +69,30 @@ def test_serves_from_s3_and_pinning_is_disabled_without_a_token(s3, example_repo
         assert status == 403 and "disabled" in body["error"]
 
 
-def test_tampered_s3_object_refuses_to_start_with_one_line(s3):
+def test_tampered_s3_object_refuses_to_start_with_one_line(s3, manifest_key):
     client, env = s3
+    key_flag = ("--manifest-public-key", str(manifest_key.public_key_path))
     original = client.get_object(Bucket=BUCKET, Key="serving/mlp/2/model.pt")["Body"].read()
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0xFF
     client.put_object(Bucket=BUCKET, Key="serving/mlp/2/model.pt", Body=bytes(tampered))
     try:
-        result = _serve("--model-repository", f"s3://{BUCKET}/serving", env=env)
+        result = _serve("--model-repository", f"s3://{BUCKET}/serving", *key_flag, env=env)
     finally:
         client.put_object(Bucket=BUCKET, Key="serving/mlp/2/model.pt", Body=original)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert "mlp/2/model.pt: sha256" in lines[-1] and "refusing to load" in lines[-1]
     assert "Traceback" not in result.stderr
+    # the signature is read from the same bucket: without it nothing is loaded
+    signature = client.get_object(Bucket=BUCKET, Key="serving/manifest.json.sig")["Body"].read()
+    client.delete_object(Bucket=BUCKET, Key="serving/manifest.json.sig")
+    try:
+        result = _serve("--model-repository", f"s3://{BUCKET}/serving", *key_flag, env=env)
+    finally:
+        client.put_object(Bucket=BUCKET, Key="serving/manifest.json.sig", Body=signature)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "manifest.json.sig is missing" in result.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("setup, fragment", [
@@ -87,12 +101,15 @@ def test_tampered_s3_object_refuses_to_start_with_one_line(s3):
     (lambda root: (root / "manifest.json").write_text(json.dumps(
         {"models": {"mlp": {"champion": "3", "versions": {}}}})), "models.mlp.versions"),
 ])
-def test_bad_repository_is_exit_2_without_traceback(tmp_path, setup, fragment):
+def test_bad_repository_is_exit_2_without_traceback(tmp_path, setup, fragment, manifest_key):
     setup(tmp_path)
-    result = _serve("--model-repository", str(tmp_path))
+    if (tmp_path / "manifest.json").exists():  # signed: what is refused is the manifest's content
+        manifest_key.signing_key.sign_file(tmp_path / "manifest.json")
+    key_flag = ("--manifest-public-key", str(manifest_key.public_key_path))
+    result = _serve("--model-repository", str(tmp_path), *key_flag)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert fragment in result.stderr.strip().splitlines()[-1]
-    result = _serve("--model-repository", str(tmp_path / "missing"))
+    result = _serve("--model-repository", str(tmp_path / "missing"), *key_flag)
     assert result.returncode == 2 and "is not a folder" in result.stderr
 
 

@@ -23,6 +23,7 @@ from mlfleet.runtime.process import RuntimeProcess
 from mlfleet.runtime.torch_model import TorchModel
 
 from helpers.runtime import ADMIN_TOKEN, request, request_json
+from helpers.runtime_signing import approve_config
 
 pytestmark = pytest.mark.sandbox  # starts or talks to a runtime process
 
@@ -36,11 +37,12 @@ SUPPORTED = ["binary_tensor_data", "model_configuration", "model_repository", "s
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, manifest_key):
     root = tmp_path_factory.mktemp("stats-repo")
-    write_example_repository(root, versions=("1", "2"), champion="2")
+    write_example_repository(root, versions=("1", "2"), champion="2", signing_key=manifest_key.signing_key)
     # no periodic canary during the test: every count below is exact
-    with RuntimeProcess(root, admin_token=ADMIN_TOKEN, extra_args=["--canary-interval", "600"]) as process:
+    with RuntimeProcess(root, manifest_public_key=manifest_key.public_key_path,
+                        admin_token=ADMIN_TOKEN, extra_args=["--canary-interval", "600"]) as process:
         yield process
 
 
@@ -186,10 +188,12 @@ def test_sequence_batching_is_refused_at_load():
         parse_model_config(text, "m")
 
 
-def test_a_sequence_model_stops_the_server_with_one_line(tmp_path):
-    write_example_repository(tmp_path)
+def test_a_sequence_model_stops_the_server_with_one_line(tmp_path, manifest_key):
+    write_example_repository(tmp_path, signing_key=manifest_key.signing_key)
     config = tmp_path / "mlp" / "config.pbtxt"
     config.write_text(config.read_text().replace("dynamic_batching { }", "sequence_batching { }"))
+    approve_config(tmp_path, "mlp", manifest_key.signing_key)  # approved, so the scheduler is what is refused
     with pytest.raises(RuntimeError, match="exited with 2"):
-        RuntimeProcess(tmp_path, log_path=tmp_path / "log").start()
+        RuntimeProcess(tmp_path, manifest_public_key=manifest_key.public_key_path,
+                       log_path=tmp_path / "log").start()
     assert "sequence_batching is not supported" in (tmp_path / "log").read_text()

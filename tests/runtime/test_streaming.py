@@ -212,11 +212,12 @@ def test_aio_stream_infer_answers_in_order(runtime, example_repo):
 
 
 @pytest.mark.sandbox
-def test_stream_requests_pass_admission_control(example_repo):
+def test_stream_requests_pass_admission_control(example_repo, manifest_key):
     """A stream's requests count against --max-queue-depth like ModelInfer calls: beyond it they are
     answered "overloaded" on the stream (the stream goes on), and the admitted ones are correct."""
     batches = _batches(48, rows=64, seed=5)
-    with RuntimeProcess(example_repo, extra_args=["--max-queue-depth", "2"]) as runtime:
+    with RuntimeProcess(example_repo, manifest_public_key=manifest_key.public_key_path,
+                        extra_args=["--max-queue-depth", "2"]) as runtime:
         stream = _Stream(runtime.grpc_url)
         try:
             for index, batch in enumerate(batches):
@@ -239,9 +240,10 @@ def test_stream_requests_pass_admission_control(example_repo):
 
 
 @pytest.mark.sandbox
-def test_sigterm_finishes_the_stream_requests_in_flight_within_the_grace_period(example_repo):
+def test_sigterm_finishes_the_stream_requests_in_flight_within_the_grace_period(example_repo, manifest_key):
     batches = _batches(24, rows=64, seed=7)
-    with RuntimeProcess(example_repo, extra_args=["--grace-period", "10"]) as runtime:
+    with RuntimeProcess(example_repo, manifest_public_key=manifest_key.public_key_path,
+                        extra_args=["--grace-period", "10"]) as runtime:
         stream = _Stream(runtime.grpc_url)
         try:
             for index, batch in enumerate(batches):

@@ -25,6 +25,7 @@ from mlfleet.runtime.process import RuntimeProcess
 from mlfleet.runtime.torch_model import TorchModel
 
 from helpers.runtime import request, request_json
+from helpers.runtime_signing import edit_manifest
 
 STRING_MODELS = ("simple_string", "simple_identity")
 
@@ -80,9 +81,9 @@ def test_output_shape_from_the_config_and_the_inputs():
 
 # -- the model side --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def string_repo(tmp_path_factory):
+def string_repo(tmp_path_factory, manifest_key):
     root = tmp_path_factory.mktemp("string-repository")
-    write_example_repository(root, models=STRING_MODELS)
+    write_example_repository(root, models=STRING_MODELS, signing_key=manifest_key.signing_key)
     return root
 
 
@@ -143,8 +144,9 @@ def test_a_model_returning_a_tensor_for_a_string_output_is_a_model_failure(strin
 
 # -- against a runtime: NVIDIA's string client examples and the bounds -----------------------------
 @pytest.fixture(scope="module")
-def string_runtime(string_repo):
-    with RuntimeProcess(string_repo, extra_args=["--canary-interval", "600"]) as runtime:
+def string_runtime(string_repo, manifest_key):
+    with RuntimeProcess(string_repo, manifest_public_key=manifest_key.public_key_path,
+                        extra_args=["--canary-interval", "600"]) as runtime:
         yield runtime
 
 
@@ -287,17 +289,21 @@ def test_a_string_the_model_cannot_read_fails_in_the_model(string_runtime):
 
 
 @pytest.mark.sandbox
-def test_a_wrong_golden_string_refuses_the_version(tmp_path):
-    write_example_repository(tmp_path, models=("simple_identity",))
+def test_a_wrong_golden_string_refuses_the_version(tmp_path, manifest_key):
+    write_example_repository(tmp_path, models=("simple_identity",), signing_key=manifest_key.signing_key)
     canary = tmp_path / "simple_identity" / "2" / "canary.json"
     document = json.loads(canary.read_text())
     document["outputs"]["OUTPUT0"]["data"][0] = "hello"
     canary.write_text(json.dumps(document))
-    manifest = json.loads((tmp_path / "manifest.json").read_text())  # re-approve the edited file
-    manifest["models"]["simple_identity"]["versions"]["2"]["files"]["canary.json"] = sha256_file(canary)
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    digest = sha256_file(canary)
+
+    def approve_the_edited_canary(manifest: dict) -> None:
+        manifest["models"]["simple_identity"]["versions"]["2"]["files"]["canary.json"] = digest
+
+    edit_manifest(tmp_path, manifest_key.signing_key, approve_the_edited_canary)
     log = tmp_path / "runtime.log"
     with pytest.raises(RuntimeError, match="runtime exited with 2 before it was ready"):
-        RuntimeProcess(tmp_path, extra_args=["--grpc-port", "0"], log_path=log).start()
+        RuntimeProcess(tmp_path, manifest_public_key=manifest_key.public_key_path,
+                       extra_args=["--grpc-port", "0"], log_path=log).start()
     assert ("simple_identity version 2: canary failed: output 0: 1 string(s) differ, the first at element 0: "
             "'he\\x00llo' != expected 'hello'") in log.read_text()
