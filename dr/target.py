@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from mlfleet.dr.sandbox.control import ControlClient
 
 SANDBOX, AWS = "sandbox", "aws"
+REGISTRY_DR_USER = "mlfleet_dr"
+"""The registry database role the runbooks log in as on AWS, with an IAM authentication token."""
 
 
 @dataclass
@@ -38,6 +40,9 @@ class Target:
     """Region -> the sandbox's Kubernetes API (`Configuration.host`); against AWS, each region's
     EKS cluster is found by name (see kube.py)."""
     kube_token: str | None = None
+    registry_dsns: dict[str, str] = field(default_factory=dict)
+    """Region -> the sandbox's registry database URL (its login and password); against AWS the
+    runbooks log in with an IAM token instead (`registry_credentials`)."""
     pin_through_port_forward: bool = False
     """Pin (and read pins) on every runtime pod through the Kubernetes API's port-forward to the
     management port (kube_portforward.py) instead of the serving URL. Against AWS always: a real pod
@@ -62,7 +67,7 @@ class Target:
                    serving_urls=dict(state.serving), admin_token=token, aws_endpoint=state.aws_endpoint,
                    control=ControlClient(state.control_url, state.control_token), gcp_endpoint=state.gcp_endpoint,
                    kube_hosts=dict(state.kubernetes), kube_token=state.kubernetes_token,
-                   pin_through_port_forward=port_forward,
+                   registry_dsns=dict(state.registry), pin_through_port_forward=port_forward,
                    poll_interval_s=0.05, retry=RetryPolicy(attempts=4, base_s=0.05, cap_s=0.5),
                    connect_timeout_s=1.0, read_timeout_s=2.0)
 
@@ -97,6 +102,24 @@ class Target:
             else:
                 self._clients[key] = boto3.client(service, region_name=region, config=config)
         return self._clients[key]
+
+    def registry_credentials(self, region: str, host: str, port: int) -> dict[str, str]:
+        """libpq parameters (beside host and port) to log in to the region's registry database:
+        the sandbox's login from its state file, or on AWS `mlfleet_dr` with an IAM token over TLS
+        that verifies the server's name (libpq reads the RDS CA bundle from PGSSLROOTCERT)."""
+        if self.kind == SANDBOX:
+            from psycopg.conninfo import conninfo_to_dict
+
+            dsn = self.registry_dsns.get(region)
+            if not dsn:
+                raise DrUsageError(f"the sandbox's state file names no registry database for {region}; "
+                                   f"start the sandbox again with `mlfleet sandbox up --env {self.env.name}`")
+            params = conninfo_to_dict(dsn)
+            return {key: str(params[key]) for key in ("user", "password", "dbname") if key in params}
+        token = self.client("rds", region).generate_db_auth_token(
+            DBHostname=host, Port=port, DBUsername=REGISTRY_DR_USER, Region=region)
+        return {"user": REGISTRY_DR_USER, "password": token, "dbname": naming.registry_database(),
+                "sslmode": "verify-full"}
 
     def cached(self, key: tuple, build):
         """A client other than boto3's (the Kubernetes API), built once per target like them."""

@@ -3,7 +3,8 @@
 `Sandbox(env).up()` starts a moto server (with mlfleet's extensions), the AWS fault proxy in
 front of it, a fake GCP endpoint, a fake Kubernetes API (every region's runtime Deployments, their
 pods, the admin token's Secret, port-forward to the region's runtime),
-one runtime process per region behind its own serving proxy, and the control API; creates the
+one runtime process per region behind its own serving proxy, one PostgreSQL server per region
+for the registry (the writer's standbys streaming from it, registry_db.py), and the control API; creates the
 environment's resources through boto3 and seeds the runtime image into every region's ECR
 repository by its digest; publishes an approved champion model to the primary artifact bucket
 and waits until it has replicated.
@@ -46,6 +47,8 @@ class SandboxState:
     kubernetes: dict[str, str] = field(default_factory=dict)
     """Region -> the fake Kubernetes API server (`Configuration.host`)."""
     kubernetes_token: str = ""
+    registry: dict[str, str] = field(default_factory=dict)
+    """Region -> the libpq URL of its registry database server (with the password)."""
     pid: int = field(default_factory=os.getpid)
 
     @staticmethod
@@ -108,14 +111,22 @@ class Sandbox:
         started = time.monotonic()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
         try:
+            registry_started = self._start_registry()  # in the background while the rest starts
             self.faults, self.ledger = FaultBook(), Ledger()
             self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self.moto.start()
             self._stack.append(self.moto.stop)
             host, port = self.moto.get_host_and_port()
             self.moto_url = f"http://{host}:{port}"
-            self.extensions = Extensions(self.faults, self.settings)
+            registry_started.join()
+            if self._registry_error is not None:
+                raise self._registry_error
+            self.extensions = Extensions(
+                self.faults, self.settings, registry=self.registry,
+                registry_clusters={naming.db_cluster_id(self.env.name, r.name): r.name for r in self.env.regions})
             self.extensions.install()
+            self.faults.watch_regions(self._registry_region)
+            self.settings.observe(self._registry_settings)
             self._stack.append(self.extensions.stop)
             self.aws_proxy = ForwardingProxy("aws", self.moto_url, self.faults, self.ledger).start()
             self._stack.append(self.aws_proxy.stop)
@@ -128,7 +139,9 @@ class Sandbox:
             self.kube = FakeKubernetes(secrets.token_urlsafe(24), self.faults, self.ledger, self.settings).start()
             self._stack.append(self.kube.stop)
             self.control = ControlServer(secrets.token_urlsafe(24), self.faults, self.settings, self.ledger,
-                                         kubernetes=self.kube, remove_image=self.remove_image)
+                                         kubernetes=self.kube, remove_image=self.remove_image,
+                                         registry=self.registry,
+                                         registry_errors=lambda: self.extensions.promotion_errors)
             self.admin_token = secrets.token_urlsafe(24)  # before _deploy: the admin Secret carries it
             self._deploy()
             self._start_runtimes()
@@ -140,7 +153,8 @@ class Sandbox:
                 hosted_zone_id=self.outputs["hosted_zone_id"], health_checks=self.outputs["health_checks"],
                 serving={name: proxy.url for name, proxy in self.serving_proxies.items()},
                 kubernetes={r.name: self.kube.host(r.name) for r in self.env.regions},
-                kubernetes_token=self.kube.token)
+                kubernetes_token=self.kube.token,
+                registry={r.name: self.registry.dsn(r.name) for r in self.env.regions})
             self.state_path = state.save(self.state_dir)
             self._stack.append(lambda: self.state_path.unlink(missing_ok=True))
         except BaseException:
@@ -179,7 +193,8 @@ class Sandbox:
         self.settings.update(self._defaults)
         request = urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
-        self.extensions.reset()
+        self.extensions.reset()  # after any promotion still pending, so that none runs after this
+        self.registry.reset()
         self._deploy()
         state = self.state
         state.hosted_zone_id = self.outputs["hosted_zone_id"]
@@ -188,6 +203,43 @@ class Sandbox:
         for region in self.env.regions:
             self.pin(region.name, self.champion, reload_manifest=True)
         self.wait_healthy()
+
+    # -- the registry databases ---------------------------------------------------------------
+    def _start_registry(self) -> threading.Thread:
+        """One PostgreSQL server per region (registry_db.py), started in a thread; `up` joins it
+        before the clusters are created, since their endpoints are those servers."""
+        from mlfleet.dr.sandbox.registry_db import RegistryDatabases
+
+        self.registry = RegistryDatabases([r.name for r in self.env.regions], self._workdir,
+                                          writer=self.env.primary.name, log=self.log)
+        self._registry_error: BaseException | None = None
+
+        def start() -> None:
+            try:
+                self.registry.start()
+            except BaseException as exc:  # noqa: BLE001 - raised again by `up`
+                self._registry_error = exc
+
+        thread = threading.Thread(target=start, name="registry-start", daemon=True)
+        thread.start()
+        def stop() -> None:
+            thread.join()  # never stop servers still starting
+            self.registry.stop()
+
+        self._stack.append(stop)
+        return thread
+
+    def _registry_region(self, region: str, down: bool) -> None:
+        """A region fault stops its database server at once; clearing it starts it again (as a
+        standby, rewound, if another region became the writer meanwhile)."""
+        try:
+            (self.registry.take_down if down else self.registry.bring_up)(region)
+        except Exception as exc:  # noqa: BLE001 - the fault stands either way; GET /registry shows the server
+            self.log(f"registry server of {region} did not {'stop' if down else 'start'}: {exc}")
+
+    def _registry_settings(self, names: set[str]) -> None:
+        if "db_replay_delay_s" in names:
+            self.registry.set_replay_delay(self.settings.db_replay_delay_s)
 
     # -- helpers -----------------------------------------------------------------------------
     def client(self, service: str, region: str, *, direct: bool = False):
@@ -274,7 +326,8 @@ class Sandbox:
         def start(region: str) -> None:
             runtime = RuntimeProcess(
                 f"s3://{self.bucket(region)}/{prefix}", region=region, admin_token=self.admin_token,
-                extra_args=["--canary-interval", str(self.canary_interval_s), "--torch-threads", "1"],
+                extra_args=["--canary-interval", str(self.canary_interval_s), "--torch-threads", "1",
+                            "--allow-unsigned"],  # until the sandbox signs (issue 12)
                 env={"AWS_ENDPOINT_URL": self.aws_proxy.url, "AWS_REGION": region, **SANDBOX_CREDENTIALS},
                 log_path=self._workdir / f"runtime-{region}.log", startup_timeout_s=120, stop_timeout_s=10)
             try:

@@ -4,11 +4,14 @@ drill in another process injects a region fault, tunes the simulation and reads 
     GET  /state                       faults, settings
     POST /faults   {"region", "service": "*", "mode": "503"|"timeout"|"drop", "hang_s"}
     DELETE /faults?region=R           clear one region's faults (all without region)
-    POST /settings {"replication_lag_s", "db_lag_s", "promotion_s", "probe_interval_s", "pod_ready_s",
-                    "held_prefixes"}
+    POST /settings {"replication_lag_s", "db_replay_delay_s", "promotion_s", "probe_interval_s",
+                    "pod_ready_s", "held_prefixes"}
     GET  /ledger?since=N              requests seen by the proxies
     DELETE /images?region=R           remove the runtime image from R's ECR repository
     POST /kubernetes/ready {"region", "ready": n|null}   at most n runtime pods ready in the region
+    GET  /registry                    the registry's writer, each region's measured replay lag and state
+    POST /registry/{region}/pause     cut the region's standby off the stream (what follows is at risk)
+    POST /registry/{region}/resume
 """
 from __future__ import annotations
 
@@ -19,18 +22,23 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from mlfleet.dr.errors import DrUsageError
 from mlfleet.dr.sandbox.fake_kubernetes import FakeKubernetes
 from mlfleet.dr.sandbox.faults import Fault, FaultBook, Ledger
 from mlfleet.dr.sandbox.moto_extensions import Settings
+from mlfleet.dr.sandbox.registry_db import RegistryDatabaseError
+
+if TYPE_CHECKING:
+    from mlfleet.dr.sandbox.registry_db import RegistryDatabases
 
 
 class ControlServer:
     def __init__(self, token: str, faults: FaultBook, settings: Settings, ledger: Ledger, *,
-                 kubernetes: FakeKubernetes | None = None, remove_image: Callable[[str], bool] | None = None):
+                 kubernetes: FakeKubernetes | None = None, remove_image: Callable[[str], bool] | None = None,
+                 registry: RegistryDatabases | None = None, registry_errors: Callable[[], list[str]] | None = None):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +68,8 @@ class ControlServer:
                     status, document = outer.handle(self.command, split.path, query, body)
                 except (ValueError, TypeError, KeyError) as exc:
                     status, document = 400, {"error": str(exc)}
+                except RegistryDatabaseError as exc:  # a registry server refused
+                    status, document = 409, {"error": str(exc)}
                 self._reply(status, document)
 
             do_GET = do_POST = do_DELETE = _route
@@ -67,6 +77,7 @@ class ControlServer:
         self.token = token
         self.faults, self.settings, self.ledger = faults, settings, ledger
         self.kubernetes, self.remove_image = kubernetes, remove_image
+        self.registry, self.registry_errors = registry, registry_errors or (lambda: [])
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -94,6 +105,23 @@ class ControlServer:
             ready = body.get("ready")
             self.kubernetes.hold_ready(body["region"], None if ready is None else int(ready))
             return 200, {"region": body["region"], "ready": ready}
+        if path == "/registry" or path.startswith("/registry/"):
+            return self._registry(method, path)
+        return 404, {"error": f"no route {method} {path}"}
+
+    def _registry(self, method: str, path: str) -> tuple[int, object]:
+        if self.registry is None:
+            return 404, {"error": "this sandbox has no registry databases"}
+        if (method, path) == ("GET", "/registry"):
+            return 200, {**self.registry.status(), "errors": self.registry_errors()}
+        parts = path.strip("/").split("/")
+        if method == "POST" and len(parts) == 3 and parts[2] in ("pause", "resume"):
+            region = parts[1]
+            if region not in self.registry.regions:
+                regions = ", ".join(self.registry.regions)
+                return 404, {"error": f"{region} has no registry database (regions: {regions})"}
+            (self.registry.pause_replay if parts[2] == "pause" else self.registry.resume_replay)(region)
+            return 200, {"region": region, "paused": self.registry.paused(region)}
         return 404, {"error": f"no route {method} {path}"}
 
     def start(self) -> "ControlServer":
@@ -143,6 +171,17 @@ class ControlClient:
     def remove_image(self, region: str) -> bool:
         """Remove the runtime image from one region's ECR repository; True if it was there."""
         return self._call("DELETE", f"/images?region={region}")["removed"]
+
+    def registry(self) -> dict:
+        """The registry's writer and, per region, its role, measured replay lag and pause."""
+        return self._call("GET", "/registry")
+
+    def pause_replay(self, region: str) -> None:
+        """Cut the region's standby off the stream: what the writer commits from now on is not on it."""
+        self._call("POST", f"/registry/{region}/pause")
+
+    def resume_replay(self, region: str) -> None:
+        self._call("POST", f"/registry/{region}/resume")
 
     def hold_ready(self, region: str, ready: int | None) -> None:
         """At most `ready` runtime pods of each Deployment in `region` turn ready (None: no limit)."""

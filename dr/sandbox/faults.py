@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 FAULT_MODES = ("503", "timeout", "drop")
@@ -47,16 +48,39 @@ class FaultBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._region_watchers: list[Callable[[str, bool], None]] = []
+
+    def watch_regions(self, callback: Callable[[str, bool], None]) -> None:
+        """`callback(region, down)` when a region goes down (its first whole-region fault) or comes
+        back (its last one cleared): what stops and restarts the parts that are real processes."""
+        self._region_watchers.append(callback)
 
     def add(self, fault: Fault) -> None:
         if fault.mode not in FAULT_MODES:
             raise ValueError(f"fault mode {fault.mode!r} is not one of {', '.join(FAULT_MODES)}")
         with self._lock:
+            before = self._down()
             self._faults.append(fault)
+            after = self._down()
+        self._notify(before, after)
 
     def clear(self, region: str | None = None) -> None:
         with self._lock:
+            before = self._down()
             self._faults = [f for f in self._faults if region is not None and f.region != region]
+            after = self._down()
+        self._notify(before, after)
+
+    def _down(self) -> set[str]:
+        return {f.region for f in self._faults if f.service == "*"}
+
+    def _notify(self, before: set[str], after: set[str]) -> None:
+        # outside the lock: a watcher may take seconds (a database restarting) and read the book
+        for watcher in self._region_watchers:
+            for region in sorted(after - before):
+                watcher(region, True)
+            for region in sorted(before - after):
+                watcher(region, False)
 
     def match(self, region: str, service: str) -> Fault | None:
         with self._lock:

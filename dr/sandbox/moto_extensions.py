@@ -4,10 +4,13 @@ a simulation with the sandbox's own timings, never a real cloud's (see dr/SANDBO
 Installed in the sandbox process only, by patching moto's response and backend classes:
 
 - RDS `SwitchoverGlobalCluster` / `FailoverGlobalCluster`: the global cluster goes to
-  `switching-over` / `failing-over` with a `FailoverState`, and after `promotion_s` the
+  `switching-over` / `failing-over` with a `FailoverState`; after `promotion_s` the sandbox's
+  real registry servers (registry_db.py) switch over or fail over, and once they have, the
   writer moves to the target member. A switchover needs the current writer's region up.
 - Aurora replication lag: `AuroraGlobalDBRPOLag` datapoints (ms) published to CloudWatch for
-  every secondary cluster, with the configured lag.
+  every secondary cluster, with the replay lag measured on its real standby.
+- DescribeDBClusters: each registry cluster's `Endpoint`, `ReaderEndpoint` and `Port` are its
+  region's real server (127.0.0.1 and its port).
 - S3 replication: an object put into a bucket with a replication configuration is copied to
   each rule's destination after `replication_lag_s`, unless its source region is down or its
   key matches a held prefix; `x-amz-replication-status` is PENDING, then COMPLETED on the
@@ -15,19 +18,27 @@ Installed in the sandbox process only, by patching moto's response and backend c
 - Route 53 health checks: a prober requests each check's `IPAddress:Port/ResourcePath` every
   `probe_interval_s`; a check turns unhealthy after `FailureThreshold` consecutive failures
   (and healthy again after as many successes). `GetHealthCheckStatus` reports what it saw.
+- KMS `Sign` with `MessageType=DIGEST` (moto hashes the digest again, so the signature would not
+  verify) and KMS's 4096-byte limit on a RAW message: the promotion signs a large manifest by its
+  SHA-256 digest, as KMS requires.
 - ECR images by digest (`seed_image`): moto computes a digest from a pushed manifest and does
   not replicate, so the runtime image is written into each region's repository with the
   environment's digest, as ECR replication would have left it.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
 
 from mlfleet.dr.sandbox.faults import FaultBook
+
+if TYPE_CHECKING:
+    from mlfleet.dr.sandbox.registry_db import RegistryDatabases
 
 DEFAULT_ACCOUNT = "123456789012"
 
@@ -35,34 +46,55 @@ DEFAULT_ACCOUNT = "123456789012"
 @dataclass
 class Settings:
     replication_lag_s: float = 0.3
-    db_lag_s: float = 0.5
+    db_replay_delay_s: float = 0.0
+    """`recovery_min_apply_delay` of the registry's standbys: replay runs this far behind the writer."""
     promotion_s: float = 0.3
     probe_interval_s: float = 0.25
     pod_ready_s: float = 0.2
     """How long a new runtime pod of the fake Kubernetes API takes to turn ready (start, load its model)."""
     held_prefixes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._observers: list[Callable[[set[str]], None]] = []  # not a field: asdict leaves it out
+
+    def observe(self, callback: Callable[[set[str]], None]) -> None:
+        """`callback(names)` after each update, so that a setting acts on real servers at once."""
+        self._observers.append(callback)
+
     def update(self, values: dict) -> None:
         for name, value in values.items():
-            if not hasattr(self, name):
+            if not hasattr(self, name) or name.startswith("_"):
                 raise ValueError(f"unknown sandbox setting {name!r}")
+            if name != "held_prefixes" and float(value) < 0:
+                raise ValueError(f"sandbox setting {name} cannot be negative ({value})")
+        for name, value in values.items():
             setattr(self, name, list(value) if name == "held_prefixes" else float(value))
+        for observer in self._observers:
+            observer(set(values))
 
 
 class Extensions:
-    def __init__(self, faults: FaultBook, settings: Settings, account_id: str = DEFAULT_ACCOUNT):
+    def __init__(self, faults: FaultBook, settings: Settings, account_id: str = DEFAULT_ACCOUNT, *,
+                 registry: RegistryDatabases | None = None, registry_clusters: dict[str, str] | None = None):
+        """`registry`: the real registry servers; `registry_clusters`: DB cluster id -> its region."""
         self.faults = faults
         self.settings = settings
         self.account_id = account_id
+        self.registry = registry
+        self.registry_clusters = dict(registry_clusters or {})
+        self.promotion_errors: list[str] = []
+        """Promotions the real servers refused or failed: the global cluster stays as it was."""
         self._health: dict[str, dict] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._promotions: list[threading.Timer] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
         _install_rds(self)
         _install_s3(self)
         _install_route53(self)
+        _install_kms()
         for target, name in ((self._probe_loop, "health-prober"), (self._lag_loop, "db-lag")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -74,7 +106,13 @@ class Extensions:
             thread.join(timeout=5)
 
     def reset(self) -> None:
+        """Health verdicts forgotten; a promotion still pending is cancelled (or finished first)."""
         self._health.clear()
+        for timer in self._promotions:
+            timer.cancel()
+            timer.join(timeout=60)
+        self._promotions.clear()
+        self.promotion_errors.clear()
 
     # -- Route 53 health checks -------------------------------------------------------------
     def health(self, check_id: str) -> dict | None:
@@ -119,23 +157,65 @@ class Extensions:
 
     # -- Aurora replication lag -------------------------------------------------------------
     def _lag_loop(self) -> None:
+        """The replay lag measured on each secondary's real standby; none while it (or the writer)
+        does not answer, as a region that is down reports nothing."""
         from moto.cloudwatch.models import cloudwatch_backends
         from moto.rds.models import rds_backends
 
         while not self._stop.wait(max(0.2, self.settings.probe_interval_s)):
+            if self.registry is None:
+                continue
             try:
                 clusters = list(rds_backends[self.account_id]["us-east-1"].global_clusters.values())
             except KeyError:
                 continue
             for global_cluster in clusters:
-                for member in global_cluster.members:
-                    if member.is_writer:
+                for member in list(global_cluster.members):
+                    region = self.registry_clusters.get(member.db_cluster_identifier)
+                    lag = None if region is None else self.registry.replay_lag_s(region)
+                    if lag is None:
                         continue
                     cloudwatch_backends[self.account_id][member.region].put_metric_data(
-                        "AWS/RDS", [{"MetricName": "AuroraGlobalDBRPOLag", "Value": self.settings.db_lag_s * 1000,
+                        "AWS/RDS", [{"MetricName": "AuroraGlobalDBRPOLag", "Value": lag * 1000,
                                      "Unit": "Milliseconds",
                                      "Dimensions": [{"Name": "DBClusterIdentifier",
                                                      "Value": member.db_cluster_identifier}]}])
+
+    # -- the real registry servers ----------------------------------------------------------
+    def promote_registry(self, kind: str, target_cluster: str) -> None:
+        """What a switchover or failover does to the real servers (in the promotion's thread)."""
+        registry = self.registry
+        target = self.registry_clusters.get(target_cluster)
+        if registry is None or target is None:
+            return
+        if registry.writer() == target:
+            return  # already done (a resumed request)
+        if kind == "switchover":
+            if not registry.is_running(target):
+                registry.rejoin(target)  # an old writer after a failover rejoins first, as Aurora re-adds it
+            registry.switchover(target)
+            return
+        registry.failover(target)
+
+    def rejoin_old_writer(self, old_cluster: str | None) -> None:
+        """After a failover, the old writer comes back as a secondary at once if its region is up
+        (as Aurora re-adds it); otherwise when its region returns (the sandbox's fault hook)."""
+        old = self.registry_clusters.get(old_cluster or "")
+        if self.registry is None or old is None or self.faults.region_down(old) or self.registry.is_running(old):
+            return
+        try:
+            self.registry.rejoin(old)
+        except Exception as exc:  # noqa: BLE001 - the promotion stands; the old writer stays detached
+            logging.getLogger(__name__).warning("the old writer %s did not rejoin: %s", old, exc)
+            self.promotion_errors.append(f"rejoin of {old}: {exc}")
+
+    def registry_endpoint(self, cluster_id: str) -> tuple[str, int] | None:
+        region = self.registry_clusters.get(cluster_id)
+        if self.registry is None or region is None:
+            return None
+        from mlfleet.dr.sandbox.registry_db import HOST
+
+        return HOST, self.registry.port(region)
 
 
 def _region_of_arn(arn: str) -> str:
@@ -143,10 +223,49 @@ def _region_of_arn(arn: str) -> str:
     return parts[3] if len(parts) > 3 else ""
 
 
+_ACTIVE: list[Extensions] = []
+"""The Extensions of the running sandbox: moto's classes are patched once per process."""
+
+
+def _install_rds_endpoints(ext: Extensions) -> None:
+    from moto.rds.models import DBCluster, RDSBackend
+
+    _ACTIVE[:] = [ext]
+    if getattr(RDSBackend.create_db_cluster, "_mlfleet", False):
+        return
+    original_create = RDSBackend.create_db_cluster
+    original_endpoint, original_reader = DBCluster.endpoint, DBCluster.reader_endpoint
+
+    def real(cluster) -> tuple[str, int] | None:
+        return _ACTIVE[0].registry_endpoint(cluster.db_cluster_identifier) if _ACTIVE else None
+
+    def create_db_cluster(self, kwargs: dict):
+        cluster = original_create(self, kwargs)
+        found = real(cluster)
+        if found is not None:
+            cluster.port = found[1]
+        return cluster
+
+    def endpoint(self) -> str:
+        found = real(self)
+        return found[0] if found else original_endpoint.fget(self)  # type: ignore[attr-defined]
+
+    def reader_endpoint(self) -> str:
+        found = real(self)
+        return found[0] if found else original_reader.fget(self)  # type: ignore[attr-defined]
+
+    create_db_cluster._mlfleet = True  # type: ignore[attr-defined]  # marks the patch as installed
+    RDSBackend.create_db_cluster = create_db_cluster  # type: ignore[method-assign]
+    DBCluster.endpoint = property(endpoint)  # type: ignore[method-assign, assignment]
+    DBCluster.reader_endpoint = property(reader_endpoint)  # type: ignore[method-assign, assignment]
+
+
 def _install_rds(ext: Extensions) -> None:
     from moto.core.responses import ActionResult
     from moto.rds.exceptions import RDSClientError
     from moto.rds.responses import RDSResponse
+
+    _install_rds_endpoints(ext)
 
     def switch(self, kind: str) -> ActionResult:
         params = self.params
@@ -169,6 +288,9 @@ def _install_rds(ext: Extensions) -> None:
             raise RDSClientError("InvalidGlobalClusterStateFault",
                                  f"switchover needs the primary cluster, and {writer.region} is unavailable; "
                                  "use FailoverGlobalCluster with AllowDataLoss")
+        if ext.faults.region_down(member.region):
+            raise RDSClientError("InvalidDBClusterStateFault",
+                                 f"{target} is unavailable: its region {member.region} is down")
         allow_loss = str(params.get("AllowDataLoss", "false")).lower() == "true"
         if kind == "failover" and not allow_loss and str(params.get("Switchover", "false")).lower() != "true":
             raise RDSClientError("InvalidParameterCombination", "set AllowDataLoss or Switchover")
@@ -178,13 +300,26 @@ def _install_rds(ext: Extensions) -> None:
             "ToDbClusterArn": member.db_cluster_arn, "IsDataLossAllowed": allow_loss}
 
         def promote() -> None:
+            try:
+                ext.promote_registry(kind, member.db_cluster_identifier)
+            except Exception as exc:  # noqa: BLE001 - the servers refused: the cluster stays as it was
+                logging.getLogger(__name__).warning("registry %s to %s failed: %s", kind, target, exc)
+                ext.promotion_errors.append(f"{kind} to {member.db_cluster_identifier}: {exc}")
+                global_cluster.status = "available"
+                global_cluster.failover_state = None
+                return
             if writer is not None:
                 writer.is_writer = False
             member.is_writer = True
             global_cluster.status = "available"
             global_cluster.failover_state = None
+            if kind == "failover":
+                ext.rejoin_old_writer(writer.db_cluster_identifier if writer is not None else None)
 
-        threading.Timer(ext.settings.promotion_s, promote).start()
+        timer = threading.Timer(ext.settings.promotion_s, promote)
+        timer.daemon = True
+        ext._promotions.append(timer)
+        timer.start()
         return ActionResult({"GlobalCluster": global_cluster})
 
     # moto has no such actions: they are added to its RDS responses.
@@ -300,3 +435,46 @@ def remove_image(region: str, repository: str, digest: str, account_id: str = DE
     removed = len(kept) != len(repo.images)
     repo.images = kept
     return removed
+
+
+KMS_RAW_MESSAGE_LIMIT = 4096
+
+
+def _install_kms() -> None:
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    from moto.kms.exceptions import ValidationException
+    from moto.kms.responses import KmsResponse
+
+    original_sign = KmsResponse.sign
+    if getattr(original_sign, "_mlfleet", False):
+        return
+    digests = {"ECDSA_SHA_256": hashes.SHA256(), "ECDSA_SHA_384": hashes.SHA384(), "ECDSA_SHA_512": hashes.SHA512()}
+
+    def sign(self) -> str:
+        message = self._get_param("Message")
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        if (self._get_param("MessageType") or "RAW") != "DIGEST":
+            if len(message) > KMS_RAW_MESSAGE_LIMIT:
+                raise ValidationException(f"1 validation error detected: Value at 'message' failed to satisfy "
+                                          f"constraint: Member must have length less than or equal to "
+                                          f"{KMS_RAW_MESSAGE_LIMIT}")
+            return original_sign(self)
+        algorithm = self._get_param("SigningAlgorithm")
+        key = self.kms_backend.describe_key(self._get_param("KeyId"))
+        private = getattr(key.private_key, "private_key", None)
+        if algorithm not in digests or not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise ValidationException(f"DIGEST signing is simulated for ECC keys only, not {algorithm}")
+        if len(message) != digests[algorithm].digest_size:
+            raise ValidationException(f"Digest is invalid length for algorithm {algorithm}.")
+        signature = private.sign(message, ec.ECDSA(Prehashed(digests[algorithm])))
+        return json.dumps({"KeyId": key.arn, "Signature": base64.b64encode(signature).decode(),
+                           "SigningAlgorithm": algorithm})
+
+    sign._mlfleet = True  # type: ignore[attr-defined]
+    KmsResponse.sign = sign  # type: ignore[method-assign]

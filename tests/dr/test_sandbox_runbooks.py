@@ -62,18 +62,32 @@ def test_planned_switchover_moves_everything_with_zero_rpo_then_failback_restore
     assert verify(target.audit_path).records > 10
 
 
+def _measured_lag(target, at_least_s: float, timeout_s: float = 10) -> float:
+    """Until the newest AuroraGlobalDBRPOLag of the standby (measured on its real server) reaches
+    `at_least_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = aws.replication_lag_s(target, _ctx(target), STANDBY)
+        if lag is not None and lag >= at_least_s:
+            return lag
+        assert time.monotonic() < deadline, f"replay lag {lag} did not reach {at_least_s}s"
+        time.sleep(0.1)
+
+
 def test_unplanned_failover_within_the_rpo_budget_completes(sandbox, target):
-    sandbox.settings.update({"db_lag_s": 5})
-    time.sleep(0.6)  # a fresh lag datapoint
+    sandbox.settings.update({"db_replay_delay_s": 1})  # the standby replays 1 s behind the writer
+    _measured_lag(target, 0.9)
     sandbox.faults.add(__import__("mlfleet.dr.sandbox.faults", fromlist=["Fault"]).Fault(region=PRIMARY))
     result = _execute(target, failover(target, STANDBY, planned=False))
-    assert result.status == "completed" and result.facts["replication_lag_s"] == pytest.approx(5)
-    assert _writer(target) == STANDBY
+    assert result.status == "completed" and 0.9 <= result.facts["replication_lag_s"] <= 2.5
+    assert _writer(target) == STANDBY and sandbox.registry.writer() == STANDBY
 
 
 def test_unplanned_failover_beyond_the_rpo_budget_needs_the_flag(sandbox, target):
-    sandbox.settings.update({"db_lag_s": sandbox.env.targets.rpo + 300})
-    time.sleep(0.6)
+    # a real lag beyond 15 minutes would take 15 minutes: a 1-second budget instead
+    target.env = target.env.model_copy(update={"targets": target.env.targets.model_copy(update={"rpo": 1})})
+    target.control.pause_replay(STANDBY)  # the standby stops receiving; the writer's heartbeats go on
+    _measured_lag(target, 1.5)
     before = sandbox.ledger.count(action="FailoverGlobalCluster")
     with pytest.raises(Refused, match="exceeds the RPO budget") as caught:
         _execute(target, failover(target, STANDBY, planned=False))
