@@ -17,11 +17,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# MLflow's tracking server (the sandbox's model registry, one per region) pulls protobuf 7, which
+# the runtime's gRPC stubs refuse: it lives in a virtualenv of its own. The main venv has only
+# its client, mlflow-skinny.
+MLFLOW_VENV := .venv-mlflow
+$(MLFLOW_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install -q 'mlflow==3.17.2' 'psycopg2-binary==2.9.13'
+	touch $@
+
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed $(MLFLOW_VENV)/.installed node_modules/.installed
 
 ## The main job on the embedded default.
 demo: setup
