@@ -1,4 +1,4 @@
-"""`mlfleet failover | failback | readiness | drill | audit verify | sandbox up/down/status`.
+"""`mlfleet failover | failback | readiness | drill | promote | audit verify | sandbox up/down/status`.
 
 Exit codes: 0 success or verdict pass; 1 runbook aborted (compensated), verdict fail or audit
 log tampered; 2 usage or configuration error; 3 refused by a gate (RPO budget, lock held,
@@ -48,6 +48,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-failback", action="store_true", help="leave the standby serving afterwards")
     p.add_argument("--report", metavar="FILE")
     p.set_defaults(handler=_drill)
+
+    p = subparsers.add_parser("promote", help="make a model version the champion behind gates, signed with KMS")
+    common(p)
+    p.add_argument("--model", required=True, help="the registered model's name in MLflow")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="the candidate version to promote")
+    which.add_argument("--rollback", action="store_true", help="re-pin the previous champion")
+    p.add_argument("--dry-run", action="store_true", help="evaluate every gate and print the plan, change nothing")
+    p.set_defaults(handler=_promote)
 
     p = subparsers.add_parser("audit", help="the DR audit log")
     audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -181,6 +190,51 @@ def _drill(args) -> int:
     report = reports.drill_report(target, args.region, outcome)
     _emit(report, args)
     return EXIT_OK if report["verdict"] == "pass" else EXIT_FAILED
+
+
+def _promote(args) -> int:
+    """Acts, and approves, as the caller: against AWS the default credential chain; in the sandbox
+    its own credentials, or those in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (an IAM user of the
+    sandbox: the review identity)."""
+    import os
+
+    from mlfleet.dr.promotion import AwsCredentials, PromotionRefused, promote, rollback
+    from mlfleet.dr.target import Target
+    from mlfleet.stacks.environment import load_environment
+
+    env = load_environment(args.env)
+    state_dir = Path(args.state_dir)
+    target = Target.sandbox(env, state_dir) if args.target == "sandbox" else Target.aws(env, state_dir)
+    credentials = None
+    if args.target == "sandbox" and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        credentials = AwsCredentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
+                                     os.environ.get("AWS_SESSION_TOKEN"))
+    what = f"roll back {args.model}" if args.rollback else f"promote {args.model} v{args.version}"
+    try:
+        if args.rollback:
+            result = rollback(target, args.model, dry_run=args.dry_run, progress=_progress, credentials=credentials)
+        else:
+            result = promote(target, args.model, args.version, dry_run=args.dry_run, progress=_progress,
+                             credentials=credentials)
+    except PromotionRefused as exc:
+        for gate in exc.result.gates:
+            print(f"  {gate.line()}")
+        print(f"refused: {what}: {len(exc.result.refusals)} gate(s) failed; nothing was changed")
+        return EXIT_REFUSED
+    for gate in result.gates:
+        print(f"  {gate.line()}")
+    print(("plan (dry run, nothing changed):" if result.dry_run else "done:"))
+    for step in result.plan:
+        print(f"  - {step}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    timings = ", ".join(f"{phase} {seconds:.3f}s" for phase, seconds in result.timings_s.items())
+    print(f"{what}: {'would be done' if result.dry_run else 'done'} in {result.writer_region} ({timings})")
+    if result.manifest_sha256:
+        print(f"manifest sha256 {result.manifest_sha256}, signed by {result.signature_key}")
+    if result.audit_head:
+        print(f"audit record {result.audit_head[:12]} in {target.audit_path}")
+    return EXIT_OK
 
 
 def _audit_verify(args) -> int:

@@ -39,6 +39,7 @@ def check_environment(env: Environment) -> None:
     _check_pools(env)
     _check_serving(env)
     _check_rpo(env)
+    _check_model_registry(env)
 
 
 def _check_regions(env: Environment) -> None:
@@ -309,3 +310,11 @@ def _check_rpo(env: Environment) -> None:
         raise FieldError(("targets", "rpo"),
                          f"Aurora global databases cannot enforce an RPO under {AURORA_MIN_GLOBAL_DB_RPO_SECONDS}s")
 
+
+
+def _check_model_registry(env: Environment) -> None:
+    uri = env.model_registry.tracking_uri
+    if uri is not None and len(env.regions) > 1 and "{region}" not in uri:
+        raise FieldError(("model_registry", "tracking_uri"),
+                         f"{uri} names one MLflow for {len(env.regions)} regions: each region runs its own on its "
+                         "registry database (promotion uses the writer's), so write {region} where the name differs")

@@ -6,9 +6,11 @@ by field in these classes, across fields in `checks`.
 """
 from __future__ import annotations
 
+import operator
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mlfleet.constructs.validation import (
     ACCOUNT_ID,
@@ -133,6 +135,73 @@ class Serving(Model):
         return self.certificate_domain or self.dns_name
 
 
+_METRIC = r"[A-Za-z0-9_.\-/]+"
+_NUMBER = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
+THRESHOLD = re.compile(rf"^\s*({_METRIC})\s*(>=|<=|==|>|<)\s*({_NUMBER})\s*$")
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
+
+
+class Threshold(Model):
+    """`<metric> <op> <number>` on a candidate's evaluation, e.g. `accuracy >= 0.9`."""
+    metric: str
+    operator: Literal[">=", ">", "<=", "<", "=="]
+    value: float
+
+    def holds(self, measured: float) -> bool:
+        return bool(_COMPARE[self.operator](measured, self.value))
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.operator} {self.value:g}"
+
+
+def _parse_threshold(value: object) -> object:
+    if isinstance(value, str):
+        match = THRESHOLD.fullmatch(value)
+        if not match:
+            raise ValueError(f"{value!r} is not '<metric> <op> <number>' with op one of >=, >, <=, <, == "
+                             "(e.g. 'accuracy >= 0.9')")
+        return {"metric": match.group(1), "operator": match.group(2), "value": float(match.group(3))}
+    return value
+
+
+# The files say `"accuracy >= 0.9"`; editors check that form.
+ThresholdText = Annotated[Threshold, BeforeValidator(_parse_threshold),
+                          WithJsonSchema({"type": "string", "pattern": THRESHOLD.pattern})]
+
+
+class Promotion(Model):
+    """The gates `mlfleet promote` holds a candidate version to before it becomes the champion."""
+    thresholds: list[ThresholdText] = Field(
+        default_factory=list,
+        description="'<metric> <op> <number>' (op: >=, >, <=, <, ==) that must hold on the version's evaluation "
+                    "metrics; a missing metric fails its gate")
+    require_lineage: bool = Field(
+        default=True, description="Refuse a version without a source run, dataset inputs with digests and a "
+                                  "code version; default true")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _distinct(cls, thresholds: list[Threshold]) -> list[Threshold]:
+        seen = set()
+        for threshold in thresholds:
+            key = (threshold.metric, threshold.operator)
+            if key in seen:
+                raise ValueError(f"'{threshold.metric} {threshold.operator}' is given twice: keep one bound")
+            seen.add(key)
+        return thresholds
+
+
+class ModelRegistry(Model):
+    """The MLflow tracking server of each region, on that region's registry database."""
+    tracking_uri: str | None = Field(
+        default=None, pattern=r"^https?://[^\s{}]*(\{region\}[^\s{}]*)*$",
+        description="The tracking URI of a region's MLflow, with {region} for the region's name, e.g. "
+                    "https://mlflow.{region}.example.internal; needed to promote in the deployed environment")
+
+    def tracking_uri_of(self, region: str) -> str | None:
+        return self.tracking_uri.replace("{region}", region) if self.tracking_uri else None
+
+
 class Targets(Model):
     rto: Seconds = Field(description="Recovery time objective, e.g. '15m'")
     rpo: Seconds = Field(description="Recovery point objective, e.g. '15m'")
@@ -248,6 +317,8 @@ class Environment(Model):
     gpu_pools: list[GpuPool] = Field(min_length=1)
     artifact_store: ArtifactStore = ArtifactStore()
     registry_database: RegistryDatabase = RegistryDatabase()
+    model_registry: ModelRegistry = ModelRegistry()
+    promotion: Promotion = Promotion()
     identities: Identities
     serving: Serving
     targets: Targets
