@@ -32,6 +32,7 @@ import yaml
 
 from mlfleet.runtime.examples import write_example_repository
 from mlfleet.runtime.process import RuntimeProcess
+from mlfleet.runtime.signing import LocalSigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "tests" / "runtime" / "data" / "open_inference_rest.yaml"
@@ -81,13 +82,15 @@ def main() -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="mlfleet-fuzz-"))
     repo = work / "repository"
-    write_example_repository(repo, models=("mlp",))
+    key = LocalSigningKey.generate("fuzz")
+    write_example_repository(repo, models=("mlp",), signing_key=key)
+    (work / "manifest-key.pem").write_bytes(key.public_key_pem())
     spec = load_spec()
     passes = {"any-name": spec, "served-model": served_model(spec, tensors=False),
               "served-tensors": served_model(spec, tensors=True)}
     failed: list[str] = []
     summary: list[str] = []
-    with RuntimeProcess(repo, log_path=work / "runtime.log") as runtime:
+    with RuntimeProcess(repo, log_path=work / "runtime.log", manifest_public_key=work / "manifest-key.pem") as runtime:
         for name, schema in passes.items():
             path = work / f"{name}.yaml"
             path.write_text(yaml.safe_dump(schema, sort_keys=False))

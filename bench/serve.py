@@ -209,8 +209,21 @@ class Peer:
 
 
 def mlfleet_runtime(repo: Path, log: Path) -> RuntimeProcess:
+    """Signed as in production: `repo` carries the signature of `sign_repository`."""
     return RuntimeProcess(repo, command_prefix=["taskset", "-c", SERVER_CPU], extra_args=["--torch-threads", "1"],
-                          log_path=log)
+                          log_path=log, manifest_public_key=repo.parent / BENCH_PUBLIC_KEY)
+
+
+BENCH_PUBLIC_KEY = "bench-manifest-key.pem"
+
+
+def sign_repository(repo: Path) -> None:
+    """Sign the example manifest with a throwaway key, its public half beside the repository."""
+    from mlfleet.runtime.signing import LocalSigningKey
+
+    key = LocalSigningKey.generate("bench")
+    key.sign_file(repo / "manifest.json")
+    (repo.parent / BENCH_PUBLIC_KEY).write_bytes(key.public_key_pem())
 
 
 def unbatched_copy(repo: Path, target: Path) -> Path:
@@ -240,6 +253,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mlfleet-bench-"))
     repo = work / "repository"
     write_example_repository(repo, models=MODELS, versions=("1",), champion="1")
+    sign_repository(repo)
     results: dict[tuple[str, str, int, str], Result] = {}
     notes: list[str] = []
     if args.floor_only:

@@ -132,20 +132,46 @@ def _exists(s3, bucket: str, key: str, ctx: RunContext) -> bool:
         raise
 
 
+def _verify_signature(target: Target, ctx: RunContext, region: str, manifest: bytes, where: str) -> None:
+    from botocore.exceptions import ClientError
+
+    from mlfleet.dr.kms_signer import KmsManifestSigner, SigningFailed
+    from mlfleet.runtime.signing import SignatureError
+
+    s3 = target.client("s3", region)
+    try:
+        signature = ctx.call(f"read the manifest's signature in {region}", s3.get_object, Bucket=target.bucket(region),
+                             Key=naming.approved_prefix(target.env.artifact_store.models_prefix)
+                             + naming.MANIFEST_SIGNATURE_FILE)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        raise StepFailed(f"{where}{naming.MANIFEST_SIGNATURE_FILE} is missing: the runtime refuses an unsigned "
+                         "manifest (not replicated yet?)") from None
+    signer = KmsManifestSigner(target.client("kms", region), naming.manifest_signing_key_alias(target.env.name),
+                               region)
+    try:
+        ctx.call(f"verify the manifest's signature in {region}", signer.verify, manifest, signature)
+    except (SignatureError, SigningFailed) as exc:
+        raise StepFailed(f"the manifest in {where} does not verify: {exc}") from None
+
+
 def choose_versions(target: Target, ctx: RunContext, region: str) -> ChampionChoice:
     """For each model: the champion if all its files are in the region's bucket, else the newest
-    approved version whose files all are; StepFailed if a model has none."""
+    approved version whose files all are; StepFailed if a model has none, or if the region's
+    manifest does not verify against its replica of the signing key (its runtime would refuse it)."""
     from mlfleet.runtime.manifest import Manifest, ManifestError
 
     s3 = target.client("s3", region)
     bucket = target.bucket(region)
-    prefix = target.env.artifact_store.models_prefix
+    prefix = naming.approved_prefix(target.env.artifact_store.models_prefix)
     raw = ctx.call(f"read manifest in {region}", s3.get_object, Bucket=bucket,
-                   Key=prefix + "manifest.json")["Body"].read()
+                   Key=prefix + naming.MANIFEST_FILE)["Body"].read()
     try:
         manifest = Manifest.load(raw)
     except ManifestError as exc:
         raise StepFailed(f"manifest in s3://{bucket}/{prefix}: {exc}") from None
+    _verify_signature(target, ctx, region, raw, f"s3://{bucket}/{prefix}")
     choice = ChampionChoice()
     for model, entry in sorted(manifest.models.items()):
         candidates = [entry.champion] + sorted((v for v in entry.versions if v != entry.champion),
@@ -153,6 +179,8 @@ def choose_versions(target: Target, ctx: RunContext, region: str) -> ChampionCho
         for version in candidates:
             files = entry.versions[version].files
             missing = [f for f in files if not _exists(s3, bucket, f"{prefix}{model}/{version}/{f}", ctx)]
+            if entry.config_sha256 and not _exists(s3, bucket, f"{prefix}{model}/config.pbtxt", ctx):
+                missing.append("../config.pbtxt")
             if not missing:
                 choice.pins[model] = version
                 if version != entry.champion:

@@ -4,9 +4,12 @@ and measure what happened.
 region-outage on region R: artifact writes run against the writer region until the fault;
 the fault fails every regional AWS service and the runtime in R (503); detection is the
 Route 53 health check of R turning unhealthy; if R was routed to, the unplanned failover
-runbook moves to the first standby whose health check is healthy. RPO is measured from the
-writes made before the fault that are missing in the new region afterwards. The fault is
-then cleared and, unless told otherwise, a failback restores the original primary.
+runbook moves to the first standby whose health check is healthy. Two RPOs are measured from
+the writes acknowledged before the fault that are missing afterwards: the artifact store's
+(markers in the writer region's bucket, looked for in the new region's) and the registry's
+(model versions, tags and aliases written through the writer's MLflow, looked for in the new
+writer's MLflow). The fault is then cleared and, unless told otherwise, a failback restores the
+original primary.
 """
 from __future__ import annotations
 
@@ -72,12 +75,15 @@ def run_drill(target: Target, region: str, *, scenario: str = "region-outage", f
 
     writer = _Writer(target, writer_region, str(int(time.time())))
     writer.start()
+    registry_writer = _registry_writer(target, writer_region)
     time.sleep(1.0)
     progress(f"injecting a region outage ({fault_mode}) in {region}")
     control.inject(region, mode=fault_mode, hang_s=2.0)
     fault_at = time.time()
     ctx.timeline.mark("fault_injected", fault_at)
     writer.halt.set()  # joined after recovery: a write in flight may hang in the faulted region
+    if registry_writer is not None:
+        registry_writer.halt.set()
 
     result: RunResult | None = None
     notes: list[str] = []
@@ -101,20 +107,62 @@ def run_drill(target: Target, region: str, *, scenario: str = "region-outage", f
         before_fault = [(k, t) for k, t in writer.writes if t < fault_at]
         missing = [(k, t) for k, t in before_fault if not aws.marker_present(target, new_region, k)]
         rpo_s = (fault_at - min(t for _, t in missing)) if missing else 0.0
+        registry = _registry_rpo(target, registry_writer, fault_at, new_region, result)
     finally:
         control.clear(region)
     recovered = {"fault_at": fault_at, "rpo_s": rpo_s, "writes_before_fault": len(before_fault),
                  "writes_missing": len(missing), "notes": notes, "result": result, "ctx": ctx,
-                 "new_region": new_region}
+                 "new_region": new_region, "registry": registry}
     if do_failback and result is not None:
         progress(f"{region} restored; failing back")
         back = RunContext(retry=target.retry, progress=progress, poll_interval_s=target.poll_interval_s)
         back.wait_until(f"{region} healthy again", lambda: aws.region_healthy(target, back, check_id)[0] or "unhealthy",
                         timeout_s=60)
         _wait_replicated(target, back, writer_region)
+        # The failback is a planned switchover: registry writes go on through it and none may be lost.
+        during = _registry_writer(target, registry["writer"]) if registry is not None else None
         recovered["failback"] = failback(target).execute(
             back, state_dir=target.runs_dir, lock=target.lock(env.primary.name), audit=AuditLog(target.audit_path))
+        if during is not None:
+            during.halt.set()
+            during.join(timeout=15)
+            from mlfleet.dr.registry_writes import registry_rpo
+
+            kept = registry_rpo(during.writes, time.time() + 1, target.mlflow_urls[env.primary.name], during.model)
+            recovered["failback_registry"] = {"writer": env.primary.name, "written": kept.written,
+                                              "present": kept.present, "missing": len(kept.missing)}
     return recovered
+
+
+def _registry_writer(target: Target, region: str):
+    """The registry's drill writer on the writer region's MLflow; None where none runs (a target
+    without MLflow servers), and the report says the registry RPO was not measured."""
+    url = target.mlflow_urls.get(region)
+    if url is None:
+        return None
+    from mlfleet.dr.registry_writes import RegistryWriter
+
+    registry_writer = RegistryWriter(url)
+    registry_writer.start()
+    return registry_writer
+
+
+def _registry_rpo(target: Target, registry_writer, fault_at: float, serving_region: str, result) -> dict | None:
+    """What the registry lost: the writes acknowledged before the fault that the new writer's
+    MLflow does not show, beside the replication lag the gate measured (which bounds it)."""
+    if registry_writer is None:
+        return None
+    from mlfleet.dr.registry_writes import registry_rpo
+
+    registry_writer.join(timeout=15)
+    # Asked through the region that serves now: the faulted one may not answer.
+    new_writer = aws.writer_region(aws.describe_global_cluster(target, RunContext(retry=target.retry),
+                                                               serving_region)) or serving_region
+    measured = registry_rpo(registry_writer.writes, fault_at, target.mlflow_urls[new_writer], registry_writer.model)
+    lag = result.facts.get("replication_lag_s") if result is not None else None
+    return {"writer": new_writer, "model": registry_writer.model, "written": measured.written,
+            "present": measured.present, "missing": len(measured.missing), "rpo_s": measured.rpo_s,
+            "lag_at_gate_s": lag}
 
 
 def _wait_replicated(target: Target, ctx: RunContext, region: str) -> None:

@@ -204,9 +204,7 @@ def writer_region(target: Target, client: Callable[[str, str], Any]) -> str:
 def tracking_uri(target: Target, region: str) -> str:
     """The MLflow of `region`: from the sandbox's state, or the environment's model_registry."""
     if target.kind == "sandbox":
-        from mlfleet.dr.sandbox import SandboxState
-
-        uris = getattr(SandboxState.load(target.state_dir, target.env.name), "mlflow", None) or {}
+        uris = target.mlflow_urls
         if region not in uris:
             raise DrUsageError(f"the sandbox of {target.env.name} runs no MLflow for {region}")
         return uris[region]

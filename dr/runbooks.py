@@ -1,9 +1,10 @@
 """The runbooks: failover (planned switchover or unplanned failover), failback, readiness.
 
 Failover to region T from the current writer S, in order:
-  declare → replication gate (RPO budget) → champion in T's replica → [planned: drain artifact
-  replication] → scale T's GPU node groups → scale T's runtime Deployments → promote T's
-  registry → pin the chosen versions in T's runtime → flip routing → first inference through
+  declare → replication gate (RPO budget) → champion in T's replica (signed manifest verified
+  against T's replica of the signing key) → [planned: drain artifact replication] → scale T's GPU
+  node groups → scale T's runtime Deployments → promote T's registry (verified by a write through
+  T's writer endpoint) → pin the chosen versions in T's runtime → flip routing → first inference through
   the routed name → SLO check.
 """
 from __future__ import annotations
@@ -121,6 +122,14 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
     def promote(ctx):
         return {"summary": aws.request_promotion(target, ctx, to_region, planned=planned)}
 
+    def promote_verify(ctx):
+        # Writable is proven by a write through the new writer, not read from a status string.
+        done = aws.promotion_done(target, ctx, to_region)
+        if done is not True:
+            return done
+        writable, detail = aws.registry_writable(target, ctx, to_region)
+        return True if writable else f"promoted, but no write went through: {detail}"
+
     def unpromote(ctx):
         if planned:
             aws.request_promotion(target, ctx, source(ctx), planned=True)
@@ -218,8 +227,7 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
         Step("promote-registry", f"make {to_region}'s registry the writer", promote,
              lambda ctx: (f"{'switchover' if planned else 'failover (AllowDataLoss)'} "
                           f"of the global cluster to {to_region}"),
-             verify=lambda ctx: aws.promotion_done(target, ctx, to_region), verify_timeout_s=600,
-             compensate=unpromote, phase="registry_writable"),
+             verify=promote_verify, verify_timeout_s=600, compensate=unpromote, phase="registry_writable"),
         Step("pin-champion", f"pin the chosen versions in {to_region}'s runtime", pin,
              lambda ctx: (f"pin {ctx.facts.get('pins') or found.choice.pins if found.choice else {}} in {to_region}"
                           + (" on every ready runtime pod (port-forward)" if target.pin_through_port_forward

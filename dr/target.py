@@ -43,6 +43,9 @@ class Target:
     registry_dsns: dict[str, str] = field(default_factory=dict)
     """Region -> the sandbox's registry database URL (its login and password); against AWS the
     runbooks log in with an IAM token instead (`registry_credentials`)."""
+    mlflow_urls: dict[str, str] = field(default_factory=dict)
+    """Region -> the sandbox's MLflow tracking server; against AWS the environment's
+    `model_registry.tracking_uri` names them."""
     pin_through_port_forward: bool = False
     """Pin (and read pins) on every runtime pod through the Kubernetes API's port-forward to the
     management port (kube_portforward.py) instead of the serving URL. Against AWS always: a real pod
@@ -67,7 +70,8 @@ class Target:
                    serving_urls=dict(state.serving), admin_token=token, aws_endpoint=state.aws_endpoint,
                    control=ControlClient(state.control_url, state.control_token), gcp_endpoint=state.gcp_endpoint,
                    kube_hosts=dict(state.kubernetes), kube_token=state.kubernetes_token,
-                   registry_dsns=dict(state.registry), pin_through_port_forward=port_forward,
+                   registry_dsns=dict(state.registry), mlflow_urls=dict(state.mlflow),
+                   pin_through_port_forward=port_forward,
                    poll_interval_s=0.05, retry=RetryPolicy(attempts=4, base_s=0.05, cap_s=0.5),
                    connect_timeout_s=1.0, read_timeout_s=2.0)
 

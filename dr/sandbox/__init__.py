@@ -25,6 +25,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from mlfleet.dr.errors import DrUsageError
 from mlfleet.stacks.environment import Environment, naming
 
@@ -49,6 +51,8 @@ class SandboxState:
     kubernetes_token: str = ""
     registry: dict[str, str] = field(default_factory=dict)
     """Region -> the libpq URL of its registry database server (with the password)."""
+    mlflow: dict[str, str] = field(default_factory=dict)
+    """Region -> its MLflow tracking server (read-only while its database is a standby)."""
     pid: int = field(default_factory=os.getpid)
 
     @staticmethod
@@ -97,6 +101,8 @@ class Sandbox:
         self._stack: list = []
         self._runtimes: dict = {}
         self._workdir = Path(tempfile.mkdtemp(prefix=f"mlfleet-sandbox-{env.name}-"))
+        # The signing key's material, fixed for the sandbox's life (see set_signing_key_material).
+        self._signing_material = ec.generate_private_key(ec.SECP256R1())
 
     # -- lifecycle ---------------------------------------------------------------------------
     def up(self) -> SandboxState:
@@ -144,7 +150,11 @@ class Sandbox:
                                          registry_errors=lambda: self.extensions.promotion_errors)
             self.admin_token = secrets.token_urlsafe(24)  # before _deploy: the admin Secret carries it
             self._deploy()
+            mlflow_started = self._start_mlflow()  # in the background while the runtimes start
             self._start_runtimes()
+            mlflow_started.join()
+            if self._mlflow_error is not None:
+                raise self._mlflow_error
             self.control.start()
             self._stack.append(self.control.stop)
             self._state = state = SandboxState(
@@ -154,7 +164,8 @@ class Sandbox:
                 serving={name: proxy.url for name, proxy in self.serving_proxies.items()},
                 kubernetes={r.name: self.kube.host(r.name) for r in self.env.regions},
                 kubernetes_token=self.kube.token,
-                registry={r.name: self.registry.dsn(r.name) for r in self.env.regions})
+                registry={r.name: self.registry.dsn(r.name) for r in self.env.regions},
+                mlflow={region: server.url for region, server in self.mlflow.items()})
             self.state_path = state.save(self.state_dir)
             self._stack.append(lambda: self.state_path.unlink(missing_ok=True))
         except BaseException:
@@ -229,6 +240,35 @@ class Sandbox:
         self._stack.append(stop)
         return thread
 
+    def _start_mlflow(self) -> threading.Thread:
+        """One MLflow tracking server per region on its registry database (mlflow_server.py), in a
+        thread; after every promotion the new writer's is checked and restarted if it died."""
+        from mlfleet.dr.sandbox.mlflow_server import RegistryServers, start_registry_servers
+
+        self.mlflow = RegistryServers(self.registry, {})
+        self._mlflow_error: BaseException | None = None
+        env_vars = {"AWS_ENDPOINT_URL": self.aws_proxy.url, **SANDBOX_CREDENTIALS}
+
+        def start() -> None:
+            try:
+                self.mlflow = start_registry_servers(self.env, self.registry, self.bucket, env_vars, self._workdir)
+            except BaseException as exc:  # noqa: BLE001 - raised again by `up`
+                self._mlflow_error = exc
+
+        thread = threading.Thread(target=start, name="mlflow-start", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            thread.join()
+            self.mlflow.stop()
+
+        self._stack.append(stop)
+        def new_writer(region: str) -> None:
+            self.mlflow.on_new_writer(region)
+
+        self.extensions.new_writer_listeners.append(new_writer)
+        return thread
+
     def _registry_region(self, region: str, down: bool) -> None:
         """A region fault stops its database server at once; clearing it starts it again (as a
         standby, rewound, if another region became the writer meanwhile)."""
@@ -255,24 +295,55 @@ class Sandbox:
         return naming.artifact_bucket(self.env.name, self.env.aws.account_id, region)
 
     def _deploy(self) -> None:
+        from mlfleet.dr.kms_signer import KmsManifestSigner
+        from mlfleet.dr.sandbox.moto_extensions import set_signing_key_material
         from mlfleet.dr.sandbox.world import deploy
         from mlfleet.runtime.examples import write_example_repository
+        from mlfleet.runtime.signing import SIGNATURE_FILE
 
         ports = {name: proxy.port for name, proxy in self.serving_proxies.items()}
         self.outputs = deploy(self.env, lambda service, region: self.client(service, region, direct=True), ports)
+        set_signing_key_material(self.env.primary.name, self.outputs["signing_key_id"], self._signing_material)
         self._seed_serving_plane()
         repository = self._workdir / "models"
-        if not (repository / "manifest.json").exists():
+        if not (repository / naming.MANIFEST_FILE).exists():
             manifest = write_example_repository(repository, models=(EXAMPLE_MODEL,))
             self.champion = manifest.models[EXAMPLE_MODEL].champion
-        prefix = self.env.artifact_store.models_prefix
-        s3 = self.client("s3", self.env.primary.name, direct=True)
+        # The champion as a promotion leaves it: signed by the environment's KMS key, in the
+        # primary's approved area (replication carries it to the standbys).
+        primary = self.env.primary.name
+        alias = naming.manifest_signing_key_alias(self.env.name)
+        signer = KmsManifestSigner(self.client("kms", primary, direct=True), alias, primary)
+        (repository / SIGNATURE_FILE).write_bytes(signer.sign((repository / naming.MANIFEST_FILE).read_bytes()))
+        for region in self.env.regions:  # what each region's serving stack mounts: its own replica's public key
+            region_signer = KmsManifestSigner(self.client("kms", region.name, direct=True), alias, region.name)
+            self.public_key_path(region.name).write_bytes(region_signer.public_key_pem())
+        prefix = naming.approved_prefix(self.env.artifact_store.models_prefix)
+        s3 = self.client("s3", primary, direct=True)
         keys = []
         for path in sorted(p for p in repository.rglob("*") if p.is_file()):
             key = prefix + path.relative_to(repository).as_posix()
-            s3.put_object(Bucket=self.bucket(self.env.primary.name), Key=key, Body=path.read_bytes())
+            s3.put_object(Bucket=self.bucket(primary), Key=key, Body=path.read_bytes())
             keys.append(key)
         self.wait_replicated(keys)
+
+    def publish_manifest(self, manifest: bytes) -> None:
+        """`manifest` and its signature by the environment's KMS key into the primary's approved
+        area, as a promotion leaves them (tests change the champion this way)."""
+        from mlfleet.dr.kms_signer import KmsManifestSigner
+
+        primary = self.env.primary.name
+        signer = KmsManifestSigner(self.client("kms", primary, direct=True),
+                                   naming.manifest_signing_key_alias(self.env.name), primary)
+        signature = signer.sign(manifest)
+        prefix = naming.approved_prefix(self.env.artifact_store.models_prefix)
+        s3 = self.client("s3", primary, direct=True)
+        s3.put_object(Bucket=self.bucket(primary), Key=prefix + naming.MANIFEST_FILE, Body=manifest)
+        s3.put_object(Bucket=self.bucket(primary), Key=prefix + naming.MANIFEST_SIGNATURE_FILE, Body=signature)
+
+    def public_key_path(self, region: str) -> Path:
+        """The manifest-signing key's public half as `region`'s runtime is given it (PEM)."""
+        return self._workdir / f"manifest-key-{region}.pem"
 
     def _seed_serving_plane(self) -> None:
         """The runtime image in every region's repository (the state after ECR replication),
@@ -320,14 +391,14 @@ class Sandbox:
     def _start_runtimes(self) -> None:
         from mlfleet.runtime.process import RuntimeProcess
 
-        prefix = self.env.artifact_store.models_prefix
+        prefix = naming.approved_prefix(self.env.artifact_store.models_prefix)
         errors: list[BaseException] = []
 
         def start(region: str) -> None:
             runtime = RuntimeProcess(
                 f"s3://{self.bucket(region)}/{prefix}", region=region, admin_token=self.admin_token,
-                extra_args=["--canary-interval", str(self.canary_interval_s), "--torch-threads", "1",
-                            "--allow-unsigned"],  # until the sandbox signs (issue 12)
+                manifest_public_key=self.public_key_path(region),
+                extra_args=["--canary-interval", str(self.canary_interval_s), "--torch-threads", "1"],
                 env={"AWS_ENDPOINT_URL": self.aws_proxy.url, "AWS_REGION": region, **SANDBOX_CREDENTIALS},
                 log_path=self._workdir / f"runtime-{region}.log", startup_timeout_s=120, stop_timeout_s=10)
             try:

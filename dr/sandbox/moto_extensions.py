@@ -84,6 +84,8 @@ class Extensions:
         self.registry_clusters = dict(registry_clusters or {})
         self.promotion_errors: list[str] = []
         """Promotions the real servers refused or failed: the global cluster stays as it was."""
+        self.new_writer_listeners: list[Callable[[str], None]] = []
+        """Called with the region of the new writer after each promotion (the sandbox's MLflow servers)."""
         self._health: dict[str, dict] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -315,6 +317,13 @@ def _install_rds(ext: Extensions) -> None:
             global_cluster.failover_state = None
             if kind == "failover":
                 ext.rejoin_old_writer(writer.db_cluster_identifier if writer is not None else None)
+            region = ext.registry_clusters.get(member.db_cluster_identifier)
+            for listener in ext.new_writer_listeners:
+                try:
+                    if region is not None:
+                        listener(region)
+                except Exception as exc:  # noqa: BLE001 - the promotion stands; the listener's part is reported
+                    ext.promotion_errors.append(f"after the promotion of {region}: {exc}")
 
         timer = threading.Timer(ext.settings.promotion_s, promote)
         timer.daemon = True
@@ -478,3 +487,13 @@ def _install_kms() -> None:
 
     sign._mlfleet = True  # type: ignore[attr-defined]
     KmsResponse.sign = sign  # type: ignore[method-assign]
+
+
+def set_signing_key_material(region: str, key_id: str, private_key, account_id: str = DEFAULT_ACCOUNT) -> None:
+    """Give a moto ECC key (and its replicas, which share the material) a fixed private key: moto
+    draws new material on every create_key, and the sandbox's runtimes trust one public key for
+    the sandbox's whole life, across resets."""
+    from moto.kms.models import kms_backends
+
+    wrapper = kms_backends[account_id][region].keys[key_id].private_key
+    wrapper.private_key = private_key  # type: ignore[attr-defined]  # moto's ECDSAPrivateKey

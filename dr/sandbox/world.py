@@ -2,7 +2,7 @@
 deployed: the names come from `mlfleet.stacks.environment.naming`, the shapes from the constructs (a
 replicated artifact bucket per region, an Aurora global registry, an EKS cluster with one node
 group per GPU pool, failover records with a health check per region, a DR lock table, the
-runtime image's ECR repository)."""
+runtime image's ECR repository, the multi-region key that signs the champion manifest)."""
 from __future__ import annotations
 
 from mlfleet.stacks.environment import Environment, naming
@@ -22,8 +22,10 @@ def deploy(env: Environment, client, serving_ports: dict[str, int]) -> dict:
         _image_repository(env, client("ecr", region.name))
     _replication(env, client("s3", primary.name))
     _registry(env, client)
+    signing_key = _signing_key(env, client)
     zone_id, checks = _routing(env, client("route53", "us-east-1"), serving_ports)
-    return {"account_id": account, "hosted_zone_id": zone_id, "health_checks": checks}
+    return {"account_id": account, "hosted_zone_id": zone_id, "health_checks": checks,
+            "signing_key_id": signing_key}
 
 
 def _bucket(env: Environment, s3, region: str) -> None:
@@ -89,6 +91,23 @@ def _registry(env: Environment, client) -> None:
             DBClusterIdentifier=naming.db_cluster_id(env.name, region.name), Engine="aurora-postgresql",
             EngineVersion=database.engine_version, GlobalClusterIdentifier=global_id, StorageEncrypted=True,
             **extra)
+
+
+def _signing_key(env: Environment, client) -> str:
+    """The manifest-signing key as the primary's stack makes it: multi-region ECC_NIST_P256 in the
+    primary, a replica and the same alias in every standby. Returns the key id (one for all)."""
+    alias = f"alias/{naming.manifest_signing_key_alias(env.name)}"
+    kms = client("kms", env.primary.name)
+    key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256", MultiRegion=True,
+                         Description=f"mlfleet {env.name}: signs the champion manifest")["KeyMetadata"]
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    for standby in env.standbys:
+        kms.replicate_key(KeyId=key["KeyId"], ReplicaRegion=standby.name)
+        standby_kms = client("kms", standby.name)
+        # moto keeps aliases per account, not per region: one alias may already name the key there.
+        if not any(a["AliasName"] == alias for a in standby_kms.list_aliases()["Aliases"]):
+            standby_kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    return key["KeyId"]
 
 
 def _routing(env: Environment, route53, serving_ports: dict[str, int]) -> tuple[str, dict[str, str]]:

@@ -1,17 +1,13 @@
-"""`mlfleet promote` against a moto server (the staging environment's buckets, Aurora global
-cluster and multi-region signing key) and a real MLflow server, with two IAM users of moto as the
-training and the review identity (moto's GetCallerIdentity answers the user of the access key)."""
+"""`mlfleet promote` in the staging sandbox (its buckets, Aurora global cluster on real PostgreSQL,
+multi-region signing key and the writer's MLflow), with two IAM users of moto as the training and
+the review identity (moto's GetCallerIdentity answers the user of the access key)."""
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,6 @@ import pytest
 from mlfleet.dr import promotion
 from mlfleet.dr.audit import verify
 from mlfleet.dr.promotion import AwsCredentials, DatasetRef, PromotionRefused, promote, register_candidate, rollback
-from mlfleet.dr.sandbox import world
 from mlfleet.dr.target import Target
 from mlfleet.runtime.examples import config_pbtxt
 from mlfleet.runtime.manifest import Manifest, sha256_bytes
@@ -37,58 +32,26 @@ GOOD_METRICS = {"accuracy": 0.95, "latency_p99_ms": 12.0}
 DATASETS = [DatasetRef("train-2026-11", "9f2c4e1a7b3d", "s3://datasets/train-2026-11.parquet")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def box(sandbox):
+    """The session's staging sandbox, as `mlfleet sandbox up` leaves it: buckets, the Aurora global
+    cluster on real PostgreSQL servers, the multi-region signing key, one MLflow per region."""
+    sandbox.reset()
+    return sandbox
 
 
 @pytest.fixture(scope="module")
-def moto_url():
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    yield url
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def aws(moto_url):
+def aws(box):
     import boto3
 
     def client(service, region):
-        return boto3.client(service, region_name=region, endpoint_url=moto_url,
+        return boto3.client(service, region_name=region, endpoint_url=box.moto_url,
                             aws_access_key_id="admin", aws_secret_access_key="admin")
     return client
 
 
 @pytest.fixture(scope="module")
-def world_deployed(aws):
-    """The environment's resources as its stacks create them, and the manifest signing key."""
-    for region in ENV.regions:
-        world._bucket(ENV, aws("s3", region.name), region.name)
-    world._registry(ENV, aws)
-    alias = f"alias/{naming.manifest_signing_key_alias(ENV.name)}"
-    primary_kms = aws("kms", PRIMARY)
-    if not any(a["AliasName"] == alias for a in primary_kms.list_aliases()["Aliases"]):
-        key = primary_kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256", MultiRegion=True)["KeyMetadata"]
-        primary_kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
-        for standby in ENV.standbys:
-            replica = primary_kms.replicate_key(KeyId=key["KeyId"], ReplicaRegion=standby.name)["ReplicaKeyMetadata"]
-            standby_kms = aws("kms", standby.name)
-            if not any(a["AliasName"] == alias for a in standby_kms.list_aliases()["Aliases"]):
-                standby_kms.create_alias(AliasName=alias, TargetKeyId=replica["KeyId"])
-    return alias
-
-
-@pytest.fixture(scope="module")
-def identities(aws, world_deployed):
+def identities(aws):
     iam = aws("iam", PRIMARY)
     made = {}
     for name in ("ml-training-pipeline", "ml-model-review", "ml-model-review-2"):
@@ -99,47 +62,21 @@ def identities(aws, world_deployed):
 
 
 @pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    """MLflow's server from its own virtualenv, on SQLite (the sandbox runs it on PostgreSQL)."""
-    binary = REPO / ".venv-mlflow" / "bin" / "mlflow"
-    assert binary.is_file(), "MLflow's server is installed by `make setup` into .venv-mlflow"
-    folder = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(binary), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--default-artifact-root", f"s3://{BUCKET}/{naming.mlflow_artifact_prefix(PREFIX)}",
-         "--no-serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError((folder / "server.log").read_text()[-2000:]) from None
-            time.sleep(0.2)
-    yield uri
-    os.killpg(process.pid, signal.SIGTERM)  # the server and the uvicorn worker it starts
-    try:
-        process.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def mlflow_uri(box):
+    """The writer region's MLflow (on the primary's PostgreSQL)."""
+    return box.state.mlflow[PRIMARY]
 
 
 @pytest.fixture
-def target(moto_url, world_deployed, tmp_path) -> Target:
-    return Target(env=ENV, kind="sandbox", state_dir=tmp_path, hosted_zone_id="", serving_urls={},
-                  admin_token=None, aws_endpoint=moto_url)
+def target(box, tmp_path) -> Target:
+    t = Target.sandbox(ENV, box.state_dir)
+    t.state_dir = tmp_path  # the audit log per test
+    return t
 
 
 @pytest.fixture
 def world_of(target, identities, mlflow_uri, aws):
-    """Each test starts without a manifest: its models are its own, and the manifest stays under the
-    4 KiB KMS signs RAW (moto does not implement the DIGEST signing a larger one takes)."""
+    """Each test starts without a manifest: the models it promotes are its own."""
     s3 = aws("s3", PRIMARY)
     for name in (naming.MANIFEST_FILE, naming.MANIFEST_SIGNATURE_FILE):
         s3.delete_object(Bucket=BUCKET, Key=APPROVED + name)
@@ -355,7 +292,7 @@ def test_unknown_model_or_version_is_a_usage_error(world_of):
 
 
 @pytest.mark.sandbox
-def test_the_command_line_acts_as_the_callers_identity(world_of, monkeypatch, capsys, moto_url, tmp_path):
+def test_the_command_line_acts_as_the_callers_identity(world_of, monkeypatch, capsys, box, tmp_path):
     """`mlfleet promote --target aws` through the default credential chain (here: the environment)."""
     import boto3
 
@@ -366,7 +303,7 @@ def test_the_command_line_acts_as_the_callers_identity(world_of, monkeypatch, ca
     env = ENV.model_copy(update={"model_registry": ENV.model_registry.model_copy(update={"tracking_uri": w.uri})})
     monkeypatch.setattr(environment_module, "load_environment", lambda name: env)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", box.moto_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", w.training.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", w.training.secret_access_key)
     version = w.register("cli")
@@ -396,12 +333,12 @@ def test_mlflow_down_is_one_line(world_of):
 
 
 @pytest.mark.sandbox
-def test_a_missing_signing_key_is_one_line_before_anything_is_read(world_of, moto_url, tmp_path):
+def test_a_missing_signing_key_is_one_line_before_anything_is_read(world_of, box, tmp_path):
     from mlfleet.dr.kms_signer import SigningFailed
 
     dev = load_environment("dev")  # one region, us-east-2, where no key was made
     target = Target(env=dev, kind="sandbox", state_dir=tmp_path, hosted_zone_id="", serving_urls={},
-                    admin_token=None, aws_endpoint=moto_url)
+                    admin_token=None, aws_endpoint=box.moto_url)
     with pytest.raises(SigningFailed, match="^the manifest signing key alias/mlfleet-dev-manifest-signing does not "
                                             "exist in us-east-2") as failed:
         promote(target, "fraud", "1", credentials=world_of.review, uri=world_of.uri)
