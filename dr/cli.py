@@ -5,6 +5,7 @@ log tampered; 2 usage or configuration error; 3 refused by a gate (RPO budget, l
 readiness check failed)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mlfleet.dr.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, DrUsageError
@@ -265,7 +266,9 @@ def _sandbox_up(args) -> int:
         print(f"AWS endpoint (fault proxy): {sandbox.state.aws_endpoint}")
         for region, url in sandbox.state.serving.items():
             print(f"serving {region}: {url}")
-        print(f"state: {sandbox.state_path}; Ctrl-C to stop", flush=True)
+        for region, url in sandbox.state.mlflow.items():
+            print(f"MLflow {region}: {url}")
+        print(f"state: {sandbox.state_path} (the registry databases' URLs too); Ctrl-C to stop", flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:
@@ -298,6 +301,9 @@ def _sandbox_status(args) -> int:
         print(f"  serving {region}: {url}")
     for region, url in state.kubernetes.items():
         print(f"  kubernetes {region}: {url}")
+    for region, url in state.mlflow.items():
+        print(f"  MLflow {region}: {url}")
+    print(f"  registry: {json.dumps(ControlClient(state.control_url, state.control_token).registry())}")
     print(f"  faults: {live['faults'] or 'none'}\n  settings: {live['settings']}")
     return EXIT_OK
 

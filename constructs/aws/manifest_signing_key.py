@@ -2,7 +2,8 @@
 SIGN_VERIFY) in the primary region, a replica of it in every standby region, and the same alias
 in every region.
 
-Review signs `approved/manifest.json` with it (KMS `Sign`, ECDSA_SHA_256 over the raw bytes) and
+Review signs `approved/manifest.json` with it (KMS `Sign`, ECDSA_SHA_256 over the raw bytes, or
+over their SHA-256 digest for a manifest beyond KMS's 4 KiB RAW limit) and
 writes the detached signature beside it; every region's runtime verifies with the public key,
 which the serving stack reads from the key in its own region. Only the review roles may sign: the
 key policy delegates administration to the account but not `Sign` nor `CreateGrant`, and lets
