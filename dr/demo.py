@@ -1,5 +1,6 @@
-"""`mlfleet demo`'s drill part: bring the sandbox up, run a region-outage drill on the
-environment's primary, print the report, tear down."""
+"""`mlfleet demo`'s drill part: bring the sandbox up, promote a new champion behind the gates and
+pin it everywhere, run a region-outage drill on the environment's primary, print the report,
+tear down."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 def run_demo(env_name: str = "prod", out=sys.stdout) -> int:
     from mlfleet.dr import report as reports
+    from mlfleet.dr.demo_promotion import promote_a_candidate
     from mlfleet.dr.drill import run_drill
     from mlfleet.dr.sandbox import Sandbox
     from mlfleet.dr.target import Target
@@ -20,8 +22,9 @@ def run_demo(env_name: str = "prod", out=sys.stdout) -> int:
     env = load_environment(env_name)
     with tempfile.TemporaryDirectory(prefix="mlfleet-demo-") as state_dir:
         say(f"bringing up the {env.name} sandbox ({len(env.regions)} regions, one runtime each)…")
-        with Sandbox(env, state_dir=Path(state_dir), log=say):
+        with Sandbox(env, state_dir=Path(state_dir), log=say) as box:
             target = Target.sandbox(env, Path(state_dir))
+            promote_a_candidate(box, target, say)
             outcome = run_drill(target, env.primary.name, progress=say)
             report = reports.drill_report(target, env.primary.name, outcome)
             say("")

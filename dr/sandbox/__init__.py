@@ -327,6 +327,11 @@ class Sandbox:
             keys.append(key)
         self.wait_replicated(keys)
 
+    @property
+    def example_repository(self) -> Path:
+        """The example model repository the sandbox seeded its approved area from."""
+        return self._workdir / "models"
+
     def publish_manifest(self, manifest: bytes) -> None:
         """`manifest` and its signature by the environment's KMS key into the primary's approved
         area, as a promotion leaves them (tests change the champion this way)."""
