@@ -126,11 +126,7 @@ def run_drill(target: Target, region: str, *, scenario: str = "region-outage", f
         if during is not None:
             during.halt.set()
             during.join(timeout=15)
-            from mlfleet.dr.registry_writes import registry_rpo
-
-            kept = registry_rpo(during.writes, time.time() + 1, target.mlflow_urls[env.primary.name], during.model)
-            recovered["failback_registry"] = {"writer": env.primary.name, "written": kept.written,
-                                              "present": kept.present, "missing": len(kept.missing)}
+            recovered["failback_registry"] = _kept_through(target, during, env.primary.name)
     return recovered
 
 
@@ -152,17 +148,38 @@ def _registry_rpo(target: Target, registry_writer, fault_at: float, serving_regi
     MLflow does not show, beside the replication lag the gate measured (which bounds it)."""
     if registry_writer is None:
         return None
+    from mlflow.exceptions import MlflowException
+
     from mlfleet.dr.registry_writes import registry_rpo
 
     registry_writer.join(timeout=15)
     # Asked through the region that serves now: the faulted one may not answer.
     new_writer = aws.writer_region(aws.describe_global_cluster(target, RunContext(retry=target.retry),
                                                                serving_region)) or serving_region
-    measured = registry_rpo(registry_writer.writes, fault_at, target.mlflow_urls[new_writer], registry_writer.model)
     lag = result.facts.get("replication_lag_s") if result is not None else None
-    return {"writer": new_writer, "model": registry_writer.model, "written": measured.written,
-            "present": measured.present, "missing": len(measured.missing), "rpo_s": measured.rpo_s,
-            "lag_at_gate_s": lag}
+    found = {"writer": new_writer, "model": registry_writer.model, "lag_at_gate_s": lag}
+    try:
+        measured = registry_rpo(registry_writer.writes, fault_at, target.mlflow_urls[new_writer],
+                                registry_writer.model)
+    except (MlflowException, OSError) as exc:  # the drill's outcome stands; the reading is reported as missing
+        return {**found, "written": None, "present": None, "missing": None, "rpo_s": None,
+                "error": f"the new writer's MLflow did not answer: {str(exc).splitlines()[0]}"}
+    return {**found, "written": measured.written, "present": measured.present, "missing": len(measured.missing),
+            "rpo_s": measured.rpo_s}
+
+
+def _kept_through(target: Target, during, writer: str) -> dict:
+    """What a planned switchover kept of the registry writes acknowledged all through it."""
+    from mlflow.exceptions import MlflowException
+
+    from mlfleet.dr.registry_writes import registry_rpo
+
+    try:
+        kept = registry_rpo(during.writes, time.time() + 1, target.mlflow_urls[writer], during.model)
+    except (MlflowException, OSError) as exc:
+        return {"writer": writer, "written": len(during.writes), "present": None, "missing": None,
+                "error": f"{writer}'s MLflow did not answer: {str(exc).splitlines()[0]}"}
+    return {"writer": writer, "written": kept.written, "present": kept.present, "missing": len(kept.missing)}
 
 
 def _wait_replicated(target: Target, ctx: RunContext, region: str) -> None:

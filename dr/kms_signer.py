@@ -48,7 +48,7 @@ class KmsManifestSigner:
     def public_key(self) -> ec.EllipticCurvePublicKey:
         """GetPublicKey, once; SigningFailed (one line) when the key is missing or not a P-256 signing key."""
         if self._public_key is None:
-            from botocore.exceptions import ClientError
+            from botocore.exceptions import BotoCoreError, ClientError
 
             try:
                 answer = self.kms.get_public_key(KeyId=self.key_ref)  # type: ignore[attr-defined]
@@ -59,6 +59,8 @@ class KmsManifestSigner:
                                         "(the environment's multi-region signing key and its replica there)") from None
                 raise SigningFailed(f"cannot read the public key of {self.key_ref} in {self.region}: "
                                     f"{code or exc}") from None
+            except BotoCoreError as exc:  # no credentials, no connection: one line, not a traceback
+                raise SigningFailed(f"cannot read the public key of {self.key_ref} in {self.region}: {exc}") from None
             key = serialization.load_der_public_key(answer["PublicKey"])
             if (answer.get("KeyUsage", "SIGN_VERIFY") != "SIGN_VERIFY" or not isinstance(key, ec.EllipticCurvePublicKey)
                     or not isinstance(key.curve, ec.SECP256R1)):
@@ -79,7 +81,7 @@ class KmsManifestSigner:
     def sign(self, manifest: bytes) -> bytes:
         """The `manifest.json.sig` content for the exact bytes of `manifest`, checked against the
         public key before it is returned (a signature nobody can verify is never written)."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         from mlfleet.runtime.signing import SignatureError
 
@@ -94,6 +96,8 @@ class KmsManifestSigner:
         except ClientError as exc:
             raise SigningFailed(f"KMS Sign with {self.key_ref} in {self.region} failed: "
                                 f"{exc.response.get('Error', {}).get('Code') or exc}") from None
+        except BotoCoreError as exc:
+            raise SigningFailed(f"KMS Sign with {self.key_ref} in {self.region} failed: {exc}") from None
         key_id = answer["KeyId"] if answer["KeyId"].startswith("arn:") else self.key_arn
         self.key_arn = key_id
         document = {"algorithm": ALGORITHM, "key_id": key_id,

@@ -289,32 +289,29 @@ class _Bucket:
     def __init__(self, s3, name: str):
         self.s3, self.name = s3, name
 
-    def read(self, key: str) -> tuple[bytes, str] | None:
-        """(body, ETag), None when the key does not exist."""
+    def _get(self, key: str) -> dict | None:
+        """GetObject's answer, None when the key does not exist; PromotionFailed otherwise."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            answer = self.s3.get_object(Bucket=self.name, Key=key)
-            return answer["Body"].read(), answer["ETag"]
+            return self.s3.get_object(Bucket=self.name, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise PromotionFailed(f"reading s3://{self.name}/{key}: {_aws_reason(exc)}") from None
         except BotoCoreError as exc:
             raise PromotionFailed(f"reading s3://{self.name}/{key}: {exc}") from None
+
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        """(body, ETag), None when the key does not exist."""
+        answer = self._get(key)
+        return None if answer is None else (answer["Body"].read(), answer["ETag"])
 
     def hash(self, key: str) -> _Object | None:
         """The sha256 of the object, streamed, and the version of it that was read."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            answer = self.s3.get_object(Bucket=self.name, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise PromotionFailed(f"reading s3://{self.name}/{key}: {_aws_reason(exc)}") from None
-        except BotoCoreError as exc:
-            raise PromotionFailed(f"reading s3://{self.name}/{key}: {exc}") from None
+        answer = self._get(key)
+        if answer is None:
+            return None
         digest, size = hashlib.sha256(), 0
         for chunk in answer["Body"].iter_chunks(1 << 20):
             digest.update(chunk)
@@ -350,6 +347,14 @@ class _Bucket:
             raise PromotionFailed(f"writing s3://{self.name}/{key}: {_aws_reason(exc)}") from None
         except BotoCoreError as exc:
             raise PromotionFailed(f"writing s3://{self.name}/{key}: {exc}") from None
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.s3.delete_object(Bucket=self.name, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise PromotionFailed(f"deleting s3://{self.name}/{key}: {_aws_reason(exc)}") from None
 
     def put(self, key: str, body: bytes, *, content_type: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -682,7 +687,16 @@ def _write_manifest(session: _Session, result: PromotionResult, manifest: bytes)
     signature = session.signer.sign(manifest)
     session.bucket.write(session.manifest_key, manifest, if_match=session.manifest_etag,
                          content_type="application/json")
-    session.bucket.put(session.signature_key, signature, content_type="application/json")
+    try:
+        session.bucket.put(session.signature_key, signature, content_type="application/json")
+    except PromotionFailed:
+        # A manifest without its signature is refused by every runtime and by the next promotion:
+        # put back the manifest the old signature signs (or none), then report.
+        if session.manifest_bytes is not None:
+            session.bucket.put(session.manifest_key, session.manifest_bytes, content_type="application/json")
+        else:
+            session.bucket.delete(session.manifest_key)
+        raise
     result.manifest_sha256, result.signature_key = sha256_bytes(manifest), session.signer.key_arn
     result.timings_s["sign"] = time.monotonic() - phase
     session.progress(f"manifest {result.manifest_sha256[:12]} signed with {session.signer.key_arn}")

@@ -99,11 +99,16 @@ def drill_report(target, region: str, outcome: dict) -> dict:
                           "writes_missing": outcome["writes_missing"]}}
     registry = outcome.get("registry")
     notes = list(outcome["notes"])
-    if registry is not None:
+    unmeasured = registry is not None and registry.get("error")
+    if unmeasured:
+        extra["registry"] = registry
+        notes.append(f"registry RPO not measured: {registry['error']}")
+        registry = None
+    elif registry is not None:
         extra["registry"] = registry
         lag = registry["lag_at_gate_s"]
         bound = (f"the gate measured {lag:.3f} s of replication lag" if lag is not None
-                 else "a planned switchover loses nothing")
+                 else "no replication lag was measured at a gate")
         notes.append(f"registry: {registry['present']} of {registry['written']} writes acknowledged before the "
                      f"fault are in {registry['writer']}'s MLflow ({registry['missing']} missing); {bound}")
     else:
@@ -111,7 +116,9 @@ def drill_report(target, region: str, outcome: dict) -> dict:
     kept = outcome.get("failback_registry")
     if kept is not None:
         extra["failback_registry"] = kept
-        notes.append(f"failback (a planned switchover): {kept['present']} of {kept['written']} registry writes "
+        unmeasured = unmeasured or bool(kept.get("error"))
+        notes.append(f"failback (a planned switchover): {kept['error']}" if kept.get("error") else
+                     f"failback (a planned switchover): {kept['present']} of {kept['written']} registry writes "
                      f"acknowledged during it are in {kept['writer']}'s MLflow ({kept['missing']} lost)")
     if outcome.get("failback") is not None:
         extra["failback"] = {"status": outcome["failback"].status, "run_id": outcome["failback"].run_id}
@@ -119,6 +126,7 @@ def drill_report(target, region: str, outcome: dict) -> dict:
                    timeline=outcome["ctx"].timeline.marks, waiting_s=outcome["ctx"].clock.waiting_s,
                    rpo_s=outcome["rpo_s"], notes=notes, sandbox=True, extra=extra,
                    registry_rpo_s=registry["rpo_s"] if registry is not None else None)
-    if kept is not None and kept["missing"]:
-        report["verdict"] = "fail"  # a planned switchover loses nothing, or it is not one
+    if (kept is not None and kept["missing"]) or unmeasured:
+        # A planned switchover loses nothing, or it is not one; an RPO nobody read is no pass.
+        report["verdict"] = "fail"
     return report

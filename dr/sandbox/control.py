@@ -140,12 +140,12 @@ class ControlClient:
         self.url = url
         self._token = token
 
-    def _call(self, method: str, path: str, body: object | None = None):
+    def _call(self, method: str, path: str, body: object | None = None, *, timeout_s: float = 10):
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method, headers={
             "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise DrUsageError(f"sandbox control {method} {path}: {exc.code} {exc.read().decode()[:200]}") from None
@@ -157,7 +157,9 @@ class ControlClient:
         return self._call("POST", "/faults", {"region": region, "service": service, "mode": mode, "hang_s": hang_s})
 
     def clear(self, region: str | None = None) -> None:
-        self._call("DELETE", "/faults" + (f"?region={region}" if region else ""))
+        # Clearing a region fault starts its registry server again, rewound or re-copied when
+        # another region took over meanwhile: that can take more than a plain call's 10 s.
+        self._call("DELETE", "/faults" + (f"?region={region}" if region else ""), timeout_s=150)
 
     def settings(self, **values) -> dict:
         return self._call("POST", "/settings", values)

@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Callable, Mapping, Protocol
 
-from mlfleet.dr.errors import DrUsageError
+from mlfleet.dr.errors import EXIT_FAILED, DrUsageError
 from mlfleet.runtime.process import free_port
 from mlfleet.stacks.environment import Environment, naming
+from mlfleet.stacks.environment.errors import MlfleetError
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 MLFLOW_VENV = REPOSITORY_ROOT / ".venv-mlflow"
@@ -33,8 +34,9 @@ HOST = "127.0.0.1"
 SERVER_SETTINGS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-class MlflowServerError(RuntimeError):
-    """One line: an MLflow server that did not start, with where its log is."""
+class MlflowServerError(MlfleetError):
+    """One line: an MLflow server that did not start, with where its log is (the CLI prints it)."""
+    exit_code = EXIT_FAILED
 
 
 def mlflow_executable(venv: Path = MLFLOW_VENV) -> Path:
@@ -135,10 +137,8 @@ class MlflowServer:
         return self.process.returncode
 
     def restart(self) -> "MlflowServer":
-        """The same region and database on a new port (`.url` changes)."""
+        """The same region, database and port: the sandbox's state file keeps naming its `.url`."""
         self.stop()
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
         return self.start()
 
     def _signal_group(self, signum: int) -> None:
@@ -176,6 +176,8 @@ class RegistryDatabasesView(Protocol):
     def writer(self) -> str: ...
 
     def replay_lag_s(self, region: str) -> float | None: ...
+
+    def wait_caught_up(self, timeout_s: float = 30) -> None: ...
 
 
 class RegistryServers(dict[str, MlflowServer]):
@@ -221,10 +223,8 @@ def start_registry_servers(env: Environment, databases: RegistryDatabasesView, b
     started = RegistryServers(databases, {})
     try:
         started[writer] = servers[writer].start()
-        schema_ready_at = time.time()
         standbys = [region for region in databases.regions if region != writer]
-        for region in standbys:
-            _wait_replayed(databases, region, schema_ready_at, schema_replay_timeout_s)
+        databases.wait_caught_up(schema_replay_timeout_s)  # the standbys hold the writer's schema
         with ThreadPoolExecutor(max_workers=max(1, len(standbys))) as pool:
             for region, running in zip(standbys, pool.map(lambda r: servers[r].start(), standbys), strict=True):
                 started[region] = running
@@ -233,17 +233,3 @@ def start_registry_servers(env: Environment, databases: RegistryDatabasesView, b
             each.stop()
         raise
     return started
-
-
-def _wait_replayed(databases: RegistryDatabasesView, region: str, since: float, timeout_s: float) -> None:
-    """Until the standby has replayed what the writer committed up to `since` (wall clock): its
-    lag is the age of the newest transaction it replayed, and the writer commits heartbeats."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        lag = databases.replay_lag_s(region)
-        if lag is not None and lag <= time.time() - since:
-            return
-        if time.monotonic() > deadline:
-            raise MlflowServerError(f"the registry database of {region} has not replayed the writer's "
-                                    f"MLflow schema within {timeout_s:.0f} s: its MLflow cannot start read-only")
-        time.sleep(0.1)

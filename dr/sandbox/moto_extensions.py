@@ -446,9 +446,6 @@ def remove_image(region: str, repository: str, digest: str, account_id: str = DE
     return removed
 
 
-KMS_RAW_MESSAGE_LIMIT = 4096
-
-
 def _install_kms() -> None:
     import base64
     import json
@@ -458,6 +455,8 @@ def _install_kms() -> None:
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
     from moto.kms.exceptions import ValidationException
     from moto.kms.responses import KmsResponse
+
+    from mlfleet.dr.kms_signer import KMS_RAW_MESSAGE_LIMIT
 
     original_sign = KmsResponse.sign
     if getattr(original_sign, "_mlfleet", False):

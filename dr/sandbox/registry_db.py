@@ -38,7 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
+from mlfleet.dr.errors import EXIT_FAILED
+from mlfleet.runtime.process import free_port
 from mlfleet.stacks.environment import naming
+from mlfleet.stacks.environment.errors import MlfleetError
 
 if TYPE_CHECKING:
     import psycopg
@@ -71,8 +74,9 @@ log_line_prefix = '%m [%p] '
 """
 
 
-class RegistryDatabaseError(RuntimeError):
-    """One line that says what is wrong with the sandbox's registry databases."""
+class RegistryDatabaseError(MlfleetError):
+    """One line that says what is wrong with the sandbox's registry databases (the CLI prints it)."""
+    exit_code = EXIT_FAILED
 
 
 @dataclass
@@ -112,14 +116,6 @@ def postgres_bindir() -> Path:
     raise RegistryDatabaseError(
         f"no PostgreSQL server binaries ({', '.join(_TOOLS)}) found through pg_config, {_DEBIAN_ROOT}/*/bin "
         "or PATH: the sandbox's registry databases need a PostgreSQL server installed (e.g. the postgresql package)")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def _quote(value: str) -> str:

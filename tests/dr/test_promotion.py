@@ -325,6 +325,26 @@ def test_the_command_line_acts_as_the_callers_identity(world_of, monkeypatch, ca
 
 
 @pytest.mark.sandbox
+def test_a_signature_that_cannot_be_written_leaves_the_old_manifest(world_of, monkeypatch):
+    w = world_of
+    w.promote("steady", w.register("steady"))
+    before, _ = w.manifest()
+    original_put = promotion._Bucket.put
+
+    def put(self, key, body, *, content_type):
+        if key.endswith(naming.MANIFEST_SIGNATURE_FILE):
+            raise promotion.PromotionFailed(f"writing s3://{self.name}/{key}: AccessDenied")
+        return original_put(self, key, body, content_type=content_type)
+
+    monkeypatch.setattr(promotion._Bucket, "put", put)
+    with pytest.raises(promotion.PromotionFailed, match="AccessDenied") as failed:
+        w.promote("steady", w.register("steady"))
+    assert failed.value.exit_code == 1
+    monkeypatch.undo()
+    assert w.manifest()[0] == before and w.verifies()  # what the runtimes serve still verifies
+
+
+@pytest.mark.sandbox
 def test_mlflow_down_is_one_line(world_of):
     w = world_of
     with pytest.raises(promotion.PromotionFailed, match=r"MLflow at http://127.0.0.1:9 is not reachable") as failed:
