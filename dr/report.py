@@ -94,13 +94,13 @@ def _s(value: float | None) -> str:
 def drill_report(target, region: str, outcome: dict) -> dict:
     """The report of a region-outage drill (`run_drill`'s outcome) on `target`."""
     result = outcome["result"]
-    extra = {"scenario": {"name": "region-outage", "region": region, "new_region": outcome["new_region"],
-                          "writes_before_fault": outcome["writes_before_fault"],
-                          "writes_missing": outcome["writes_missing"]}}
-    registry = outcome.get("registry")
+    extra: dict[str, dict | None] = {"scenario": {
+        "name": "region-outage", "region": region, "new_region": outcome["new_region"],
+        "writes_before_fault": outcome["writes_before_fault"], "writes_missing": outcome["writes_missing"]}}
+    registry: dict | None = outcome.get("registry")
     notes = list(outcome["notes"])
-    unmeasured = registry is not None and registry.get("error")
-    if unmeasured:
+    unmeasured = bool(registry is not None and registry.get("error"))
+    if registry is not None and unmeasured:
         extra["registry"] = registry
         notes.append(f"registry RPO not measured: {registry['error']}")
         registry = None
