@@ -8,6 +8,7 @@ import argparse
 import errno
 import logging
 import os
+import ssl
 import sys
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-shared-memory", choices=("auto", "on", "off"), default="auto",
                         help="Triton's system shared memory extension (regions under /dev/shm of this host); "
                              "auto (default): on only when --host is loopback and there is no --management-port")
+    parser.add_argument("--tls-cert", metavar="PATH",
+                        help="PEM certificate (chain) of this server: HTTPS on the HTTP port and TLS on the gRPC "
+                             "port (needs --tls-key; the management listener stays plain)")
+    parser.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert (unencrypted)")
     parser.add_argument("--torch-threads", type=_positive(int), default=None,
                         help="torch intra-op threads (default: torch's choice)")
 
@@ -136,6 +141,37 @@ def _manifest_public_key(args) -> EllipticCurvePublicKey | None:
         raise ValueError(f"--manifest-public-key {exc}") from None
 
 
+def _tls_files(args) -> tuple[str, str] | None:
+    """(cert, key) when TLS is asked for and both load as one chain, None without the flags;
+    ValueError names the flag and the problem (checked before anything starts)."""
+    cert, key = args.tls_cert, args.tls_key
+    if cert is None and key is None:
+        return None
+    if key is None:
+        raise ValueError("--tls-cert needs --tls-key")
+    if cert is None:
+        raise ValueError("--tls-key needs --tls-cert")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # a password callback, so an encrypted key fails here instead of prompting on a terminal
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"--tls-key {key} does not match --tls-cert {cert}") from None
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+        except ssl.SSLError:
+            raise ValueError(f"--tls-cert {cert}: not a PEM certificate") from None
+        raise ValueError(f"--tls-key {key}: not an unencrypted PEM private key ({exc.reason or exc})") from None
+    return cert, key
+
+
 def _management_error(args) -> str | None:
     """Why the management flags cannot work, or None."""
     if args.management_port is None:
@@ -168,6 +204,7 @@ def run_serve(args) -> int:
     try:
         system_shared_memory = shared_memory.enabled(args.system_shared_memory, args.host, args.management_port)
         manifest_public_key = _manifest_public_key(args)
+        tls = _tls_files(args)
     except ValueError as exc:
         print(f"mlfleet serve: error: {exc}", file=sys.stderr)
         return 2
@@ -185,7 +222,8 @@ def run_serve(args) -> int:
                             max_error_rate=args.max_error_rate),
         max_queue_depth=args.max_queue_depth, management_port=args.management_port,
         management_host=args.management_host or "127.0.0.1", system_shared_memory=system_shared_memory,
-        manifest_public_key=manifest_public_key, allow_unsigned=args.allow_unsigned)
+        manifest_public_key=manifest_public_key, allow_unsigned=args.allow_unsigned,
+        tls_cert=tls[0] if tls else None, tls_key=tls[1] if tls else None)
     try:
         uvloop.run(serve(options))
     except StartupError as exc:

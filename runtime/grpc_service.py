@@ -304,11 +304,18 @@ for _name in dir(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 
 def build_grpc_server(plane: DataPlane, address: str, *, max_message_bytes: int = 64 << 20,
-                      admin_token: str | None = None, repository_control: bool = True) -> grpc.aio.Server:
+                      admin_token: str | None = None, repository_control: bool = True,
+                      tls: tuple[bytes, bytes] | None = None) -> grpc.aio.Server:
+    """tls: (PEM certificate chain, PEM private key) to serve TLS; None: plaintext."""
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", max_message_bytes)])
     service = InferenceService(plane, admin_token=admin_token, repository_control=repository_control)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
-    if server.add_insecure_port(address) == 0:
+    if tls is not None:
+        chain, key = tls
+        bound = server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)]))
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     return server

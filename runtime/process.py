@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,12 +27,15 @@ class RuntimeProcess:
                  startup_timeout_s: float = 60.0, stop_timeout_s: float = 30.0,
                  command_prefix: Sequence[str] = (), log_path: str | Path | None = None,
                  management_port: bool = False, manifest_public_key: str | Path | None = None,
-                 allow_unsigned: bool = False):
+                 allow_unsigned: bool = False, tls_cert: str | Path | None = None,
+                 tls_key: str | Path | None = None):
         self.model_repository = str(model_repository)
         self.region = region
         self.http_port = free_port()
         self.grpc_port = free_port()
-        self.http_url = f"http://127.0.0.1:{self.http_port}"
+        # tls_cert/tls_key: HTTPS and gRPC TLS (the management listener stays plain http)
+        self.tls = tls_cert is not None or tls_key is not None
+        self.http_url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         # management_port: pinning and load/unload on a loopback listener of their own (.management_url)
         self.management_port = free_port() if management_port else None
@@ -41,13 +45,22 @@ class RuntimeProcess:
         trust = ["--manifest-public-key", str(manifest_public_key)] if manifest_public_key else []
         if allow_unsigned:
             trust.append("--allow-unsigned")
+        tls = [*(["--tls-cert", str(tls_cert)] if tls_cert is not None else []),
+               *(["--tls-key", str(tls_key)] if tls_key is not None else [])]
+        self._probe_context = None
+        if tls_cert is not None:
+            # the readiness probe trusts exactly the server's own certificate (a leaf is enough as
+            # the anchor); the host is 127.0.0.1, which a real certificate need not name
+            self._probe_context = ssl.create_default_context(cafile=str(tls_cert))
+            self._probe_context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+            self._probe_context.check_hostname = False
         self._env = {**os.environ, **(env or {})}
         if admin_token is not None:
             self._env["MLFLEET_ADMIN_TOKEN"] = admin_token
         self._args = [*command_prefix, sys.executable, "-m", "mlfleet.runtime",
                       "--model-repository", self.model_repository, "--region", region,
                       "--host", "127.0.0.1", "--http-port", str(self.http_port),
-                      "--grpc-port", str(self.grpc_port), *management, *trust, *extra_args]
+                      "--grpc-port", str(self.grpc_port), *management, *trust, *tls, *extra_args]
         self._startup_timeout_s = startup_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._log_path = log_path
@@ -66,7 +79,8 @@ class RuntimeProcess:
                 raise RuntimeError(f"runtime exited with {self.process.returncode} before it was ready"
                                    + (f" (log: {self._log_path})" if self._log_path else ""))
             try:
-                with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as response:
+                with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1,
+                                            context=self._probe_context) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):

@@ -55,6 +55,9 @@ class ServeOptions:
     # what manifest.json.sig must verify against; None only with allow_unsigned (local development)
     manifest_public_key: EllipticCurvePublicKey | None = None
     allow_unsigned: bool = False
+    # PEM paths (the CLI checks they load as one chain): HTTPS on the HTTP port, TLS on gRPC; both or neither
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class _UvicornServer(uvicorn.Server):
@@ -115,12 +118,23 @@ async def serve(options: ServeOptions) -> None:
         except StartupError:
             http_socket.close()
             raise
+    tls_files = None
+    if options.tls_cert and options.tls_key:
+        try:
+            with open(options.tls_cert, "rb") as cert, open(options.tls_key, "rb") as key:
+                tls_files = (cert.read(), key.read())
+        except OSError as exc:
+            http_socket.close()
+            if management_socket is not None:
+                management_socket.close()
+            raise StartupError(f"cannot read the TLS certificate or key: {exc}") from None
     grpc_server = None
     if options.grpc_port:
         try:
             grpc_server = build_grpc_server(plane, f"{options.host}:{options.grpc_port}",
                                             max_message_bytes=options.max_body_bytes,
-                                            admin_token=options.admin_token, repository_control=not separate)
+                                            admin_token=options.admin_token, repository_control=not separate,
+                                            tls=tls_files)
         except (OSError, RuntimeError) as exc:
             raise StartupError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from None
         await grpc_server.start()
@@ -132,12 +146,17 @@ async def serve(options: ServeOptions) -> None:
         listeners.append((Listener.MANAGEMENT, management_socket))
     rest_apps, http_servers, http_tasks = [], [], []
     for listener, sock in listeners:
+        # The management listener stays plain HTTP: it listens on the pod's loopback only and is
+        # reached through the Kubernetes API's port-forward, which already carries it over TLS.
+        tls = tls_files is not None and listener is not Listener.MANAGEMENT
         rest_app = RestApp(plane, admin_token=options.admin_token, max_body_bytes=options.max_body_bytes,
                            listener=listener)
         config = uvicorn.Config(rest_app, http="httptools", lifespan="off", access_log=False,
                                 proxy_headers=False, server_header=False, log_level="warning",
                                 timeout_graceful_shutdown=max(1, int(options.grace_period_s)),
-                                timeout_keep_alive=30)
+                                timeout_keep_alive=30,
+                                ssl_certfile=options.tls_cert if tls else None,
+                                ssl_keyfile=options.tls_key if tls else None)
         http_server = _UvicornServer(config)
         rest_apps.append(rest_app)
         http_servers.append(http_server)
@@ -151,8 +170,9 @@ async def serve(options: ServeOptions) -> None:
         management = "on the http port"
     else:
         management = "%s:%s" % management_socket.getsockname()[:2]
-    log.info("mlfleet runtime ready: http %s:%s, grpc %s, management %s, region %s", host, port,
-             options.grpc_port or "disabled", management, options.region)
+    log.info("mlfleet runtime ready: %s %s:%s, grpc %s%s, management %s, region %s",
+             "https" if tls_files else "http", host, port, options.grpc_port or "disabled",
+             " (tls)" if tls_files and options.grpc_port else "", management, options.region)
     stopped = loop.create_task(stop.wait())
     await asyncio.wait({stopped, *http_tasks}, return_when=asyncio.FIRST_COMPLETED)
 
