@@ -118,6 +118,7 @@ def _run(target, runbook, args, kind: str) -> int:
                   f"        change: {line.change}")
         return EXIT_OK if not blocked else EXIT_REFUSED
     lock_region = runbook.key.split(":")[2]
+    target.warm()  # clients built before the run, not on its clock
     try:
         result = runbook.execute(ctx, state_dir=target.runs_dir, lock=target.lock(lock_region),
                                  audit=AuditLog(target.audit_path))

@@ -132,9 +132,12 @@ class Target:
         return self._clients[key]
 
     def warm(self) -> None:
-        """Build every client a failover needs now, not on the clock after a fault."""
+        """Build every client a failover needs now, not on the clock after a fault (and import the
+        signature check the champion step runs)."""
+        import mlfleet.dr.kms_signer  # noqa: F401 - cryptography's import is not recovery time
+
         for region in self.env.regions:
-            for service in ("s3", "rds", "eks", "cloudwatch", "dynamodb", "ecr"):
+            for service in ("s3", "rds", "eks", "cloudwatch", "dynamodb", "ecr", "kms"):
                 self.client(service, region.name)
         self.client("route53", "us-east-1")
         if self.kind == SANDBOX:  # against EKS, building one reads the cluster: left to the step

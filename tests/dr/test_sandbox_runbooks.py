@@ -32,6 +32,7 @@ def _ctx(target):
 
 
 def _execute(target, runbook, **kw):
+    target.warm()  # as the CLI and the drill do before a run
     return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=target.lock(STANDBY),
                            audit=AuditLog(target.audit_path), **kw)
 
