@@ -18,6 +18,8 @@ from mlfleet.dr.sandbox.mlflow_server import MlflowServer, start_registry_server
 from mlfleet.dr.sandbox.registry_db import RegistryDatabases
 from mlfleet.stacks.environment import load_environment, naming
 
+from helpers.polling import eventually
+
 SANDBOX_AWS = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -50,15 +52,6 @@ def servers(env, databases, tmp_path_factory):
 
 def client(server: MlflowServer) -> MlflowClient:
     return MlflowClient(tracking_uri=server.url)
-
-
-def eventually(probe, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def refusal(server: MlflowServer) -> str:

@@ -17,6 +17,8 @@ from mlfleet.dr.sandbox import registry_db
 from mlfleet.dr.sandbox.faults import Fault
 from mlfleet.dr.sandbox.registry_db import RegistryDatabaseError, RegistryDatabases
 
+from helpers.polling import eventually
+
 EAST, WEST, EUROPE = "us-east-1", "us-west-2", "eu-west-1"
 
 
@@ -54,15 +56,6 @@ def count(registry, region: str, table: str) -> int:
 def in_recovery(registry, region: str) -> bool:
     with psycopg.connect(registry.dsn(region), autocommit=True) as connection:
         return connection.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-
-
-def eventually(probe, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 @pytest.mark.sandbox
