@@ -13,7 +13,8 @@ by its derived names is named by `ArtifactBucket.from_attributes(...)`, as CDK's
 `Bucket.fromBucketAttributes`. An identity takes either (`ArtifactGrants`) and only collects the
 statements into its roles' policies. KMS use is allowed only through S3 in the bucket's region.
 The store's bucket policy also denies writes to the approved area to everyone but the review roles
-(`approved_area_guard`), so an identity policy granted elsewhere cannot open it.
+(`approved_area_guard`), so an identity policy granted elsewhere cannot open it, and uploads that
+would bypass the bucket's key (`encryption_guard`).
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_SIGNATURE_FILE = "manifest.json.sig"
 # What changes an object that exists: the guard denies these in the approved area.
 APPROVED_WRITE_ACTIONS = ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObject")
+# The upload's encryption headers, as bucket policy condition keys.
+_SSE_HEADER = "s3:x-amz-server-side-encryption"
+_SSE_KEY_HEADER = "s3:x-amz-server-side-encryption-aws-kms-key-id"
 
 
 @dataclass
@@ -172,6 +176,24 @@ class ArtifactBucket:
             "Sid": "UseArtifactKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
             "Resource": self.key_arn, "Condition": self._via_s3(),
         })
+
+    def encryption_guard(self) -> list[dict]:
+        """Bucket policy statements that deny a `PutObject` (upload, copy, multipart start) naming
+        another encryption than SSE-KMS, or another key than the bucket's. Each denies only when the
+        request carries the header (`Null: false`): an upload without one gets the bucket's default
+        encryption, this key. (A negated operator, `…IfExists` included, is true for a request
+        without the key, so it alone would deny those uploads.) Name the key by its ARN: S3 compares
+        the header as sent, so an alias or a bare key id is refused."""
+        objects = f"{self.bucket_arn}/*"
+        return [{
+            "Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": {"StringNotEquals": {_SSE_HEADER: "aws:kms"}, "Null": {_SSE_HEADER: "false"}},
+        }, {
+            "Sid": "DenyOtherKmsKeys", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": {"StringNotEquals": {_SSE_KEY_HEADER: self.key_arn}, "Null": {_SSE_KEY_HEADER: "false"}},
+        }]
 
     def approved_area_guard(self, writer_arns: tuple[str, ...]) -> dict:
         """The bucket policy statement that denies writes and deletes in the approved area to every

@@ -14,6 +14,14 @@ by promoting or re-attaching a cluster.
 `rds.global_db_rpo` makes Aurora pause commits on the writer when no secondary is within the
 RPO, so a region loss can never lose more than that: the parameter is set from the RPO target
 on every member, since any of them may become the writer.
+
+Every member also refuses plaintext connections (`rds.force_ssl`) and keeps a statement record:
+pgaudit logs DDL, role changes and writes (`pgaudit.log`), PostgreSQL itself logs DDL and slow
+statements, and the log goes to CloudWatch Logs. Reads are not audited statement by statement:
+serving and the runbooks read the registry all the time, and `read` would bury the writes that
+matter (who approved a champion) under them; artifact reads are audited by CloudTrail data events
+(`artifact_audit_trail`). Instances report OS metrics through enhanced monitoring, with a role
+that holds only AWS's managed enhanced-monitoring policy.
 """
 from __future__ import annotations
 
@@ -24,6 +32,8 @@ from typing import Literal
 
 from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
 from cdktn_provider_aws.db_subnet_group import DbSubnetGroup
+from cdktn_provider_aws.iam_role import IamRole
+from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 from cdktn_provider_aws.rds_cluster import RdsCluster
 from cdktn_provider_aws.rds_cluster_instance import RdsClusterInstance
 from cdktn_provider_aws.rds_cluster_parameter_group import RdsClusterParameterGroup, RdsClusterParameterGroupParameter
@@ -31,10 +41,12 @@ from cdktn_provider_aws.rds_global_cluster import RdsGlobalCluster
 from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupIngress
 from constructs import Construct
 
+from mlfleet.constructs.aws.iam_policy import policy_document
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
 from mlfleet.constructs.validation import (
     ACCOUNT_ID,
     AURORA_NAME,
+    IAM_ROLE_NAME,
     RDS_IDENTIFIER,
     RDS_INSTANCE_CLASS,
     SUBNET_ID,
@@ -46,8 +58,18 @@ from mlfleet.constructs.validation import (
 ENGINE = "aurora-postgresql"
 PORT = 5432
 MIN_GLOBAL_DB_RPO_SECONDS = 20  # Aurora rejects a smaller rds.global_db_rpo
-# What Database Migration Service needs of an Aurora PostgreSQL source.
-LOGICAL_REPLICATION_PARAMETERS = (("rds.logical_replication", "1"), ("shared_preload_libraries", "pglogical"))
+# What Database Migration Service needs of an Aurora PostgreSQL source (with pglogical preloaded).
+LOGICAL_REPLICATION_PARAMETERS = (("rds.logical_replication", "1"),)
+# Preloaded on every member: statement statistics and pgaudit; pglogical too for a DMS source.
+PRELOAD_LIBRARIES = ("pg_stat_statements", "pgaudit")
+LOGICAL_REPLICATION_LIBRARY = "pglogical"
+# Dynamic parameters every member sets (applied immediately). pgaudit's `read` class is left out:
+# see the module docstring. log_statement = ddl keeps a schema-change record even in a database
+# where the pgaudit extension has not been created; slow statements are logged from 1 s.
+AUDIT_PARAMETERS = (("rds.force_ssl", "1"), ("pgaudit.log", "ddl,role,write"), ("pgaudit.log_parameter", "0"),
+                    ("log_statement", "ddl"), ("log_min_duration_statement", "1000"))
+ENHANCED_MONITORING_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
 _ENGINE_VERSION = re.compile(r"^(\d+)\.\d+$")
 
 
@@ -108,6 +130,11 @@ class AuroraRegistryDatabaseProps:
     logical_replication: bool = False
     """Logical replication (pglogical) for a Cloud SQL replica through DMS (`cross_cloud_registry`).
     A static parameter: it takes effect at the cluster's next reboot. Default: off."""
+    monitoring_interval_seconds: int = 60
+    """Enhanced monitoring granularity (1, 5, 10, 15, 30 or 60 s); default `60`."""
+    monitoring_role_name: str | None = None
+    """IAM role RDS publishes enhanced monitoring with; default `<cluster_identifier>-monitoring`
+    (IAM names are global: the cluster identifier carries the region)."""
     tags: dict[str, str] = field(default_factory=dict)
     """AWS tags on the construct's resources; default none."""
 
@@ -141,14 +168,27 @@ class AuroraRegistryDatabase(Construct):
         version = _ENGINE_VERSION.fullmatch(props.engine_version)
         assert version is not None  # validated above
         major = version.group(1)
+        libraries = PRELOAD_LIBRARIES + ((LOGICAL_REPLICATION_LIBRARY,) if props.logical_replication else ())
+        static = (("shared_preload_libraries", ",".join(libraries)),) + (
+            LOGICAL_REPLICATION_PARAMETERS if props.logical_replication else ())
         parameters = RdsClusterParameterGroup(
             self, "parameters", name=props.cluster_identifier, family=f"{ENGINE}{major}",
             description=f"mlfleet registry {props.cluster_identifier}: RPO {props.rpo_seconds}s",
-            parameter=[RdsClusterParameterGroupParameter(
-                name="rds.global_db_rpo", value=str(props.rpo_seconds), apply_method="immediate")]
-            + ([RdsClusterParameterGroupParameter(name=name, value=value, apply_method="pending-reboot")
-                for name, value in LOGICAL_REPLICATION_PARAMETERS] if props.logical_replication else []),
+            parameter=[RdsClusterParameterGroupParameter(name=name, value=value, apply_method="immediate")
+                       for name, value in (("rds.global_db_rpo", str(props.rpo_seconds)), *AUDIT_PARAMETERS)]
+            # Static parameters: they take effect at the cluster's next reboot.
+            + [RdsClusterParameterGroupParameter(name=name, value=value, apply_method="pending-reboot")
+               for name, value in static],
             tags=tags)
+        self.monitoring_role = IamRole(
+            self, "monitoring-role", name=props.monitoring_role_name or f"{props.cluster_identifier}-monitoring",
+            description=f"RDS enhanced monitoring of {props.cluster_identifier}",
+            assume_role_policy=policy_document([{
+                "Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"},
+                "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"aws:SourceAccount": props.account_id}}}]),
+            tags=tags)
+        monitoring_policy = IamRolePolicyAttachment(self, "monitoring-policy", role=self.monitoring_role.name,
+                                                    policy_arn=ENHANCED_MONITORING_POLICY_ARN)
 
         self.cluster = RdsCluster(
             self, "cluster", cluster_identifier=props.cluster_identifier, engine=ENGINE,
@@ -175,8 +215,9 @@ class AuroraRegistryDatabase(Construct):
             instance_class=props.instance_class, db_subnet_group_name=subnet_group.name,
             publicly_accessible=False, performance_insights_enabled=True,
             performance_insights_kms_key_id=self.key.key_arn,
+            monitoring_interval=props.monitoring_interval_seconds, monitoring_role_arn=self.monitoring_role.arn,
             # A global database upgrades its members together, through the global cluster.
-            auto_minor_version_upgrade=False, promotion_tier=n - 1, tags=tags)
+            auto_minor_version_upgrade=False, promotion_tier=n - 1, depends_on=[monitoring_policy], tags=tags)
             for n in range(1, props.instance_count + 1)]
 
         for name, value in (("registry_cluster_identifier", props.cluster_identifier),
@@ -228,6 +269,11 @@ def _validate(scope: Construct, props: AuroraRegistryDatabaseProps) -> None:
     require(7 <= props.backup_retention_days <= 35, scope, "backup_retention_days",
             f"{props.backup_retention_days} is outside 7 to 35 days")
     require(1 <= props.instance_count <= 15, scope, "instance_count", f"{props.instance_count} is outside 1 to 15")
+    require(props.monitoring_interval_seconds in MONITORING_INTERVALS, scope, "monitoring_interval_seconds",
+            f"{props.monitoring_interval_seconds} is not one of {', '.join(map(str, MONITORING_INTERVALS))} seconds")
+    monitoring_role = props.monitoring_role_name or f"{props.cluster_identifier}-monitoring"
+    require(bool(IAM_ROLE_NAME.fullmatch(monitoring_role)), scope, "monitoring_role_name",
+            f"{monitoring_role!r} is not a valid IAM role name (at most 64 characters); set one explicitly")
     require(bool(RDS_INSTANCE_CLASS.fullmatch(props.instance_class)), scope, "instance_class",
             f"{props.instance_class!r} is not an RDS instance class like db.r7g.large")
     require(bool(AURORA_NAME.fullmatch(props.database_name)), scope, "database_name",

@@ -5,7 +5,8 @@ Service assumes to read the AWS primary's models prefix (the job itself is
 The job assumes the role with web identity federation as the project's transfer service agent
 (`accounts.google.com`, the agent's numeric subject id): no access key exists anywhere. The role
 may list the models prefix, read its objects and decrypt them with the bucket's key, and nothing
-else. It lives in the primary's regional stack; the job names it by its deterministic ARN.
+else. It lives in the primary's regional stack; the job names it by its deterministic ARN. KMS is
+used only through S3 in the stack's region (the provider's), where the bucket and its key are.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from constructs import Construct
 
 from mlfleet.constructs.aws.iam_policy import policy_document
+from mlfleet.constructs.aws.provider_region import provider_region
 from mlfleet.constructs.validation import (
     ACCOUNT_ID,
     GOOGLE_SUBJECT_ID,
@@ -37,7 +39,7 @@ class S3ToGcsTransferRoleProps:
     bucket_name: str
     """The primary's artifact bucket."""
     key_arn: str
-    """The bucket's KMS key (objects are SSE-KMS encrypted)."""
+    """The bucket's KMS key (objects are SSE-KMS encrypted), in the stack's region."""
     transfer_agent_subject_id: str
     """Numeric subject id of the project's Storage Transfer service agent."""
     models_prefix: str = "models/"
@@ -55,12 +57,13 @@ class S3ToGcsTransferRole(Construct):
                 f"{props.account_id!r} is not a 12-digit AWS account id")
         require(bool(S3_BUCKET_NAME.fullmatch(props.bucket_name)), self, "bucket_name",
                 f"{props.bucket_name!r} is not an S3 bucket name")
-        require(Token.is_unresolved(props.key_arn) or props.key_arn.startswith("arn:aws:kms:"), self, "key_arn",
-                f"{props.key_arn!r} is not a KMS key ARN")
         require(bool(GOOGLE_SUBJECT_ID.fullmatch(props.transfer_agent_subject_id)), self, "transfer_agent_subject_id",
                 f"{props.transfer_agent_subject_id!r} is not a Google subject id (digits)")
         require(bool(OBJECT_PREFIX.fullmatch(props.models_prefix)), self, "models_prefix",
                 f"{props.models_prefix!r} must be a relative key prefix ending in '/'")
+        region = provider_region(self)
+        require(Token.is_unresolved(props.key_arn) or props.key_arn.startswith(f"arn:aws:kms:{region}:"), self,
+                "key_arn", f"{props.key_arn!r} is not a KMS key ARN in the stack's region {region}")
         bucket_arn = f"arn:aws:s3:::{props.bucket_name}"
         trust = {"Effect": "Allow", "Principal": {"Federated": GOOGLE_FEDERATION},
                  "Action": "sts:AssumeRoleWithWebIdentity",
@@ -74,12 +77,6 @@ class S3ToGcsTransferRole(Construct):
             {"Sid": "ReadModels", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": f"{bucket_arn}/{props.models_prefix}*"},
             {"Sid": "DecryptModels", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": props.key_arn,
-             "Condition": {"StringEquals": {"kms:ViaService": f"s3.{_key_region(props.key_arn)}.amazonaws.com"}}
-             if _key_region(props.key_arn) else {}},
+             "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}},
         ]))
         self.role_arn: str = self.role.arn
-
-
-def _key_region(key_arn: str) -> str | None:
-    parts = key_arn.split(":") if not Token.is_unresolved(key_arn) else []
-    return parts[3] if len(parts) > 3 else None

@@ -20,6 +20,11 @@ but `approved_writer_arns` (the region's review role), whatever their identity p
 Replication into a standby's approved area still works: S3 writes replicas as the primary's
 replication role with `s3:ReplicateObject`, `ReplicateDelete` and `ReplicateTags`, which the guard
 does not deny, so that role needs no exception (and gets none: it never calls `PutObject`).
+
+The key. The policy also denies a `PutObject` that asks for another encryption than SSE-KMS or
+another key than the bucket's (`encryption_guard`): an upload cannot opt out of the artifact key.
+An upload that names no encryption gets the bucket's default, the same key. Replicas are written
+with the destination's key by `s3:ReplicateObject`, which the guard does not name either.
 """
 from __future__ import annotations
 
@@ -69,7 +74,7 @@ from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3Bucke
 from constructs import Construct
 
 from mlfleet.constructs.aws.artifact_grants import DEFAULT_MODELS_PREFIX, ArtifactBucket, PolicyStatements
-from mlfleet.constructs.aws.iam_policy import policy_document
+from mlfleet.constructs.aws.iam_policy import policy_document, tls_only_statements
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps, alias_arn
 from mlfleet.constructs.validation import IAM_ROLE_ARN, IAM_ROLE_NAME, OBJECT_PREFIX, REGION, S3_BUCKET_NAME, require
 
@@ -184,7 +189,7 @@ class S3ArtifactStore(Construct):
                                               region=props.region, models_prefix=props.models_prefix)
         """The bucket, key and models prefix the store's grants name (see artifact_grants)."""
         S3BucketPolicy(self, "policy", bucket=bucket_id, policy=policy_document(
-            [*_tls_only_statements(self.bucket_arn),
+            [*tls_only_statements(self.bucket_arn), *self.artifact_bucket.encryption_guard(),
              self.artifact_bucket.approved_area_guard(props.approved_writer_arns)]))
 
         self.replicate_to = props.replicate_to
@@ -311,18 +316,6 @@ def _validate(scope: Construct, props: S3ArtifactStoreProps) -> None:
     if props.replicate_to:
         require(bool(IAM_ROLE_NAME.fullmatch(role_name)), scope, "replication_role_name",
                 f"{role_name!r} is not a valid IAM role name (at most 64 characters); set one explicitly")
-
-
-def _tls_only_statements(bucket_arn: str) -> list[dict]:
-    return [{
-        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-        "Resource": [bucket_arn, f"{bucket_arn}/*"],
-        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-    }, {
-        "Sid": "DenyOutdatedTls", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-        "Resource": [bucket_arn, f"{bucket_arn}/*"],
-        "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
-    }]
 
 
 def _replication_statements(props: S3ArtifactStoreProps, bucket_arn: str, key_arn: str) -> list[dict]:

@@ -13,8 +13,13 @@ instance a writable primary. What this needs, and where it comes from:
   between the clouds, which mlfleet does not provision) and Aurora admitting the VPC's private
   services range, from which DMS connects (the AWS primary's stack adds that range);
 - a replication user on Aurora, its password in Secret Manager (`password_secret`). The
-  password passes through Terraform state, as any DMS connection profile's does: keep the
-  state bucket's access as tight as the database's.
+  password passes through Terraform state: the google provider (8.7) has no write-only password
+  on a DMS connection profile, and the secret version it is read from is in state too. Keep the
+  state bucket's access as tight as the database's (docs/security.md).
+
+DMS verifies the Aurora server's certificate (`SERVER_ONLY`) against the Amazon RDS CA bundle
+shipped with mlfleet (`mlfleet.constructs.aws.rds_ca`), or against `source_ca_certificate`; Aurora
+refuses plaintext connections (`rds.force_ssl`).
 
 The source profile names the Aurora cluster endpoint, known once the primary is deployed. The
 destination instance is created and owned by DMS: it takes the region's key, a private IP only
@@ -44,7 +49,14 @@ from cdktn_provider_google.database_migration_service_migration_job import (
 )
 from constructs import Construct
 
-from mlfleet.constructs.gcp.cloud_sql_registry import IAM_AUTH_FLAG, POSTGRES_VERSIONS, CloudSqlInstanceSettings
+from mlfleet.constructs.acknowledgements import acknowledge
+from mlfleet.constructs.aws.rds_ca import rds_ca_bundle
+from mlfleet.constructs.gcp.cloud_sql_registry import (
+    AUDIT_FLAGS,
+    IAM_AUTH_FLAG,
+    POSTGRES_VERSIONS,
+    CloudSqlInstanceSettings,
+)
 from mlfleet.constructs.gcp.kms_key import grant_service_agent, require_key_id
 from mlfleet.constructs.validation import (
     DMS_CONNECTION_PROFILE_ID,
@@ -58,6 +70,11 @@ from mlfleet.constructs.validation import (
     require,
     require_google_labels,
 )
+
+# The google provider has no write-only password on a DMS connection profile (see the docstring).
+STATE_PASSWORD_REASON = ("the google provider (8.7) offers no write-only password on a DMS connection profile; "
+                         "the replication user's password is in the Google regional stack's state, which is "
+                         "guarded like the database (docs/security.md)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,8 +101,8 @@ class AuroraToCloudSqlReplicaProps:
     source_database: str = "mlfleet_registry"
     """The database replicated; default `mlfleet_registry`."""
     source_ca_certificate: str | None = None
-    """PEM of the Aurora CA (Amazon RDS bundle): verify the source. Without it TLS is required
-    but the server is not verified. Default: none."""
+    """PEM of the CAs the Aurora server's certificate is verified against (e.g. the region's RDS
+    bundle); default the Amazon RDS global CA bundle shipped with mlfleet (`rds_ca.rds_ca_bundle`)."""
     settings: CloudSqlInstanceSettings = field(default_factory=CloudSqlInstanceSettings)
     """Machine, disk and flags of the destination instance; default `CloudSqlInstanceSettings()`."""
     labels: dict[str, str] = field(default_factory=dict)
@@ -108,10 +125,10 @@ class AuroraToCloudSqlReplica(Construct):
             postgresql=DatabaseMigrationServiceConnectionProfilePostgresql(
                 host=props.source_host, port=props.source_port, username=props.replication_user,
                 password=password.secret_data, database=props.source_database,
+                # REQUIRED would encrypt without checking whom DMS talks to.
                 ssl=DatabaseMigrationServiceConnectionProfilePostgresqlSsl(
-                    type="SERVER_ONLY", ca_certificate=props.source_ca_certificate)
-                if props.source_ca_certificate else DatabaseMigrationServiceConnectionProfilePostgresqlSsl(
-                    type="REQUIRED")))
+                    type="SERVER_ONLY", ca_certificate=props.source_ca_certificate or rds_ca_bundle())))
+        acknowledge(source, "MLF048", STATE_PASSWORD_REASON)
         grant = grant_service_agent(self, "cloudsql-key-grant", props.kms_key_id, props.project_number, "cloudsql")
         s = props.settings
         destination = DatabaseMigrationServiceConnectionProfile(
@@ -124,7 +141,7 @@ class AuroraToCloudSqlReplica(Construct):
                     cmek_key_name=props.kms_key_id, activation_policy="ALWAYS",
                     ip_config=DatabaseMigrationServiceConnectionProfileCloudsqlSettingsIpConfig(
                         enable_ipv4=False, private_network=props.private_network, require_ssl=True),
-                    database_flags={**s.database_flags, IAM_AUTH_FLAG: "on"}, user_labels=labels)),
+                    database_flags={**s.database_flags, **AUDIT_FLAGS, IAM_AUTH_FLAG: "on"}, user_labels=labels)),
             depends_on=[grant])
         self.migration_job = DatabaseMigrationServiceMigrationJob(
             self, "job", project=project, location=region, migration_job_id=props.instance_name,

@@ -13,6 +13,7 @@ from mlfleet.constructs.aws.s3_artifact_store import (
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
 
+from helpers.iam import allowed
 from helpers.template import only_resource, resources
 
 ACCOUNT = "333333333333"
@@ -79,6 +80,45 @@ def test_bucket_policy_denies_plain_http_and_old_tls(primary):
     assert denies["DenyInsecureTransport"]["Effect"] == "Deny"
     assert denies["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert denies["DenyOutdatedTls"]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
+
+
+def test_bucket_policy_refuses_uploads_that_bypass_the_artifact_key(primary):
+    _, tf = primary
+    bucket_policy = only_resource(tf, "aws_s3_bucket_policy")["policy"]
+    key_arn = statements(only_resource(tf, "aws_s3_bucket_policy"))["DenyOtherKmsKeys"]["Condition"][
+        "StringNotEquals"]["s3:x-amz-server-side-encryption-aws-kms-key-id"]
+    assert key_arn.startswith("${aws_kms_key.") and key_arn.endswith(".arn}")
+    writer = {"Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "*"}]}
+    candidate = f"arn:aws:s3:::{bucket('us-east-1')}/models/candidates/m/1/model.pt"
+    other_key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+
+    def put(**headers) -> bool:
+        context = {"aws:SecureTransport": "true", "s3:TlsVersion": "1.3", **{
+            f"s3:x-amz-server-side-encryption{'-aws-kms-key-id' if k == 'key' else ''}": v for k, v in headers.items()}}
+        return allowed(writer, "s3:PutObject", candidate, context, bucket_policy=bucket_policy)
+
+    assert put()  # no header: the bucket's default encryption, the artifact key
+    assert put(sse="aws:kms") and put(sse="aws:kms", key=key_arn)
+    assert not put(sse="AES256")
+    assert not put(sse="aws:kms:dsse")
+    assert not put(sse="aws:kms", key=other_key)
+    assert not put(key=other_key)
+
+
+def test_replicas_pass_the_destination_bucket_policy(synth):
+    # The standby's own guard names its own key: S3 writes replicas with ReplicateObject, never PutObject.
+    tf = synth(lambda stack: S3ArtifactStore(stack, "artifacts", props(
+        bucket_name=bucket("us-west-2"), region="us-west-2", role="standby", replicate_to=())), region="us-west-2")
+    standby_policy = only_resource(tf, "aws_s3_bucket_policy")["policy"]
+    replication = {"Statement": [{"Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateTags"],
+                                  "Resource": f"arn:aws:s3:::{bucket('us-west-2')}/*"}]}
+    replica = f"arn:aws:s3:::{bucket('us-west-2')}/models/approved/manifest.json"
+    context = {"aws:SecureTransport": "true", "s3:TlsVersion": "1.3",
+               "aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/{bucket('us-east-1')}-replication",
+               "s3:x-amz-server-side-encryption": "aws:kms",
+               "s3:x-amz-server-side-encryption-aws-kms-key-id": f"arn:aws:kms:us-west-2:{ACCOUNT}:key/mrk-1"}
+    for action in ("s3:ReplicateObject", "s3:ReplicateTags"):
+        assert allowed(replication, action, replica, context, bucket_policy=standby_policy)
 
 
 def test_replicates_to_every_standby_with_rtc_metrics_delete_markers_and_destination_key(primary):

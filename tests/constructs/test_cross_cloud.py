@@ -4,14 +4,22 @@ Least privilege on both sides, CMEK and private IPs, validation with the prop's 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
+from mlfleet.constructs.acknowledgements import acknowledgements_for
 from mlfleet.constructs.aws.gcs_transfer_role import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
+from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.aws.rds_ca import rds_ca_bundle
 from mlfleet.constructs.gcp.artifact_grants import GcsArtifactBucket
-from mlfleet.constructs.gcp.cloud_sql_registry import CloudSqlInstanceSettings
+from mlfleet.constructs.gcp.cloud_sql_registry import AUDIT_FLAGS, CloudSqlInstanceSettings
 from mlfleet.constructs.gcp.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
-from mlfleet.constructs.gcp.cross_cloud_registry import AuroraToCloudSqlReplica, AuroraToCloudSqlReplicaProps
+from mlfleet.constructs.gcp.cross_cloud_registry import (
+    STATE_PASSWORD_REASON,
+    AuroraToCloudSqlReplica,
+    AuroraToCloudSqlReplicaProps,
+)
 from mlfleet.constructs.gcp.kms_key import crypto_key_id
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
@@ -93,25 +101,79 @@ def test_transfer_job_copies_hourly_into_the_mirror_prefix_only(synth):
 
 def test_dms_replica_is_private_encrypted_and_continuous(synth):
     settings = CloudSqlInstanceSettings(tier="db-perf-optimized-N-4")
-    tf = synth(google(lambda s: AuroraToCloudSqlReplica(s, "registry", replica_props(settings=settings))),
-               with_provider=False)
+    built = {}
+    tf = synth(google(lambda s: built.setdefault("r", AuroraToCloudSqlReplica(s, "registry", replica_props(
+        settings=settings)))), with_provider=False)
     profiles = {p["connection_profile_id"]: p
                 for p in resources(tf, "google_database_migration_service_connection_profile").values()}
     source = profiles["mlfleet-prod-registry-usc1-source"]["postgresql"]
     assert source["host"] == "mlfleet-prod-registry.cluster-c0abc.us-east-1.rds.amazonaws.com"
-    assert source["ssl"] == {"type": "REQUIRED"} and source["username"] == "mlfleet_replication"
+    assert source["ssl"] == {"type": "SERVER_ONLY", "ca_certificate": rds_ca_bundle()}
+    assert source["username"] == "mlfleet_replication"
     assert source["password"].startswith("${data.google_secret_manager_secret_version.")
     destination = profiles["mlfleet-prod-registry-usc1"]["cloudsql"]["settings"]
     assert destination["cmek_key_name"] == KEY and destination["edition"] == "ENTERPRISE_PLUS"
     assert destination["ip_config"] == {"enable_ipv4": False, "private_network": NETWORK, "require_ssl": True}
     assert destination["tier"] == "db-perf-optimized-N-4"
     assert destination["database_flags"]["cloudsql.iam_authentication"] == "on"
+    # The replica DMS creates audits as the Cloud SQL registry does (pgAudit, statement logging).
+    assert AUDIT_FLAGS.items() <= destination["database_flags"].items()
     assert destination["source_id"].startswith("${google_database_migration_service_connection_profile.")
     job = only_resource(tf, "google_database_migration_service_migration_job")
     assert job["type"] == "CONTINUOUS" and job["vpc_peering_connectivity"] == {"vpc": NETWORK}
     assert job["deletion_policy"] == "ABANDON"
     assert tf["output"]["registry_replica_instance"]["value"] == "mlfleet-prod-registry-usc1"
-    assert [f for f in evaluate_terraform("gcp", tf) if f.rule != "MLF006"] == []
+    # The one finding: the replication password passes through state (no write-only argument),
+    # acknowledged on the source profile with its reason.
+    findings = [f for f in evaluate_terraform("gcp", tf) if f.rule != "MLF006"]
+    assert [(f.rule, f.address.rsplit("_", 1)[0]) for f in findings] == [
+        ("MLF048", "google_database_migration_service_connection_profile.registry_source")]
+    source = built["r"].node.find_child("source")
+    assert [a.reason for a in acknowledgements_for(source, "MLF048")] == [STATE_PASSWORD_REASON]
+
+
+def test_the_rds_ca_bundle_holds_only_unexpired_amazon_rds_roots_of_the_examples_regions():
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from mlfleet.stacks.environment import environment_names, load_environment
+
+    certificates = x509.load_pem_x509_certificates(rds_ca_bundle().encode())
+    now = datetime.now(timezone.utc)
+    names = []
+    for certificate in certificates:
+        subject = certificate.subject
+        assert subject == certificate.issuer  # a root: self-issued
+        certificate.verify_directly_issued_by(certificate)  # and self-signed
+        assert subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "Amazon RDS"
+        assert certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        assert certificate.not_valid_after_utc > now, f"{subject.rfc4514_string()} has expired: refresh the bundle"
+        names.append(subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+    regions = {r.name for n in environment_names() for r in load_environment(n).regions_on("aws")}
+    for region in sorted(regions):  # the CA Aurora uses by default, rds-ca-rsa2048-g1, in each
+        assert f"Amazon RDS {region} Root CA RSA2048 G1" in names
+
+
+def test_transfer_role_takes_the_kms_region_from_the_stack_when_the_key_is_a_token(synth):
+    def build(stack):
+        key = KmsKey(stack, "key", KmsKeyProps(alias="mlfleet-prod-artifacts", account_id="111111111111"))
+        S3ToGcsTransferRole(stack, "transfer", role_props(key_arn=key.key_arn))
+
+    tf = synth(build, region="eu-west-1")
+    statements = {s["Sid"]: s for s in json.loads(only_resource(tf, "aws_iam_role_policy")["policy"])["Statement"]}
+    assert statements["DecryptModels"]["Resource"].startswith("${aws_kms_key.")
+    assert statements["DecryptModels"]["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+
+
+def test_transfer_role_refuses_a_key_outside_the_stacks_region(synth):
+    with pytest.raises(PropsError, match="transfer: key_arn: .*not a KMS key ARN in the stack's region us-west-2"):
+        synth(lambda s: S3ToGcsTransferRole(s, "transfer", role_props()), region="us-west-2")
+
+
+def test_transfer_role_needs_a_stack_with_an_aws_provider(synth):
+    with pytest.raises(PropsError, match="transfer: region: stack test has no default AWS provider"):
+        synth(lambda s: S3ToGcsTransferRole(s, "transfer", role_props()), with_provider=False)
 
 
 def test_a_ca_certificate_verifies_the_source(synth):
@@ -132,7 +194,7 @@ def test_policy_catches_a_public_dms_destination(synth):
 
     tf = synth(google(build), with_provider=False)
     rules = sorted(f.rule for f in evaluate_terraform("gcp", tf) if f.rule != "MLF006")
-    assert rules == ["MLF001", "MLF002"]
+    assert rules == ["MLF001", "MLF002", "MLF048"]
 
 
 @pytest.mark.parametrize("build,prop", [

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mlfleet.constructs.aws.aurora_registry import (
@@ -57,7 +59,7 @@ def test_primary_is_the_protected_encrypted_writer_with_a_managed_password(synth
 
     params = only_resource(tf, "aws_rds_cluster_parameter_group")
     assert params["family"] == "aurora-postgresql16"
-    assert params["parameter"] == [{"name": "rds.global_db_rpo", "value": "900", "apply_method": "immediate"}]
+    assert params["parameter"][0] == {"name": "rds.global_db_rpo", "value": "900", "apply_method": "immediate"}
 
     instances = resources(tf, "aws_rds_cluster_instance")
     assert sorted(i["identifier"] for i in instances.values()) == [
@@ -95,6 +97,50 @@ def test_secondary_joins_by_identifier_without_credentials_and_survives_writer_m
     assert tf["output"]["registry_role"]["value"] == "secondary"
 
 
+def parameters(tf: dict) -> dict[str, tuple[str, str]]:
+    return {p["name"]: (p["value"], p["apply_method"])
+            for p in only_resource(tf, "aws_rds_cluster_parameter_group")["parameter"]}
+
+
+@pytest.mark.parametrize("role", ["primary", "secondary"])
+def test_every_member_forces_tls_and_audits_statements(synth, role):
+    tf = synth(lambda stack: AuroraRegistryDatabase(stack, "registry", props(role=role)))
+    assert parameters(tf) == {
+        "rds.global_db_rpo": ("900", "immediate"),
+        "rds.force_ssl": ("1", "immediate"),
+        "pgaudit.log": ("ddl,role,write", "immediate"),
+        "pgaudit.log_parameter": ("0", "immediate"),
+        "log_statement": ("ddl", "immediate"),
+        "log_min_duration_statement": ("1000", "immediate"),
+        "shared_preload_libraries": ("pg_stat_statements,pgaudit", "pending-reboot"),
+    }
+    assert only_resource(tf, "aws_rds_cluster")["enabled_cloudwatch_logs_exports"] == ["postgresql"]
+
+
+def test_a_dms_source_preloads_pglogical_beside_the_audit_libraries(synth):
+    tf = synth(lambda stack: AuroraRegistryDatabase(stack, "registry", props(logical_replication=True)))
+    found = parameters(tf)
+    assert found["shared_preload_libraries"] == ("pg_stat_statements,pgaudit,pglogical", "pending-reboot")
+    assert found["rds.logical_replication"] == ("1", "pending-reboot")
+    assert found["rds.force_ssl"] == ("1", "immediate")
+
+
+def test_instances_report_enhanced_monitoring_through_a_role_with_only_the_managed_policy(synth):
+    tf = synth(lambda stack: AuroraRegistryDatabase(stack, "registry", props()))
+    (role_id, role), = resources(tf, "aws_iam_role").items()
+    assert role["name"] == "mlfleet-prod-registry-us-east-1-monitoring"
+    (trust,) = json.loads(role["assume_role_policy"])["Statement"]
+    assert trust == {"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"},
+                     "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}}}
+    attachment = only_resource(tf, "aws_iam_role_policy_attachment")
+    assert attachment["policy_arn"] == "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+    assert attachment["role"] == f"${{aws_iam_role.{role_id}.name}}"
+    assert not resources(tf, "aws_iam_role_policy")  # nothing beyond the managed policy
+    for instance in resources(tf, "aws_rds_cluster_instance").values():
+        assert instance["monitoring_interval"] == 60
+        assert instance["monitoring_role_arn"] == f"${{aws_iam_role.{role_id}.arn}}"
+
+
 @pytest.mark.parametrize(("overrides", "prop", "reason"), [
     (dict(role="writer"), "role", "not 'primary' or 'secondary'"),
     (dict(cluster_identifier="Registry_1"), "cluster_identifier", "not an RDS identifier"),
@@ -110,6 +156,8 @@ def test_secondary_joins_by_identifier_without_credentials_and_survives_writer_m
     (dict(engine_version="16"), "engine_version", "not an Aurora PostgreSQL version"),
     (dict(instance_count=0), "instance_count", "outside 1 to 15"),
     (dict(master_username="postgres"), "master_username", "not a usable"),
+    (dict(monitoring_interval_seconds=45), "monitoring_interval_seconds", "not one of 1, 5, 10, 15, 30, 60"),
+    (dict(cluster_identifier="mlfleet-" + "x" * 50), "monitoring_role_name", "not a valid IAM role name"),
 ])
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"registry: {prop}: .*{reason}"):

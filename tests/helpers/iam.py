@@ -4,7 +4,7 @@ allow; a statement whose condition the request context does not satisfy does not
 
 Covers what mlfleet writes: Action and Resource as a string or a list with `*` wildcards (fnmatch),
 Principal `*` or an ARN list, and the condition operators StringEquals, StringLike, ArnEquals,
-ArnNotEquals, ForAnyValue:StringEquals, Bool and NumericLessThan."""
+ArnNotEquals, StringNotEquals, Null, ForAnyValue:StringEquals, Bool and NumericLessThan."""
 from __future__ import annotations
 
 import fnmatch
@@ -21,6 +21,10 @@ def _condition_holds(operator: str, key: str, expected: Any, context: dict) -> b
     actual = context.get(key)
     if operator == "ArnNotEquals":
         return actual is not None and actual not in values
+    if operator == "StringNotEquals":  # true for a request without the key, as in IAM
+        return actual is None or str(actual) not in values
+    if operator == "Null":
+        return (actual is None) == (values == ["true"])
     if actual is None:
         return False
     actual_values = [str(a) for a in _listed(actual)]

@@ -14,7 +14,7 @@ from mlfleet.stacks.environment import environment_names, load_environment, nami
 from mlfleet.stacks.gcp_global_stack import manifest_signing_key_id
 
 from helpers.iam import allowed
-from helpers.template import only_resource, resources
+from helpers.template import resources
 
 ENVIRONMENTS = [load_environment(n) for n in environment_names()]
 WITH_AWS = [e for e in ENVIRONMENTS if e.regions_on("aws")]
@@ -49,7 +49,8 @@ def _aws_region_policies(synthesized, env, region: str):
     roles = {f"${{aws_iam_role.{rid}.id}}": body["name"] for rid, body in resources(tf, "aws_iam_role").items()}
     by_purpose = {roles[p["role"]].rsplit("-", 1)[1]: json.loads(p["policy"])
                   for p in resources(tf, "aws_iam_role_policy").values() if p["role"] in roles}
-    bucket_policy = json.loads(only_resource(tf, "aws_s3_bucket_policy")["policy"])
+    (bucket_policy,) = [json.loads(p["policy"]) for p in resources(tf, "aws_s3_bucket_policy").values()
+                        if p["//"]["metadata"]["path"].endswith("/artifacts/policy")]
     return tf, by_purpose, bucket_policy
 
 
