@@ -21,3 +21,6 @@ GCS_DEFAULT_RPO_SECONDS = 12 * 3600
 # (GKE cluster names, service account ids).
 GKE_CLUSTER_NAME_MAX = 40
 SERVICE_ACCOUNT_ID_MAX = 30
+# The retentions, in days, that CloudWatch Logs accepts for a log group.
+CLOUDWATCH_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                                 2557, 2922, 3288, 3653)

@@ -54,6 +54,7 @@ AVAILABILITY_ZONE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d)([a-z])$")
 """An AZ name; group 1 is its region."""
 S3_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 S3_REPLICATION_RULE_ID = re.compile(r"^[\w.-]{1,255}$")
+CLOUDTRAIL_TRAIL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,127}$")
 IAM_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 IAM_ROLE_OR_USER_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
@@ -64,8 +65,6 @@ KMS_ALIAS_NAME = re.compile(r"^[a-zA-Z0-9/_-]{1,250}$")
 KMS_KEY_OR_ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/\S+$")
 VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-VPC_ENDPOINT_SERVICE = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
-"""The service part of an interface endpoint's name, e.g. `ecr.api`."""
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,47}$")
 """The name mlfleet gives a VPC and prefixes its subnets, gateways and flow logs with."""
 EC2_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -104,6 +103,10 @@ GOOGLE_SERVICE_ACCOUNT_EMAIL = re.compile(
     r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$")
 GOOGLE_IAM_MEMBER = re.compile(r"^(user|group|serviceAccount):[^\s@]+@[^\s@]+\.[a-z]{2,}$")
 """A principal of an IAM binding, e.g. `group:ml-review@example.com` (never allUsers)."""
+GOOGLE_API_SERVICE = re.compile(r"^[a-z0-9-]+\.googleapis\.com$")
+"""A Google API's service name, e.g. `storage.googleapis.com`."""
+GKE_SECURITY_GROUP = re.compile(r"^gke-security-groups@([a-z0-9-]+\.)+[a-z]{2,}$")
+"""The Workspace group of Google Groups for RBAC: GKE requires the name `gke-security-groups@<domain>`."""
 GOOGLE_SUBJECT_ID = re.compile(r"^\d{10,30}$")
 """The numeric subject id of a Google identity, as a web identity federation names it."""
 GOOGLE_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")

@@ -5,7 +5,11 @@ and, when the primary is on AWS, the Storage Transfer job that brings the primar
 across.
 
 Its state lives in the first Google Cloud standby (or the Google Cloud primary), like
-`<env>-global`'s, so it can be planned while the primary region is down."""
+`<env>-global`'s, so it can be planned while the primary region is down.
+
+Project-wide settings live here too: Data Access audit logs of Cloud Storage (every read and write of
+the artifacts, with the caller) and the project's Binary Authorization policy that the GKE clusters
+enforce."""
 from __future__ import annotations
 
 from cdktn import TerraformStack
@@ -13,6 +17,8 @@ from cdktn_provider_google.storage_bucket import StorageBucket
 from cdktn_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
+from mlfleet.constructs.gcp.audit_logs import DataAccessAuditLogs, DataAccessAuditLogsProps
+from mlfleet.constructs.gcp.binary_authorization import ImageAdmissionPolicy, ImageAdmissionPolicyProps
 from mlfleet.constructs.gcp.cross_cloud_artifact_copy import S3ToGcsTransfer, S3ToGcsTransferProps
 from mlfleet.constructs.gcp.gcs_artifact_store import GcsArtifactStore, GcsArtifactStoreProps
 from mlfleet.constructs.gcp.kms_key import CloudKmsKey, CloudKmsKeyProps, crypto_key_id
@@ -95,6 +101,13 @@ class GcpGlobalStack(TerraformStack):
                 source_bucket=naming.artifact_bucket(env.name, env.aws.account_id, source), source_region=source,
                 role_arn=f"arn:aws:iam::{env.aws.account_id}:role/{naming.gcs_transfer_role(env.name, source)}",
                 destination=self.artifacts, models_prefix=store.models_prefix))
+
+        self.audit_logs = DataAccessAuditLogs(self, "audit-logs", DataAccessAuditLogsProps(project_id=project))
+        self.image_admission: ImageAdmissionPolicy | None = None
+        if gcp.manage_binary_authorization_policy:
+            self.image_admission = ImageAdmissionPolicy(self, "image-admission", ImageAdmissionPolicyProps(
+                project_id=project, images=tuple(naming.gcp_image(env.name, project, r.name, env.serving.image.name)
+                                                 for r in env.regions_on("gcp"))))
 
         # Grants on the bucket name it by its (deterministic) name: they come after the bucket.
         bucket_address = f"{StorageBucket.TF_RESOURCE_TYPE}.{self.artifacts.bucket.friendly_unique_id}"

@@ -62,7 +62,8 @@ class GcpRegionalStack(TerraformStack):
             pods_range_name=self.network.pods_range_name, services_range_name=self.network.services_range_name,
             kms_key_id=self.key.key_id, master_ipv4_cidr=env.gke_control_plane_cidr(region),
             release_channel=gcp.release_channel, authorized_networks=dict(gcp.control_plane_networks),
-            node_service_account_id=naming.gke_node_service_account(env.name, region.name), labels=labels))
+            node_service_account_id=naming.gke_node_service_account(env.name, region.name),
+            rbac_security_group=gcp.rbac_security_group, labels=labels))
 
         self.pools = [self.cluster.add_gpu_pool(f"pool-{pool.name}", _pool_options(env, region, pool))
                       for pool in env.gpu_pools]

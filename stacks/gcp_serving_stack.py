@@ -55,8 +55,8 @@ class GcpServingStack(TerraformStack):
             proxy_subnet_cidr=region.network.proxy_cidr))
 
         serving_account = f"{naming.gcp_identity_prefix(env.name)}-serving@{gcp.project_id}.iam.gserviceaccount.com"
-        image = (f"{region.name}-docker.pkg.dev/{gcp.project_id}/{naming.artifact_registry_repository(env.name)}/"
-                 f"{env.serving.image.name}@{env.serving.image.digest}")
+        image = f"{naming.gcp_image(env.name, gcp.project_id, region.name, env.serving.image.name)}@" \
+                f"{env.serving.image.digest}"
         bucket = naming.gcs_artifact_bucket(env.name, gcp.project_id)
         # Version 1: Cloud KMS never rotates an asymmetric key by itself (see CloudKmsSigningKey).
         self.manifest_public_key = DataGoogleKmsCryptoKeyVersion(

@@ -6,6 +6,8 @@ from __future__ import annotations
 from cdktn import TerraformStack
 from constructs import Construct
 
+from mlfleet.constructs.acknowledgements import acknowledge
+from mlfleet.constructs.aws.artifact_audit_trail import ArtifactAuditTrail, ArtifactAuditTrailProps
 from mlfleet.constructs.aws.aurora_registry import AuroraRegistryDatabase, AuroraRegistryDatabaseProps
 from mlfleet.constructs.aws.eks_cluster import AccessEntry, EksCluster, EksClusterProps
 from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuPoolOptions, Reservation
@@ -31,7 +33,7 @@ from mlfleet.constructs.aws.monitoring import (
     GpuCapacityWatch,
     ReplicationWatch,
 )
-from mlfleet.constructs.aws.network import ExistingNetwork, VpcNetwork, VpcNetworkProps
+from mlfleet.constructs.aws.network import ExistingNetwork, FlowLogs, VpcNetwork, VpcNetworkProps
 from mlfleet.constructs.aws.s3_artifact_store import (
     ObjectLockProps,
     ReplicaTarget,
@@ -54,7 +56,12 @@ class RegionalStack(TerraformStack):
         primary = region.role == "primary"
         configure_aws_stack(self, env, region.name, state_region=region.name, state_name=region.name)
 
-        self.network = VpcNetwork(self, "network", _network_props(region))
+        self.network = VpcNetwork(self, "network", _network_props(env, region))
+        flow = region.network.flow_logs
+        if region.network.existing is None and not flow.enabled:
+            assert flow.reason is not None  # the model requires a reason to turn them off
+            # The environment's reason is the exception to MLF044 (flow logs), shown in the review.
+            acknowledge(self.network, "MLF044", flow.reason)
         cluster_name = naming.cluster_name(env.name, region.name)
         self.cluster = EksCluster(self, "cluster", EksClusterProps(
             name=cluster_name, account_id=account, region=region.name,
@@ -92,6 +99,12 @@ class RegionalStack(TerraformStack):
             replication_role_name=naming.role_name(env.name, region.name, "replication"),
             # Only this region's review role writes the approved area (the bucket policy's guard).
             approved_writer_arns=(_role_arn(env, region.name, "review"),)))
+
+        # Object-level record of the region's artifacts (approvals, reads), kept in the region.
+        self.artifact_audit = ArtifactAuditTrail(self, "artifact-audit", ArtifactAuditTrailProps(
+            trail_name=f"mlfleet-{env.name}-{region.name}-artifacts", account_id=account,
+            audited_bucket_names=(bucket,), log_bucket_name=f"{bucket}-audit",
+            key_alias=f"{naming.artifact_key_alias(env.name)}-audit"))
 
         self.signing_key = _signing_key(self, env, region)
 
@@ -191,7 +204,7 @@ def _image_repository(stack: TerraformStack, env: Environment, region: AwsRegion
     return None
 
 
-def _network_props(region: AwsRegion) -> VpcNetworkProps:
+def _network_props(env: Environment, region: AwsRegion) -> VpcNetworkProps:
     network = region.network
     if network.existing is not None:
         existing = network.existing
@@ -199,7 +212,14 @@ def _network_props(region: AwsRegion) -> VpcNetworkProps:
             vpc_id=existing.vpc_id, private_subnet_ids=tuple(existing.private_subnet_ids), cidr=existing.cidr))
     zones = tuple(f"{region.name}{chr(ord('a') + i)}" for i in range(network.availability_zones))
     assert network.cidr is not None  # the environment model gives cidr or existing
-    return VpcNetworkProps.create(cidr=network.cidr, availability_zones=zones, nat_gateways=network.nat_gateways)
+    account, flow = env.aws.account_id, network.flow_logs
+    return VpcNetworkProps.create(
+        cidr=network.cidr, availability_zones=zones, nat_gateways=network.nat_gateways, account_id=account,
+        # The endpoint policy admits the region's artifact bucket and Terraform state (a deployer inside the VPC).
+        s3_buckets=(naming.artifact_bucket(env.name, account, region.name), naming.state_bucket(account, region.name)),
+        flow_logs=FlowLogs(account_id=account, name_prefix=f"mlfleet-{env.name}-{region.name}",
+                           retention_days=flow.retention_days, traffic_type=flow.traffic_type)
+        if flow.enabled else None)
 
 
 def _reservation(capacity_type: str, reservation: PoolReservation) -> Reservation:

@@ -6,6 +6,10 @@ subnets: the CIDR is split into the smallest power of two of equal blocks that i
 the number of AZs; block `i` is AZ `i`'s private subnet (large: EKS's VPC CNI gives every pod
 a VPC address) and the last block holds the small public subnets, which exist only for the
 NAT gateways and the serving endpoint's load balancer. The blocks in between stay free for later use.
+
+Every VPC endpoint has a policy of what the VPC's workloads need of it (`endpoint_policy`), never the
+default full access: only the account's principals, on the account's resources and the AWS-owned ones
+EKS nodes need.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktn_provider_aws.default_security_group import DefaultSecurityGroup
 from cdktn_provider_aws.eip import Eip
 from cdktn_provider_aws.flow_log import FlowLog
@@ -35,12 +40,13 @@ from constructs import Construct
 from mlfleet.constructs.acknowledgements import acknowledge
 from mlfleet.constructs.aws.iam_policy import policy_document
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.service_limits import CLOUDWATCH_LOG_RETENTION_DAYS
 from mlfleet.constructs.validation import (
     ACCOUNT_ID,
     AVAILABILITY_ZONE,
     NETWORK_NAME,
+    S3_BUCKET_NAME,
     SUBNET_ID,
-    VPC_ENDPOINT_SERVICE,
     VPC_ID,
     PropsError,
     require,
@@ -82,10 +88,17 @@ class VpcNetworkProps:
     nat_gateways: Literal["per_az", "single"] = "per_az"
     """`per_az` keeps egress up when an AZ fails; `single` is cheaper and shares one AZ's fate. Default: `per_az`."""
     interface_endpoints: tuple[str, ...] = ("ecr.api", "ecr.dkr", "sts")
-    """Services reached through interface endpoints with private DNS (`com.amazonaws.<region>.<name>`).
-    Default: `ecr.api, ecr.dkr, sts`."""
+    """Services reached through interface endpoints with private DNS (`com.amazonaws.<region>.<name>`), of
+    `INTERFACE_ENDPOINT_SERVICES`. Default: `ecr.api, ecr.dkr, sts`."""
     flow_logs: FlowLogs | None = None
-    """VPC flow logs to CloudWatch; default none."""
+    """VPC flow logs to CloudWatch. Default none, which the rule pack refuses (MLF044) unless the stack
+    acknowledges it with a reason: the stacks always give them (the environment's `network.flow_logs`)."""
+    account_id: str | None = None
+    """The account whose principals, repositories and roles the VPC endpoints admit (their policies); default
+    the account Terraform runs as."""
+    s3_buckets: tuple[str, ...] = ()
+    """Buckets of this account that workloads reach through the S3 gateway endpoint (besides what EKS nodes
+    need, always admitted); default none."""
     existing: ExistingNetwork | None = None
     """Import this network instead of creating one (then give no other network props). Default: none."""
     name: str = "mlfleet"
@@ -179,10 +192,11 @@ class VpcNetwork(Construct):
         self.private_subnet_ids = [s.id for s in private_subnets]
         self.private_route_table_ids = [r.id for r in private_routes]
 
+        account = props.account_id or DataAwsCallerIdentity(self, "account").account_id
         # Image layers come from S3: a gateway endpoint keeps those pulls off the NAT gateways.
         VpcEndpoint(self, "s3-endpoint", vpc_id=self.vpc_id, vpc_endpoint_type="Gateway",
                     service_name=f"com.amazonaws.{self.region}.s3", route_table_ids=self.private_route_table_ids,
-                    tags=named("s3"))
+                    policy=endpoint_policy("s3", self.region, account, props.s3_buckets), tags=named("s3"))
         self.endpoint_security_group = SecurityGroup(
             self, "endpoint-security-group", name=f"{props.name}-vpc-endpoints", vpc_id=self.vpc_id,
             description="HTTPS from inside the VPC to its interface endpoints", tags=named("vpc-endpoints"))
@@ -193,7 +207,8 @@ class VpcNetwork(Construct):
             VpcEndpoint(self, f"{service.replace('.', '-')}-endpoint", vpc_id=self.vpc_id,
                         vpc_endpoint_type="Interface", service_name=f"com.amazonaws.{self.region}.{service}",
                         private_dns_enabled=True, subnet_ids=self.private_subnet_ids,
-                        security_group_ids=[self.endpoint_security_group.id], tags=named(service))
+                        security_group_ids=[self.endpoint_security_group.id],
+                        policy=endpoint_policy(service, self.region, account), tags=named(service))
 
         if props.flow_logs is not None:
             self._flow_logs(props.flow_logs, tags)
@@ -212,7 +227,10 @@ class VpcNetwork(Construct):
                        assume_role_policy=policy_document([{
                            "Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
                            "Action": "sts:AssumeRole",
-                           "Condition": {"StringEquals": {"aws:SourceAccount": flow.account_id}}}]))
+                           # Only this account's flow logs deliver through the role (confused deputy).
+                           "Condition": {"StringEquals": {"aws:SourceAccount": flow.account_id},
+                                         "ArnLike": {"aws:SourceArn": f"arn:aws:ec2:{self.region}:"
+                                                                      f"{flow.account_id}:vpc-flow-log/*"}}}]))
         IamRolePolicy(self, "flow-logs-policy", name="deliver-flow-logs", role=role.id, policy=policy_document([{
             "Sid": "DeliverToLogGroup", "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
@@ -221,6 +239,79 @@ class VpcNetwork(Construct):
         FlowLog(self, "flow-log", vpc_id=self.vpc_id, traffic_type=flow.traffic_type,
                 log_destination_type="cloud-watch-logs", log_destination=log_group.arn,
                 iam_role_arn=role.arn, max_aggregation_interval=60, tags=tags or None)
+
+
+# The registries of EKS add-on images (VPC CNI, kube-proxy, CoreDNS, the Pod Identity agent, the EBS CSI
+# driver, the load balancer controller): 602401143452 in every commercial region but these (AWS, "Amazon
+# container image registries for Amazon EKS add-ons").
+EKS_ADDON_REGISTRY_DEFAULT = "602401143452"
+EKS_ADDON_REGISTRY_ACCOUNTS = {
+    "af-south-1": "877085696533", "ap-east-1": "800184023465", "ap-south-2": "900889452093",
+    "ap-southeast-3": "296578399912", "ap-southeast-4": "491585149902", "ap-southeast-5": "151610086707",
+    "ap-southeast-7": "121268973566", "ca-west-1": "761377655185", "eu-central-2": "900612956339",
+    "eu-south-1": "590381155156", "eu-south-2": "455263428931", "il-central-1": "066635153087",
+    "me-central-1": "759879836304", "me-south-1": "558608220178", "mx-central-1": "730335286997",
+}
+INTERFACE_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr", "eks-auth", "sts")
+"""The interface endpoints whose policy `endpoint_policy` knows what the VPC needs of."""
+_ECR_PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+# What an image push adds to a pull (the runtime image is pushed to the primary's repository).
+_ECR_PUSH = ["ecr:CompleteLayerUpload", "ecr:DescribeImages", "ecr:DescribeRepositories", "ecr:InitiateLayerUpload",
+             "ecr:ListImages", "ecr:PutImage", "ecr:UploadLayerPart"]
+# Object reads and writes of the artifact store (training, review, the runtime: see artifact_grants) and of
+# Terraform's state (its lock file is written and deleted).
+_S3_OBJECTS = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetBucketLocation",
+               "s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion", "s3:GetObjectVersionTagging",
+               "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts", "s3:PutObject"]
+
+
+def endpoint_policy(service: str, region: str, account_id: str, buckets: tuple[str, ...] = ()) -> str:
+    """The policy of the VPC endpoint for `service` (`s3`, `ecr.api`, ...): what this VPC's workloads need
+    of it, no more. Statements admit principals of `account_id` only (`aws:PrincipalAccount`), so credentials
+    of another account cannot carry data out through the endpoint; resources are listed where they can be,
+    and where they cannot, `aws:ResourceAccount` keeps requests to this account."""
+    own = {"StringEquals": {"aws:PrincipalAccount": account_id}}
+    own_resources = {"StringEquals": {"aws:ResourceAccount": account_id}}
+
+    def allow(sid: str, actions: list[str] | str, resources: list[str] | str, condition: dict = own) -> dict:
+        return {"Sid": sid, "Effect": "Allow", "Principal": "*", "Action": actions, "Resource": resources,
+                "Condition": condition}
+
+    if service == "s3":
+        statements = [
+            # ECR serves image layers from this AWS-owned bucket, through the gateway endpoint.
+            allow("EcrImageLayers", "s3:GetObject", f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*"),
+            # dnf on Amazon Linux 2023 nodes (and yum on AL2) reads the region's package repositories.
+            allow("AmazonLinuxRepositories", "s3:GetObject", [f"arn:aws:s3:::al2023-repos-{region}-de612dc2/*",
+                                                             f"arn:aws:s3:::amazonlinux-2-repos-{region}/*"])]
+        if buckets:
+            statements.append(allow("EnvironmentBuckets", _S3_OBJECTS, sorted(
+                arn for bucket in buckets for arn in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"))))
+    elif service in ("ecr.api", "ecr.dkr"):
+        registry = EKS_ADDON_REGISTRY_ACCOUNTS.get(region, EKS_ADDON_REGISTRY_DEFAULT)
+        statements = [
+            # A registry login names no repository: admitted for this account's principals.
+            allow("RegistryLogin", "ecr:GetAuthorizationToken", "*"),
+            allow("AccountRepositories", sorted(_ECR_PULL + _ECR_PUSH),
+                  f"arn:aws:ecr:{region}:{account_id}:repository/*"),
+            # Nodes pull the EKS add-on images from AWS's registry of the region: pulls only.
+            allow("EksAddOnImages", _ECR_PULL, f"arn:aws:ecr:{region}:{registry}:repository/*")]
+    elif service == "sts":
+        statements = [
+            allow("CallerIdentity", "sts:GetCallerIdentity", "*"),
+            # Role assumption (with session tags) by this account's principals, into this account's roles.
+            allow("AccountRoles", ["sts:AssumeRole", "sts:TagSession"], f"arn:aws:iam::{account_id}:role/*",
+                  {"StringEquals": {"aws:PrincipalAccount": account_id, "aws:ResourceAccount": account_id}}),
+            # A web identity (IRSA) caller is no account's principal yet: it may assume this account's roles only.
+            allow("WebIdentityIntoAccountRoles", "sts:AssumeRoleWithWebIdentity",
+                  f"arn:aws:iam::{account_id}:role/*", own_resources)]
+    elif service == "eks-auth":
+        # EKS Pod Identity: the node's agent exchanges a pod's token for its role's credentials.
+        statements = [allow("PodIdentity", "eks-auth:AssumeRoleForPodIdentity",
+                            f"arn:aws:eks:{region}:{account_id}:cluster/*")]
+    else:
+        raise ValueError(f"no endpoint policy for {service!r} (one of {', '.join(INTERFACE_ENDPOINT_SERVICES)})")
+    return policy_document(statements)
 
 
 @dataclass(frozen=True)
@@ -247,7 +338,8 @@ def _validate_existing(scope: Construct, props: VpcNetworkProps) -> None:
     existing = props.existing
     assert existing is not None  # the constructor validates an existing network only
     others = {"cidr": props.cidr is not None, "availability_zones": bool(props.availability_zones),
-              "flow_logs": props.flow_logs is not None}
+              "flow_logs": props.flow_logs is not None, "account_id": props.account_id is not None,
+              "s3_buckets": bool(props.s3_buckets)}
     for prop, given in others.items():
         require(not given, scope, prop, "an existing network is imported as it is: give either "
                 "existing or the props of a network to create, not both")
@@ -291,19 +383,26 @@ def _validate_created(scope: Construct, props: VpcNetworkProps) -> str:
     require(len(set(props.interface_endpoints)) == len(props.interface_endpoints), scope,
             "interface_endpoints", "lists a service twice")
     for i, service in enumerate(props.interface_endpoints):
-        require(bool(VPC_ENDPOINT_SERVICE.fullmatch(service)) and service != "s3", scope, f"interface_endpoints[{i}]",
-                f"{service!r} is not a service name like 'ecr.api' (S3 always gets a gateway endpoint)")
+        require(service in INTERFACE_ENDPOINT_SERVICES, scope, f"interface_endpoints[{i}]",
+                f"{service!r} is not one of {', '.join(INTERFACE_ENDPOINT_SERVICES)} (each endpoint gets a policy "
+                "of what the VPC needs of it; S3 always gets a gateway endpoint)")
     require(bool(NETWORK_NAME.fullmatch(props.name)),
             scope, "name", f"{props.name!r}: letters, digits and '-', at most 48")
+    if props.account_id is not None:
+        require(bool(ACCOUNT_ID.fullmatch(props.account_id)), scope, "account_id",
+                f"{props.account_id!r} is not a 12-digit AWS account id")
+    for i, bucket in enumerate(props.s3_buckets):
+        require(bool(S3_BUCKET_NAME.fullmatch(bucket)), scope, f"s3_buckets[{i}]",
+                f"{bucket!r} is not an S3 bucket name (3 to 63 lowercase letters, digits, '.', '-')")
     if props.flow_logs is not None:
         flow = props.flow_logs
         require(bool(ACCOUNT_ID.fullmatch(flow.account_id)), scope, "flow_logs.account_id",
                 f"{flow.account_id!r} is not a 12-digit AWS account id")
         require(bool(NETWORK_NAME.fullmatch(flow.name_prefix)), scope, "flow_logs.name_prefix",
                 f"{flow.name_prefix!r}: letters, digits and '-', at most 48 (it names an IAM role)")
-        require(flow.retention_days in _LOG_RETENTION_DAYS, scope, "flow_logs.retention_days",
+        require(flow.retention_days in CLOUDWATCH_LOG_RETENTION_DAYS, scope, "flow_logs.retention_days",
                 f"{flow.retention_days} is not a CloudWatch Logs retention "
-                f"({', '.join(map(str, _LOG_RETENTION_DAYS))})")
+                f"({', '.join(map(str, CLOUDWATCH_LOG_RETENTION_DAYS))})")
         require(flow.traffic_type in ("ACCEPT", "REJECT", "ALL"), scope, "flow_logs.traffic_type",
                 f"{flow.traffic_type!r} is not ACCEPT, REJECT or ALL")
     return regions.pop()
@@ -318,8 +417,3 @@ def _private_cidr(scope: Construct, prop: str, value: str) -> ipaddress.IPv4Netw
             f"{value} is not a private IPv4 range")
     assert isinstance(network, ipaddress.IPv4Network)  # for the type checker: require raised otherwise
     return network
-
-
-_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
-                       2192, 2557, 2922, 3288, 3653)
-

@@ -3,7 +3,8 @@
 `CloudSqlRegistry` is the primary, in the primary region: regional HA (a standby in a second
 zone), automated backups with point-in-time recovery, a final backup kept on delete,
 deletion protection at both Terraform and API level, a private IP only, IAM database
-authentication, TLS required, and a customer-managed key of its region.
+authentication, TLS required, pgAudit and statement logging (`AUDIT_FLAGS`), and a customer-managed key of
+its region.
 
 `CloudSqlReplica` is the cross-region DR replica, in the DR region's stack. It names its
 primary by the primary's deterministic instance NAME, never by a reference into the primary's
@@ -52,8 +53,15 @@ from mlfleet.constructs.validation import (
 
 POSTGRES_VERSIONS = ("POSTGRES_15", "POSTGRES_16", "POSTGRES_17")
 IAM_AUTH_FLAG = "cloudsql.iam_authentication"
-# Connections and DDL are logged for audit; statements are not (they may carry data).
-AUDIT_FLAGS = {"log_connections": "on", "log_disconnections": "on"}
+# Audit and diagnostics logging, always on. Statement text is logged only for DDL and role changes (pgAudit's
+# `ddl,role`, `log_statement=ddl`) and for statements that fail: data statements may carry data. Durations
+# are logged without their statements (`log_duration` on, `log_min_duration_statement` -1).
+AUDIT_FLAGS = {
+    "log_connections": "on", "log_disconnections": "on", "log_hostname": "on",
+    "cloudsql.enable_pgaudit": "on", "pgaudit.log": "ddl,role", "log_statement": "ddl",
+    "log_checkpoints": "on", "log_lock_waits": "on", "log_duration": "on", "log_min_duration_statement": "-1",
+    "log_min_messages": "warning", "log_min_error_statement": "error",
+}
 SERVICE_ACCOUNT_SUFFIX = ".gserviceaccount.com"
 _TIER = re.compile(r"^db-perf-optimized-N-(2|4|8|16|32|48|64|80|96|128)$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -69,7 +77,8 @@ class CloudSqlInstanceSettings:
     disk_size_gb: int = 100
     """Starting size; storage grows automatically. Default: `100`."""
     database_flags: dict[str, str] = field(default_factory=dict)
-    """Extra PostgreSQL flags (IAM authentication and connection logging are always on). Default: none."""
+    """Extra PostgreSQL flags (IAM authentication and the audit logging of `AUDIT_FLAGS` are always on). Default:
+    none."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,9 @@
   plane endpoint reachable only from the listed networks.
 - Workload Identity: pods get Google credentials from their Kubernetes service account through
   the GKE metadata server, never the node's.
-- Dataplane V2 (eBPF, with Kubernetes network policy built in), shielded nodes, a release channel.
+- Dataplane V2 (eBPF, with Kubernetes network policy built in), intranode visibility (flow logs see
+  pod-to-pod traffic on a node), shielded nodes, a release channel.
+- Binary Authorization: pods run only what the project's policy admits (`ImageAdmissionPolicy`).
 - Application-layer secrets encryption with a Cloud KMS key in the cluster's region; node boot
   disks encrypted with the same key.
 - Nodes run as a dedicated service account with GKE's minimal node role, not the Compute
@@ -23,9 +25,13 @@ from typing import Literal
 from cdktn import TerraformOutput, TerraformResourceLifecycle, Token
 from cdktn_provider_google.container_cluster import (
     ContainerCluster,
+    ContainerClusterAuthenticatorGroupsConfig,
+    ContainerClusterBinaryAuthorization,
     ContainerClusterDatabaseEncryption,
     ContainerClusterGatewayApiConfig,
     ContainerClusterIpAllocationPolicy,
+    ContainerClusterMasterAuth,
+    ContainerClusterMasterAuthClientCertificateConfig,
     ContainerClusterMasterAuthorizedNetworksConfig,
     ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks,
     ContainerClusterNodeConfig,
@@ -53,6 +59,7 @@ from mlfleet.constructs.gcp.gke_gpu_node_pool import GkeGpuNodePool, GkeGpuNodeP
 from mlfleet.constructs.gcp.kms_key import grant_service_agent, require_key_id
 from mlfleet.constructs.service_limits import GKE_CLUSTER_NAME_MAX
 from mlfleet.constructs.validation import (
+    GKE_SECURITY_GROUP,
     GOOGLE_PROJECT_ID,
     GOOGLE_PROJECT_NUMBER,
     GOOGLE_REGION,
@@ -108,6 +115,9 @@ class GkeClusterProps:
     """Most system nodes per zone; default `3`."""
     maintenance_start_time: str = "03:00"
     """Daily maintenance window start, UTC (HH:MM). Default: `03:00`."""
+    rbac_security_group: str | None = None
+    """Google Groups for RBAC: the Workspace group `gke-security-groups@<domain>` whose member groups RBAC
+    bindings may name. Default: none (bindings name users and service accounts)."""
     labels: dict[str, str] = field(default_factory=dict)
     """Google Cloud labels on the cluster; default none."""
 
@@ -150,11 +160,22 @@ class GkeCluster(Construct):
                 cidr_blocks=[ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(
                     display_name=name, cidr_block=cidr)
                              for name, cidr in sorted(props.authorized_networks.items())] or None),
+            # No client certificate: GKE's default, said explicitly (kubectl authenticates through IAM).
+            master_auth=ContainerClusterMasterAuth(
+                client_certificate_config=ContainerClusterMasterAuthClientCertificateConfig(
+                    issue_client_certificate=False)),
             workload_identity_config=ContainerClusterWorkloadIdentityConfig(workload_pool=self.workload_pool),
             release_channel=ContainerClusterReleaseChannel(channel=props.release_channel),
             # Dataplane V2 enforces Kubernetes NetworkPolicy itself (no Calico add-on): the runtime's policy
             # admitting only the load balancer's ranges takes effect without network_policy being set.
             datapath_provider="ADVANCED_DATAPATH", enable_shielded_nodes=True, enable_legacy_abac=False,
+            # Pod-to-pod traffic on one node goes through the VPC, so the subnet's flow logs see it too.
+            enable_intranode_visibility=True,
+            # Pods run only images the project's Binary Authorization policy admits (ImageAdmissionPolicy).
+            binary_authorization=ContainerClusterBinaryAuthorization(
+                evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"),
+            authenticator_groups_config=ContainerClusterAuthenticatorGroupsConfig(
+                security_group=props.rbac_security_group) if props.rbac_security_group else None,
             # The Gateway API CRDs and GKE's Gateway controller: the serving gateway (GkeServingGateway).
             gateway_api_config=ContainerClusterGatewayApiConfig(channel="CHANNEL_STANDARD"),
             database_encryption=ContainerClusterDatabaseEncryption(state="ENCRYPTED", key_name=props.kms_key_id),
@@ -242,6 +263,9 @@ def _validate(scope: Construct, p: GkeClusterProps) -> None:
             f"({p.system_nodes_per_zone_max})")
     require(bool(_is_hhmm(p.maintenance_start_time)), scope, "maintenance_start_time",
             f"{p.maintenance_start_time!r} is not a time HH:MM")
+    if p.rbac_security_group is not None:
+        require(bool(GKE_SECURITY_GROUP.fullmatch(p.rbac_security_group)), scope, "rbac_security_group",
+                f"{p.rbac_security_group!r} is not gke-security-groups@<domain> (GKE requires that name)")
     require_google_labels(scope, p.labels)
     if not Token.is_unresolved(p.network):
         require("/global/networks/" in p.network, scope, "network", f"{p.network!r} is not a VPC self link")

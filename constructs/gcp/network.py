@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cdktn import TerraformOutput, Token
+from cdktn_provider_google.compute_firewall import ComputeFirewall, ComputeFirewallDeny, ComputeFirewallLogConfig
 from cdktn_provider_google.compute_global_address import ComputeGlobalAddress
 from cdktn_provider_google.compute_network import ComputeNetwork
 from cdktn_provider_google.compute_router import ComputeRouter
@@ -32,6 +33,7 @@ from mlfleet.constructs.validation import GOOGLE_PROJECT_ID, GOOGLE_REGION, GOOG
 
 PRIVATE_RANGES = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                                           "100.64.0.0/10"))
+DENY_ALL_SUFFIX = "-deny-all-ingress"
 
 
 def network_self_link(project: str, name: str) -> str:
@@ -52,12 +54,15 @@ class GcpVpcProps:
 
 
 class GcpVpc(Construct):
-    """A custom-mode, globally routed VPC with private services access."""
+    """A custom-mode, globally routed VPC with private services access and a logged deny-all ingress rule."""
 
     def __init__(self, scope: Construct, id_: str, props: GcpVpcProps):
         super().__init__(scope, id_)
         _require_project(self, props.project_id)
         _require_name(self, "name", props.name)
+        require(len(props.name) <= 63 - len(DENY_ALL_SUFFIX), self, "name",
+                f"{props.name!r} is too long: at most {63 - len(DENY_ALL_SUFFIX)} characters (the firewall rule "
+                f"<name>{DENY_ALL_SUFFIX} must fit 63)")
         services = _require_private_cidr(self, "private_services_cidr", props.private_services_cidr)
         require(services.prefixlen <= 24, self, "private_services_cidr",
                 "private services access needs at least a /24")
@@ -67,6 +72,14 @@ class GcpVpc(Construct):
             # GLOBAL: a regional subnet's routes reach every region, so a DR region's clients reach
             # a Cloud SQL instance promoted there without a network change.
             routing_mode="GLOBAL")
+        # The implied deny-all-ingress rule, made explicit at the lowest priority: every allow rule (GKE's,
+        # the load balancer's health checks) outranks it, and denied connections are logged.
+        self.deny_all_ingress = ComputeFirewall(
+            self, "deny-all-ingress", project=props.project_id, name=f"{props.name}{DENY_ALL_SUFFIX}",
+            network=self.network.id, direction="INGRESS", priority=65535, source_ranges=["0.0.0.0/0"],
+            deny=[ComputeFirewallDeny(protocol="all")],
+            log_config=ComputeFirewallLogConfig(metadata="INCLUDE_ALL_METADATA"),
+            description="Deny all ingress that no higher-priority rule allows (explicit, logged)")
         address = ComputeGlobalAddress(
             self, "private-services-range", project=props.project_id, name=f"{props.name}-private-services",
             purpose="VPC_PEERING", address_type="INTERNAL", address=str(services.network_address),

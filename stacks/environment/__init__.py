@@ -41,6 +41,7 @@ from mlfleet.stacks.environment.regions import (
     AwsRegion,
     ExistingGcpSubnet,
     ExistingNetwork,
+    FlowLogs,
     GcpNetwork,
     GcpRegion,
     Network,
@@ -49,9 +50,9 @@ from mlfleet.stacks.environment.regions import (
 
 __all__ = [
     "ENVIRONMENTS_DIR", "GCS_MULTI_REGIONS", "Acknowledgement", "ArtifactStore", "Aws", "AwsRegion",
-    "CloudSqlRegistry", "ConfigError", "Environment", "ExistingGcpSubnet", "ExistingNetwork", "Gcp", "GcpNetwork",
-    "GcpPoolShape", "GcpRegion", "GpuPool", "GpuSharing", "Identities", "MlfleetError", "Network", "ObjectLock",
-    "Region", "RegistryDatabase", "RegistrySource", "Reservation", "Serving", "Targets", "artifact_rpo",
+    "CloudSqlRegistry", "ConfigError", "Environment", "ExistingGcpSubnet", "ExistingNetwork", "FlowLogs", "Gcp",
+    "GcpNetwork", "GcpPoolShape", "GcpRegion", "GpuPool", "GpuSharing", "Identities", "MlfleetError", "Network",
+    "ObjectLock", "Region", "RegistryDatabase", "RegistrySource", "Reservation", "Serving", "Targets", "artifact_rpo",
     "environment_names", "gke_node_locations", "is_aws_principal", "json_schema",
     "load_environment", "load_environment_file", "parse_environment",
 ]

@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, mo
 from mlfleet.constructs.validation import (
     ACCOUNT_ID,
     EMAIL,
+    GKE_SECURITY_GROUP,
     GOOGLE_NOTIFICATION_CHANNEL,
     GOOGLE_PROJECT_ID,
     GOOGLE_PROJECT_NUMBER,
@@ -297,6 +298,14 @@ class Gcp(Model):
         default="10.250.0.0/16", description="The VPC range Cloud SQL private IPs (and DMS) come from")
     alert_emails: list[_EMAIL] = Field(default_factory=list)
     notification_channels: list[_NOTIFICATION_CHANNEL] = Field(default_factory=list)
+    rbac_security_group: str | None = Field(
+        default=None, pattern=GKE_SECURITY_GROUP.pattern,
+        description="Google Groups for RBAC: the Workspace group gke-security-groups@<domain> whose member groups "
+                    "the GKE clusters' RBAC bindings may name; default none")
+    manage_binary_authorization_policy: bool = Field(
+        default=True, description="Write the project's Binary Authorization policy (one per project: only the "
+                                  "runtime image by digest, and GKE's system images); false when the project keeps "
+                                  "its own and adds mlfleet's image patterns to it")
     storage_transfer_subject_id: str | None = Field(
         default=None, pattern=GOOGLE_SUBJECT_ID.pattern,
         description="subjectId of the project's Storage Transfer service agent (googleServiceAccounts.get): "

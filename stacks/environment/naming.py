@@ -149,6 +149,11 @@ def artifact_registry_repository(env: str) -> str:
     return f"mlfleet-{env}"
 
 
+def gcp_image(env: str, project: str, region: str, image: str) -> str:
+    """The runtime image's name (without digest) in a Google Cloud region's Artifact Registry repository."""
+    return f"{region}-docker.pkg.dev/{project}/{artifact_registry_repository(env)}/{image}"
+
+
 def serving_namespace() -> str:
     return "mlfleet"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
+from mlfleet.constructs.service_limits import CLOUDWATCH_LOG_RETENTION_DAYS
 from mlfleet.constructs.validation import GOOGLE_REGION, GOOGLE_RESOURCE_NAME, REGION, SUBNET_ID, VPC_ID
 from mlfleet.stacks.environment.fields import (
     Cidr,
@@ -24,17 +25,51 @@ class ExistingNetwork(Model):
     cidr: Cidr
 
 
+class FlowLogs(Model):
+    """VPC flow logs of a created VPC, to a CloudWatch log group encrypted with a customer key. On by
+    default: turning them off is an explicit exception, with its reason."""
+    enabled: bool = Field(default=True, description="Record the VPC's traffic; default true")
+    traffic_type: Literal["ALL", "ACCEPT", "REJECT"] = Field(
+        default="ALL", description="ALL, ACCEPT or REJECT traffic; default ALL")
+    retention_days: int = Field(
+        default=365, description="Days CloudWatch keeps the flow logs; default 365",
+        json_schema_extra={"enum": list(CLOUDWATCH_LOG_RETENTION_DAYS)})
+    reason: str | None = Field(default=None, min_length=10,
+                               description="Why flow logs are off (required with enabled: false)")
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, days: int) -> int:
+        if days not in CLOUDWATCH_LOG_RETENTION_DAYS:
+            raise ValueError(f"{days} is not a CloudWatch Logs retention "
+                             f"({', '.join(map(str, CLOUDWATCH_LOG_RETENTION_DAYS))})")
+        return days
+
+    @model_validator(mode="after")
+    def _off_needs_a_reason(self) -> FlowLogs:
+        if not self.enabled and self.reason is None:
+            raise ValueError("flow logs are off: give the reason (an exception to secure defaults is explicit)")
+        if self.enabled and self.reason is not None:
+            raise ValueError("reason explains flow logs turned off; with enabled: true, leave it out")
+        return self
+
+
 class Network(Model):
     """Create a VPC from `cidr` across `availability_zones` AZs, or import `existing` ids."""
     cidr: Cidr | None = None
     availability_zones: int = Field(default=3, ge=3, le=6)
     nat_gateways: Literal["per_az", "single"] = "per_az"
     existing: ExistingNetwork | None = None
+    flow_logs: FlowLogs = Field(
+        default=FlowLogs(), description="Flow logs of the created VPC (an existing network keeps its own); "
+                                        "default on, all traffic, kept 365 days")
 
     @model_validator(mode="after")
     def _one_source(self) -> Network:
         if (self.cidr is None) == (self.existing is None):
             raise ValueError("give either cidr (a VPC is created) or existing (ids are imported)")
+        if self.existing is not None and "flow_logs" in self.model_fields_set:
+            raise ValueError("flow_logs applies to a VPC mlfleet creates: an existing network keeps its own")
         return self
 
     @property

@@ -64,7 +64,9 @@ def test_primary_is_enterprise_plus_regional_ha_private_iam_auth_with_pitr_and_d
     assert settings["retain_backups_on_delete"] is True
     assert {f["name"]: f["value"] for f in settings["database_flags"]} == {
         "cloudsql.iam_authentication": "on", "log_connections": "on", "log_disconnections": "on",
-        "max_connections": "400"}
+        "log_hostname": "on", "cloudsql.enable_pgaudit": "on", "pgaudit.log": "ddl,role", "log_statement": "ddl",
+        "log_checkpoints": "on", "log_lock_waits": "on", "log_duration": "on", "log_min_duration_statement": "-1",
+        "log_min_messages": "warning", "log_min_error_statement": "error", "max_connections": "400"}
     assert only_resource(tf, "google_kms_crypto_key_iam_member")["member"] == \
         f"serviceAccount:service-{NUMBER}@gcp-sa-cloud-sql.iam.gserviceaccount.com"
     assert instance["depends_on"][0].startswith("google_kms_crypto_key_iam_member.")

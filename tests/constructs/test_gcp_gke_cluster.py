@@ -43,6 +43,7 @@ def test_cluster_is_regional_private_workload_identity_dataplane_v2_and_encrypts
     assert cluster["master_authorized_networks_config"] == {
         "gcp_public_cidrs_access_enabled": False, "cidr_blocks": [{"cidr_block": "10.8.0.0/16", "display_name": "vpn"}]}
     assert cluster["workload_identity_config"] == {"workload_pool": "mlfleet-prod.svc.id.goog"}
+    assert cluster["master_auth"] == {"client_certificate_config": {"issue_client_certificate": False}}
     assert cluster["release_channel"] == {"channel": "STABLE"}
     assert cluster["datapath_provider"] == "ADVANCED_DATAPATH" and cluster["enable_shielded_nodes"] is True
     assert cluster["database_encryption"] == {"state": "ENCRYPTED", "key_name": KEY}
@@ -94,7 +95,24 @@ def test_the_gateway_api_is_on_and_dataplane_v2_enforces_network_policy(stack):
     assert cluster["datapath_provider"] == "ADVANCED_DATAPATH" and "network_policy" not in cluster
 
 
+def test_pods_run_only_what_the_project_binary_authorization_policy_admits(stack):
+    GkeCluster(stack, "gke", props())
+    cluster = next(iter(stack.to_terraform()["resource"]["google_container_cluster"].values()))
+    assert cluster["binary_authorization"] == {"evaluation_mode": "PROJECT_SINGLETON_POLICY_ENFORCE"}
+    # Same-node pod traffic crosses the VPC, where the subnet's flow logs record it.
+    assert cluster["enable_intranode_visibility"] is True
+    assert "authenticator_groups_config" not in cluster
+
+
+def test_google_groups_for_rbac_names_the_workspace_security_group(stack):
+    GkeCluster(stack, "gke", props(rbac_security_group="gke-security-groups@example.com"))
+    cluster = next(iter(stack.to_terraform()["resource"]["google_container_cluster"].values()))
+    assert cluster["authenticator_groups_config"] == {"security_group": "gke-security-groups@example.com"}
+
+
 @pytest.mark.parametrize("overrides, message", [
+    (dict(rbac_security_group="ml-admins@example.com"),
+     "rbac_security_group: 'ml-admins@example.com' is not gke-security-groups@<domain>"),
     (dict(project_number="12ab"), "project_number: '12ab' is not a project number"),
     (dict(name="mlfleet-production-us-central1-serving-cluster"), "name: .* at most 40"),
     (dict(name="mlfleet-production-us-east1"),

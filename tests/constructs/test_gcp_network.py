@@ -69,6 +69,17 @@ def stack():
     return cdktn.TerraformStack(cdktn.Testing.app(), "test")
 
 
+def test_the_vpc_denies_and_logs_all_ingress_no_other_rule_allows(stack):
+    GcpVpc(stack, "vpc", GcpVpcProps(project_id=PROJECT, name="mlfleet"))
+    tf = stack.to_terraform()["resource"]
+    (firewall,) = tf["google_compute_firewall"].values()
+    network = next(iter(tf["google_compute_network"]))
+    assert firewall["network"] == "${google_compute_network.%s.id}" % network
+    assert (firewall["direction"], firewall["priority"], firewall["source_ranges"]) == ("INGRESS", 65535, ["0.0.0.0/0"])
+    assert firewall["deny"] == [{"protocol": "all"}] and "allow" not in firewall
+    assert firewall["log_config"] == {"metadata": "INCLUDE_ALL_METADATA"}
+
+
 def test_a_proxy_only_subnet_is_made_for_regional_load_balancers_when_asked(stack):
     net = GcpRegionalNetwork(stack, "net", regional(proxy_subnet_cidr="10.129.0.0/23"))
     subnets = {s["name"]: s for s in stack.to_terraform()["resource"]["google_compute_subnetwork"].values()}
@@ -118,6 +129,7 @@ def test_invalid_regional_props_name_the_prop(stack, overrides, message):
     (dict(private_services_cidr="10.250.0.0/25"),
      "private_services_cidr: private services access needs at least a /24"),
     (dict(private_services_cidr="34.0.0.0/16"), "private_services_cidr: 34.0.0.0/16 is not in a private range"),
+    (dict(name="m" * 50), "name: 'm+' is too long: at most 46 characters"),
 ])
 def test_invalid_vpc_props_name_the_prop(stack, overrides, message):
     with pytest.raises(PropsError, match=message):

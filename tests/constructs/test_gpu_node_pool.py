@@ -226,11 +226,12 @@ def test_a_created_volume_key_needs_an_alias_when_the_cluster_name_is_a_referenc
 
 def test_network_cluster_and_efa_pool_synthesize_identically_twice_and_pass_the_policy_pass(synth):
     from mlfleet.constructs.aws.eks_cluster import EksCluster, EksClusterProps
-    from mlfleet.constructs.aws.network import VpcNetwork, VpcNetworkProps
+    from mlfleet.constructs.aws.network import FlowLogs, VpcNetwork, VpcNetworkProps
 
     def build(stack):
         network = VpcNetwork(stack, "network", VpcNetworkProps(
-            cidr="10.20.0.0/16", availability_zones=("us-east-1a", "us-east-1b", "us-east-1c")))
+            cidr="10.20.0.0/16", availability_zones=("us-east-1a", "us-east-1b", "us-east-1c"),
+            flow_logs=FlowLogs(account_id=ACCOUNT, name_prefix="mlfleet-test-us-east-1")))
         cluster = EksCluster(stack, "cluster", EksClusterProps(name=CLUSTER, account_id=ACCOUNT, region="us-east-1",
                                                                subnet_ids=tuple(network.private_subnet_ids)))
         EksGpuNodePool(stack, "pool", props(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,

@@ -6,10 +6,18 @@ import json
 import pytest
 
 from mlfleet.constructs.acknowledgements import acknowledgements_for
-from mlfleet.constructs.aws.network import ExistingNetwork, FlowLogs, VpcNetwork, VpcNetworkProps, plan_subnets
+from mlfleet.constructs.aws.network import (
+    ExistingNetwork,
+    FlowLogs,
+    VpcNetwork,
+    VpcNetworkProps,
+    endpoint_policy,
+    plan_subnets,
+)
 from mlfleet.constructs.policy import evaluate_terraform
 from mlfleet.constructs.validation import PropsError
 
+from helpers.iam import allowed
 from helpers.template import only_resource, resources
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
@@ -63,7 +71,8 @@ def test_created_network_is_private_per_az_with_nat_and_endpoints_and_passes_the
     assert "ingress" not in only_resource(tf, "aws_security_group")
     assert only_resource(tf, "aws_default_security_group")["ingress"] == []
 
-    assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
+    # Without flow logs the pack's one finding is MLF044: the stacks always give them (or a reason).
+    assert [f.rule for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == ["MLF044"]
     public_subnet = net.node.find_child("public-us-east-1a")
     reason = acknowledgements_for(public_subnet, "MLF002")[0].reason
     assert "NAT gateway" in reason and "map_public_ip_on_launch" in reason
@@ -97,7 +106,8 @@ def test_flow_logs_go_to_an_encrypted_log_group_through_a_scoped_role(synth):
         "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"]}]
     trust = json.loads(only_resource(tf, "aws_iam_role")["assume_role_policy"])["Statement"][0]
     assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
-    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT},
+                                  "ArnLike": {"aws:SourceArn": f"arn:aws:ec2:us-east-1:{ACCOUNT}:vpc-flow-log/*"}}
     services = {e["service_name"] for e in resources(tf, "aws_vpc_endpoint").values()}
     assert "com.amazonaws.us-east-1.eks-auth" in services
     assert [f for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == []
@@ -149,7 +159,11 @@ EXISTING = ExistingNetwork(vpc_id="vpc-0123456789abcdef0", cidr="10.40.0.0/16",
     (dict(cidr="10.20.0.0/24", availability_zones=ZONES), r"cidr: 10.20.0.0/24: use a /16 to /20"),
     (dict(availability_zones=ZONES), r"cidr: give the CIDR"),
     (dict(**NETWORK, nat_gateways="none"), r"nat_gateways: 'none' is not 'per_az' or 'single'"),
-    (dict(**NETWORK, interface_endpoints=("s3",)), r"interface_endpoints\[0\]: 's3'"),
+    (dict(**NETWORK, interface_endpoints=("s3",)), r"interface_endpoints\[0\]: 's3' is not one of ecr.api"),
+    (dict(**NETWORK, interface_endpoints=("ssm",)), r"interface_endpoints\[0\]: 'ssm' is not one of .* gets a policy"),
+    (dict(**NETWORK, account_id="12345"), r"account_id: '12345' is not a 12-digit AWS account id"),
+    (dict(**NETWORK, s3_buckets=("Bad_Bucket",)), r"s3_buckets\[0\]: 'Bad_Bucket' is not an S3 bucket name"),
+    (dict(existing=EXISTING, account_id=ACCOUNT), r"net: account_id: an existing network is imported as it is"),
     (dict(**NETWORK, flow_logs=FlowLogs(account_id="1234", name_prefix="p")), r"flow_logs.account_id: '1234'"),
     (dict(**NETWORK, flow_logs=FlowLogs(account_id=ACCOUNT, name_prefix="p", retention_days=100)),
      r"flow_logs.retention_days: 100 is not a CloudWatch Logs retention"),
@@ -167,3 +181,68 @@ EXISTING = ExistingNetwork(vpc_id="vpc-0123456789abcdef0", cidr="10.40.0.0/16",
 def test_invalid_props_are_rejected_with_the_prop_named(synth, props, match):
     with pytest.raises(PropsError, match=match):
         synth(lambda stack: VpcNetwork(stack, "net", VpcNetworkProps(**props)))
+
+
+def _endpoint_policies(tf: dict) -> dict[str, dict]:
+    return {e["service_name"].rsplit(".", 2)[-1] if e["service_name"].endswith(".s3")
+            else e["service_name"].split("us-east-1.", 1)[1]: json.loads(e["policy"])
+            for e in resources(tf, "aws_vpc_endpoint").values()}
+
+
+def test_every_endpoint_has_a_policy_of_what_the_vpc_needs_for_the_account_principals_only(synth):
+    tf = synth(lambda stack: VpcNetwork(stack, "net", VpcNetworkProps(
+        cidr="10.20.0.0/16", availability_zones=ZONES, account_id=ACCOUNT, s3_buckets=("mlfleet-prod-artifacts",),
+        interface_endpoints=("ecr.api", "ecr.dkr", "sts", "eks-auth"))))
+    policies = _endpoint_policies(tf)
+    assert sorted(policies) == ["ecr.api", "ecr.dkr", "eks-auth", "s3", "sts"]
+    for service, policy in policies.items():
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow" and "*" not in json.dumps(statement["Action"]), service
+            # Every statement is held to this account: its principals, or (web identity) its roles.
+            condition = statement["Condition"]["StringEquals"]
+            assert ACCOUNT in (condition.get("aws:PrincipalAccount"), condition.get("aws:ResourceAccount")), service
+
+    s3 = {s["Sid"]: s for s in policies["s3"]["Statement"]}
+    assert s3["EcrImageLayers"]["Resource"] == "arn:aws:s3:::prod-us-east-1-starport-layer-bucket/*"
+    assert s3["AmazonLinuxRepositories"]["Action"] == "s3:GetObject"
+    assert s3["EnvironmentBuckets"]["Resource"] == ["arn:aws:s3:::mlfleet-prod-artifacts",
+                                                    "arn:aws:s3:::mlfleet-prod-artifacts/*"]
+    assert policies["ecr.api"] == policies["ecr.dkr"]
+    ecr = {s["Sid"]: s for s in policies["ecr.api"]["Statement"]}
+    assert ecr["AccountRepositories"]["Resource"] == f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/*"
+    assert ecr["EksAddOnImages"]["Resource"] == "arn:aws:ecr:us-east-1:602401143452:repository/*"
+    assert set(ecr["EksAddOnImages"]["Action"]) == {"ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                                                    "ecr:GetDownloadUrlForLayer"}
+    sts = {s["Sid"]: s for s in policies["sts"]["Statement"]}
+    assert sts["WebIdentityIntoAccountRoles"]["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/*"
+    assert [f.rule for f in evaluate_terraform("test", tf) if f.rule != "MLF006"] == ["MLF044"]  # no flow logs
+
+
+def test_endpoint_policies_can_be_evaluated_to_admit_the_account_and_refuse_others():
+    """The policies as IAM evaluates them: the account's node pulls an add-on image and reads its bucket;
+    another account's credentials, or a bucket outside the environment, are refused."""
+    s3 = endpoint_policy("s3", "af-south-1", ACCOUNT, ("mlfleet-dev-artifacts",))
+    ours = {"aws:PrincipalAccount": ACCOUNT}
+    assert allowed(s3, "s3:GetObject", "arn:aws:s3:::mlfleet-dev-artifacts/models/m.pt", ours)
+    assert allowed(s3, "s3:GetObject", "arn:aws:s3:::prod-af-south-1-starport-layer-bucket/layer", ours)
+    assert not allowed(s3, "s3:PutObject", "arn:aws:s3:::somebody-elses-bucket/x", ours)
+    assert not allowed(s3, "s3:GetObject", "arn:aws:s3:::mlfleet-dev-artifacts/models/m.pt",
+                        {"aws:PrincipalAccount": "999999999999"})
+    ecr = endpoint_policy("ecr.dkr", "af-south-1", ACCOUNT)
+    # af-south-1 serves the EKS add-on images from a registry of its own.
+    assert allowed(ecr, "ecr:BatchGetImage", "arn:aws:ecr:af-south-1:877085696533:repository/eks/coredns", ours)
+    assert not allowed(ecr, "ecr:PutImage", "arn:aws:ecr:af-south-1:877085696533:repository/eks/coredns", ours)
+    assert not allowed(ecr, "ecr:BatchGetImage", "arn:aws:ecr:af-south-1:999999999999:repository/x", ours)
+    sts = endpoint_policy("sts", "af-south-1", ACCOUNT)
+    role = f"arn:aws:iam::{ACCOUNT}:role/mlfleet-dev-af-south-1-review"
+    assert allowed(sts, "sts:AssumeRole", role, {**ours, "aws:ResourceAccount": ACCOUNT})
+    assert not allowed(sts, "sts:AssumeRole", "arn:aws:iam::999999999999:role/x",
+                       {**ours, "aws:ResourceAccount": "999999999999"})
+    # A pod's web identity (not yet anyone's principal) into the account's roles only.
+    assert allowed(sts, "sts:AssumeRoleWithWebIdentity", role, {"aws:ResourceAccount": ACCOUNT})
+
+
+def test_without_an_account_the_endpoint_policies_name_the_account_terraform_runs_as(synth):
+    tf = synth(lambda stack: VpcNetwork(stack, "net", VpcNetworkProps(cidr="10.20.0.0/16", availability_zones=ZONES)))
+    policies = _endpoint_policies(tf)
+    assert all("${data.aws_caller_identity." in json.dumps(p) for p in policies.values())

@@ -82,6 +82,25 @@ INVALID = {
             resource_group_arn="arn:aws:resource-groups:us-east-1:333333333333:group/gpu"),
         "gpu_pools[0].reservations.us-east-1: give one of capacity_reservation_id, resource_group_arn (AWS) "
         "or name (Google Cloud)"),
+    "flow logs off without a reason": (
+        lambda d: d["regions"][1]["network"].update(flow_logs={"enabled": False}),
+        "regions[1].network.flow_logs: flow logs are off: give the reason"),
+    "flow logs reason while on": (
+        lambda d: d["regions"][1]["network"].update(flow_logs={"reason": "we keep our own flow logs"}),
+        "regions[1].network.flow_logs: reason explains flow logs turned off"),
+    "flow logs retention CloudWatch lacks": (
+        lambda d: d["regions"][0]["network"].update(flow_logs={"retention_days": 100}),
+        "regions[0].network.flow_logs.retention_days: 100 is not a CloudWatch Logs retention"),
+    "flow logs traffic type": (
+        lambda d: d["regions"][0]["network"].update(flow_logs={"traffic_type": "SOME"}),
+        "regions[0].network.flow_logs.traffic_type: Input should be 'ALL', 'ACCEPT' or 'REJECT'"),
+    "flow logs of an existing network": (
+        lambda d: d["regions"][1].update(network={
+            "existing": {"vpc_id": "vpc-0123456789abcdef0", "cidr": "10.41.0.0/16",
+                         "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2",
+                                                "subnet-0aaaaaaaaaaaaaaa3"]},
+            "flow_logs": {"traffic_type": "REJECT"}}),
+        "regions[1].network: flow_logs applies to a VPC mlfleet creates"),
     "unknown cloud": (lambda d: d["regions"][1].update(cloud="azure"),
                       "regions[1]: cloud must be aws (the default) or gcp"),
     "cloud that is not a name": (lambda d: d["regions"][1].update(cloud=["gcp"]),
@@ -94,6 +113,16 @@ def test_invalid_environment_is_refused_with_path_and_reason(case, tmp_path, cap
     mutate, expected = INVALID[case]
     err = synth_invalid(tmp_path, capsys, _mutate(mutate))
     assert expected in err
+
+
+def test_flow_logs_are_on_by_default_and_off_only_with_a_reason():
+    prod = load_environment("prod")
+    assert all(r.network.flow_logs.enabled and r.network.flow_logs.traffic_type == "ALL"
+               and r.network.flow_logs.retention_days == 365 for r in prod.regions)
+    data = _mutate(lambda d: d["regions"][1]["network"].update(
+        flow_logs={"enabled": False, "reason": "the network team records this VPC at the transit gateway"}))
+    off = parse_environment(data, "test").regions[1].network.flow_logs
+    assert not off.enabled and off.reason.startswith("the network team")
 
 
 def test_rpo_exception_is_accepted_when_acknowledged_with_a_reason():

@@ -62,6 +62,8 @@ def _unoffered_accelerator(region: str) -> str:
 
 
 HYBRID_INVALID = {
+    "rbac group GKE does not read": (lambda d: d["gcp"].update(rbac_security_group="ml-admins@example.com"),
+                                     "gcp.rbac_security_group: String should match pattern"),
     "gcp region without a project": (lambda d: d.pop("gcp"),
                                      "gcp: us-central1 on Google Cloud: give gcp.project_id"),
     "google region without its cloud": (lambda d: d["regions"][1].pop("cloud"),

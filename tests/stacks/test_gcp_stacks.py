@@ -223,7 +223,7 @@ def test_the_registry_reaches_google_cloud_through_dms(synthesized):
     parameters = {p["name"]: p for p in group["parameter"]}
     assert parameters["rds.logical_replication"] == {"name": "rds.logical_replication", "value": "1",
                                                      "apply_method": "pending-reboot"}
-    assert parameters["shared_preload_libraries"]["value"] == "pglogical"
+    assert "pglogical" in parameters["shared_preload_libraries"]["value"].split(",")
     (db_group,) = [g for g in resources(primary, "aws_security_group").values() if g["name"].endswith("-db")]
     assert db_group["ingress"][0]["cidr_blocks"] == ["10.60.0.0/16", "10.250.0.0/16"]
     (vpc_range,) = resources(synthesized.stacks["hybrid-gcp-global"], "google_compute_global_address").values()
@@ -280,3 +280,29 @@ def test_each_gke_control_plane_has_its_own_range_in_the_vpc(synthesized):
 
     ranges = {region: control_plane_range(region) for region in ("us-central1", "us-east4")}
     assert ranges == {"us-central1": "172.16.0.0/28", "us-east4": "172.16.0.16/28"}
+
+
+def test_the_project_audits_storage_access_and_admits_only_the_pinned_runtime(synthesized):
+    for env_name in ("research", "hybrid"):
+        env = load_environment(env_name)
+        project = env.gcp.project_id
+        stack = synthesized.stacks[f"{env.name}-gcp-global"]
+        (audit,) = resources(stack, "google_project_iam_audit_config").values()
+        assert audit["service"] == "storage.googleapis.com"
+        assert [c["log_type"] for c in audit["audit_log_config"]] == ["DATA_READ", "DATA_WRITE"]
+        (policy,) = resources(stack, "google_binary_authorization_policy").values()
+        assert policy["default_admission_rule"]["evaluation_mode"] == "ALWAYS_DENY"
+        assert sorted(p["name_pattern"] for p in policy["admission_whitelist_patterns"]) == sorted(
+            f"{r.name}-docker.pkg.dev/{project}/mlfleet-{env.name}/{env.serving.image.name}@sha256:*"
+            for r in env.regions_on("gcp"))
+        for region in env.regions_on("gcp"):
+            (cluster,) = resources(synthesized.stacks[f"{env.name}-{region.name}"], "google_container_cluster").values()
+            assert cluster["binary_authorization"] == {"evaluation_mode": "PROJECT_SINGLETON_POLICY_ENFORCE"}
+            # The serving stack deploys exactly what the policy admits: the runtime by digest.
+            serving = synthesized.stacks[f"{env.name}-{region.name}-serving"]
+            images = {d["spec"]["template"]["spec"]["container"][0]["image"]
+                      for d in resources(serving, "kubernetes_deployment_v1").values()}
+            assert images == {f"{region.name}-docker.pkg.dev/{project}/mlfleet-{env.name}/{env.serving.image.name}"
+                              f"@{env.serving.image.digest}"}
+        (firewall,) = resources(stack, "google_compute_firewall").values()
+        assert firewall["deny"] == [{"protocol": "all"}] and firewall["priority"] == 65535
