@@ -48,6 +48,7 @@ from cdktn_provider_google.compute_region_ssl_policy import ComputeRegionSslPoli
 from cdktn_provider_kubernetes.manifest import Manifest
 from constructs import Construct
 
+from mlfleet.constructs.acknowledgements import acknowledge
 from mlfleet.constructs.gcp.network import PRIVATE_RANGES
 from mlfleet.constructs.validation import (
     DNS_NAME,
@@ -71,6 +72,8 @@ NAME_MAX = 54  # leaves room for the longest suffix below (`-dns-auth`) within 6
 DNS_AUTHORIZATION_TTL = 300
 HOSTNAME_TTL = 60  # short: a re-created address is followed within a minute
 PROXY_SUBNET_MAX_PREFIX = 26  # Google's smallest proxy-only subnet
+EXTERNAL_REASON = ("Route 53 failover health checkers probe the region's endpoint from the internet, and "
+                   "serving clients reach it there")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +100,9 @@ class GkeServingGatewayProps:
     """Oldest TLS version clients may use; default `TLS_1_2`."""
     ssl_profile: Literal["MODERN", "RESTRICTED"] = "RESTRICTED"
     """The SSL policy's cipher profile (`TLS_1_3` needs `RESTRICTED`). Default: `RESTRICTED`."""
+    public_access_reason: str = EXTERNAL_REASON
+    """Why the external Gateway is public (rule MLF002), shown in the review; default: Route 53's checkers are
+    on the internet."""
 
 
 class GkeServingGateway(Construct):
@@ -139,6 +145,7 @@ class GkeServingGateway(Construct):
                 "tls": {"mode": "Terminate",
                         "options": {"networking.gke.io/cert-manager-certs": self.certificate.name}}}],
             "addresses": [{"type": "NamedAddress", "value": self.compute_address.name}]})
+        acknowledge(self.gateway, "MLF002", props.public_access_reason)
         self.route = self._manifest("http-route", "HTTPRoute", GATEWAY_API, metadata, {
             "parentRefs": [{"name": name, "sectionName": "https"}],
             "hostnames": [props.hostname],
@@ -185,6 +192,8 @@ def _validate(scope: Construct, p: GkeServingGatewayProps) -> ipaddress.IPv4Netw
     require(1 <= p.service_port <= 65535, scope, "service_port", f"{p.service_port} is not a TCP port")
     require(bool(HTTP_PATH.fullmatch(p.health_path)), scope, "health_path",
             f"{p.health_path!r} is not an absolute HTTP path")
+    require(bool(p.public_access_reason.strip()), scope, "public_access_reason",
+            "an external Gateway needs a reason (rule MLF002)")
     require(p.min_tls_version in ("TLS_1_2", "TLS_1_3"), scope, "min_tls_version",
             f"{p.min_tls_version!r}: TLS 1.2 or newer (TLS 1.0 and 1.1 are broken)")
     require(p.ssl_profile in ("MODERN", "RESTRICTED"), scope, "ssl_profile",

@@ -8,9 +8,11 @@ written. An acknowledgement carries a reason: in code (`acknowledgements.acknowl
 the environment file (`acknowledgements:`), and the review shows it.
 
 The package: `findings` (rules, findings, acknowledgements), `aws_rules` and `gcp_rules` (the
-checks of each cloud), `serving_rules` (the serving plane's pods, load balancer TLS and management
-port), `registry_rules` (who writes the approved models, and that the runtime verifies them),
-`engine` (runs them on one stack's JSON), `aspect` (the CDK Aspect).
+checks of each cloud's resources), `exposure_rules` (what the internet can reach: address ranges,
+control planes, load balancers), `iam_rules` (AWS policy documents wherever they live),
+`gcp_iam_rules` (Google IAM grants in every form), `serving_rules` (the serving plane's pods, load
+balancer TLS and management port), `registry_rules` (who writes the approved models, and that the
+runtime verifies them), `engine` (runs them on one stack's JSON), `aspect` (the CDK Aspect).
 """
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
 """The rule pack on AWS resources (resolved Terraform JSON of one stack)."""
 from __future__ import annotations
 
-import json
 import re
 
 from mlfleet.constructs.policy.findings import REQUIRED_TAGS, Check, Hits
-from mlfleet.constructs.terraform_json import addressed, blocks, data_sources, first_block, providers, references
+from mlfleet.constructs.terraform_json import addressed, blocks, first_block, providers, references
 
 
 def _s3_buckets(tf: dict) -> Hits:
@@ -31,7 +30,8 @@ def _s3_buckets(tf: dict) -> Hits:
 
 def _databases(tf: dict) -> Hits:
     for cluster, body in addressed(tf, "aws_rds_cluster"):
-        if body.get("storage_encrypted") is not True and "global_cluster_identifier" not in body:
+        # A global cluster member inherits the global cluster's encryption (checked there).
+        if body.get("storage_encrypted") is not True and not body.get("global_cluster_identifier"):
             yield "MLF001", cluster, "storage_encrypted is not true"
         if not body.get("kms_key_id"):
             yield "MLF001", cluster, "no customer-managed kms_key_id"
@@ -55,6 +55,61 @@ def _databases(tf: dict) -> Hits:
             yield "MLF003", table, "deletion_protection_enabled is not true"
 
 
+_PUBLIC_CANNED_ACLS = {"public-read", "public-read-write", "authenticated-read"}
+_PUBLIC_GRANTEES = ("http://acs.amazonaws.com/groups/global/AllUsers",
+                    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
+
+
+def _s3_acls(tf: dict) -> Hits:
+    """ACLs that grant everyone (or every AWS account) access to a bucket or an object."""
+    for rtype in ("aws_s3_bucket_acl", "aws_s3_object", "aws_s3_bucket"):
+        for resource, body in addressed(tf, rtype):
+            if body.get("acl") in _PUBLIC_CANNED_ACLS:
+                yield "MLF002", resource, f"canned ACL {body['acl']} grants access to everyone"
+            grants = [g for policy in blocks(body.get("access_control_policy")) for g in blocks(policy.get("grant"))]
+            public = sorted({str(first_block(g.get("grantee")).get("uri")) for g in grants
+                             if first_block(g.get("grantee")).get("uri") in _PUBLIC_GRANTEES})
+            if public:
+                yield "MLF002", resource, f"ACL grants {', '.join(u.rsplit('/', 1)[1] for u in public)}"
+
+
+def _db_instances(tf: dict) -> Hits:
+    for instance, body in addressed(tf, "aws_db_instance"):
+        if body.get("publicly_accessible") is True:
+            yield "MLF002", instance, "publicly_accessible is true"
+        if body.get("storage_encrypted") is not True:
+            yield "MLF001", instance, "storage_encrypted is not true"
+        if not body.get("kms_key_id"):
+            yield "MLF001", instance, "no customer-managed kms_key_id"
+        if body.get("deletion_protection") is not True:
+            yield "MLF003", instance, "deletion_protection is not true"
+        if body.get("skip_final_snapshot") is True:
+            yield "MLF003", instance, "skip_final_snapshot drops the last backup on delete"
+
+
+def _postgres_tls(tf: dict) -> Hits:
+    """PostgreSQL (Aurora or RDS) that accepts unencrypted connections: its parameter group does not
+    set rds.force_ssl = 1, or it has none (the engine's default group allows plaintext)."""
+    groups = {**dict(addressed(tf, "aws_rds_cluster_parameter_group")), **dict(addressed(tf, "aws_db_parameter_group"))}
+    used: set[str] = set()
+    for rtype, attribute, gtype in (("aws_rds_cluster", "db_cluster_parameter_group_name",
+                                     "aws_rds_cluster_parameter_group"),
+                                    ("aws_db_instance", "parameter_group_name", "aws_db_parameter_group")):
+        for database, body in addressed(tf, rtype):
+            if "postgres" not in str(body.get("engine", "")):
+                continue
+            named = references(body.get(attribute), gtype)
+            if not body.get(attribute):
+                yield "MLF046", database, f"no {attribute}: the default group does not force TLS"
+            used |= named
+    postgres = {g for g, body in groups.items() if "postgres" in str(body.get("family", ""))}
+    for group in sorted(used | postgres):
+        forced = [p for p in blocks(groups[group].get("parameter"))
+                  if p.get("name") == "rds.force_ssl" and str(p.get("value")) == "1"]
+        if not forced:
+            yield "MLF046", group, "rds.force_ssl is not 1: clients may connect without TLS"
+
+
 def _topics_and_logs(tf: dict) -> Hits:
     for topic, body in addressed(tf, "aws_sns_topic"):
         if not body.get("kms_master_key_id"):
@@ -62,20 +117,11 @@ def _topics_and_logs(tf: dict) -> Hits:
 
 
 def _network_exposure(tf: dict) -> Hits:
+    # Ingress ranges and public endpoints are exposure_rules'.
     for subnet, body in addressed(tf, "aws_subnet"):
         if body.get("map_public_ip_on_launch") is True:
             yield "MLF002", subnet, "instances launched here get public IPs"
-    for group, body in addressed(tf, "aws_security_group"):
-        for rule in blocks(body.get("ingress")):
-            if "0.0.0.0/0" in (rule.get("cidr_blocks") or []) or "::/0" in (rule.get("ipv6_cidr_blocks") or []):
-                yield "MLF002", group, "ingress open to the internet"
-    for rule_address, body in addressed(tf, "aws_vpc_security_group_ingress_rule"):
-        if body.get("cidr_ipv4") == "0.0.0.0/0" or body.get("cidr_ipv6") == "::/0":
-            yield "MLF002", rule_address, "ingress open to the internet"
     for cluster, body in addressed(tf, "aws_eks_cluster"):
-        vpc = first_block(body.get("vpc_config"))
-        if vpc.get("endpoint_public_access", True) is not False:
-            yield "MLF002", cluster, "the Kubernetes API endpoint is public"
         if not blocks(body.get("encryption_config")):
             yield "MLF001", cluster, "Kubernetes secrets are not envelope-encrypted with KMS"
 
@@ -119,55 +165,27 @@ def _gpu_nodes(tf: dict) -> Hits:
         if not references(body.get("launch_template"), "aws_launch_template"):
             yield "MLF007", group, "no launch template, so IMDSv2 and volume encryption are not enforced"
     for template, body in templates.items():
-        meta = first_block(body.get("metadata_options"))
-        if meta.get("http_tokens") != "required":
-            yield "MLF007", template, "metadata_options.http_tokens is not 'required'"
         for mapping in blocks(body.get("block_device_mappings")):
             ebs = first_block(mapping.get("ebs"))
             if ebs.get("encrypted") not in (True, "true") or not ebs.get("kms_key_id"):
                 yield "MLF001", template, f"volume {mapping.get('device_name')} is not KMS-encrypted"
 
 
-_POLICY_ATTRIBUTES = {"aws_iam_role_policy": "policy", "aws_iam_policy": "policy"}
-
-
-def _wildcard_actions(document: str) -> list[str]:
-    try:
-        doc = json.loads(document)
-    except (TypeError, ValueError):
-        return []  # unresolved token: the referenced document is checked where it is defined
-    statements = doc.get("Statement", [])
-    statements = statements if isinstance(statements, list) else [statements]
-    bad = []
-    for statement in statements:
-        if statement.get("Effect", "Allow") != "Allow":
-            continue
-        if "NotAction" in statement:
-            bad.append("NotAction")
-        actions = statement.get("Action", [])
-        for action in actions if isinstance(actions, list) else [actions]:
-            if action == "*" or action.endswith(":*"):
-                bad.append(action)
-    return bad
-
-
-def _iam(tf: dict) -> Hits:
-    for rtype, attribute in _POLICY_ATTRIBUTES.items():
-        for policy, body in addressed(tf, rtype):
-            bad = _wildcard_actions(body.get(attribute, ""))
-            if bad:
-                yield "MLF005", policy, f"allows {', '.join(sorted(set(bad)))}"
-    for role, body in addressed(tf, "aws_iam_role"):
-        for inline in blocks(body.get("inline_policy")):
-            bad = _wildcard_actions(inline.get("policy", ""))
-            if bad:
-                yield "MLF005", role, f"inline policy allows {', '.join(sorted(set(bad)))}"
-    for name, doc in data_sources(tf, "aws_iam_policy_document").items():
-        for statement in blocks(doc.get("statement")):
-            if statement.get("effect", "Allow") == "Allow":
-                bad = [a for a in statement.get("actions", []) if a == "*" or a.endswith(":*")]
-                if bad:
-                    yield "MLF005", f"data.aws_iam_policy_document.{name}", f"allows {', '.join(bad)}"
+def _instance_metadata(tf: dict) -> Hits:
+    """IMDSv2 with a hop limit of 1 on every launch template and instance. A container's request
+    to IMDS crosses one more hop than the node's own: with a limit of 2 or more, pods reach the
+    node's credentials. Unset, the AMI's default applies (2 on current EKS AMIs)."""
+    for rtype in ("aws_launch_template", "aws_instance"):
+        for resource, body in addressed(tf, rtype):
+            meta = first_block(body.get("metadata_options"))
+            if meta.get("http_endpoint") == "disabled":
+                continue
+            if meta.get("http_tokens") != "required":
+                yield "MLF007", resource, "metadata_options.http_tokens is not 'required'"
+            hops = meta.get("http_put_response_hop_limit")
+            if not str(hops).isdigit() or int(hops) > 1:
+                yield ("MLF007", resource, f"metadata_options.http_put_response_hop_limit is {hops or 'unset'}: "
+                       "pods reach the node's IMDS beyond a limit of 1")
 
 
 def _tags(tf: dict) -> Hits:
@@ -181,4 +199,5 @@ def _tags(tf: dict) -> Hits:
             yield "MLF006", f"provider.aws.{alias}", f"default_tags lack {', '.join(missing)}"
 
 
-CHECKS: tuple[Check, ...] = (_s3_buckets, _databases, _topics_and_logs, _network_exposure, _gpu_nodes, _iam, _tags)
+CHECKS: tuple[Check, ...] = (_s3_buckets, _s3_acls, _databases, _db_instances, _topics_and_logs, _network_exposure,
+                             _gpu_nodes, _instance_metadata, _tags, _postgres_tls)

@@ -27,8 +27,9 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          "list the actions the identity needs; scope resources"),
     Rule("MLF006", "required tags are missing", "medium",
          "set owner and cost-center through the provider's default_tags"),
-    Rule("MLF007", "instances do not require IMDSv2", "high",
-         "set metadata_options.http_tokens = required in the launch template"),
+    Rule("MLF007", "pods or anyone on the instance can reach its metadata credentials", "high",
+         "set metadata_options.http_tokens = required and http_put_response_hop_limit = 1 (pods use EKS Pod "
+         "Identity, not IMDS); on GKE, the GKE metadata server"),
     # The serving plane's rules (MLF030–MLF035; MLF010 is the config's RPO rule, MLF020–MLF025 the review's DR rules).
     Rule("MLF030", "container image is not pinned by digest", "high",
          "reference the image as name@sha256:<digest> (serving.image.digest); a tag can be moved"),
@@ -51,6 +52,29 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("MLF037", "the runtime does not verify the signed manifest", "high",
          "pass --manifest-public-key with the manifest signing key's public key (ServingDeployment mounts it); "
          "--allow-unsigned is for local development only"),
+    # Security v2 (MLF040–MLF048); MLF043–MLF047 hold the hardening of the stacks.
+    Rule("MLF040", "an identity may pass any role to any service", "high",
+         "scope iam:PassRole to the roles it hands over and add an iam:PassedToService condition"),
+    Rule("MLF041", "a policy allows any principal", "high",
+         "name the principals, or narrow Principal \"*\" with a condition on the caller's account, organisation, "
+         "ARN, source or VPC (iam_rules.NARROWING_KEYS); pin a web identity's subject (<issuer>:sub)"),
+    Rule("MLF042", "a member may act as every service account of a project, folder or organization", "high",
+         "grant token-creator, service-account-user, workload-identity-user and key-admin roles on the one "
+         "service account (google_service_account_iam_member), not on its project"),
+    Rule("MLF043", "a policy statement has an empty condition", "medium",
+         "write the condition the statement needs, or drop the Condition element"),
+    Rule("MLF044", "VPC traffic is not logged", "medium",
+         "add an aws_flow_log for the VPC (to CloudWatch Logs or S3, encrypted with a KmsKey)"),
+    Rule("MLF045", "VPC endpoint has no policy", "medium",
+         "attach an endpoint policy that allows the actions the VPC needs on the stack's own resources "
+         "(aws:ResourceAccount / aws:PrincipalAccount)"),
+    Rule("MLF046", "PostgreSQL accepts connections without TLS", "high",
+         "set rds.force_ssl = 1 in the cluster's (or instance's) parameter group"),
+    Rule("MLF047", "GKE does not enforce Binary Authorization", "medium",
+         "set binary_authorization.evaluation_mode = PROJECT_SINGLETON_POLICY_ENFORCE"),
+    Rule("MLF048", "a secret passes through Terraform state", "high",
+         "use the write-only argument (password_wo, Terraform 1.11+) or a service-managed secret "
+         "(manage_master_user_password); where the provider has neither, acknowledge it and guard the state"),
 )}
 REQUIRED_TAGS = ("owner", "cost-center")
 

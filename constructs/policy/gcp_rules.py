@@ -1,12 +1,9 @@
-"""The rule pack on Google Cloud resources: the same rules as on AWS's."""
+"""The rule pack on Google Cloud resources: the same rules as on AWS's (IAM grants are gcp_iam_rules',
+firewalls and other ranges exposure_rules')."""
 from __future__ import annotations
 
 from mlfleet.constructs.policy.findings import REQUIRED_TAGS, Check, Hits
-from mlfleet.constructs.terraform_json import address, addressed, all_resources, blocks, first_block, providers
-
-_PUBLIC_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
-_PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
-_OPEN_RANGES = {"0.0.0.0/0", "::/0"}
+from mlfleet.constructs.terraform_json import addressed, blocks, first_block, providers
 
 
 def _storage_and_databases(tf: dict) -> Hits:
@@ -22,8 +19,8 @@ def _storage_and_databases(tf: dict) -> Hits:
         if not body.get("encryption_key_name"):
             yield "MLF001", instance, "instance has no Cloud KMS key (CMEK)"
         ip = first_block(settings.get("ip_configuration"))
-        if ip.get("ipv4_enabled") is not False or any(
-                n.get("value") in _OPEN_RANGES for n in blocks(ip.get("authorized_networks"))):
+        # Authorized networks that admit the internet are exposure_rules'.
+        if ip.get("ipv4_enabled") is not False:
             yield "MLF002", instance, "instance has a public IPv4 address"
         if body.get("deletion_protection") is False or settings.get("deletion_protection_enabled") is not True:
             yield "MLF003", instance, "deletion protection is not on in Terraform and in Cloud SQL"
@@ -59,20 +56,30 @@ def _kubernetes(tf: dict) -> Hits:
             yield "MLF001", pool, "node boot disks are not encrypted with a Cloud KMS key (CMEK)"
 
 
-def _iam_and_firewall(tf: dict) -> Hits:
-    for rtype, name, body in all_resources(tf):
-        if not (rtype.startswith("google_") and (rtype.endswith("_iam_member") or rtype.endswith("_iam_binding"))):
-            continue
-        grant = address(rtype, name)
-        listed = body.get("members")
-        members = set(blocks(listed) if isinstance(listed, list) else []) | {body.get("member")}
-        if members & _PUBLIC_MEMBERS:
-            yield "MLF002", grant, f"grants {', '.join(sorted(members & _PUBLIC_MEMBERS))}"
-        if body.get("role") in _PRIMITIVE_ROLES:
-            yield "MLF005", grant, f"grants the primitive role {body['role']}"
-    for firewall, body in addressed(tf, "google_compute_firewall"):
-        if body.get("direction", "INGRESS") == "INGRESS" and set(body.get("source_ranges") or []) & _OPEN_RANGES:
-            yield "MLF002", firewall, "ingress open to the internet"
+_PUBLIC_ACL_ENTITIES = ("allUsers", "allAuthenticatedUsers")
+_PUBLIC_PREDEFINED_ACLS = {"publicRead", "publicReadWrite", "authenticatedRead"}
+
+
+def _storage_acls(tf: dict) -> Hits:
+    """Legacy ACLs that make a bucket or its objects public (IAM grants are gcp_iam_rules')."""
+    for rtype in ("google_storage_bucket_acl", "google_storage_object_acl", "google_storage_default_object_acl",
+                  "google_storage_bucket_access_control", "google_storage_object_access_control",
+                  "google_storage_default_object_access_control", "google_storage_bucket_object"):
+        for resource, body in addressed(tf, rtype):
+            entities = [str(e).split(":", 1)[-1] for e in body.get("role_entity") or []] + [str(body.get("entity"))]
+            public = sorted({e for e in entities if e in _PUBLIC_ACL_ENTITIES})
+            if public:
+                yield "MLF002", resource, f"ACL grants {', '.join(public)}"
+            if body.get("predefined_acl") in _PUBLIC_PREDEFINED_ACLS:
+                yield "MLF002", resource, f"predefined ACL {body['predefined_acl']} is public"
+
+
+def _binary_authorization(tf: dict) -> Hits:
+    for cluster, body in addressed(tf, "google_container_cluster"):
+        mode = first_block(body.get("binary_authorization"))
+        # `enabled` is the older form of the same setting.
+        if mode.get("evaluation_mode") != "PROJECT_SINGLETON_POLICY_ENFORCE" and mode.get("enabled") is not True:
+            yield "MLF047", cluster, "Binary Authorization does not enforce the project's policy"
 
 
 def _labels(tf: dict) -> Hits:
@@ -84,4 +91,5 @@ def _labels(tf: dict) -> Hits:
             yield "MLF006", f"provider.google.{alias}", f"default_labels lack {', '.join(missing)}"
 
 
-CHECKS: tuple[Check, ...] = (_storage_and_databases, _kubernetes, _iam_and_firewall, _labels)
+CHECKS: tuple[Check, ...] = (_storage_and_databases, _storage_acls, _kubernetes, _labels,
+                             _binary_authorization)

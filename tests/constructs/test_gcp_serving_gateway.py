@@ -118,10 +118,17 @@ def test_the_gateway_exposes_its_endpoint_and_the_ranges_the_runtime_must_admit(
     assert cdktn.Token.is_unresolved(gateway.address)
 
 
-def test_the_external_address_is_the_only_public_part_and_the_policy_pass_finds_nothing(synthesized):
-    _, template = synthesized
+def test_the_external_gateway_is_the_only_public_part_and_says_why(synthesized):
+    from mlfleet.constructs.acknowledgements import acknowledgements_for
+    from mlfleet.constructs.gcp.serving_gateway import EXTERNAL_REASON
+
+    gateway, template = synthesized
     # MLF006 is the stack's: tags and labels come from the providers' defaults, set by stacks.
-    assert [f for f in evaluate_terraform("gcp", template.tf) if f.rule != "MLF006"] == []
+    findings = [(f.rule, f.address.split("_")[:2]) for f in evaluate_terraform("gcp", template.tf)
+                if f.rule != "MLF006"]
+    assert findings == [("MLF002", ["kubernetes", "manifest.gateway"])]
+    # ... acknowledged on the Gateway itself, with the reason the review shows.
+    assert [a.reason for a in acknowledgements_for(gateway.gateway, "MLF002")] == [EXTERNAL_REASON]
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ GOOD_DB = {"aws_rds_cluster": {"c": {"storage_encrypted": True, "kms_key_id": "$
                                      "deletion_protection": True, "skip_final_snapshot": False}},
            "aws_rds_cluster_instance": {"i": {"publicly_accessible": False}}}
 GOOD_NODES = {
-    "aws_launch_template": {"lt": {"metadata_options": {"http_tokens": "required"},
+    "aws_launch_template": {"lt": {"metadata_options": {"http_tokens": "required", "http_put_response_hop_limit": 1},
                                    "block_device_mappings": [
                                        {"device_name": "/dev/xvda", "ebs": {"encrypted": "true", "kms_key_id": "k"}}]}},
     "aws_eks_node_group": {"ng": {"ami_type": "AL2023_x86_64_NVIDIA", "instance_types": ["g6.12xlarge"],
@@ -97,7 +97,8 @@ CASES = [
         {"Statement": {"Action": "*", "Resource": "*"}}))),
     ("MLF005", _with(GOOD_IAM, "aws_iam_role_policy", "p", policy=json.dumps(
         {"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}))),
-    ("MLF007", _with(GOOD_NODES, "aws_launch_template", "lt", metadata_options={"http_tokens": "optional"})),
+    ("MLF007", _with(GOOD_NODES, "aws_launch_template", "lt", metadata_options={"http_tokens": "optional",
+                                                                                "http_put_response_hop_limit": 1})),
     ("MLF007", _with(GOOD_NODES, "aws_eks_node_group", "ng", launch_template=None)),
 ]
 
@@ -185,7 +186,10 @@ GOOD_GOOGLE = {
     "google_sql_database_instance": {"db": {"encryption_key_name": "k", "deletion_protection": True, "settings": {
         "deletion_protection_enabled": True, "ip_configuration": {"ipv4_enabled": False}}}},
     "google_container_cluster": {"c": {"database_encryption": {"state": "ENCRYPTED", "key_name": "k"},
-                                       "private_cluster_config": {"enable_private_nodes": True}}},
+                                       "private_cluster_config": {"enable_private_nodes": True,
+                                                                  "enable_private_endpoint": True},
+                                       "binary_authorization": {
+                                           "evaluation_mode": "PROJECT_SINGLETON_POLICY_ENFORCE"}}},
     "google_container_node_pool": {"np": {"node_config": {
         "guest_accelerator": [{"type": "nvidia-l4", "count": 1}],
         "taint": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
@@ -194,7 +198,7 @@ GOOD_GOOGLE = {
         "cmek_key_name": "k", "ip_config": {"enable_ipv4": False, "private_network": "n"}}}}},
     "google_storage_bucket_iam_member": {"m": {"role": "roles/storage.objectViewer",
                                                "member": "serviceAccount:s@p.iam.gserviceaccount.com"}},
-    "google_compute_firewall": {"f": {"source_ranges": ["35.191.0.0/16"]}},
+    "google_compute_firewall": {"f": {"source_ranges": ["35.191.0.0/16"], "allow": [{"protocol": "tcp"}]}},
 }
 
 
@@ -270,7 +274,7 @@ GOOD_SERVING = {
     "kubernetes_manifest": {
         "gateway": {"manifest": {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                                  "metadata": {"name": "mlfleet-runtime", "namespace": "mlfleet"},
-                                 "spec": {"gatewayClassName": "gke-l7-regional-external-managed",
+                                 "spec": {"gatewayClassName": "gke-l7-rilb",
                                           "listeners": [{"name": "https", "port": 443, "protocol": "HTTPS"}]}}},
         "gateway-policy": {"manifest": {"apiVersion": "networking.gke.io/v1", "kind": "GCPGatewayPolicy",
                                         "metadata": {"name": "mlfleet-runtime", "namespace": "mlfleet"},
@@ -359,5 +363,5 @@ def test_management_port_finding_names_the_port_and_the_resource():
 
 
 def test_serving_and_registry_rules_are_the_ids_after_the_dr_rules():
-    # MLF030-MLF035 the serving plane's, MLF036-MLF037 the model registry's.
-    assert {r for r in RULES if r >= "MLF030"} == {f"MLF03{i}" for i in range(8)}
+    # MLF030-MLF035 the serving plane's, MLF036-MLF037 the model registry's, MLF040-MLF048 Security v2's.
+    assert {r for r in RULES if r >= "MLF030"} == {f"MLF03{i}" for i in range(8)} | {f"MLF04{i}" for i in range(9)}
