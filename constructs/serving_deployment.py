@@ -1,7 +1,8 @@
 """The serving runtime deployed onto a GPU node pool: a Kubernetes Deployment that tolerates the
 pool's taint and selects its nodes, asks for whole GPUs, probes live/ready (never failover
 health, which is for Route 53 and the drills), spreads across zones, drains gracefully, plus a
-PodDisruptionBudget and a ClusterIP Service (HTTP and gRPC only).
+PodDisruptionBudget and a ClusterIP Service (HTTP and gRPC only), and on request a PodMonitor
+for Prometheus.
 
 Secure by default:
 - the image is pinned by digest (`<repository>@sha256:<64 hex>`): a tag can be moved under a
@@ -15,8 +16,14 @@ Secure by default:
   file; model artifacts are verified and loaded from memory, see runtime/sources.py);
 - the service account mounts no Kubernetes API token: the runtime never calls the API (EKS Pod
   Identity injects its own token, GKE Workload Identity answers on the metadata server);
-- a NetworkPolicy admits the HTTP and gRPC ports only from the load balancers' CIDRs; any other
-  ingress to the pods is denied. Egress stays open (object storage, KMS);
+- a NetworkPolicy admits the HTTP and gRPC ports only from the load balancers' CIDRs, and the
+  metrics port only from the monitoring namespace; any other ingress to the pods is denied.
+  Egress stays open (object storage, KMS);
+- Prometheus /metrics (model and version labels, GPU UUIDs and memory, process metrics) is served
+  only on `metrics_port`, a container port named `metrics` that no Service lists, so the load
+  balancer never reaches it; the HTTP port answers /metrics 404. A PodMonitor (Prometheus
+  Operator) scrapes it when `pod_monitor` asks for one: like gpu_plumbing's ServiceMonitor it is
+  opt-in, since Terraform reads the PodMonitor CRD from the cluster when it plans;
 - management (pinning, model load/unload) is served only on `management_port`, bound to the
   pod's loopback and listed in no container or Service port: an operator reaches it through the
   Kubernetes API's port-forward (RBAC `pods/portforward` on the namespace). Its bearer token is
@@ -67,6 +74,7 @@ from cdktn_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecVolumeEmptyDir,
     DeploymentV1SpecTemplateSpecVolumeSecret,
 )
+from cdktn_provider_kubernetes.manifest import Manifest
 from cdktn_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from cdktn_provider_kubernetes.network_policy_v1 import (
     NetworkPolicyV1,
@@ -75,6 +83,7 @@ from cdktn_provider_kubernetes.network_policy_v1 import (
     NetworkPolicyV1SpecIngress,
     NetworkPolicyV1SpecIngressFrom,
     NetworkPolicyV1SpecIngressFromIpBlock,
+    NetworkPolicyV1SpecIngressFromNamespaceSelector,
     NetworkPolicyV1SpecIngressPorts,
     NetworkPolicyV1SpecPodSelector,
 )
@@ -105,6 +114,11 @@ MANIFEST_KEY_DIR = "/etc/mlfleet/manifest-key"
 MANIFEST_KEY_FILE = "public.pem"
 SCRATCH_DIR = "/tmp"
 POD_SECURITY_LABELS = {"pod-security.kubernetes.io/enforce": "restricted"}
+# Set by the API server on every namespace to its name (Kubernetes 1.22+): a selector on it cannot be
+# met by relabelling another namespace.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+METRICS_PORT_NAME = "metrics"
+PROMETHEUS_OPERATOR_API = "monitoring.coreos.com/v1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +168,19 @@ class ServingDeploymentProps:
     management_port: int = 8002
     """The runtime's management port, on the pod's loopback only (never a container or Service port); default
     `8002`."""
+    metrics_port: int = 8003
+    """The runtime's Prometheus /metrics port (`--metrics-port`), the container port named `metrics`: no Service
+    lists it, and the NetworkPolicy admits it only from `monitoring_namespace`. Default `8003`."""
+    monitoring_namespace: str = "monitoring"
+    """The namespace of the Prometheus that scrapes the runtime, the only source the NetworkPolicy admits to the
+    metrics port (by its `kubernetes.io/metadata.name` label); default `monitoring`, where kube-prometheus-stack
+    (the operator whose ServiceMonitor `NvidiaGpuPlumbingProps.service_monitor` makes) usually runs."""
+    pod_monitor: bool = False
+    """Make a PodMonitor that scrapes the `metrics` port (needs the Prometheus Operator's CRD in the cluster
+    before the plan); default `False`, as `NvidiaGpuPlumbingProps.service_monitor`."""
+    pod_monitor_labels: dict[str, str] = field(default_factory=dict)
+    """Labels the Prometheus Operator selects PodMonitors by (e.g. `release: kube-prometheus-stack`); only with
+    `pod_monitor`. Default: none."""
     manifest_public_key_config_map: str = "mlfleet-manifest-key"
     """The ConfigMap whose `public.pem` is the manifest signing key's public key (PEM), mounted read-only and
     passed as `--manifest-public-key`; default `mlfleet-manifest-key`. Without `manifest_public_key_pem`, pass
@@ -167,7 +194,8 @@ class ServingDeploymentProps:
     scratch_size_limit: str = "2Gi"
     """Size limit of the `emptyDir` at /tmp, the pods' only writable path; default `2Gi`."""
     cpu_request: str = "2"
-    """CPU each pod requests; default `2`."""
+    """CPU each pod requests, and its limit: a serving pod gets exactly the CPU the scheduler reserved for it
+    (see `_deployment_spec`); default `2`."""
     memory_request: str = "8Gi"
     """Memory each pod requests; default `8Gi`."""
     memory_limit: str = "16Gi"
@@ -185,7 +213,8 @@ class ServingDeploymentProps:
 
 
 class ServingDeployment(Construct):
-    """The runtime on one GPU pool: namespace, service account, Deployment, budget, Service, NetworkPolicy."""
+    """The runtime on one GPU pool: namespace, service account, Deployment, budget, Service, NetworkPolicy
+    and, on request, PodMonitor."""
 
     def __init__(self, scope: Construct, id: str, props: ServingDeploymentProps):
         super().__init__(scope, id)
@@ -196,6 +225,7 @@ class ServingDeployment(Construct):
         self.namespace = props.namespace
         self.http_port = props.http_port
         self.grpc_port = props.grpc_port
+        self.metrics_port = props.metrics_port
         self.selector_labels = {"app.kubernetes.io/name": "mlfleet-runtime", "app.kubernetes.io/instance": props.name}
         self.labels = self.selector_labels
 
@@ -235,7 +265,8 @@ class ServingDeployment(Construct):
             self, "disruption-budget", metadata=PodDisruptionBudgetV1Metadata(**metadata),
             spec=PodDisruptionBudgetV1Spec(min_available=str(props.pdb_min_available),
                                            selector=PodDisruptionBudgetV1SpecSelector(match_labels=self.labels)))
-        # Management is deliberately absent: it listens on the pod's loopback only.
+        # Management is deliberately absent (it listens on the pod's loopback only), and so is metrics: this
+        # Service is what the load balancer fronts, and Prometheus scrapes the pods directly.
         self.service = ServiceV1(self, "service", metadata=ServiceV1Metadata(**metadata), spec=ServiceV1Spec(
             selector=self.labels, type="ClusterIP",
             port=[ServiceV1SpecPort(name="http", port=props.http_port, target_port=str(props.http_port)),
@@ -246,14 +277,29 @@ class ServingDeployment(Construct):
                    for cidr in props.load_balancer_cidrs],
             ports=[NetworkPolicyV1SpecIngressPorts(port=str(port), protocol="TCP")
                    for port in (props.http_port, props.grpc_port)])
+        scrape = NetworkPolicyV1SpecIngress(
+            from_=[NetworkPolicyV1SpecIngressFrom(namespace_selector=NetworkPolicyV1SpecIngressFromNamespaceSelector(
+                match_labels={NAMESPACE_NAME_LABEL: props.monitoring_namespace}))],
+            ports=[NetworkPolicyV1SpecIngressPorts(port=str(props.metrics_port), protocol="TCP")])
         self.network_policy = NetworkPolicyV1(
             self, "network-policy", metadata=NetworkPolicyV1Metadata(**metadata), spec=NetworkPolicyV1Spec(
                 pod_selector=NetworkPolicyV1SpecPodSelector(match_labels=self.labels), policy_types=["Ingress"],
-                ingress=[allowed]))
+                ingress=[allowed, scrape]))
+        self.pod_monitor: Manifest | None = None
+        if props.pod_monitor:
+            self.pod_monitor = Manifest(self, "pod-monitor", manifest={
+                "apiVersion": PROMETHEUS_OPERATOR_API, "kind": "PodMonitor",
+                "metadata": {"name": props.name, "namespace": self.namespace_ref,
+                             "labels": {**self.labels, **props.pod_monitor_labels}},
+                "spec": {"selector": {"matchLabels": dict(self.labels)},
+                         "podMetricsEndpoints": [{"port": METRICS_PORT_NAME, "path": "/metrics"}]}})
 
     def _deployment_spec(self, props: ServingDeploymentProps, service_account: str,
                          manifest_key_config_map: str) -> DeploymentV1Spec:
-        limits = {"memory": props.memory_limit}
+        # CPU limit = request: pods sharing a GPU node cannot take each other's CPU (pre- and post-processing,
+        # the health endpoints that failover trusts), and with memory limit = request too a pod is Guaranteed
+        # QoS (exclusive cores under the kubelet's static CPU manager, evicted last).
+        limits = {"cpu": props.cpu_request, "memory": props.memory_limit}
         tolerations = []
         if props.gpus_per_pod:
             limits["nvidia.com/gpu"] = str(props.gpus_per_pod)
@@ -264,6 +310,7 @@ class ServingDeployment(Construct):
                 "--manifest-public-key", f"{MANIFEST_KEY_DIR}/{MANIFEST_KEY_FILE}", "--host", "0.0.0.0",
                 "--http-port", str(props.http_port), "--grpc-port", str(props.grpc_port), "--region", props.region,
                 "--management-port", str(props.management_port), "--management-host", "127.0.0.1",
+                "--metrics-port", str(props.metrics_port),
                 # a missing Secret starts the runtime with management disabled instead of crash-looping
                 "--admin-token-file", f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}", "--admin-token-optional",
                 "--shutdown-delay", str(props.shutdown_delay_s),
@@ -272,7 +319,8 @@ class ServingDeployment(Construct):
         container = DeploymentV1SpecTemplateSpecContainer(
             name="runtime", image=props.image, args=args,
             port=[DeploymentV1SpecTemplateSpecContainerPort(name="http", container_port=props.http_port),
-                  DeploymentV1SpecTemplateSpecContainerPort(name="grpc", container_port=props.grpc_port)],
+                  DeploymentV1SpecTemplateSpecContainerPort(name="grpc", container_port=props.grpc_port),
+                  DeploymentV1SpecTemplateSpecContainerPort(name=METRICS_PORT_NAME, container_port=props.metrics_port)],
             resources=DeploymentV1SpecTemplateSpecContainerResources(
                 requests={"cpu": props.cpu_request, "memory": props.memory_request}, limits=limits),
             volume_mount=[
@@ -338,7 +386,7 @@ class ServingDeployment(Construct):
                 "manifest_public_key_pem", "must not be empty: the runtime verifies the manifest with it")
         require(bool(p.region.strip()), self, "region", "must not be empty")
         require(bool(IMAGE_REFERENCE.fullmatch(p.image)), self, "image", _image_reason(p.image))
-        for prop in ("name", "admin_token_secret"):
+        for prop in ("name", "admin_token_secret", "monitoring_namespace"):
             require(bool(KUBERNETES_NAME.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} must be a DNS label (lower-case letters, digits, '-', at most 63)")
         # a namespace or service account made by another deployment arrives as its Terraform reference
@@ -362,12 +410,20 @@ class ServingDeployment(Construct):
             require(bool(KUBERNETES_LABEL_VALUE.fullmatch(value)), self, "node_selector",
                     f"{value!r} is not a valid label value")
         self._validate_cidrs(p.load_balancer_cidrs)
-        for prop in ("http_port", "grpc_port", "management_port"):
+        for prop in ("http_port", "grpc_port", "management_port", "metrics_port"):
             require(1024 <= getattr(p, prop) <= 65535, self, prop,
                     f"must be 1024..65535 (the runtime runs as non-root), got {getattr(p, prop)}")
         require(p.http_port != p.grpc_port, self, "grpc_port", "must differ from http_port")
         require(p.management_port not in (p.http_port, p.grpc_port), self, "management_port",
                 "must differ from http_port and grpc_port (the public ports refuse management calls)")
+        require(p.metrics_port not in (p.http_port, p.grpc_port, p.management_port), self, "metrics_port",
+                "must differ from http_port, grpc_port and management_port (a listener of its own, which the "
+                "load balancer does not reach)")
+        require(p.pod_monitor or not p.pod_monitor_labels, self, "pod_monitor_labels",
+                "only apply with pod_monitor=True")
+        for key, value in p.pod_monitor_labels.items():
+            require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)) and bool(KUBERNETES_LABEL_VALUE.fullmatch(value)),
+                    self, f"pod_monitor_labels[{key!r}]", "is not a Kubernetes label")
         for prop in ("cpu_request", "memory_request", "memory_limit", "scratch_size_limit"):
             require(bool(_QUANTITY.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} is not a Kubernetes quantity")

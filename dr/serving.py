@@ -82,14 +82,21 @@ def _request(endpoint: "str | Exchange", path: str, *, method: str = "GET", body
 
 
 def failover_health(base_url: "str | Exchange", path: str, timeout: float = 2.0) -> tuple[bool, str]:
-    """(healthy, detail): healthy only on 200 with the failover token in the body."""
+    """(healthy, detail): healthy only on 200 with the failover token in the body. The detail names
+    the reasons where the runtime gives them: its management listener (a port-forward `Exchange`) and
+    a runtime without one (the sandbox); its public listener answers only FAILING."""
     try:
         status, document = _request(base_url, path, timeout=timeout)
     except ConnectionError as exc:
         return False, str(exc)
     if status == 200 and "MLFLEET_FAILOVER_OK" in json.dumps(document):
         return True, "failover-healthy"
-    return False, f"HTTP {status}: {', '.join(document.get('reasons', [])) or document.get('error', 'not healthy')}"
+    reasons = document.get("reasons")
+    if isinstance(reasons, list) and reasons:
+        return False, f"HTTP {status}: {', '.join(map(str, reasons))}"
+    if document.get("status") == "FAILING":
+        return False, f"HTTP {status}: failing (details on the management port)"
+    return False, f"HTTP {status}: {document.get('error', 'not healthy')}"
 
 
 def current_pin(base_url: "str | Exchange", model: str) -> str | None:

@@ -62,6 +62,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "UNIMPLEMENTED on the public ports); default: on the HTTP port")
     parser.add_argument("--management-host", default=None, metavar="HOST",
                         help="address of the management listener (default 127.0.0.1: the pod's loopback)")
+    parser.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                        help="serve Prometheus /metrics only on this port, on --host (and answer it 404 on the "
+                             "HTTP port); default: on the HTTP port")
     parser.add_argument("--manifest-public-key", metavar="PATH",
                         help="PEM public key (EC P-256, SubjectPublicKeyInfo) that manifest.json.sig must verify "
                              "against before anything is loaded")
@@ -185,6 +188,19 @@ def _management_error(args) -> str | None:
     return None
 
 
+def _metrics_error(args) -> str | None:
+    """Why --metrics-port cannot work, or None."""
+    if args.metrics_port is None:
+        return None
+    if args.metrics_port == 0:
+        return "--metrics-port must be 1..65535 (Prometheus has to know where to scrape)"
+    for flag, port in (("--http-port", args.http_port), ("--grpc-port", args.grpc_port),
+                       ("--management-port", args.management_port)):
+        if port and args.metrics_port == port:
+            return f"--metrics-port {args.metrics_port} is also the {flag}"
+    return None
+
+
 def run_serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -195,9 +211,9 @@ def run_serve(args) -> int:
     if not 0 <= args.max_error_rate <= 1:
         print("mlfleet serve: error: --max-error-rate must be between 0 and 1", file=sys.stderr)
         return 2
-    management_error = _management_error(args)
-    if management_error:
-        print(f"mlfleet serve: error: {management_error}", file=sys.stderr)
+    port_error = _management_error(args) or _metrics_error(args)
+    if port_error:
+        print(f"mlfleet serve: error: {port_error}", file=sys.stderr)
         return 2
     from . import shared_memory
 
@@ -221,7 +237,8 @@ def run_serve(args) -> int:
         bounds=HealthBounds(canary_max_age_s=args.canary_max_age or 3 * args.canary_interval,
                             max_error_rate=args.max_error_rate),
         max_queue_depth=args.max_queue_depth, management_port=args.management_port,
-        management_host=args.management_host or "127.0.0.1", system_shared_memory=system_shared_memory,
+        management_host=args.management_host or "127.0.0.1", metrics_port=args.metrics_port,
+        system_shared_memory=system_shared_memory,
         manifest_public_key=manifest_public_key, allow_unsigned=args.allow_unsigned,
         tls_cert=tls[0] if tls else None, tls_key=tls[1] if tls else None)
     try:

@@ -147,6 +147,8 @@ class DataPlane:
         return ServerMetadata(SERVER_NAME, SERVER_VERSION, extensions)
 
     def failover_health(self) -> tuple[bool, dict]:
+        """(healthy, the full diagnostic document); a public listener serves it redacted
+        (health.public_failover_health)."""
         return failover_health(self.manager, self.bounds, region=self.region, draining=self.draining)
 
     def prometheus_exposition(self) -> bytes:

@@ -4,7 +4,11 @@ checksums, its golden canary passed recently, and the error rate of admitted req
 bounds. Load is not a fault: queue depth is reported but never fails over (admission control in
 the data plane sheds the excess instead), so a traffic spike, global or hostile, cannot take a
 region out of DNS. Answers from the event loop without touching any model, so it stays fast
-while inference saturates the process."""
+while inference saturates the process.
+
+`failover_health` builds the full diagnostic document (models, versions, GPU, queue depth, error
+rate, signing key, reasons); `public_failover_health` redacts it to what routing needs, for the
+public listener, which anyone the load balancer admits can reach."""
 from __future__ import annotations
 
 import time
@@ -14,6 +18,10 @@ from .gpu import gpu_report
 from .manager import ModelManager
 
 HEALTHY_TOKEN = "MLFLEET_FAILOVER_OK"
+# What a Route 53 or Google health check, or an outside prober, needs: the token to match (or
+# FAILING) and the region, which DNS already names. Deliberately no failing category: routing never
+# reads one, and "error_rate" would tell whoever provokes server errors that they move the region.
+PUBLIC_FIELDS = ("status", "region")
 
 
 @dataclass(frozen=True)
@@ -82,3 +90,8 @@ def failover_health(manager: ModelManager, bounds: HealthBounds, *, region: str,
         # The token must never appear in a failing body (Route 53 matches it as a substring).
         body["reasons"] = [r.replace(HEALTHY_TOKEN, "<token>") for r in reasons]
     return healthy, body
+
+
+def public_failover_health(document: dict) -> dict:
+    """The failover health document as the public listener serves it: status and region only."""
+    return {field: document[field] for field in PUBLIC_FIELDS}

@@ -7,7 +7,10 @@ the error means (`HTTP_STATUS`).
 
 One `RestApp` serves one `Listener`: `COMBINED` (every route, one port: the local sandbox), or,
 with a management port, `PUBLIC` (no management route) and `MANAGEMENT` (management, pin status
-and health only) on two listeners built from the same table and handlers."""
+and health only) on two listeners built from the same table and handlers. The public listener's
+failover health is redacted to status and region (health.public_failover_health); the full
+document, reasons included, is the other listeners'. With a metrics port, `METRICS` serves
+/metrics alone and the HTTP port's listener no longer does (as Triton's metrics port)."""
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +31,7 @@ from .errors import (
     PayloadTooLarge,
     ServingError,
 )
-from .health import HEALTHY_TOKEN
+from .health import HEALTHY_TOKEN, public_failover_health
 from .rest_codec import (
     RestInference,
     json_bytes,
@@ -75,19 +78,32 @@ class Surface(Enum):
     """Which listeners serve a route when management has its own port."""
     PUBLIC = "public"          # the data plane: public listener only
     MANAGEMENT = "management"  # changes what serves (authenticated): management listener only
-    BOTH = "both"              # health and pin status: read-only, harmless on either
+    BOTH = "both"              # health and pin status: read-only (failover health redacted on public)
+    METRICS = "metrics"        # Prometheus /metrics: the metrics listener when there is one, else the HTTP port's
 
 
 class Listener(Enum):
     """What one RestApp serves."""
     COMBINED = "combined"      # every route on one port (no --management-port)
-    PUBLIC = "public"          # behind the load balancer: management routes are absent (404)
+    PUBLIC = "public"          # behind the load balancer: management routes absent (404), health redacted
     MANAGEMENT = "management"  # the pod's loopback: management, pin status and health
+    METRICS = "metrics"        # --metrics-port, for in-cluster Prometheus: /metrics and nothing else
 
-    def serves(self, surface: Surface) -> bool:
+    def serves(self, surface: Surface, *, metrics_apart: bool = False) -> bool:
+        """metrics_apart: a METRICS listener runs beside this one, and it alone serves /metrics."""
+        if surface is Surface.METRICS:
+            return self is Listener.METRICS or (not metrics_apart and self in (Listener.COMBINED, Listener.PUBLIC))
+        if self is Listener.METRICS:
+            return False
         if self is Listener.COMBINED or surface is Surface.BOTH:
             return True
         return surface.value == self.value
+
+    @property
+    def diagnostic(self) -> bool:
+        """Whether failover health answers with its full document: not where the load balancer
+        admits anyone, only on the loopback (management) or where there is one listener (local)."""
+        return self in (Listener.COMBINED, Listener.MANAGEMENT)
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ ROUTES = (
     Route("GET", "/v2/health/failover", "failover", Surface.BOTH),
     Route("GET", "/v2/health/{endpoint}", "unknown_health", Surface.BOTH),
     Route("GET", "/v2", "server_metadata"),
-    Route("GET", "/metrics", "metrics"),
+    Route("GET", "/metrics", "metrics", Surface.METRICS),
     Route("POST", "/v2/repository/index", "repository_index"),
     Route("GET", "/v2/models/stats", "model_statistics"),  # before /v2/models/{model}, as Triton
     Route("GET", "/v2/models/{model}/stats", "model_statistics"),
@@ -149,7 +165,7 @@ def _compile(path: str) -> re.Pattern[str]:
 
 class RestApp:
     def __init__(self, plane: DataPlane, *, admin_token: str | None = None, max_body_bytes: int = 64 << 20,
-                 listener: Listener = Listener.COMBINED):
+                 listener: Listener = Listener.COMBINED, metrics_apart: bool = False):
         self.plane = plane
         self.admin_token = admin_token  # None: the management endpoint is disabled
         self.max_body_bytes = max_body_bytes
@@ -167,7 +183,8 @@ class RestApp:
             if route.path not in by_path:
                 by_path[route.path] = ({}, set())
             handlers, absent = by_path[route.path]
-            if listener.serves(route.surface) and (route.extension is None or route.extension in extensions):
+            if listener.serves(route.surface, metrics_apart=metrics_apart) and (
+                    route.extension is None or route.extension in extensions):
                 handlers[route.method] = getattr(self, route.handler)
             else:
                 absent.add(route.method)
@@ -252,7 +269,7 @@ class RestApp:
 
     async def failover(self, scope: Scope, receive: Receive) -> Response:
         healthy, document = self.plane.failover_health()
-        body = json_bytes(document)
+        body = json_bytes(document if self.listener.diagnostic else public_failover_health(document))
         if not healthy and HEALTHY_TOKEN.encode() in body:  # e.g. inside a model's name
             body = body.replace(HEALTHY_TOKEN.encode(), b"<token>")
         return (200 if healthy else 503), _JSON, body

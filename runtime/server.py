@@ -1,7 +1,8 @@
 """Runs the runtime: loads the champions, serves REST (uvicorn, httptools, uvloop) and gRPC on
 one event loop, and drains on SIGTERM: readiness turns false at once, queued and in-flight
 requests finish, and the process exits within the grace period. With a management port, a second
-REST listener (same loop, same route table) serves the management calls and drains with the rest."""
+REST listener (same loop, same route table) serves the management calls and drains with the rest;
+with a metrics port, another serves /metrics alone."""
 from __future__ import annotations
 
 import asyncio
@@ -50,6 +51,9 @@ class ServeOptions:
     # management_host (the pod's loopback), and absent from the public HTTP and gRPC ports
     management_port: int | None = None
     management_host: str = "127.0.0.1"
+    # None: /metrics on the HTTP port; a port: only there, on `host` (the pod's address, which
+    # Prometheus scrapes), and absent from the HTTP port
+    metrics_port: int | None = None
     # Triton's system shared memory extension (shared_memory.py); the CLI decides (see `enabled`)
     system_shared_memory: bool = False
     # what manifest.json.sig must verify against; None only with allow_unsigned (local development)
@@ -110,23 +114,28 @@ async def serve(options: ServeOptions) -> None:
         log.info("system shared memory is served: clients on this host may register /dev/shm regions")
 
     separate = options.management_port is not None
-    http_socket = _listen(options.host, options.http_port)
-    management_socket = None
+    wanted = [(Listener.PUBLIC if separate else Listener.COMBINED, options.host, options.http_port, "HTTP")]
     if options.management_port is not None:
-        try:
-            management_socket = _listen(options.management_host, options.management_port, "management")
-        except StartupError:
-            http_socket.close()
-            raise
+        wanted.append((Listener.MANAGEMENT, options.management_host, options.management_port, "management"))
+    if options.metrics_port is not None:
+        wanted.append((Listener.METRICS, options.host, options.metrics_port, "metrics"))
+    listeners: list[tuple[Listener, socket.socket]] = []
+    try:
+        for listener, host, port, what in wanted:
+            listeners.append((listener, _listen(host, port, what)))
+    except StartupError:
+        for _, sock in listeners:
+            sock.close()
+        raise
+    http_socket = listeners[0][1]
     tls_files = None
     if options.tls_cert and options.tls_key:
         try:
             with open(options.tls_cert, "rb") as cert, open(options.tls_key, "rb") as key:
                 tls_files = (cert.read(), key.read())
         except OSError as exc:
-            http_socket.close()
-            if management_socket is not None:
-                management_socket.close()
+            for _, sock in listeners:
+                sock.close()
             raise StartupError(f"cannot read the TLS certificate or key: {exc}") from None
     grpc_server = None
     if options.grpc_port:
@@ -141,16 +150,14 @@ async def serve(options: ServeOptions) -> None:
     # No X-Forwarded-* rewriting (nothing here reads the client address, and trusting it would be a
     # hole) and no Server header: each is per-request work on the hot path.
     # Each listener is a uvicorn server over a RestApp of the same route table and handlers.
-    listeners = [(Listener.PUBLIC if separate else Listener.COMBINED, http_socket)]
-    if management_socket is not None:
-        listeners.append((Listener.MANAGEMENT, management_socket))
     rest_apps, http_servers, http_tasks = [], [], []
     for listener, sock in listeners:
         # The management listener stays plain HTTP: it listens on the pod's loopback only and is
-        # reached through the Kubernetes API's port-forward, which already carries it over TLS.
+        # reached through the Kubernetes API's port-forward, which already carries it over TLS. The
+        # metrics listener is on the pod's network, as the HTTP port: TLS when that has it.
         tls = tls_files is not None and listener is not Listener.MANAGEMENT
         rest_app = RestApp(plane, admin_token=options.admin_token, max_body_bytes=options.max_body_bytes,
-                           listener=listener)
+                           listener=listener, metrics_apart=options.metrics_port is not None)
         config = uvicorn.Config(rest_app, http="httptools", lifespan="off", access_log=False,
                                 proxy_headers=False, server_header=False, log_level="warning",
                                 timeout_graceful_shutdown=max(1, int(options.grace_period_s)),
@@ -166,13 +173,11 @@ async def serve(options: ServeOptions) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     host, port = http_socket.getsockname()[:2]
-    if management_socket is None:
-        management = "on the http port"
-    else:
-        management = "%s:%s" % management_socket.getsockname()[:2]
-    log.info("mlfleet runtime ready: %s %s:%s, grpc %s%s, management %s, region %s",
+    bound = {listener: "%s:%s" % sock.getsockname()[:2] for listener, sock in listeners}
+    log.info("mlfleet runtime ready: %s %s:%s, grpc %s%s, management %s, metrics %s, region %s",
              "https" if tls_files else "http", host, port, options.grpc_port or "disabled",
-             " (tls)" if tls_files and options.grpc_port else "", management, options.region)
+             " (tls)" if tls_files and options.grpc_port else "", bound.get(Listener.MANAGEMENT, "on the http port"),
+             bound.get(Listener.METRICS, "on the http port"), options.region)
     stopped = loop.create_task(stop.wait())
     await asyncio.wait({stopped, *http_tasks}, return_when=asyncio.FIRST_COMPLETED)
 

@@ -75,12 +75,18 @@ def test_deployment_targets_the_gpu_pool_with_probes_spread_and_budget(synth):
     assert {p["name"]: p["port"] for p in service["spec"]["port"]} == {"http": 8000, "grpc": 8001}
 
 
+def test_each_pod_is_limited_to_the_cpu_it_requests(synth):
+    tf = _synth(synth, cpu_request="3")
+    resources_ = only_resource(tf, "kubernetes_deployment_v1")["spec"]["template"]["spec"]["container"][0]["resources"]
+    assert resources_["requests"]["cpu"] == resources_["limits"]["cpu"] == "3"
+
+
 def test_the_runtime_accepts_every_argument_the_deployment_passes(synth):
     # Parsed by the runtime's own parser: a renamed or dropped flag fails here, not in a crash-looping pod.
     parser = argparse.ArgumentParser(exit_on_error=False)
     add_serve_arguments(parser)
     args = parser.parse_args(_container(_synth(synth))["args"])
-    assert (args.http_port, args.grpc_port, args.management_port) == (8000, 8001, 8002)
+    assert (args.http_port, args.grpc_port, args.management_port, args.metrics_port) == (8000, 8001, 8002, 8003)
     assert args.management_host == "127.0.0.1" and args.host == "0.0.0.0"
     assert args.admin_token_file == "/var/run/secrets/mlfleet/admin-token/token" and args.admin_token_optional
 
@@ -131,11 +137,11 @@ def test_the_management_port_is_passed_but_exposed_nowhere(synth):
     container = _container(tf)
     assert _arg(container["args"], "--management-port") == "9002"
     assert _arg(container["args"], "--management-host") == "127.0.0.1"
-    assert {p["container_port"] for p in container["port"]} == {8000, 8001}
+    assert {p["container_port"] for p in container["port"]} == {8000, 8001, 8003}
     service = template.only("kubernetes_service_v1")
     assert {(p["port"], p["target_port"]) for p in service["spec"]["port"]} == {(8000, "8000"), (8001, "8001")}
     policy = template.only("kubernetes_network_policy_v1")
-    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {"8000", "8001"}
+    assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} == {"8000", "8001", "8003"}
     # Nowhere else either: the only mention of the port is the runtime's argument.
     assert json.dumps(tf).count("9002") == 1
 
@@ -152,7 +158,49 @@ def test_the_network_policy_admits_only_the_load_balancers_to_the_serving_ports(
             "egress": ABSENT,
             "ingress": [{
                 "from": [{"ip_block": {"cidr": "130.211.0.0/22"}}, {"ip_block": {"cidr": "35.191.0.0/16"}}],
-                "ports": [{"port": "9000", "protocol": "TCP"}, {"port": "9001", "protocol": "TCP"}]}]}})
+                "ports": [{"port": "9000", "protocol": "TCP"}, {"port": "9001", "protocol": "TCP"}]},
+                # the metrics port, from Prometheus' namespace only (test_the_metrics_port_...)
+                {"ports": [{"port": "8003", "protocol": "TCP"}]}]}})
+
+
+def test_the_metrics_port_is_a_named_container_port_that_only_the_monitoring_namespace_reaches(synth):
+    tf = _synth(synth, metrics_port=9003, monitoring_namespace="prometheus")
+    template = Template(tf)
+    container = _container(tf)
+    assert _arg(container["args"], "--metrics-port") == "9003"
+    assert {"name": "metrics", "container_port": 9003} in container["port"]
+    # not on the Service the load balancer fronts
+    service = template.only("kubernetes_service_v1")
+    assert {p["name"] for p in service["spec"]["port"]} == {"http", "grpc"}
+    assert "9003" not in json.dumps(service)
+    load_balancers, scrape = template.only("kubernetes_network_policy_v1")["spec"]["ingress"]
+    assert "9003" not in json.dumps(load_balancers)
+    # the namespace's name label is set by the API server: another namespace cannot take it on
+    assert scrape == {"from": [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "prometheus"}}}],
+                      "ports": [{"port": "9003", "protocol": "TCP"}]}
+
+
+def test_the_pod_monitor_is_made_on_request_and_scrapes_the_metrics_port(synth):
+    assert Template(_synth(synth)).resources("kubernetes_manifest") == {}  # the CRD may not exist
+    tf = _synth(synth, pod_monitor=True, pod_monitor_labels={"release": "kube-prometheus-stack"}, namespace="serving")
+    template = Template(tf)
+    deployment = template.only("kubernetes_deployment_v1")
+    monitor = template.only("kubernetes_manifest")["manifest"]
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    assert monitor["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # exactly this deployment's pods, on the port the container names `metrics`
+    assert monitor["spec"]["selector"] == {"matchLabels": deployment["spec"]["selector"]["match_labels"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics"}
+    assert endpoint["port"] in {p.get("name") for p in _container(tf)["port"]}
+
+
+def test_the_rule_pack_passes_the_deployment_with_its_metrics_port(synth):
+    from mlfleet.constructs.policy import evaluate_terraform
+
+    # MLF035 keeps the management port off every port list; the metrics port is not it
+    assert evaluate_terraform("serving", _synth(synth, pod_monitor=True)) == []
 
 
 def test_the_namespace_enforces_restricted_and_everything_lands_after_it(synth):
@@ -269,6 +317,13 @@ def test_digest_pinned_images_from_any_registry_are_accepted(synth, image):
     ({"grpc_port": 8000}, "grpc_port"),
     ({"management_port": 8001}, "management_port"),
     ({"management_port": 443}, "management_port"),
+    ({"metrics_port": 8002}, "metrics_port"),
+    ({"metrics_port": 8000}, "metrics_port"),
+    ({"metrics_port": 9090, "grpc_port": 9090}, "metrics_port"),
+    ({"metrics_port": 80}, "metrics_port"),
+    ({"monitoring_namespace": "Monitoring"}, "monitoring_namespace"),
+    ({"pod_monitor_labels": {"release": "prometheus"}}, "pod_monitor_labels"),
+    ({"pod_monitor": True, "pod_monitor_labels": {"release": "bad value!"}}, "pod_monitor_labels['release']"),
     ({"node_selector": {}}, "node_selector"),
     ({"node_selector": {"eks.amazonaws.com/nodegroup": "bad value!"}}, "node_selector"),
     ({"name": "Bad_Name"}, "name"),

@@ -12,6 +12,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from mlfleet.runtime.process import free_port
+
 from helpers.runtime import reference_forward, request
 from helpers.runtime_load import LoadGenerator
 
@@ -80,13 +82,22 @@ def test_infer_equals_the_torch_forward(container, image_repo, protocol):
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_failover_health_is_ok_with_verified_champions(container):
-    status, _, body = request(container.http_url, "GET", "/v2/health/failover")
-    assert status == 200, body
-    health = json.loads(body)
-    assert health["status"] == "MLFLEET_FAILOVER_OK" and health["region"] == "eu-west-1"
-    assert {m: (v["version"], v["checksum_verified"]) for m, v in health["models"].items()} == {
-        "mlp": (CHAMPION, True), "mlp-large": (CHAMPION, True)}
+def test_failover_health_is_ok_with_verified_champions(image_repo, start):
+    # as the GPU pools run it: a management listener on loopback, where the full document is
+    management_port = free_port()
+    served = start(f"mlfleet-image-health-{os.getpid()}", image_repo, "--region", "eu-west-1",
+                   "--management-port", str(management_port))
+    try:
+        status, _, body = request(served.http_url, "GET", "/v2/health/failover")
+        assert (status, json.loads(body)) == (200, {"status": "MLFLEET_FAILOVER_OK", "region": "eu-west-1"})
+        status, _, body = request(f"http://127.0.0.1:{management_port}", "GET", "/v2/health/failover")
+        assert status == 200, body
+        health = json.loads(body)
+        assert health["status"] == "MLFLEET_FAILOVER_OK" and health["region"] == "eu-west-1"
+        assert {m: (v["version"], v["checksum_verified"]) for m, v in health["models"].items()} == {
+            "mlp": (CHAMPION, True), "mlp-large": (CHAMPION, True)}
+    finally:
+        served.remove()
 
 
 def test_sigterm_drains_within_the_grace_period(image_repo, start, run_podman):

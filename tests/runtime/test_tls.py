@@ -1,12 +1,14 @@
 """TLS, opt-in: with --tls-cert and --tls-key the HTTP port serves HTTPS and the gRPC port TLS
-(tritonclient over both, with a throwaway self-signed certificate), the management listener stays
-plain, and a missing, unreadable or mismatched certificate or key is one line and exit code 2."""
+(tritonclient over both, with a throwaway self-signed certificate), so does the metrics listener,
+the management listener stays plain, and a missing, unreadable or mismatched certificate or key is
+one line and exit code 2."""
 from __future__ import annotations
 
 import datetime
 import http.client
 import ipaddress
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mlfleet.runtime.examples import write_example_repository
-from mlfleet.runtime.process import RuntimeProcess
+from mlfleet.runtime.process import RuntimeProcess, free_port
 
 from helpers.runtime import ADMIN_TOKEN, request_json
 
@@ -73,9 +75,11 @@ def repo(tmp_path_factory, manifest_key) -> Path:
 @pytest.fixture(scope="module")
 def tls_runtime(repo, tls_pair, manifest_key, tmp_path_factory):
     log = tmp_path_factory.mktemp("tls-logs") / "runtime.log"
+    metrics_port = free_port()
     with RuntimeProcess(repo, manifest_public_key=manifest_key.public_key_path, admin_token=ADMIN_TOKEN,
                         management_port=True, tls_cert=tls_pair.cert, tls_key=tls_pair.key,
-                        log_path=log) as runtime:
+                        log_path=log, extra_args=["--metrics-port", str(metrics_port)]) as runtime:
+        runtime.metrics_port = metrics_port
         yield runtime
 
 
@@ -135,6 +139,25 @@ def test_plaintext_grpc_to_the_tls_port_fails(tls_runtime):
             client.is_server_live(client_timeout=3)
     finally:
         client.close()
+
+
+def test_the_metrics_listener_serves_https(tls_runtime, tls_pair):
+    context = ssl.create_default_context(cafile=str(tls_pair.cert))
+    connection = http.client.HTTPSConnection("127.0.0.1", tls_runtime.metrics_port, timeout=5, context=context)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200 and b'nv_inference_count{model="simple",version="1"}' in response.read()
+    finally:
+        connection.close()
+    plain = http.client.HTTPConnection("127.0.0.1", tls_runtime.metrics_port, timeout=5)
+    try:
+        plain.request("GET", "/metrics")
+        assert plain.getresponse().status != 200  # uvicorn's 400 to a non-TLS hello, or a dropped connection
+    except (ConnectionError, http.client.HTTPException):
+        pass
+    finally:
+        plain.close()
 
 
 def test_the_management_listener_stays_plain_http(tls_runtime):

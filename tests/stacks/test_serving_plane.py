@@ -98,9 +98,12 @@ def test_each_endpoint_terminates_tls_and_exposes_no_management_port(synthesized
             (container,) = deployment["spec"]["template"]["spec"]["container"]
             assert MANAGEMENT_PORT not in [p["container_port"] for p in container["port"]]
         (policy,) = resources(tf, "kubernetes_network_policy_v1").values()
-        (ingress,) = policy["spec"]["ingress"]
-        assert sorted(int(p["port"]) for p in ingress["ports"]) == [8000, 8001]
-        assert all(b["ip_block"]["cidr"] not in ("0.0.0.0/0", "::/0") for b in ingress["from"])
+        # The load balancers reach the serving ports; only the monitoring namespace the metrics port.
+        load_balancers, scrape = policy["spec"]["ingress"]
+        assert sorted(int(p["port"]) for p in load_balancers["ports"]) == [8000, 8001]
+        assert all(b["ip_block"]["cidr"] not in ("0.0.0.0/0", "::/0") for b in load_balancers["from"])
+        assert [p["port"] for p in scrape["ports"]] == ["8003"]
+        assert all("namespace_selector" in b for b in scrape["from"])
         if region.cloud == "aws":
             (endpoint,) = [s for s in services if s["spec"].get("type") == "LoadBalancer"]
             annotations = endpoint["metadata"]["annotations"]
