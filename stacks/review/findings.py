@@ -19,7 +19,7 @@ class ReviewFinding:
     severity: str            # one of SEVERITIES
     stack: str
     address: str             # Terraform address
-    path: str                # construct path (checkov: the address)
+    path: str                # construct path (the address where the stack records none)
     message: str
     fix: str
     acknowledged: str | None = None   # the reason, when acknowledged

@@ -2,10 +2,7 @@
 pull-request comment (tables, long lists folded) or JSON for machines."""
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from mlfleet.constructs.terraform_json import provider_region
@@ -52,10 +49,8 @@ class Review:
 def build_review(env: Environment, *, base: tuple[dict[str, dict], str] | None = None,
                  run_checkov: bool = True, synthesized: tuple[dict[str, dict], list] | None = None) -> Review:
     """Synthesize `env` (or take `synthesized`: stacks and policy findings) and review it."""
-    with tempfile.TemporaryDirectory(prefix="mlfleet-review-") as tmp:
-        stacks, policy_findings = synthesized or synthesize_for_review(env, Path(tmp))
-        scan = (checkov.run(_stack_files(stacks, Path(tmp)))
-                if run_checkov else checkov.CheckovRun(False, None, [], "checkov was not run (disabled)"))
+    stacks, policy_findings = synthesized or synthesize_for_review(env)
+    scan = checkov.run(stacks) if run_checkov else checkov.CheckovRun(False, None, [], "checkov was not run (disabled)")
     findings = sorted([from_policy(f) for f in policy_findings] + dr_rules.evaluate(env, stacks) + scan.findings,
                       key=ReviewFinding.sort_key)
     rpo = rto.rpo_budget(env, stacks)
@@ -69,18 +64,6 @@ def build_review(env: Environment, *, base: tuple[dict[str, dict], str] | None =
         cost=cost.estimate(stacks), rto=rto.rto_budget(env, stacks), rpo=rpo,
         diff=compare(base[0], stacks, base[1]) if base is not None else None,
         unused_acknowledgements=unused)
-
-
-def _stack_files(stacks: dict[str, dict], directory: Path) -> dict[str, Path]:
-    """Each stack's JSON on disk for checkov (written again when the synth was handed in)."""
-    files = {}
-    for name, tf in stacks.items():
-        path = directory / "stacks" / name / "cdk.tf.json"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(tf, indent=2))
-        files[name] = path
-    return files
 
 
 def _region_order(env: Environment, tf: dict) -> tuple[int, str]:
