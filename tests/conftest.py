@@ -16,6 +16,24 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
+def examples() -> dict:
+    """name → (environment, stacks, policy findings) for every shipped example, synthesized once
+    per session for the tests that read them all (the review's, the empty-condition check)."""
+    from mlfleet.stacks.environment import environment_names, load_environment
+    from mlfleet.stacks.review.synth import synthesize_for_review
+
+    from helpers.examples import EXAMPLES
+
+    assert sorted(EXAMPLES) == environment_names(), "a new example needs a golden review"
+    found = {}
+    for name in EXAMPLES:
+        env = load_environment(name)
+        stacks, findings = synthesize_for_review(env)
+        found[name] = (env, stacks, findings)
+    return found
+
+
+@pytest.fixture(scope="session")
 def manifest_key(tmp_path_factory) -> ManifestKeyPair:
     """The session's manifest signing key pair (generated here, never stored in the repository):
     example repositories are signed with it and runtimes verify against its public key."""

@@ -26,7 +26,6 @@ from cdktn_provider_aws.cloudtrail import (
     CloudtrailAdvancedEventSelector,
     CloudtrailAdvancedEventSelectorFieldSelector,
 )
-from cdktn_provider_aws.s3_bucket import S3Bucket
 from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfiguration,
     S3BucketLifecycleConfigurationRule,
@@ -40,19 +39,12 @@ from cdktn_provider_aws.s3_bucket_object_lock_configuration import (
     S3BucketObjectLockConfigurationRuleA,
     S3BucketObjectLockConfigurationRuleDefaultRetentionA,
 )
-from cdktn_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
 from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
-from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
-from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
-    S3BucketServerSideEncryptionConfigurationA,
-    S3BucketServerSideEncryptionConfigurationRuleA,
-    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA,
-)
-from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 from constructs import Construct
 
 from mlfleet.constructs.aws.iam_policy import policy_document, tls_only_statements
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps
+from mlfleet.constructs.aws.private_bucket import private_bucket
 from mlfleet.constructs.aws.provider_region import provider_region
 from mlfleet.constructs.validation import ACCOUNT_ID, CLOUDTRAIL_TRAIL_NAME, S3_BUCKET_NAME, require
 
@@ -91,22 +83,10 @@ class ArtifactAuditTrail(Construct):
         self.key = KmsKey(self, "key", KmsKeyProps(
             alias=props.key_alias, account_id=props.account_id, service_principals=(CLOUDTRAIL,),
             description=f"mlfleet artifact audit trail {props.trail_name}", tags=props.tags))
-        self.log_bucket = S3Bucket(self, "log-bucket", bucket=props.log_bucket_name, force_destroy=False,
-                                   object_lock_enabled=True, tags=tags)
+        created = private_bucket(self, "log-bucket", name=props.log_bucket_name, key_arn=self.key.key_arn,
+                                 object_lock=True, tags=tags)
+        self.log_bucket, versioning = created.bucket, created.versioning
         bucket_id = self.log_bucket.id
-        S3BucketOwnershipControls(self, "ownership", bucket=bucket_id, rule=S3BucketOwnershipControlsRule(
-            object_ownership="BucketOwnerEnforced"))
-        S3BucketPublicAccessBlock(self, "public-access-block", bucket=bucket_id, block_public_acls=True,
-                                  block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True)
-        versioning = S3BucketVersioningA(
-            self, "versioning", bucket=bucket_id,
-            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
-        S3BucketServerSideEncryptionConfigurationA(
-            self, "encryption", bucket=bucket_id, rule=[S3BucketServerSideEncryptionConfigurationRuleA(
-                bucket_key_enabled=True,
-                apply_server_side_encryption_by_default=(
-                    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                        sse_algorithm="aws:kms", kms_master_key_id=self.key.key_arn)))])
         S3BucketObjectLockConfigurationA(
             self, "object-lock", bucket=bucket_id, depends_on=[versioning],
             rule=S3BucketObjectLockConfigurationRuleA(

@@ -34,7 +34,6 @@ from typing import Literal
 from cdktn import TerraformOutput
 from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-from cdktn_provider_aws.s3_bucket import S3Bucket
 from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfiguration,
     S3BucketLifecycleConfigurationRule,
@@ -48,9 +47,7 @@ from cdktn_provider_aws.s3_bucket_object_lock_configuration import (
     S3BucketObjectLockConfigurationRuleA,
     S3BucketObjectLockConfigurationRuleDefaultRetentionA,
 )
-from cdktn_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
 from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
-from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
 from cdktn_provider_aws.s3_bucket_replication_configuration import (
     S3BucketReplicationConfigurationA,
     S3BucketReplicationConfigurationRule,
@@ -65,17 +62,13 @@ from cdktn_provider_aws.s3_bucket_replication_configuration import (
     S3BucketReplicationConfigurationRuleSourceSelectionCriteria,
     S3BucketReplicationConfigurationRuleSourceSelectionCriteriaSseKmsEncryptedObjects,
 )
-from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
-    S3BucketServerSideEncryptionConfigurationA,
-    S3BucketServerSideEncryptionConfigurationRuleA,
-    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA,
-)
-from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
+from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA
 from constructs import Construct
 
 from mlfleet.constructs.aws.artifact_grants import DEFAULT_MODELS_PREFIX, ArtifactBucket, PolicyStatements
 from mlfleet.constructs.aws.iam_policy import policy_document, tls_only_statements
 from mlfleet.constructs.aws.kms_key import KmsKey, KmsKeyProps, alias_arn
+from mlfleet.constructs.aws.private_bucket import private_bucket
 from mlfleet.constructs.validation import IAM_ROLE_ARN, IAM_ROLE_NAME, OBJECT_PREFIX, REGION, S3_BUCKET_NAME, require
 
 # S3 Replication Time Control's commitment, and the threshold its metrics report against.
@@ -149,24 +142,10 @@ class S3ArtifactStore(Construct):
             multi_region=props.role == "primary", replica_of_arn=props.multi_region_key_arn,
             tags=props.tags))
 
-        self.bucket = S3Bucket(
-            self, "bucket", bucket=props.bucket_name, force_destroy=False,
-            object_lock_enabled=True if props.object_lock else None, tags=props.tags or None)
+        created = private_bucket(self, "bucket", name=props.bucket_name, key_arn=self.key.key_arn,
+                                 object_lock=props.object_lock, tags=props.tags)
+        self.bucket, versioning = created.bucket, created.versioning
         bucket_id = self.bucket.id
-        S3BucketOwnershipControls(self, "ownership", bucket=bucket_id, rule=S3BucketOwnershipControlsRule(
-            object_ownership="BucketOwnerEnforced"))
-        S3BucketPublicAccessBlock(self, "public-access-block", bucket=bucket_id, block_public_acls=True,
-                                  block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True)
-        versioning = S3BucketVersioningA(
-            self, "versioning", bucket=bucket_id,
-            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
-        S3BucketServerSideEncryptionConfigurationA(
-            self, "encryption", bucket=bucket_id, rule=[S3BucketServerSideEncryptionConfigurationRuleA(
-                # A bucket key cuts KMS requests (and their cost) by orders of magnitude.
-                bucket_key_enabled=True,
-                apply_server_side_encryption_by_default=(
-                    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                        sse_algorithm="aws:kms", kms_master_key_id=self.key.key_arn)))])
         S3BucketLifecycleConfiguration(
             self, "lifecycle", bucket=bucket_id, depends_on=[versioning], rule=[S3BucketLifecycleConfigurationRule(
                 id="expire-noncurrent-versions", status="Enabled",

@@ -31,14 +31,7 @@ def _s3_buckets(tf: dict) -> Hits:
 def _databases(tf: dict) -> Hits:
     for cluster, body in addressed(tf, "aws_rds_cluster"):
         # A global cluster member inherits the global cluster's encryption (checked there).
-        if body.get("storage_encrypted") is not True and not body.get("global_cluster_identifier"):
-            yield "MLF001", cluster, "storage_encrypted is not true"
-        if not body.get("kms_key_id"):
-            yield "MLF001", cluster, "no customer-managed kms_key_id"
-        if body.get("deletion_protection") is not True:
-            yield "MLF003", cluster, "deletion_protection is not true"
-        if body.get("skip_final_snapshot") is True:
-            yield "MLF003", cluster, "skip_final_snapshot drops the last backup on delete"
+        yield from _stored_data(cluster, body, encrypted_elsewhere=bool(body.get("global_cluster_identifier")))
     for cluster, body in addressed(tf, "aws_rds_global_cluster"):
         if body.get("storage_encrypted") is not True:
             yield "MLF001", cluster, "storage_encrypted is not true"
@@ -77,14 +70,20 @@ def _db_instances(tf: dict) -> Hits:
     for instance, body in addressed(tf, "aws_db_instance"):
         if body.get("publicly_accessible") is True:
             yield "MLF002", instance, "publicly_accessible is true"
-        if body.get("storage_encrypted") is not True:
-            yield "MLF001", instance, "storage_encrypted is not true"
-        if not body.get("kms_key_id"):
-            yield "MLF001", instance, "no customer-managed kms_key_id"
-        if body.get("deletion_protection") is not True:
-            yield "MLF003", instance, "deletion_protection is not true"
-        if body.get("skip_final_snapshot") is True:
-            yield "MLF003", instance, "skip_final_snapshot drops the last backup on delete"
+        yield from _stored_data(instance, body, encrypted_elsewhere=False)
+
+
+def _stored_data(address: str, body: dict, *, encrypted_elsewhere: bool) -> Hits:
+    """What an RDS cluster and a DB instance alike must hold: encryption with a customer key,
+    deletion protection and a final snapshot."""
+    if body.get("storage_encrypted") is not True and not encrypted_elsewhere:
+        yield "MLF001", address, "storage_encrypted is not true"
+    if not body.get("kms_key_id"):
+        yield "MLF001", address, "no customer-managed kms_key_id"
+    if body.get("deletion_protection") is not True:
+        yield "MLF003", address, "deletion_protection is not true"
+    if body.get("skip_final_snapshot") is True:
+        yield "MLF003", address, "skip_final_snapshot drops the last backup on delete"
 
 
 def _postgres_tls(tf: dict) -> Hits:

@@ -14,9 +14,6 @@ from typing import Any, Iterator
 import pytest
 
 from mlfleet.constructs.terraform_json import blocks
-from mlfleet.stacks.environment import load_environment
-
-from helpers.examples import EXAMPLES
 
 # Where the examples hold policy documents: each must be found, or the test would read nothing.
 EXPECTED_DOCUMENT_HOLDERS = {"aws_iam_role.assume_role_policy", "aws_iam_role_policy.policy",
@@ -24,15 +21,9 @@ EXPECTED_DOCUMENT_HOLDERS = {"aws_iam_role.assume_role_policy", "aws_iam_role_po
 
 
 @pytest.fixture(scope="module")
-def example_stacks() -> dict[str, dict]:
+def example_stacks(examples) -> dict[str, dict]:
     """`<stack>` → Terraform JSON of every stack of every example environment."""
-    from mlfleet.stacks.review.synth import synthesize_for_review
-
-    stacks: dict[str, dict] = {}
-    for name in EXAMPLES:
-        synthesized, _ = synthesize_for_review(load_environment(name))
-        stacks.update(synthesized)
-    return stacks
+    return {stack: tf for _, stacks, _ in examples.values() for stack, tf in stacks.items()}
 
 
 def _policy_documents(value: Any, where: str) -> Iterator[tuple[str, dict]]:

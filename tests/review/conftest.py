@@ -1,27 +1,11 @@
-"""Fixtures of the review tests: each example environment synthesized once per session (the
-CDK's import costs seconds; each synth well under one)."""
+"""Fixtures of the review tests (the examples themselves, synthesized once per session, are the
+top-level conftest's `examples`)."""
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from mlfleet.stacks.environment import ENVIRONMENTS_DIR, environment_names, load_environment, parse_environment
-
-from helpers.examples import EXAMPLES
-
-
-@pytest.fixture(scope="session")
-def examples() -> dict:
-    """name → (environment, stacks, policy findings) for every shipped example."""
-    from mlfleet.stacks.review.synth import synthesize_for_review
-
-    assert sorted(EXAMPLES) == environment_names(), "a new example needs a golden review"
-    found = {}
-    for name in EXAMPLES:
-        env = load_environment(name)
-        stacks, findings = synthesize_for_review(env)
-        found[name] = (env, stacks, findings)
-    return found
+from mlfleet.stacks.environment import ENVIRONMENTS_DIR, parse_environment
 
 
 @pytest.fixture(scope="session")
