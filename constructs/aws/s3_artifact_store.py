@@ -143,7 +143,7 @@ class S3ArtifactStore(Construct):
             tags=props.tags))
 
         created = private_bucket(self, "bucket", name=props.bucket_name, key_arn=self.key.key_arn,
-                                 object_lock=props.object_lock, tags=props.tags)
+                                 object_lock=props.object_lock is not None, tags=props.tags)
         self.bucket, versioning = created.bucket, created.versioning
         bucket_id = self.bucket.id
         S3BucketLifecycleConfiguration(
