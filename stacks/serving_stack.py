@@ -105,7 +105,7 @@ def runtime_deployments(scope: Construct, env: Environment, region: Region, *, i
                         service_account_annotations: dict[str, str] | None = None) -> list[ServingDeployment]:
     """One runtime Deployment per serving pool, all in the runtime's namespace (the first creates it,
     and the ConfigMap of the manifest's public key)."""
-    resources = env.serving.resources
+    resources, metrics = env.serving.resources, env.serving.metrics
     replicas = env.serving.replicas.deployed(region.role)
     deployments: list[ServingDeployment] = []
     for pool in env.serving_pools:
@@ -124,7 +124,9 @@ def runtime_deployments(scope: Construct, env: Environment, region: Region, *, i
             replicas=replicas, gpus_per_pod=resources.gpus,
             node_selector={node_label_key: naming.node_group_name(pool.name)},
             cpu_request=resources.cpu, memory_request=resources.memory, memory_limit=resources.memory_limit,
-            pdb_min_available=min(1, replicas - 1), load_balancer_cidrs=load_balancer_cidrs)))
+            pdb_min_available=min(1, replicas - 1), load_balancer_cidrs=load_balancer_cidrs,
+            monitoring_namespace=metrics.namespace, pod_monitor=metrics.pod_monitor,
+            pod_monitor_labels=dict(metrics.pod_monitor_labels))))
     return deployments
 
 

@@ -23,6 +23,9 @@ from mlfleet.constructs.validation import (
     GOOGLE_SUBJECT_ID,
     HOSTED_ZONE_ID,
     IMAGE_DIGEST,
+    KUBERNETES_LABEL_KEY,
+    KUBERNETES_LABEL_VALUE,
+    KUBERNETES_NAME,
     KUBERNETES_QUANTITY,
     OBJECT_PREFIX,
     POSTGRES_NAME,
@@ -112,6 +115,25 @@ class ServingResources(Model):
                               description="Memory limit; default 16Gi")
 
 
+class ServingMetrics(Model):
+    """Who scrapes the runtime's /metrics: its own port (8003), admitted only from one namespace."""
+    namespace: str = Field(default="monitoring", pattern=KUBERNETES_NAME.pattern,
+                           description="Namespace of the Prometheus that scrapes the runtime, the only source the "
+                                       "NetworkPolicy admits to the metrics port; default monitoring")
+    pod_monitor: bool = Field(default=False, description="Make a PodMonitor for the Prometheus Operator (its CRD "
+                                                         "must be in the cluster before the plan); default false")
+    pod_monitor_labels: dict[Annotated[str, Field(pattern=KUBERNETES_LABEL_KEY.pattern)],
+                             Annotated[str, Field(pattern=KUBERNETES_LABEL_VALUE.pattern)]] = Field(
+        default_factory=dict, description="Labels the operator selects PodMonitors by, e.g. "
+                                          "{release: kube-prometheus-stack}; only with pod_monitor")
+
+    @model_validator(mode="after")
+    def _labels_need_the_monitor(self) -> "ServingMetrics":
+        if self.pod_monitor_labels and not self.pod_monitor:
+            raise ValueError("pod_monitor_labels label a PodMonitor: set pod_monitor: true, or drop them")
+        return self
+
+
 class Serving(Model):
     dns_name: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$")
     hosted_zone_id: str = Field(pattern=HOSTED_ZONE_ID.pattern)
@@ -126,6 +148,7 @@ class Serving(Model):
         description="The GPU pools the runtime runs on, one Deployment each; default every pool with min_size >= 1")
     replicas: ServingReplicas = ServingReplicas()
     resources: ServingResources = ServingResources()
+    metrics: ServingMetrics = ServingMetrics()
     certificate_domain: str | None = Field(
         default=None, pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$",
         description="The name clients connect to (TLS server name), on every region's certificate beside the "

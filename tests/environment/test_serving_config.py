@@ -82,6 +82,14 @@ INVALID = {
                              "regions[1].network.proxy_cidr: 10.70.32.0/24 overlaps 10.70.32.0/23 (proxy_cidr)"),
     "proxy range too small": ("research", lambda d: d["regions"][0]["network"].update(proxy_cidr="10.70.32.0/27"),
                               "regions[0].network.proxy_cidr"),
+    "metrics namespace not a name": ("prod", _serving(metrics={"namespace": "Monitoring"}),
+                                     "serving.metrics.namespace: String should match pattern"),
+    "pod monitor labels without the monitor": (
+        "prod", _serving(metrics={"pod_monitor_labels": {"release": "kube-prometheus-stack"}}),
+        "serving.metrics: pod_monitor_labels label a PodMonitor: set pod_monitor: true"),
+    "pod monitor label not a label": ("prod", _serving(metrics={"pod_monitor": True,
+                                                                "pod_monitor_labels": {"release": "a b"}}),
+                                      "serving.metrics.pod_monitor_labels.release: String should match pattern"),
 }
 
 
@@ -106,3 +114,24 @@ def test_defaults_serve_every_pool_that_keeps_nodes():
 def test_a_certificate_domain_in_the_zone_is_accepted():
     env = parse_environment(_mutated("prod", _serving(certificate_domain="api.example.com")), "prod")
     assert env.serving.tls_name == "api.example.com"
+
+
+def test_the_metrics_block_reaches_every_region_s_network_policy_and_pod_monitor():
+    """Who scrapes the runtime is the environment's: the NetworkPolicy admits the metrics port from
+    that namespace only, and the PodMonitor carries the labels the operator selects by."""
+    from mlfleet.stacks.review.synth import synthesize_for_review
+
+    metrics = {"namespace": "gmp-system", "pod_monitor": True, "pod_monitor_labels": {"release": "prom"}}
+    env = parse_environment(_mutated("staging", _serving(metrics=metrics)), "staging with metrics")
+    stacks, _ = synthesize_for_review(env)
+    serving = {name: tf for name, tf in stacks.items() if name.endswith("-serving")}
+    assert len(serving) == len(env.regions)
+    for name, tf in serving.items():
+        (policy,) = tf["resource"]["kubernetes_network_policy_v1"].values()
+        scrape = [rule for rule in policy["spec"]["ingress"]
+                  if [p["port"] for p in rule["ports"]] == ["8003"]]
+        assert [b["namespace_selector"]["match_labels"] for rule in scrape for b in rule["from"]] == [
+            {"kubernetes.io/metadata.name": "gmp-system"}], name
+        monitors = [m["manifest"] for m in tf["resource"]["kubernetes_manifest"].values()
+                    if m["manifest"]["kind"] == "PodMonitor"]
+        assert [m["metadata"]["labels"]["release"] for m in monitors] == ["prom"], name
