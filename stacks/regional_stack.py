@@ -102,9 +102,10 @@ class RegionalStack(TerraformStack):
 
         # Object-level record of the region's artifacts (approvals, reads), kept in the region.
         self.artifact_audit = ArtifactAuditTrail(self, "artifact-audit", ArtifactAuditTrailProps(
-            trail_name=f"mlfleet-{env.name}-{region.name}-artifacts", account_id=account,
-            audited_bucket_names=(bucket,), log_bucket_name=f"{bucket}-audit",
-            key_alias=f"{naming.artifact_key_alias(env.name)}-audit"))
+            trail_name=naming.artifact_audit_trail(env.name, region.name), account_id=account,
+            audited_bucket_names=(bucket,),
+            log_bucket_name=naming.artifact_audit_bucket(env.name, account, region.name),
+            key_alias=naming.artifact_audit_key_alias(env.name)))
 
         self.signing_key = _signing_key(self, env, region)
 

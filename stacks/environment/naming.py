@@ -32,6 +32,20 @@ def artifact_key_alias(env: str) -> str:
     return f"mlfleet-{env}-artifacts"
 
 
+def artifact_audit_trail(env: str, region: str) -> str:
+    """The region's CloudTrail of object reads and writes in its artifact bucket."""
+    return f"mlfleet-{env}-{region}-artifacts"
+
+
+def artifact_audit_bucket(env: str, account_id: str, region: str) -> str:
+    """Where that trail delivers (at most 62 characters: a 20-character environment, the longest region)."""
+    return f"{artifact_bucket(env, account_id, region)}-audit"
+
+
+def artifact_audit_key_alias(env: str) -> str:
+    return f"{artifact_key_alias(env)}-audit"
+
+
 def cluster_name(env: str, region: str) -> str:
     return f"mlfleet-{env}-{region}"
 

@@ -102,3 +102,14 @@ def test_only_this_trail_delivers_and_only_under_the_accounts_prefix(trail_tf):
 def test_invalid_props_are_rejected_with_the_prop_and_the_reason(synth, overrides, prop, reason):
     with pytest.raises(PropsError, match=f"audit: {prop}: .*{reason}"):
         synth(lambda stack: ArtifactAuditTrail(stack, "audit", props(**overrides)))
+
+
+def test_the_audit_names_fit_their_limits_for_the_longest_environment_and_region():
+    from mlfleet.constructs.validation import CLOUDTRAIL_TRAIL_NAME, S3_BUCKET_NAME
+    from mlfleet.stacks.environment import naming
+
+    env, account = "e" * 20, "123456789012"  # environment names are at most 20 characters
+    for region in ("us-east-1", "ap-southeast-4", "us-gov-west-1"):
+        bucket = naming.artifact_audit_bucket(env, account, region)
+        assert S3_BUCKET_NAME.fullmatch(bucket) and len(bucket) <= 63, bucket
+        assert CLOUDTRAIL_TRAIL_NAME.fullmatch(naming.artifact_audit_trail(env, region))
