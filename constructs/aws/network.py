@@ -273,17 +273,22 @@ def endpoint_policy(service: str, region: str, account_id: str, buckets: tuple[s
     own = {"StringEquals": {"aws:PrincipalAccount": account_id}}
     own_resources = {"StringEquals": {"aws:ResourceAccount": account_id}}
 
-    def allow(sid: str, actions: list[str] | str, resources: list[str] | str, condition: dict = own) -> dict:
-        return {"Sid": sid, "Effect": "Allow", "Principal": "*", "Action": actions, "Resource": resources,
-                "Condition": condition}
+    def allow(sid: str, actions: list[str] | str, resources: list[str] | str, condition: dict | None = own) -> dict:
+        statement = {"Sid": sid, "Effect": "Allow", "Principal": "*", "Action": actions, "Resource": resources}
+        return {**statement, "Condition": condition} if condition else statement
 
     if service == "s3":
         statements = [
-            # ECR serves image layers from this AWS-owned bucket, through the gateway endpoint.
-            allow("EcrImageLayers", "s3:GetObject", f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*"),
-            # dnf on Amazon Linux 2023 nodes (and yum on AL2) reads the region's package repositories.
+            # ECR serves image layers from this AWS-owned bucket, through the gateway endpoint. The node
+            # fetches them with URLs ECR presigns (ECR's credentials, not this account's), so the statement
+            # is held by its resource alone: reads of the region's layer bucket.
+            allow("EcrImageLayers", "s3:GetObject", f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*", None),
+            # dnf on Amazon Linux 2023 nodes (and yum on AL2) reads the region's public package repositories,
+            # unsigned: no principal to hold to, only these buckets.
             allow("AmazonLinuxRepositories", "s3:GetObject", [f"arn:aws:s3:::al2023-repos-{region}-de612dc2/*",
-                                                             f"arn:aws:s3:::amazonlinux-2-repos-{region}/*"])]
+                                                             f"arn:aws:s3:::amazonlinux-2-repos-{region}/*",
+                                                             f"arn:aws:s3:::amazonlinux.{region}.amazonaws.com/*"],
+                  None)]
         if buckets:
             statements.append(allow("EnvironmentBuckets", _S3_OBJECTS, sorted(
                 arn for bucket in buckets for arn in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"))))

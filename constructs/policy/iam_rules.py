@@ -213,8 +213,27 @@ def _public_principal(statement: dict, rtype: str) -> str | None:
         "*" in _listed(principal.get(kind)) for kind in ("AWS", "CanonicalUser"))
     if not public:
         return None
+    if rtype in _ENDPOINT_POLICIES and _names_its_resources(statement):
+        return None  # an endpoint policy's "*" is any caller in the VPC: what it may reach is what matters
     keys = {k.lower() for k in NARROWING_KEYS + (_ENDPOINT_NARROWING_KEYS if rtype in _ENDPOINT_POLICIES else ())}
     return None if _condition_on(statement, keys) else "allows any principal without a narrowing condition"
+
+
+def _names_its_resources(statement: dict) -> bool:
+    """Every resource is named: a bucket (any key in it), or a resource of a named account. Through a
+    VPC endpoint such a statement cannot carry data to a place of the caller's choosing."""
+    resources = [str(r) for r in _listed(statement.get("Resource"))]
+    return bool(resources) and "NotResource" not in statement and all(_named(r) for r in resources)
+
+
+def _named(arn: str) -> bool:
+    parts = arn.split(":", 5)
+    if len(parts) < 6 or parts[0] != "arn":
+        return False
+    service, account, rest = parts[2], parts[4], parts[5]
+    if service == "s3":
+        return bool(rest) and not {"*", "?"} & set(rest.split("/", 1)[0])
+    return bool(account) and not {"*", "?", "$"} & set(account)
 
 
 def _unpinned_federation(statement: dict) -> str | None:

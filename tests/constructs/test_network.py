@@ -198,7 +198,11 @@ def test_every_endpoint_has_a_policy_of_what_the_vpc_needs_for_the_account_princ
     for service, policy in policies.items():
         for statement in policy["Statement"]:
             assert statement["Effect"] == "Allow" and "*" not in json.dumps(statement["Action"]), service
-            # Every statement is held to this account: its principals, or (web identity) its roles.
+            if statement.get("Sid") in ("EcrImageLayers", "AmazonLinuxRepositories"):
+                # Presigned (ECR's credentials) or unsigned reads: held by their AWS-owned buckets alone.
+                assert "Condition" not in statement and statement["Action"] == "s3:GetObject"
+                continue
+            # Every other statement is held to this account: its principals, or (web identity) its roles.
             condition = statement["Condition"]["StringEquals"]
             assert ACCOUNT in (condition.get("aws:PrincipalAccount"), condition.get("aws:ResourceAccount")), service
 
@@ -228,6 +232,12 @@ def test_endpoint_policies_can_be_evaluated_to_admit_the_account_and_refuse_othe
     assert not allowed(s3, "s3:PutObject", "arn:aws:s3:::somebody-elses-bucket/x", ours)
     assert not allowed(s3, "s3:GetObject", "arn:aws:s3:::mlfleet-dev-artifacts/models/m.pt",
                         {"aws:PrincipalAccount": "999999999999"})
+    # Image layers come by URLs ECR presigns (ECR's account), packages unsigned: those reads pass on
+    # the AWS-owned buckets only.
+    ecr_service = {"aws:PrincipalAccount": "999999999999"}
+    assert allowed(s3, "s3:GetObject", "arn:aws:s3:::prod-af-south-1-starport-layer-bucket/layer", ecr_service)
+    assert allowed(s3, "s3:GetObject", "arn:aws:s3:::al2023-repos-af-south-1-de612dc2/repodata/repomd.xml", {})
+    assert not allowed(s3, "s3:GetObject", "arn:aws:s3:::mlfleet-dev-artifacts/models/m.pt", {})
     ecr = endpoint_policy("ecr.dkr", "af-south-1", ACCOUNT)
     # af-south-1 serves the EKS add-on images from a registry of its own.
     assert allowed(ecr, "ecr:BatchGetImage", "arn:aws:ecr:af-south-1:877085696533:repository/eks/coredns", ours)
@@ -244,5 +254,5 @@ def test_endpoint_policies_can_be_evaluated_to_admit_the_account_and_refuse_othe
 
 def test_without_an_account_the_endpoint_policies_name_the_account_terraform_runs_as(synth):
     tf = synth(lambda stack: VpcNetwork(stack, "net", VpcNetworkProps(cidr="10.20.0.0/16", availability_zones=ZONES)))
-    policies = _endpoint_policies(tf)
-    assert all("${data.aws_caller_identity." in json.dumps(p) for p in policies.values())
+    statements = [st for p in _endpoint_policies(tf).values() for st in p["Statement"] if "Condition" in st]
+    assert statements and all("${data.aws_caller_identity." in json.dumps(st["Condition"]) for st in statements)

@@ -670,3 +670,20 @@ def test_every_rule_a_check_yields_is_in_the_table_and_documented():
 def test_secrets_that_terraform_keeps_in_state(rtype, body, flagged):
     assert (("MLF048", f"{rtype}.r") in _hits({rtype: {"r": body}})) is flagged
 
+
+
+@pytest.mark.parametrize("resource, flagged", [
+    ("arn:aws:s3:::prod-us-east-1-starport-layer-bucket/*", False),   # a named bucket, any key in it
+    ("arn:aws:s3:::*/*", True),
+    ("arn:aws:s3:::prod-*-starport-layer-bucket/*", True),
+    ("arn:aws:ecr:us-east-1:602401143452:repository/*", False),       # a named account's repositories
+    ("arn:aws:ecr:us-east-1:*:repository/*", True),
+    ("*", True),
+])
+def test_an_endpoint_policy_may_admit_any_caller_of_the_vpc_to_named_resources_only(resource, flagged):
+    policy = _doc({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": resource})
+    endpoint = {"aws_vpc_endpoint": {"e": {"vpc_id": "v", "service_name": "s", "policy": policy}}}
+    assert (("MLF041", "aws_vpc_endpoint.e") in _hits(endpoint)) is flagged
+    # Anywhere else, any principal needs a narrowing condition whatever the resource.
+    bucket = {"aws_s3_bucket_policy": {"b": {"bucket": "x", "policy": policy}}}
+    assert ("MLF041", "aws_s3_bucket_policy.b") in _hits(bucket)
