@@ -38,6 +38,7 @@ from mlfleet.constructs.validation import (
     KUBERNETES_LABEL_VALUE,
     KUBERNETES_NAME,
     require,
+    require_kubernetes_labels,
 )
 
 DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
@@ -135,6 +136,4 @@ def _validate(scope: Construct, p: NvidiaGpuPlumbingProps) -> None:
             "needs dcgm_exporter: the ServiceMonitor scrapes the exporter")
     require(p.service_monitor or not p.service_monitor_labels, scope, "service_monitor_labels",
             "only apply with service_monitor=True")
-    for key, value in p.service_monitor_labels.items():
-        require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)) and bool(KUBERNETES_LABEL_VALUE.fullmatch(value)),
-                scope, f"service_monitor_labels[{key!r}]", "is not a Kubernetes label")
+    require_kubernetes_labels(scope, "service_monitor_labels", p.service_monitor_labels)

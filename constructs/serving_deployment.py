@@ -104,6 +104,7 @@ from mlfleet.constructs.validation import (
     KUBERNETES_NAME,
     PropsError,
     require,
+    require_kubernetes_labels,
 )
 
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -421,9 +422,7 @@ class ServingDeployment(Construct):
                 "load balancer does not reach)")
         require(p.pod_monitor or not p.pod_monitor_labels, self, "pod_monitor_labels",
                 "only apply with pod_monitor=True")
-        for key, value in p.pod_monitor_labels.items():
-            require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)) and bool(KUBERNETES_LABEL_VALUE.fullmatch(value)),
-                    self, f"pod_monitor_labels[{key!r}]", "is not a Kubernetes label")
+        require_kubernetes_labels(self, "pod_monitor_labels", p.pod_monitor_labels)
         for prop in ("cpu_request", "memory_request", "memory_limit", "scratch_size_limit"):
             require(bool(_QUANTITY.fullmatch(getattr(p, prop))), self, prop,
                     f"{getattr(p, prop)!r} is not a Kubernetes quantity")

@@ -146,6 +146,13 @@ def require(condition: bool, scope: Construct | str, prop: str, reason: str) -> 
         raise PropsError(scope, prop, reason)
 
 
+def require_kubernetes_labels(scope: Construct | str, prop: str, labels: dict[str, str]) -> None:
+    """Every key and value of `labels` (a selector, a label set) is a Kubernetes label."""
+    for key, value in labels.items():
+        require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)) and bool(KUBERNETES_LABEL_VALUE.fullmatch(value)),
+                scope, f"{prop}[{key!r}]", f"{key}={value} is not a Kubernetes label")
+
+
 def require_google_labels(scope: Construct | str, labels: dict[str, str]) -> None:
     """Every key and value of `labels` is a Google Cloud label."""
     for key, value in labels.items():

@@ -27,13 +27,12 @@ from mlfleet.constructs.validation import (
     ACCOUNT_ID,
     EKS_CLUSTER_NAME,
     IAM_ROLE_NAME,
-    KUBERNETES_LABEL_KEY,
-    KUBERNETES_LABEL_VALUE,
     KUBERNETES_NAME,
     REGION,
     SEMANTIC_VERSION,
     VPC_ID,
     require,
+    require_kubernetes_labels,
 )
 
 CHART_REPOSITORY = "https://aws.github.io/eks-charts"
@@ -132,6 +131,4 @@ def _validate(scope: Construct, props: AwsLoadBalancerControllerProps) -> None:
     require(props.replicas >= 1, scope, "replicas", f"{props.replicas}: the controller needs at least one pod")
     require(bool(props.node_selector), scope, "node_selector",
             "name the system pool's labels: an unselective controller may land anywhere")
-    for key, value in props.node_selector.items():
-        require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)) and bool(KUBERNETES_LABEL_VALUE.fullmatch(value)),
-                scope, f"node_selector[{key!r}]", f"{key}={value} is not a Kubernetes label")
+    require_kubernetes_labels(scope, "node_selector", props.node_selector)

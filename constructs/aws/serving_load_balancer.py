@@ -33,11 +33,10 @@ from constructs import Construct
 from mlfleet.constructs.acknowledgements import acknowledge
 from mlfleet.constructs.validation import (
     ACM_CERTIFICATE_ARN,
-    KUBERNETES_LABEL_KEY,
-    KUBERNETES_LABEL_VALUE,
     KUBERNETES_NAME,
     PropsError,
     require,
+    require_kubernetes_labels,
 )
 
 LOAD_BALANCER_CLASS = "service.k8s.aws/nlb"
@@ -131,9 +130,7 @@ def _validate(scope: Construct, props: NlbServingEndpointProps) -> None:
         value = getattr(props, prop)
         require(bool(KUBERNETES_NAME.fullmatch(value)), scope, prop, f"{value!r} is not a Kubernetes DNS label")
     require(bool(props.selector), scope, "selector", "select the runtime's pods: an empty selector matches none")
-    for key, value in props.selector.items():
-        require(bool(KUBERNETES_LABEL_KEY.fullmatch(key)) and bool(KUBERNETES_LABEL_VALUE.fullmatch(value)),
-                scope, f"selector[{key!r}]", f"{key}={value} is not a Kubernetes label")
+    require_kubernetes_labels(scope, "selector", props.selector)
     require(Token.is_unresolved(props.certificate_arn) or bool(ACM_CERTIFICATE_ARN.fullmatch(props.certificate_arn)),
             scope, "certificate_arn",
             f"{props.certificate_arn!r} is not an ACM certificate ARN")
