@@ -231,6 +231,30 @@ class Targets(Model):
     rpo: Seconds = Field(description="Recovery point objective, e.g. '15m'")
 
 
+RunbookMode = Literal["planned-failover", "unplanned-failover", "failback"]
+
+
+class DisasterRecovery(Model):
+    """How the DR runbooks run in this environment."""
+    drain_timeout: Seconds = Field(
+        default=300, description="How long a planned failover waits for artifact and registry replication to "
+                                 "drain before it gives up, e.g. '5m'; default 5 minutes")
+    lag_max_age: Seconds = Field(
+        default=180, description="A replica-lag datapoint older than this reads as unknown (no bound on data loss), "
+                                 "e.g. '3m'; default 3 minutes")
+    approvals: list[RunbookMode] = Field(
+        default_factory=list,
+        description="Runbook modes that wait for `mlfleet approve RUN` by an identity other than the one that "
+                    "started the run (planned-failover, unplanned-failover, failback); drills run without")
+
+    @field_validator("approvals")
+    @classmethod
+    def _distinct_modes(cls, modes: list[str]) -> list[str]:
+        if len(set(modes)) != len(modes):
+            raise ValueError("a runbook mode is listed twice")
+        return modes
+
+
 class Acknowledgement(Model):
     rule: str = Field(pattern=r"^MLF\d{3}$")
     reason: str = Field(min_length=10)
@@ -354,6 +378,7 @@ class Environment(Model):
     identities: Identities
     serving: Serving
     targets: Targets
+    dr: DisasterRecovery = DisasterRecovery()
     tags: dict[str, str] = Field(default_factory=dict)
     acknowledgements: list[Acknowledgement] = Field(default_factory=list)
 
