@@ -27,8 +27,21 @@ class LockHeld(Refused):
     def __init__(self, lock: str, holder: dict):
         self.holder = holder
         who = ", ".join(f"{k}={v}" for k, v in sorted(holder.items()))
-        super().__init__(f"another DR run holds {lock} ({who}); wait for it to finish, "
-                         "or resume that run with the same command")
+        super().__init__(f"another DR run holds {lock} ({who}); wait for it to finish (a live process holds it)")
+
+
+class WorldMoved(Refused):
+    """A resumed run found that what an earlier attempt did no longer holds in the live world."""
+
+
+class LockAbandoned(Refused):
+    """The lock's holder died (lease expired, or its process is gone) and left its run unfinished."""
+
+    def __init__(self, lock: str, holder: dict):
+        self.holder = holder
+        who = ", ".join(f"{k}={v}" for k, v in sorted(holder.items()))
+        super().__init__(f"{lock} is held by a DR run that died ({who}); nothing was changed. Check what it "
+                         "left, then pass --take-over-lock to take the lock over (the takeover is audited)")
 
 
 class RunbookAborted(MlfleetError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -17,14 +18,17 @@ class Journal:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # blocks running side by side write whole lines, one at a time
 
     def write(self, event: str, step: str | None = None, **data) -> None:
         record = {"at": time.time(), "event": event, "step": step, **data}
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def records(self) -> list[dict]:
         if not self.path.exists():
@@ -48,6 +52,14 @@ class Journal:
 
     def applied_steps(self) -> list[str]:
         return [r["step"] for r in self.records() if r["event"] == APPLIED]
+
+    def latest_timeline(self) -> dict[str, float]:
+        """The phases reached by every earlier attempt (each DONE record carries the marks so far)."""
+        marks: dict[str, float] = {}
+        for record in self.records():
+            for phase, at in (record.get("timeline") or {}).items():
+                marks.setdefault(phase, at)
+        return marks
 
     def header(self) -> dict:
         for record in self.records():

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from mlfleet.dr.audit import AuditLog, verify
 from mlfleet.dr.engine import Check, Gate, Runbook, RunContext, Step
-from mlfleet.dr.errors import AuditTampered, LockHeld, Refused, RunbookAborted
+from mlfleet.dr.errors import AuditTampered, LockAbandoned, LockHeld, Refused, RunbookAborted
 from mlfleet.dr.locks import FileLock
 from mlfleet.dr.retry import NOT_IMPLEMENTED, PERMANENT, TRANSIENT, GaveUp, RetryPolicy, call_with_retry, classify
 
@@ -39,9 +39,9 @@ def _world_runbook(world: dict, *, fail_at: str | None = None) -> Runbook:
     return Runbook("test", [step("a"), step("b"), step("c")], key="test:key")
 
 
-def _run(runbook, tmp_path, **kw):
+def _run(runbook, tmp_path, *, lock=None, **kw):
     return runbook.execute(RunContext(retry=RetryPolicy(attempts=2, base_s=0.001)), state_dir=tmp_path,
-                           lock=FileLock(tmp_path / "lock"), audit=AuditLog(tmp_path / "audit.jsonl"), **kw)
+                           lock=lock or FileLock(tmp_path / "lock"), audit=AuditLog(tmp_path / "audit.jsonl"), **kw)
 
 
 @pytest.mark.parametrize("crash_step", ["a", "b", "c"])
@@ -53,9 +53,13 @@ def test_resume_after_a_crash_repeats_no_side_effect(tmp_path, crash_step, crash
         if (step, event) == (crash_step, crash_event):
             raise Crash()
 
+    crashed = FileLock(tmp_path / "lock")
     with pytest.raises(Crash):
-        _run(_world_runbook(world), tmp_path, on_event=crash)
-    result = _run(_world_runbook(world), tmp_path)
+        _run(_world_runbook(world), tmp_path, lock=crashed, on_event=crash)
+    crashed.abandon()  # the process died: its lock's heartbeat stopped
+    with pytest.raises(LockAbandoned):
+        _run(_world_runbook(world), tmp_path)  # a dead run's lock is taken over only when asked
+    result = _run(_world_runbook(world), tmp_path, take_over_lock=True)
     assert result.status == "completed" and result.resumed
     assert world["effects"] == ["a", "b", "c"]
     verify(tmp_path / "audit.jsonl")
@@ -168,10 +172,17 @@ def test_retries_only_transient_failures():
     assert len(calls) == 1
 
 
-def test_precondition_failure_aborts_without_running_the_step(tmp_path):
+def test_a_precondition_failing_before_any_change_refuses_and_after_one_aborts(tmp_path):
+    """One condition, one exit code: nothing changed yet is a refusal (3); a change made is an abort (1)."""
     ran = []
     runbook = Runbook("blocked", [Step("x", "x", lambda ctx: ran.append(1), lambda ctx: "",
                                        precondition=lambda ctx: Check.failed("not now"))], key="blocked")
-    with pytest.raises(RunbookAborted, match="not now"):
+    with pytest.raises(Refused, match="not now") as refused:
         _run(runbook, tmp_path)
-    assert ran == []
+    assert ran == [] and refused.value.exit_code == 3
+    runbook = Runbook("late", [Step("a", "a", lambda ctx: ran.append("a"), lambda ctx: ""),
+                               Step("x", "x", lambda ctx: ran.append(1), lambda ctx: "",
+                                    precondition=lambda ctx: Check.failed("not now"))], key="late")
+    with pytest.raises(RunbookAborted, match="not now") as aborted:
+        _run(runbook, tmp_path)
+    assert ran == ["a"] and aborted.value.exit_code == 1
