@@ -33,20 +33,65 @@ def writer_region(cluster: dict) -> str | None:
     return next((region_of(m["DBClusterArn"]) for m in cluster.get("GlobalClusterMembers", []) if m["IsWriter"]), None)
 
 
-def replication_lag_s(target: Target, ctx: RunContext, region: str) -> float | None:
-    """The newest `AuroraGlobalDBRPOLag` of the region's secondary cluster; None without data."""
+@dataclass(frozen=True)
+class Lag:
+    """A replica's replication lag as its freshest datapoint says, and how old that datapoint is.
+    `seconds` is None when the lag is unknown: no datapoint, or only one older than
+    `env.dr.lag_max_age` (a replica that stopped reporting bounds no data loss)."""
+    seconds: float | None
+    age_s: float | None
+    detail: str
+
+    @property
+    def known(self) -> bool:
+        return self.seconds is not None
+
+
+LAG_PERIODS_S = (1, 60)
+"""Finest first. One-second buckets where the metric is published at high resolution (the
+sandbox publishes several datapoints a second), so a recovered replica reads its fresh low value,
+not the peak of the last minute; a metric CloudWatch refuses at that period is read per minute."""
+_MAX_DATAPOINTS = 1440  # GetMetricStatistics answers at most this many datapoints per call
+
+
+def replication_lag(target: Target, ctx: RunContext, region: str) -> Lag:
+    """The freshest `AuroraGlobalDBRPOLag` datapoint of the region's secondary cluster, with its age."""
+    from mlfleet.dr.retry import GaveUp
+
+    max_age = float(target.env.dr.lag_max_age)
     cloudwatch = target.client("cloudwatch", region)
-    now = datetime.now(timezone.utc)
-    points = ctx.call(f"read {LAG_METRIC} in {region}", cloudwatch.get_metric_statistics,
-                      Namespace="AWS/RDS", MetricName=LAG_METRIC,
-                      Dimensions=[{"Name": "DBClusterIdentifier",
-                                   "Value": naming.db_cluster_id(target.env.name, region)}],
-                      StartTime=now - timedelta(minutes=2), EndTime=now + timedelta(seconds=1), Period=60,
-                      Statistics=["Maximum"])["Datapoints"]
+    cluster = naming.db_cluster_id(target.env.name, region)
+    points: list[dict] = []
+    window = 0.0
+    for period in LAG_PERIODS_S:
+        # Far enough back to say how old a stale datapoint is, within one call's datapoints.
+        window = min(max(5 * max_age, 900.0), float(_MAX_DATAPOINTS * period))
+        now = datetime.now(timezone.utc)
+        try:
+            points = ctx.call(f"read {LAG_METRIC} in {region}", cloudwatch.get_metric_statistics,
+                              Namespace="AWS/RDS", MetricName=LAG_METRIC,
+                              Dimensions=[{"Name": "DBClusterIdentifier", "Value": cluster}],
+                              StartTime=now - timedelta(seconds=window), EndTime=now + timedelta(seconds=1),
+                              Period=period, Statistics=["Maximum"])["Datapoints"]
+        except GaveUp as exc:
+            code = getattr(exc.cause, "response", {}).get("Error", {}).get("Code", "")
+            if code.startswith("InvalidParameter") and period != LAG_PERIODS_S[-1]:
+                continue  # not a high-resolution metric: its finest period is a minute
+            raise
+        break
     if not points:
-        return None
+        return Lag(None, None, f"unknown: no {LAG_METRIC} datapoint for {cluster} in the last {window:.0f} s")
     newest = max(points, key=lambda p: p["Timestamp"])
-    return newest["Maximum"] / 1000.0
+    age = max(0.0, (datetime.now(timezone.utc) - newest["Timestamp"]).total_seconds())
+    if age > max_age:
+        return Lag(None, age, f"unknown: the newest datapoint is {age:.0f} s old (dr.lag_max_age {max_age:g} s)")
+    seconds = newest["Maximum"] / (1.0 if newest.get("Unit") == "Seconds" else 1000.0)
+    return Lag(seconds, age, f"{seconds:.1f} s, measured {age:.0f} s ago")
+
+
+def replication_lag_s(target: Target, ctx: RunContext, region: str) -> float | None:
+    """`replication_lag(...).seconds`, for callers that need only the number (None: unknown)."""
+    return replication_lag(target, ctx, region).seconds
 
 
 def request_promotion(target: Target, ctx: RunContext, to_region: str, *, planned: bool) -> str:
@@ -114,10 +159,45 @@ def registry_writable(target: Target, ctx: RunContext, region: str) -> tuple[boo
 
 
 # -- model artifacts ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelChampion:
+    """One model's champion as a failover to a region would find it."""
+    model: str
+    champion: str
+    """The current champion: per the writer's manifest when it could be read, else the replica's."""
+    pin: str
+    """The version a failover would pin now: the champion, or (held) the newest approved version
+    that the region's replica holds completely and its manifest lists."""
+    missing: tuple[str, ...] = ()
+    """Keys the region's replica lacks for the champion (its files, or a manifest and signature
+    still on their way): the champion is held from replication while any is missing."""
+
+    @property
+    def held(self) -> bool:
+        return bool(self.missing)
+
+
 @dataclass
 class ChampionChoice:
+    """The one answer to "what would a failover to this region pin", shared by readiness and the
+    runbook's champion block. `ready`: every model's current champion would be pinned."""
+    region: str = ""
+    models: dict[str, ModelChampion] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> dict[str, list[str]]:
+        """Model -> the keys its champion still waits for in the region's replica."""
+        return {m: list(c.missing) for m, c in self.models.items() if c.held}
+
+    @property
+    def ready(self) -> bool:
+        return not self.held
+
+    @property
+    def held_keys(self) -> list[str]:
+        return sorted({key for keys in self.held.values() for key in keys})
 
 
 def _exists(s3, bucket: str, key: str, ctx: RunContext) -> bool:
@@ -156,10 +236,8 @@ def _verify_signature(target: Target, ctx: RunContext, region: str, manifest: by
         raise StepFailed(f"the manifest in {where} does not verify: {exc}") from None
 
 
-def choose_versions(target: Target, ctx: RunContext, region: str) -> ChampionChoice:
-    """For each model: the champion if all its files are in the region's bucket, else the newest
-    approved version whose files all are; StepFailed if a model has none, or if the region's
-    manifest does not verify against its replica of the signing key (its runtime would refuse it)."""
+def _read_manifest(target: Target, ctx: RunContext, region: str):
+    """(raw bytes, parsed Manifest) of the approved area of the region's bucket."""
     from mlfleet.runtime.manifest import Manifest, ManifestError
 
     s3 = target.client("s3", region)
@@ -168,28 +246,75 @@ def choose_versions(target: Target, ctx: RunContext, region: str) -> ChampionCho
     raw = ctx.call(f"read manifest in {region}", s3.get_object, Bucket=bucket,
                    Key=prefix + naming.MANIFEST_FILE)["Body"].read()
     try:
-        manifest = Manifest.load(raw)
+        return raw, Manifest.load(raw)
     except ManifestError as exc:
         raise StepFailed(f"manifest in s3://{bucket}/{prefix}: {exc}") from None
+
+
+def _short_key(key: str, prefix: str) -> str:
+    return key[len(prefix):] if key.startswith(prefix) else key
+
+
+def choose_versions(target: Target, ctx: RunContext, region: str, *, source: str | None = None) -> ChampionChoice:
+    """What a failover to `region` would pin, per model, and why: the champion if its files and
+    the signed manifest naming it are in the region's replica; else it is held, with the keys it
+    waits for, and the newest approved version the replica holds completely is what would serve.
+
+    `source` (the registry's writer): its manifest decides the current champion, so a replica whose
+    manifest has not caught up yet is held too (waiting for the manifest and its signature). When
+    the source cannot be read (it may be the region that failed) the replica's manifest decides.
+    StepFailed if a model has no complete version, or the region's manifest does not verify against
+    its replica of the signing key (its runtime would refuse it)."""
+    s3 = target.client("s3", region)
+    bucket = target.bucket(region)
+    prefix = naming.approved_prefix(target.env.artifact_store.models_prefix)
+    raw, manifest = _read_manifest(target, ctx, region)
     _verify_signature(target, ctx, region, raw, f"s3://{bucket}/{prefix}")
-    choice = ChampionChoice()
-    for model, entry in sorted(manifest.models.items()):
-        candidates = [entry.champion] + sorted((v for v in entry.versions if v != entry.champion),
-                                               key=int, reverse=True)
-        for version in candidates:
-            files = entry.versions[version].files
-            missing = [f for f in files if not _exists(s3, bucket, f"{prefix}{model}/{version}/{f}", ctx)]
-            if entry.config_sha256 and not _exists(s3, bucket, f"{prefix}{model}/config.pbtxt", ctx):
-                missing.append("../config.pbtxt")
-            if not missing:
-                choice.pins[model] = version
-                if version != entry.champion:
-                    choice.notes.append(
-                        f"{model}: champion v{entry.champion} is not fully replicated to {region}; "
-                        f"using v{version}, the newest approved version that is")
-                break
+    choice = ChampionChoice(region=region)
+    current = manifest
+    manifest_keys: list[str] = []
+    if source and source != region:
+        try:
+            source_raw, current = _read_manifest(target, ctx, source)
+        except Exception as exc:  # noqa: BLE001 - an unreachable writer leaves the replica's word
+            current = manifest
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            choice.notes.append(f"{source}'s manifest could not be read ({reason}); "
+                                f"the champions are those of {region}'s replica")
         else:
-            raise StepFailed(f"{model}: no approved version is fully replicated to {region}")
+            if source_raw != raw:
+                manifest_keys = [prefix + naming.MANIFEST_FILE, prefix + naming.MANIFEST_SIGNATURE_FILE]
+
+    def missing_files(model: str, version: str, entry) -> list[str]:
+        keys = [f"{prefix}{model}/{version}/{f}" for f in entry.versions[version].files]
+        if entry.config_sha256:
+            keys.append(f"{prefix}{model}/config.pbtxt")
+        return [key for key in keys if not _exists(s3, bucket, key, ctx)]
+
+    for model, entry in sorted(manifest.models.items()):
+        wanted = current.models[model] if model in current.models else entry
+        champion = wanted.champion
+        missing: list[str] = []
+        if champion != entry.champion or champion not in entry.versions:
+            missing += manifest_keys  # the replica's manifest still names another champion
+        if champion in wanted.versions:
+            missing += missing_files(model, champion, wanted)
+        pin = None
+        if not missing:
+            pin = champion
+        else:
+            candidates = [entry.champion] + sorted((v for v in entry.versions if v != entry.champion),
+                                                   key=int, reverse=True)
+            pin = next((v for v in candidates if v != champion and not missing_files(model, v, entry)), None)
+            if pin is None:
+                raise StepFailed(f"{model}: no approved version is fully replicated to {region} (champion "
+                                 f"v{champion} waits for {', '.join(_short_key(k, prefix) for k in missing)})")
+            choice.notes.append(
+                f"{model}: champion v{champion} is not fully replicated to {region} (missing "
+                f"{', '.join(_short_key(k, prefix) for k in missing)}); using v{pin}, the newest approved "
+                "version that is")
+        choice.models[model] = ModelChampion(model, champion, pin, tuple(missing))
+        choice.pins[model] = pin
     return choice
 
 
@@ -204,6 +329,56 @@ def pending_replication(target: Target, ctx: RunContext, region: str) -> list[st
         if head.get("ReplicationStatus") in ("PENDING", "FAILED"):
             pending.append(item["Key"])
     return pending
+
+
+def undelivered(target: Target, ctx: RunContext, source_region: str, target_region: str,
+                keys: list[str]) -> list[str]:
+    """Those of `keys` that replication has not yet delivered from the source's bucket to the
+    target's: absent there, or still PENDING on the source (an overwritten manifest is present in
+    the replica in its old version). StepFailed for a key that will never arrive: FAILED, or not in
+    the source either."""
+    source_s3, source_bucket = target.client("s3", source_region), target.bucket(source_region)
+    target_s3, target_bucket = target.client("s3", target_region), target.bucket(target_region)
+    waiting = []
+    for key in keys:
+        try:
+            head = ctx.call(f"head s3://{source_bucket}/{key}", source_s3.head_object, Bucket=source_bucket, Key=key)
+        except Exception as exc:
+            cause = getattr(exc, "cause", exc)
+            if getattr(cause, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise StepFailed(f"{key} is missing in s3://{source_bucket} too: replication cannot deliver it") \
+                    from None
+            raise
+        status = head.get("ReplicationStatus")
+        if status == "FAILED":
+            raise StepFailed(f"replication of s3://{source_bucket}/{key} to {target_region} FAILED")
+        if status == "PENDING" or not _exists(target_s3, target_bucket, key, ctx):
+            waiting.append(key)
+    return waiting
+
+
+def drain_until_replicated(target: Target, ctx: RunContext, source_region: str, target_region: str,
+                           keys: list[str] | None = None, timeout_s: float | None = None) -> str:
+    """Wait until replication has delivered `keys` (default: every object PENDING in the source
+    now) to the target's bucket, at most `timeout_s` (default `env.dr.drain_timeout`). StepFailed
+    names the keys still on their way and the bound."""
+    import time
+
+    bound = float(target.env.dr.drain_timeout if timeout_s is None else timeout_s)
+    names = list(pending_replication(target, ctx, source_region) if keys is None else keys)
+    if not names:
+        return "nothing to drain"
+    deadline = time.monotonic() + bound
+    with ctx.clock.waiting():
+        while True:
+            left = undelivered(target, ctx, source_region, target_region, names)
+            if not left:
+                return f"{len(names)} object(s) replicated to {target_region}"
+            if time.monotonic() >= deadline:
+                shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+                raise StepFailed(f"replication {source_region} -> {target_region} did not deliver {len(left)} "
+                                 f"object(s) within {bound:g} s (dr.drain_timeout): {shown}")
+            time.sleep(ctx.poll_interval_s)
 
 
 # -- GPU capacity (EKS node groups) -------------------------------------------------------
