@@ -36,6 +36,10 @@ class Target:
     control: ControlClient | None = None
     """The sandbox's ControlClient (fault injection for drills); None against a cloud."""
     gcp_endpoint: str | None = None
+    gcp_monitoring: str | None = None
+    """The sandbox's Cloud Monitoring API (host:port, gRPC in plaintext); Google's against a project."""
+    gcp_storage: dict[str, str] = field(default_factory=dict)
+    """Google Cloud region -> the sandbox's Cloud Storage endpoint for that region's copy of the bucket."""
     kube_hosts: dict[str, str] = field(default_factory=dict)
     """Region -> the sandbox's Kubernetes API (`Configuration.host`); against AWS, each region's
     EKS cluster is found by name (see kube.py)."""
@@ -69,6 +73,7 @@ class Target:
         return cls(env=env, kind=SANDBOX, state_dir=Path(state_dir), hosted_zone_id=state.hosted_zone_id,
                    serving_urls=dict(state.serving), admin_token=token, aws_endpoint=state.aws_endpoint,
                    control=ControlClient(state.control_url, state.control_token), gcp_endpoint=state.gcp_endpoint,
+                   gcp_monitoring=state.gcp_monitoring or None, gcp_storage=dict(state.gcp_storage),
                    kube_hosts=dict(state.kubernetes), kube_token=state.kubernetes_token,
                    registry_dsns=dict(state.registry), mlflow_urls=dict(state.mlflow),
                    pin_through_port_forward=port_forward,
@@ -125,6 +130,61 @@ class Target:
         return {"user": REGISTRY_DR_USER, "password": token, "dbname": naming.registry_database(),
                 "sslmode": "verify-full"}
 
+    # -- Google Cloud ---------------------------------------------------------------------------
+    @property
+    def gcp_project(self) -> str:
+        if self.env.gcp is None:
+            raise DrUsageError(f"environment {self.env.name} has no gcp section")
+        return self.env.gcp.project_id
+
+    def gcp_clients(self):
+        """GKE, Compute and the REST APIs (Cloud SQL Admin, Database Migration): the sandbox's fake
+        endpoint with anonymous credentials, or Google's with the application default credentials."""
+        from mlfleet.stacks.clients.google_cloud import GcpClients
+
+        return self.cached(("gcp",), lambda: GcpClients(endpoint=self.gcp_endpoint if self.kind == SANDBOX else None))
+
+    def gcs(self, region: str):
+        """A google-cloud-storage client that reads and writes `region`'s copy of the artifact bucket
+        (in the sandbox, its location's endpoint; against Google, one client: the service picks)."""
+        def build():
+            from google.cloud import storage
+
+            if self.kind == SANDBOX:
+                from google.auth.credentials import AnonymousCredentials
+
+                endpoint = self.gcp_storage.get(region) or f"{self.gcp_endpoint}/r/{region}"
+                return storage.Client(project=self.gcp_project, credentials=AnonymousCredentials(),
+                                      client_options={"api_endpoint": endpoint})
+            return storage.Client(project=self.gcp_project)
+
+        return self.cached(("gcs", region if self.kind == SANDBOX else "*"), build)
+
+    def monitoring(self):
+        """Cloud Monitoring's MetricServiceClient (gRPC: the library has no REST transport)."""
+        def build():
+            from google.cloud import monitoring_v3
+
+            if self.kind == SANDBOX:
+                import grpc
+                from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
+
+                if not self.gcp_monitoring:
+                    raise DrUsageError("the sandbox's state file names no Cloud Monitoring endpoint; start the "
+                                       f"sandbox again with `mlfleet sandbox up --env {self.env.name}`")
+                channel = grpc.insecure_channel(self.gcp_monitoring)
+                return monitoring_v3.MetricServiceClient(transport=MetricServiceGrpcTransport(channel=channel))
+            return monitoring_v3.MetricServiceClient()
+
+        return self.cached(("monitoring",), build)
+
+    def gcs_bucket(self) -> str:
+        return naming.gcs_artifact_bucket(self.env.name, self.gcp_project)
+
+    def gke(self):
+        """The GKE client (REST), built once."""
+        return self.cached(("gke",), lambda: self.gcp_clients().container())
+
     def cached(self, key: tuple, build):
         """A client other than boto3's (the Kubernetes API), built once per target like them."""
         if key not in self._clients:
@@ -136,9 +196,15 @@ class Target:
         signature check the champion step runs)."""
         import mlfleet.dr.kms_signer  # noqa: F401 - cryptography's import is not recovery time
 
-        for region in self.env.regions:
+        for region in self.env.regions_on("aws"):
             for service in ("s3", "rds", "eks", "cloudwatch", "dynamodb", "ecr", "kms"):
                 self.client(service, region.name)
+        for region in self.env.regions_on("gcp"):
+            self.gcs(region.name)
+        if self.env.regions_on("gcp"):
+            self.gcp_clients().sql_session()
+            self.gke()
+            self.monitoring()
         self.client("route53", "us-east-1")
         if self.kind == SANDBOX:  # against EKS, building one reads the cluster: left to the step
             from mlfleet.dr import kube

@@ -7,7 +7,10 @@ one runtime process per region behind its own serving proxy, one PostgreSQL serv
 for the registry (the writer's standbys streaming from it, registry_db.py), and the control API; creates the
 environment's resources through boto3 and seeds the runtime image into every region's ECR
 repository by its digest; publishes an approved champion model to the primary artifact bucket
-and waits until it has replicated.
+and waits until it has replicated. Google Cloud regions (gcp_world.py) are seeded into the fake
+Google endpoint: GKE pools, Cloud SQL instances on the region's PostgreSQL server, the dual-region
+bucket holding the same signed champion, the replica-lag metric (fake_monitoring.py, gRPC), and
+for an AWS primary the Storage Transfer job's copy from S3; their runtimes read gs://.
 The endpoints are written to `<state_dir>/sandbox/<env>/state.json` (mode 0600: it holds the
 tokens) so that other commands find them.
 """
@@ -24,10 +27,14 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlfleet.dr.errors import DrUsageError
+
+if TYPE_CHECKING:
+    from mlfleet.dr.sandbox.gcp_world import TransferJob
 from mlfleet.stacks.environment import Environment, naming
 
 SANDBOX_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox"}
@@ -53,6 +60,10 @@ class SandboxState:
     """Region -> the libpq URL of its registry database server (with the password)."""
     mlflow: dict[str, str] = field(default_factory=dict)
     """Region -> its MLflow tracking server (read-only while its database is a standby)."""
+    gcp_monitoring: str = ""
+    """host:port of the fake Cloud Monitoring API (gRPC, plaintext)."""
+    gcp_storage: dict[str, str] = field(default_factory=dict)
+    """Google Cloud region -> the Cloud Storage endpoint that reads and writes its copy of the bucket."""
     pid: int = field(default_factory=os.getpid)
 
     @staticmethod
@@ -88,7 +99,8 @@ class SandboxState:
 
 class Sandbox:
     def __init__(self, env: Environment, *, state_dir: Path = Path(".mlfleet"), settings=None,
-                 canary_interval_s: float = 0.5, log=lambda line: None):
+                 canary_interval_s: float = 0.5, transfer_interval_s: float = 2.0, model_registry: bool = True,
+                 log=lambda line: None):
         from mlfleet.dr.sandbox.moto_extensions import Settings
 
         self.env = env
@@ -96,6 +108,10 @@ class Sandbox:
         self.settings = settings or Settings()
         self._defaults = asdict(self.settings)
         self.canary_interval_s = canary_interval_s
+        self.transfer_interval_s = transfer_interval_s
+        self.model_registry = model_registry
+        """Start the MLflow servers (most of `up`'s time); tests that never reach MLflow leave them out."""
+        """The simulated Storage Transfer job's schedule (an hour or more in a deployment)."""
         self.log = log
         self._state: SandboxState | None = None
         self._stack: list = []
@@ -111,8 +127,10 @@ class Sandbox:
         from mlfleet.dr.sandbox.control import ControlServer
         from mlfleet.dr.sandbox.fake_gcp import FakeGcp
         from mlfleet.dr.sandbox.fake_kubernetes import FakeKubernetes
+        from mlfleet.dr.sandbox.fake_monitoring import FakeMonitoring
         from mlfleet.dr.sandbox.faults import FaultBook, ForwardingProxy, Ledger
         from mlfleet.dr.sandbox.moto_extensions import Extensions
+        from mlfleet.dr.sandbox.routing import SandboxRouting
 
         started = time.monotonic()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
@@ -129,7 +147,8 @@ class Sandbox:
                 raise self._registry_error
             self.extensions = Extensions(
                 self.faults, self.settings, registry=self.registry,
-                registry_clusters={naming.db_cluster_id(self.env.name, r.name): r.name for r in self.env.regions})
+                registry_clusters={naming.db_cluster_id(self.env.name, r.name): r.name
+                                   for r in self.env.regions_on("aws")} if self.env.primary.cloud == "aws" else {})
             self.extensions.install()
             self.faults.watch_regions(self._registry_region)
             self.settings.observe(self._registry_settings)
@@ -140,16 +159,23 @@ class Sandbox:
                 r.name: ForwardingProxy(f"serving-{r.name}", None, self.faults, self.ledger,
                                         region=r.name, service="serving").start() for r in self.env.regions}
             self._stack += [p.stop for p in self.serving_proxies.values()]
-            self.gcp = FakeGcp(self.faults, self.ledger).start()
+            self.gcp = FakeGcp(self.faults, self.ledger,
+                               replication_lag_s=lambda: self.settings.replication_lag_s).start()
+            self.gcp.on_promote = self._promote_gcp_registry
             self._stack.append(self.gcp.stop)
+            self.monitoring = FakeMonitoring(self.faults, self.ledger).start()
+            self._stack.append(self.monitoring.stop)
+            self.transfer: TransferJob | None = None
             self.kube = FakeKubernetes(secrets.token_urlsafe(24), self.faults, self.ledger, self.settings).start()
             self._stack.append(self.kube.stop)
             self.control = ControlServer(secrets.token_urlsafe(24), self.faults, self.settings, self.ledger,
                                          kubernetes=self.kube, remove_image=self.remove_image,
                                          registry=self.registry,
                                          registry_errors=lambda: self.extensions.promotion_errors)
+            self.routing = SandboxRouting(self.env, self.extensions).attach(self.control)  # GET /resolve, /routing
             self.admin_token = secrets.token_urlsafe(24)  # before _deploy: the admin Secret carries it
             self._deploy()
+            self._start_transfer()
             mlflow_started = self._start_mlflow()  # in the background while the runtimes start
             self._start_runtimes()
             mlflow_started.join()
@@ -165,7 +191,9 @@ class Sandbox:
                 kubernetes={r.name: self.kube.host(r.name) for r in self.env.regions},
                 kubernetes_token=self.kube.token,
                 registry={r.name: self.registry.dsn(r.name) for r in self.env.regions},
-                mlflow={region: server.url for region, server in self.mlflow.items()})
+                mlflow={region: server.url for region, server in self.mlflow.items()},
+                gcp_monitoring=self.monitoring.address,
+                gcp_storage={r.name: self.gcp.region_view(r.name) for r in self.env.regions_on("gcp")})
             self.state_path = state.save(self.state_dir)
             self._stack.append(lambda: self.state_path.unlink(missing_ok=True))
         except BaseException:
@@ -206,6 +234,8 @@ class Sandbox:
         urllib.request.urlopen(request, timeout=10).close()
         self.extensions.reset()  # after any promotion still pending, so that none runs after this
         self.registry.reset()
+        if self.transfer is not None:
+            self.transfer.reset()
         self._deploy()
         state = self.state
         state.hosted_zone_id = self.outputs["hosted_zone_id"]
@@ -250,8 +280,11 @@ class Sandbox:
         env_vars = {"AWS_ENDPOINT_URL": self.aws_proxy.url, **SANDBOX_CREDENTIALS}
 
         def start() -> None:
+            if not self.model_registry:
+                return
             try:
-                self.mlflow = start_registry_servers(self.env, self.registry, self.bucket, env_vars, self._workdir)
+                self.mlflow = start_registry_servers(self.env, self.registry, self.artifact_location, env_vars,
+                                                     self._workdir)
             except BaseException as exc:  # noqa: BLE001 - raised again by `up`
                 self._mlflow_error = exc
 
@@ -264,7 +297,8 @@ class Sandbox:
 
         self._stack.append(stop)
         def new_writer(region: str) -> None:
-            self.mlflow.on_new_writer(region)
+            if region in self.mlflow:
+                self.mlflow.on_new_writer(region)
 
         self.extensions.new_writer_listeners.append(new_writer)
         return thread
@@ -303,29 +337,138 @@ class Sandbox:
 
         ports = {name: proxy.port for name, proxy in self.serving_proxies.items()}
         self.outputs = deploy(self.env, lambda service, region: self.client(service, region, direct=True), ports)
-        set_signing_key_material(self.env.primary.name, self.outputs["signing_key_id"], self._signing_material)
+        self.outputs.update(self.routing.seed(lambda s, r: self.client(s, r, direct=True), self.outputs,
+                                              self.aws_proxy.url))  # ARC routing controls, calculated checks
+        on_aws = self.env.primary.cloud == "aws"
+        if on_aws:
+            set_signing_key_material(self.env.primary.name, self.outputs["signing_key_id"], self._signing_material)
         self._seed_serving_plane()
+        self._deploy_gcp()
         repository = self._workdir / "models"
         if not (repository / naming.MANIFEST_FILE).exists():
             manifest = write_example_repository(repository, models=(EXAMPLE_MODEL,))
             self.champion = manifest.models[EXAMPLE_MODEL].champion
-        # The champion as a promotion leaves it: signed by the environment's KMS key, in the
-        # primary's approved area (replication carries it to the standbys).
+        # The champion as a promotion leaves it: signed by the environment's KMS key (Cloud KMS's for a
+        # Google primary: the same key material, signed here), in the primary's approved area
+        # (replication, or the transfer job, carries it to the standbys).
         primary = self.env.primary.name
+        manifest_bytes = (repository / naming.MANIFEST_FILE).read_bytes()
+        (repository / SIGNATURE_FILE).write_bytes(self._sign(manifest_bytes))
         alias = naming.manifest_signing_key_alias(self.env.name)
-        signer = KmsManifestSigner(self.client("kms", primary, direct=True), alias, primary)
-        (repository / SIGNATURE_FILE).write_bytes(signer.sign((repository / naming.MANIFEST_FILE).read_bytes()))
         for region in self.env.regions:  # what each region's serving stack mounts: its own replica's public key
-            region_signer = KmsManifestSigner(self.client("kms", region.name, direct=True), alias, region.name)
-            self.public_key_path(region.name).write_bytes(region_signer.public_key_pem())
+            if region.cloud == "aws":
+                region_signer = KmsManifestSigner(self.client("kms", region.name, direct=True), alias, region.name)
+                self.public_key_path(region.name).write_bytes(region_signer.public_key_pem())
+            else:
+                self.public_key_path(region.name).write_bytes(self._public_key_pem())
         prefix = naming.approved_prefix(self.env.artifact_store.models_prefix)
-        s3 = self.client("s3", primary, direct=True)
         keys = []
         for path in sorted(p for p in repository.rglob("*") if p.is_file()):
             key = prefix + path.relative_to(repository).as_posix()
-            s3.put_object(Bucket=self.bucket(primary), Key=key, Body=path.read_bytes())
+            if on_aws:
+                self.client("s3", primary, direct=True).put_object(Bucket=self.bucket(primary), Key=key,
+                                                                   Body=path.read_bytes())
+            else:  # both copies of the dual-region bucket: the state once turbo replication has run
+                self.gcp.put_object(self.gcs_bucket, key, path.read_bytes())
             keys.append(key)
         self.wait_replicated(keys)
+        if on_aws and self.env.regions_on("gcp"):
+            self._transfer_now(keys)
+
+    # -- Google Cloud -------------------------------------------------------------------------
+    @property
+    def gcs_bucket(self) -> str:
+        """The dual-region artifact bucket of the Google Cloud regions."""
+        assert self.env.gcp is not None
+        return naming.gcs_artifact_bucket(self.env.name, self.env.gcp.project_id)
+
+    def artifact_location(self, region: str) -> str:
+        """The region's artifact store: its S3 bucket, or gs://<the dual-region bucket>."""
+        return self.bucket(region) if self.env.region(region).cloud == "aws" else f"gs://{self.gcs_bucket}"
+
+    def _public_key_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._signing_material.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def _sign(self, manifest: bytes) -> bytes:
+        """The manifest's signature by the environment's signing key: KMS `Sign` on an AWS primary;
+        for a Google primary the Cloud KMS key's signature, made here with the same key material."""
+        from mlfleet.dr.kms_signer import KmsManifestSigner
+        from mlfleet.dr.sandbox.gcp_world import signing_key_name
+        from mlfleet.runtime.signing import sign_manifest_locally
+
+        primary = self.env.primary.name
+        if self.env.primary.cloud == "aws":
+            signer = KmsManifestSigner(self.client("kms", primary, direct=True),
+                                       naming.manifest_signing_key_alias(self.env.name), primary)
+            return signer.sign(manifest)
+        return sign_manifest_locally(manifest, self._signing_material,
+                                     f"{signing_key_name(self.env)}/cryptoKeyVersions/1")
+
+    def _deploy_gcp(self) -> None:
+        from mlfleet.dr.sandbox.gcp_world import deploy_gcp
+
+        deploy_gcp(self.env, self.gcp, self.monitoring, public_key_pem=self._public_key_pem().decode(),
+                   lag_of=self.registry.replay_lag_s)
+
+    def _start_transfer(self) -> None:
+        """The Storage Transfer job of an AWS primary with Google Cloud standbys, on its schedule."""
+        if self.env.primary.cloud != "aws" or not self.env.regions_on("gcp"):
+            return
+        if self.transfer is None:
+            self._make_transfer()
+        assert self.transfer is not None
+        self.transfer.start()
+        self._stack.append(self.transfer.stop)
+
+    def _make_transfer(self) -> None:
+        from mlfleet.dr.sandbox.gcp_world import TransferJob
+
+        primary = self.env.primary.name
+        self.transfer = TransferJob(self.env, self.client("s3", primary, direct=True), self.gcp,
+                                    faulted=lambda: self.faults.match(primary, "s3") is not None,
+                                    interval_s=self.transfer_interval_s)
+
+    def _transfer_now(self, keys: list[str], timeout_s: float = 30) -> None:
+        """One transfer run at deployment, then until the keys are in both copies of the bucket."""
+        if self.transfer is None:
+            self._make_transfer()
+        assert self.transfer is not None
+        self.transfer.run_once()
+        self.wait_gcs_replicated(keys, timeout_s)
+
+    def wait_gcs_replicated(self, keys: list[str], timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        pair = {location.upper() for location in self.env.gcp_artifact_regions or ()}
+        for key in keys:
+            while (held := self.gcp.object_locations(self.gcs_bucket, key)) is not None and not pair <= held:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{key} did not reach both copies of gs://{self.gcs_bucket} within {timeout_s}s")
+                time.sleep(0.05)
+
+    def _promote_gcp_registry(self, region: str) -> None:
+        """A Cloud SQL promotion (replica or DMS destination): the region's PostgreSQL standby becomes
+        the writer at once with what it holds; the old writer rejoins as its standby when its region
+        is up; the region's MLflow server writes from now on."""
+        from mlfleet.dr.gcp import registry_kind
+        from mlfleet.dr.sandbox.gcp_world import watch_replica_lag
+
+        time.sleep(self.settings.promotion_s)
+        old = self.registry.writer()
+        if old != region:
+            self.registry.failover(region)
+            if not self.faults.region_down(old):
+                try:
+                    self.registry.rejoin(old)
+                except Exception as exc:  # noqa: BLE001 - it rejoins when its region's fault clears
+                    self.log(f"registry server of {old} did not rejoin: {exc}")
+        watch_replica_lag(self.env, self.monitoring, region, None)
+        if registry_kind(self.env, old) is not None:
+            watch_replica_lag(self.env, self.monitoring, old, self.registry.replay_lag_s)
+        if region in self.mlflow:
+            self.mlflow.on_new_writer(region)
 
     @property
     def example_repository(self) -> Path:
@@ -335,13 +478,13 @@ class Sandbox:
     def publish_manifest(self, manifest: bytes) -> None:
         """`manifest` and its signature by the environment's KMS key into the primary's approved
         area, as a promotion leaves them (tests change the champion this way)."""
-        from mlfleet.dr.kms_signer import KmsManifestSigner
-
         primary = self.env.primary.name
-        signer = KmsManifestSigner(self.client("kms", primary, direct=True),
-                                   naming.manifest_signing_key_alias(self.env.name), primary)
-        signature = signer.sign(manifest)
+        signature = self._sign(manifest)
         prefix = naming.approved_prefix(self.env.artifact_store.models_prefix)
+        if self.env.primary.cloud != "aws":  # written in the primary's copy; turbo replication takes it on
+            for name, body in ((naming.MANIFEST_FILE, manifest), (naming.MANIFEST_SIGNATURE_FILE, signature)):
+                self.gcp.put_object(self.gcs_bucket, prefix + name, body, location=primary.upper())
+            return
         s3 = self.client("s3", primary, direct=True)
         s3.put_object(Bucket=self.bucket(primary), Key=prefix + naming.MANIFEST_FILE, Body=manifest)
         s3.put_object(Bucket=self.bucket(primary), Key=prefix + naming.MANIFEST_SIGNATURE_FILE, Body=signature)
@@ -362,14 +505,17 @@ class Sandbox:
         replicas = self.env.serving.replicas
         self.kube.clear()
         for region in self.env.regions:
-            seed_image(region.name, repository, image.digest)
             self.kube.seed_secret(region.name, naming.serving_namespace(), ADMIN_SECRET,
                                   {ADMIN_SECRET_KEY: self.admin_token})
-            registry = f"{self.env.aws.account_id}.dkr.ecr.{region.name}.amazonaws.com"
+            if region.cloud == "aws":
+                seed_image(region.name, repository, image.digest)
+                name = f"{self.env.aws.account_id}.dkr.ecr.{region.name}.amazonaws.com/{repository}"
+            else:  # Artifact Registry: pushed per region by the release, nothing replicated to simulate
+                assert self.env.gcp is not None
+                name = naming.gcp_image(self.env.name, self.env.gcp.project_id, region.name, image.name)
             for pool in self.env.serving_pools:
                 self.kube.seed(region.name, naming.serving_namespace(), naming.runtime_deployment(pool.name),
-                               replicas=replicas.deployed(region.role),
-                               image=f"{registry}/{repository}@{image.digest}")
+                               replicas=replicas.deployed(region.role), image=f"{name}@{image.digest}")
 
     def remove_image(self, region: str) -> bool:
         """Take the runtime image out of one region's repository (replication that never came)."""
@@ -381,6 +527,8 @@ class Sandbox:
     def wait_replicated(self, keys: list[str], timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
         for standby in self.env.standbys:
+            if standby.cloud != "aws" or self.env.primary.cloud != "aws":
+                continue  # Google Cloud copies: wait_gcs_replicated
             s3 = self.client("s3", standby.name, direct=True)
             for key in keys:
                 while True:
@@ -400,11 +548,19 @@ class Sandbox:
         errors: list[BaseException] = []
 
         def start(region: str) -> None:
+            if self.env.region(region).cloud == "aws":
+                source = f"s3://{self.bucket(region)}/{prefix}"
+                env = {"AWS_ENDPOINT_URL": self.aws_proxy.url, "AWS_REGION": region, **SANDBOX_CREDENTIALS}
+            else:  # its own copy of the dual-region bucket, through google-cloud-storage
+                assert self.env.gcp is not None
+                source = f"gs://{self.gcs_bucket}/{prefix}"
+                env = {"STORAGE_EMULATOR_HOST": self.gcp.region_view(region),
+                       "GOOGLE_CLOUD_PROJECT": self.env.gcp.project_id}
             runtime = RuntimeProcess(
-                f"s3://{self.bucket(region)}/{prefix}", region=region, admin_token=self.admin_token,
+                source, region=region, admin_token=self.admin_token,
                 manifest_public_key=self.public_key_path(region),
                 extra_args=["--canary-interval", str(self.canary_interval_s), "--torch-threads", "1"],
-                env={"AWS_ENDPOINT_URL": self.aws_proxy.url, "AWS_REGION": region, **SANDBOX_CREDENTIALS},
+                env=env,
                 log_path=self._workdir / f"runtime-{region}.log", startup_timeout_s=120, stop_timeout_s=10)
             try:
                 runtime.start()
@@ -440,6 +596,11 @@ class Sandbox:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the {region} runtime is not failover-healthy within {timeout_s}s")
                 time.sleep(0.1)
+        # ...and until every Cloud SQL replica reports its lag (a failover's gate reads it)...
+        while self.monitoring is not None and self.monitoring.unmeasured():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica_lag datapoint for {self.monitoring.unmeasured()} within {timeout_s}s")
+            time.sleep(0.05)
         # ...and until the simulated Route 53 checks agree (FailureThreshold successes in a row).
         for region, check_id in self.outputs["health_checks"].items():
             while not (self.extensions.health(check_id) or {}).get("healthy"):

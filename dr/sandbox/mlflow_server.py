@@ -56,7 +56,9 @@ def sqlalchemy_uri(dsn: str) -> str:
 
 
 def artifact_root(bucket: str, models_prefix: str) -> str:
-    return f"s3://{bucket}/{naming.mlflow_artifact_prefix(models_prefix)}"
+    """`bucket`: an S3 bucket's name, or a store's URL (gs://bucket for a Google Cloud region)."""
+    store = bucket if "://" in bucket else f"s3://{bucket}"
+    return f"{store}/{naming.mlflow_artifact_prefix(models_prefix)}"
 
 
 class MlflowServer:

@@ -2,7 +2,9 @@
 deployed: the names come from `mlfleet.stacks.environment.naming`, the shapes from the constructs (a
 replicated artifact bucket per region, an Aurora global registry, an EKS cluster with one node
 group per GPU pool, failover records with a health check per region, a DR lock table, the
-runtime image's ECR repository, the multi-region key that signs the champion manifest)."""
+runtime image's ECR repository, the multi-region key that signs the champion manifest). Only the
+AWS regions get AWS resources; the failover records and health checks cover every region (Route 53
+routes Google Cloud regions too). Google Cloud regions are gcp_world.py's."""
 from __future__ import annotations
 
 from mlfleet.stacks.environment import Environment, naming
@@ -15,23 +17,30 @@ def deploy(env: Environment, client, serving_ports: dict[str, int]) -> dict:
     """Create everything; return the ids a deployment would output (zone id, health checks)."""
     account = env.aws.account_id
     primary = env.primary
-    for region in env.regions:
+    for region in env.regions_on("aws"):
         _bucket(env, client("s3", region.name), region.name)
         _cluster(env, client("eks", region.name), region.name, primary=region is primary)
         _lock_table(env, client("dynamodb", region.name))
         _image_repository(env, client("ecr", region.name))
-    _replication(env, client("s3", primary.name))
-    _registry(env, client)
-    signing_key = _signing_key(env, client)
+    signing_key = None
+    if primary.cloud == "aws":
+        _replication(env, client("s3", primary.name))
+        _registry(env, client)
+        signing_key = _signing_key(env, client)
     zone_id, checks = _routing(env, client("route53", "us-east-1"), serving_ports)
     return {"account_id": account, "hosted_zone_id": zone_id, "health_checks": checks,
             "signing_key_id": signing_key}
 
 
+def aws_standbys(env: Environment) -> list:
+    return [s for s in env.standbys if s.cloud == "aws"]
+
+
 def _bucket(env: Environment, s3, region: str) -> None:
     name = naming.artifact_bucket(env.name, env.aws.account_id, region)
     kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-    s3.create_bucket(Bucket=name, **kwargs)
+    # Object Lock as the stacks enable it, so the audit log's anchors are locked here too.
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=env.artifact_store.object_lock is not None, **kwargs)
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
@@ -42,7 +51,7 @@ def _replication(env: Environment, s3) -> None:
     rules = [{"ID": f"to-{standby.name}", "Status": "Enabled", "Priority": index, "Filter": {},
               "DeleteMarkerReplication": {"Status": "Disabled"},
               "Destination": {"Bucket": f"arn:aws:s3:::{naming.artifact_bucket(env.name, account, standby.name)}"}}
-             for index, standby in enumerate(env.standbys, start=1)]
+             for index, standby in enumerate(aws_standbys(env), start=1)]
     if rules:
         s3.put_bucket_replication(
             Bucket=naming.artifact_bucket(env.name, account, env.primary.name),
@@ -85,7 +94,7 @@ def _registry(env: Environment, client) -> None:
     client("rds", env.primary.name).create_global_cluster(
         GlobalClusterIdentifier=global_id, Engine="aurora-postgresql", EngineVersion=database.engine_version,
         StorageEncrypted=True, DeletionProtection=True)
-    for region in [env.primary, *env.standbys]:
+    for region in [env.primary, *aws_standbys(env)]:
         extra = ({"MasterUsername": "registry", "ManageMasterUserPassword": True} if region is env.primary else {})
         client("rds", region.name).create_db_cluster(
             DBClusterIdentifier=naming.db_cluster_id(env.name, region.name), Engine="aurora-postgresql",
@@ -101,7 +110,7 @@ def _signing_key(env: Environment, client) -> str:
     key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256", MultiRegion=True,
                          Description=f"mlfleet {env.name}: signs the champion manifest")["KeyMetadata"]
     kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
-    for standby in env.standbys:
+    for standby in aws_standbys(env):
         kms.replicate_key(KeyId=key["KeyId"], ReplicaRegion=standby.name)
         standby_kms = client("kms", standby.name)
         # moto keeps aliases per account, not per region: one alias may already name the key there.

@@ -23,3 +23,26 @@ def target(sandbox, tmp_path):
     t = Target.sandbox(sandbox.env, sandbox.state_dir)
     t.state_dir = tmp_path  # journals, locks and the audit log per test
     return t
+
+
+def _google_sandbox(tmp_path_factory, env_name: str):
+    """A sandbox with Google Cloud regions; without MLflow (most of start-up), which these tests
+    never reach; the Storage Transfer job every 0.5 s so that a copy is seen within a test."""
+    from mlfleet.dr.sandbox import Sandbox
+
+    state_dir = tmp_path_factory.mktemp(f"sandbox-{env_name}")
+    return Sandbox(load_environment(env_name), state_dir=state_dir, model_registry=False, transfer_interval_s=0.5)
+
+
+@pytest.fixture(scope="session")
+def research_sandbox(tmp_path_factory):
+    """`research` (all Google Cloud: a Cloud SQL primary and its cross-region replica)."""
+    with _google_sandbox(tmp_path_factory, "research") as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def hybrid_sandbox(tmp_path_factory):
+    """`hybrid` (AWS primary us-east-1, a Google Cloud standby fed by DMS and Storage Transfer)."""
+    with _google_sandbox(tmp_path_factory, "hybrid") as box:
+        yield box
