@@ -11,8 +11,9 @@ from mlfleet.constructs.aws.failover_routing import (
     RegionalEndpoint,
     Route53FailoverRouting,
     Route53FailoverRoutingProps,
+    RoutingControlNames,
 )
-from mlfleet.stacks.environment import Environment, naming
+from mlfleet.stacks.environment import Environment, naming, routing_control
 from mlfleet.stacks.stack_base import configure_aws_stack
 
 # Route 53's control plane region: the provider's region when no AWS region hosts the platform.
@@ -43,4 +44,12 @@ class GlobalStack(TerraformStack):
                             for r in env.regions),
             policy=serving.routing, ttl=serving.record_ttl, health_path=serving.failover_health_path,
             request_interval=serving.health_check_interval,
-            failure_threshold=serving.health_check_failure_threshold))
+            failure_threshold=serving.health_check_failure_threshold,
+            routing_controls=_routing_control_names(env) if routing_control.enabled(env) else None))
+
+
+def _routing_control_names(env: Environment) -> RoutingControlNames:
+    return RoutingControlNames(
+        cluster=routing_control.cluster_name(env.name), control_panel=routing_control.control_panel_name(env.name),
+        safety_rule=routing_control.safety_rule_name(env.name),
+        controls={r.name: routing_control.routing_control_name(env.name, r.name) for r in env.regions})

@@ -11,6 +11,16 @@ a set of weighted records across the standbys, each with its own health check, s
 failover spreads over the healthy standbys and skips the unhealthy ones.
 
 The DR runbooks read each region's health check id from the `health_check_<region>` outputs.
+
+Routing controls (`routing_controls`, Route 53 Application Recovery Controller): an ARC cluster,
+a control panel, one routing control per region, a safety rule that keeps at least one region
+ON, and per region a health check of type RECOVERY_CONTROL that follows its control. Each
+record is then guarded by a CALCULATED check needing both the region's endpoint check and its
+routing control: a runbook moves traffic by turning controls on the cluster's regional
+endpoints (ARC's data plane), without a record change (Route 53's control plane, served from
+us-east-1). The provider sends the ARC configuration resources to ARC's configuration API in
+us-west-2 whatever its region. Outputs: `routing_control_<region>` (each control's ARN),
+`routing_control_cluster_arn` and `routing_control_cluster_endpoints` (known only after apply).
 """
 from __future__ import annotations
 
@@ -24,6 +34,17 @@ from cdktn_provider_aws.route53_record import (
     Route53RecordAlias,
     Route53RecordFailoverRoutingPolicy,
     Route53RecordWeightedRoutingPolicy,
+)
+from cdktn_provider_aws.route53_recoverycontrolconfig_cluster import Route53RecoverycontrolconfigCluster
+from cdktn_provider_aws.route53_recoverycontrolconfig_control_panel import (
+    Route53RecoverycontrolconfigControlPanel,
+)
+from cdktn_provider_aws.route53_recoverycontrolconfig_routing_control import (
+    Route53RecoverycontrolconfigRoutingControl,
+)
+from cdktn_provider_aws.route53_recoverycontrolconfig_safety_rule import (
+    Route53RecoverycontrolconfigSafetyRule,
+    Route53RecoverycontrolconfigSafetyRuleRuleConfig,
 )
 from constructs import Construct
 
@@ -46,6 +67,16 @@ class RegionalEndpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RoutingControlNames:
+    """The names of the ARC resources (the runbooks find them by these names)."""
+    cluster: str
+    control_panel: str
+    safety_rule: str
+    controls: dict[str, str]
+    """Region -> its routing control's name; one for every endpoint."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Route53FailoverRoutingProps:
     hosted_zone_id: str
     record_name: str
@@ -65,6 +96,13 @@ class Route53FailoverRoutingProps:
     """Consecutive failed checks before a region is unhealthy (10 s x 3 = 30 s to detect). Default: `3`."""
     tags: dict[str, str] = field(default_factory=dict)
     """AWS tags on the health checks; default none."""
+    routing_controls: RoutingControlNames | None = None
+    """Guard every record with an ARC routing control of its region (see the module's doc), under
+    these names; needs at least two endpoints. Billed per cluster-hour. Default: none (a failover
+    changes the records)."""
+    safety_wait_ms: int = 5000
+    """How long ARC waits after a control change before it evaluates the safety rule again (its
+    `WaitPeriodMs`); default `5000`."""
 
 
 class Route53FailoverRouting(Construct):
@@ -89,11 +127,50 @@ class Route53FailoverRouting(Construct):
                             description=f"Route 53 health check of {endpoint.region}").override_logical_id(
                 health_check_output_name(endpoint.region))
         self.health_check_ids: dict[str, str] = {r: c.id for r, c in self.health_checks.items()}
+        self.record_checks: dict[str, str] = dict(self.health_check_ids)
+        """Region -> the health check its records carry: its endpoint check, or the calculated one."""
+        if props.routing_controls is not None:
+            self._routing_controls(props, props.routing_controls)
 
         if props.policy == "weighted":
             self._weighted(props, "weighted", props.record_name, props.endpoints)
         else:
             self._failover(props)
+
+    def _routing_controls(self, props: Route53FailoverRoutingProps, names: RoutingControlNames) -> None:
+        cluster = Route53RecoverycontrolconfigCluster(self, "recovery-cluster", name=names.cluster)
+        panel = Route53RecoverycontrolconfigControlPanel(self, "control-panel", cluster_arn=cluster.arn,
+                                                         name=names.control_panel)
+        self.routing_control_arns: dict[str, str] = {}
+        for endpoint in props.endpoints:
+            control = Route53RecoverycontrolconfigRoutingControl(
+                self, f"control-{endpoint.region}", cluster_arn=cluster.arn, control_panel_arn=panel.arn,
+                name=names.controls[endpoint.region])
+            self.routing_control_arns[endpoint.region] = control.arn
+            control_check = Route53HealthCheck(
+                self, f"control-health-{endpoint.region}", type="RECOVERY_CONTROL", routing_control_arn=control.arn,
+                tags={**props.tags, "Name": f"{props.record_name} {endpoint.region} routing control"})
+            # Healthy only when the region answers AND its routing control is ON.
+            calculated = Route53HealthCheck(
+                self, f"record-health-{endpoint.region}", type="CALCULATED",
+                child_healthchecks=[self.health_checks[endpoint.region].id, control_check.id],
+                child_health_threshold=2,
+                tags={**props.tags, "Name": f"{props.record_name} {endpoint.region} endpoint and routing control"})
+            self.record_checks[endpoint.region] = calculated.id
+            TerraformOutput(self, f"routing-control-{endpoint.region}", value=control.arn,
+                            description=f"ARC routing control of {endpoint.region}").override_logical_id(
+                routing_control_output_name(endpoint.region))
+        # ARC refuses a change that would leave every region OFF (no answer for the name at all).
+        Route53RecoverycontrolconfigSafetyRule(
+            self, "at-least-one-region", control_panel_arn=panel.arn, name=names.safety_rule,
+            asserted_controls=list(self.routing_control_arns.values()), wait_period_ms=props.safety_wait_ms,
+            rule_config=Route53RecoverycontrolconfigSafetyRuleRuleConfig(type="ATLEAST", threshold=1, inverted=False))
+        TerraformOutput(self, "recovery-cluster-arn", value=cluster.arn,
+                        description="ARC cluster holding the routing controls").override_logical_id(
+            "routing_control_cluster_arn")
+        TerraformOutput(self, "recovery-cluster-endpoints", value=cluster.cluster_endpoints,
+                        description="The ARC cluster's five regional endpoints (data plane)").override_logical_id(
+            "routing_control_cluster_endpoints")
 
     def _failover(self, props: Route53FailoverRoutingProps) -> None:
         primary = next(e for e in props.endpoints if e.role == "primary")
@@ -123,12 +200,36 @@ class Route53FailoverRouting(Construct):
                **routing) -> Route53Record:
         return Route53Record(
             self, id_, zone_id=props.hosted_zone_id, name=name, type="CNAME", ttl=props.ttl,
-            records=[endpoint.hostname], health_check_id=self.health_checks[endpoint.region].id, **routing)
+            records=[endpoint.hostname], health_check_id=self.record_checks[endpoint.region], **routing)
 
 
 def health_check_output_name(region: str) -> str:
     """Stable output name of a region's health check id, e.g. `health_check_us_east_1`."""
     return f"health_check_{region.replace('-', '_')}"
+
+
+def routing_control_output_name(region: str) -> str:
+    """Stable output name of a region's routing control ARN, e.g. `routing_control_us_east_1`."""
+    return f"routing_control_{region.replace('-', '_')}"
+
+
+def _validate_routing_controls(scope: Construct, props: Route53FailoverRoutingProps) -> None:
+    names = props.routing_controls
+    if names is None:
+        return
+    require(len(props.endpoints) >= 2, scope, "routing_controls",
+            "routing controls choose between regions: give at least two endpoints")
+    require(set(names.controls) == {e.region for e in props.endpoints}, scope, "routing_controls.controls",
+            f"name one control per endpoint region ({', '.join(e.region for e in props.endpoints)}), "
+            f"not {', '.join(sorted(names.controls)) or 'none'}")
+    for what, value in (("cluster", names.cluster), ("control_panel", names.control_panel),
+                        ("safety_rule", names.safety_rule), *(
+                            (f"controls[{r}]", n) for r, n in sorted(names.controls.items()))):
+        # ARC's names: 1 to 64 characters, no whitespace.
+        require(0 < len(value) <= 64 and not any(c.isspace() for c in value), scope, f"routing_controls.{what}",
+                f"{value!r} is not 1 to 64 characters without whitespace")
+    require(0 <= props.safety_wait_ms <= 3_600_000, scope, "safety_wait_ms",
+            f"{props.safety_wait_ms} is outside 0 to 3600000 ms")
 
 
 def _validate(scope: Construct, props: Route53FailoverRoutingProps) -> None:
@@ -171,4 +272,5 @@ def _validate(scope: Construct, props: Route53FailoverRoutingProps) -> None:
         hostnames[endpoint.hostname] = i
     primaries = [e for e in props.endpoints if e.role == "primary"]
     require(len(primaries) == 1, scope, "endpoints", f"exactly one must have role primary, found {len(primaries)}")
+    _validate_routing_controls(scope, props)
 

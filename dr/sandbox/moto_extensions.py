@@ -18,6 +18,10 @@ Installed in the sandbox process only, by patching moto's response and backend c
 - Route 53 health checks: a prober requests each check's `IPAddress:Port/ResourcePath` every
   `probe_interval_s`; a check turns unhealthy after `FailureThreshold` consecutive failures
   (and healthy again after as many successes). `GetHealthCheckStatus` reports what it saw.
+  A RECOVERY_CONTROL check follows its routing control (ON: healthy), a CALCULATED check counts
+  its healthy children against its `HealthThreshold` (`check_healthy`).
+- Route 53 ARC (arc.py): requests signed for `route53-recovery-control-config` or
+  `route53-recovery-cluster` are served by the sandbox's `ArcWorld` inside the moto server.
 - KMS `Sign` with `MessageType=DIGEST` (moto hashes the digest again, so the signature would not
   verify) and KMS's 4096-byte limit on a RAW message: the promotion signs a large manifest by its
   SHA-256 digest, as KMS requires.
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
+from mlfleet.dr.sandbox.arc import ArcWorld
 from mlfleet.dr.sandbox.faults import FaultBook
 
 if TYPE_CHECKING:
@@ -87,6 +92,8 @@ class Extensions:
         self.new_writer_listeners: list[Callable[[str], None]] = []
         """Called with the region of the new writer after each promotion (the sandbox's MLflow servers)."""
         self._health: dict[str, dict] = {}
+        self.arc = ArcWorld(account_id)
+        """Route 53 ARC's clusters, control panels, routing controls and their states."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._promotions: list[threading.Timer] = []
@@ -96,6 +103,7 @@ class Extensions:
         _install_rds(self)
         _install_s3(self)
         _install_route53(self)
+        _install_arc()
         _install_kms()
         for target, name in ((self._probe_loop, "health-prober"), (self._lag_loop, "db-lag")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -115,10 +123,40 @@ class Extensions:
             timer.join(timeout=60)
         self._promotions.clear()
         self.promotion_errors.clear()
+        self.arc.clear()
 
     # -- Route 53 health checks -------------------------------------------------------------
     def health(self, check_id: str) -> dict | None:
         return self._health.get(check_id)
+
+    def health_check(self, check_id: str):
+        """moto's HealthCheck object, or None."""
+        from moto.route53.models import route53_backends
+
+        try:
+            return route53_backends[self.account_id]["global"].health_checks.get(check_id)
+        except KeyError:
+            return None
+
+    def check_healthy(self, check_id: str, *, depth: int = 0) -> bool | None:
+        """Route 53's verdict on a check as its data plane uses it (None: no such check): an
+        endpoint check's prober verdict (healthy until probed, as a new check is), a
+        RECOVERY_CONTROL check's routing control ON, a CALCULATED check's healthy children at
+        least its HealthThreshold (Inverted flips either)."""
+        check = self.health_check(check_id)
+        if check is None:
+            return None
+        kind = (check.type_ or "HTTP").upper()
+        if kind == "RECOVERY_CONTROL":
+            healthy = self.arc.state(getattr(check, "mlfleet_routing_control_arn", "") or "") == "ON"
+        elif kind == "CALCULATED":
+            children = _child_ids(check.children)
+            up = sum(bool(depth < 3 and self.check_healthy(child, depth=depth + 1)) for child in children)
+            threshold = int(check.health_threshold if check.health_threshold is not None else len(children))
+            healthy = up >= threshold
+        else:
+            healthy = bool((self._health.get(check_id) or {"healthy": True})["healthy"])
+        return not healthy if check.inverted else healthy
 
     def _probe_loop(self) -> None:
         from moto.route53.models import route53_backends
@@ -129,7 +167,8 @@ class Extensions:
             except KeyError:
                 continue
             for check in checks:
-                self._probe(check)
+                if (check.type_ or "HTTP").upper().startswith(("HTTP", "TCP")):  # the others have no endpoint
+                    self._probe(check)
 
     def _probe(self, check) -> None:
         kind = (check.type_ or "HTTP").upper()
@@ -398,15 +437,42 @@ def _schedule(ext: Extensions, backend, bucket, key, destinations: list[str], de
     timer.start()
 
 
+def _child_ids(children) -> list[str]:
+    """A calculated check's children as moto parsed them: a list, or {"ChildHealthCheck": [...]}."""
+    if isinstance(children, dict):
+        children = next(iter(children.values()), [])
+    if isinstance(children, str):
+        return [children]
+    return list(children or [])
+
+
 def _install_route53(ext: Extensions) -> None:
     from moto.core.responses import ActionResult
     from moto.route53.responses import Route53
 
+    original_create = getattr(Route53.create_health_check, "_mlfleet_original", Route53.create_health_check)
+
+    def create_health_check(self) -> ActionResult:
+        # moto drops RoutingControlArn: kept on the check for RECOVERY_CONTROL verdicts.
+        config = self._get_param("HealthCheckConfig") or {}
+        result = original_create(self)
+        reference = self._get_param("CallerReference")
+        created = next((c for c in self.backend.health_checks.values() if c.caller_reference == reference), None)
+        if created is not None and config.get("RoutingControlArn"):
+            created.mlfleet_routing_control_arn = config["RoutingControlArn"]
+        return result
+
+    create_health_check._mlfleet_original = original_create  # type: ignore[attr-defined]
+
     def get_health_check_status(self) -> ActionResult:
         check_id = self._get_param("HealthCheckId")
-        self.backend.get_health_check(check_id)
+        check = self.backend.get_health_check(check_id)
         state = ext.health(check_id)
-        if state is None:
+        if (check.type_ or "").upper() in ("RECOVERY_CONTROL", "CALCULATED"):
+            # Route 53 itself reports no checker observations for these; the sandbox gives its verdict.
+            word = "Success" if ext.check_healthy(check_id) else "Failure"
+            status, checked, ip = f"{word}: {check.type_.lower()} check", datetime.now(timezone.utc), "127.0.0.1"
+        elif state is None:
             status, checked, ip = "Unknown: not probed yet", datetime.now(timezone.utc), "127.0.0.1"
         else:
             # Route 53's verdict after FailureThreshold consecutive results, as seen by one checker.
@@ -416,6 +482,29 @@ def _install_route53(ext: Extensions) -> None:
             {"Region": "us-east-1", "IPAddress": ip, "StatusReport": {"Status": status, "CheckedTime": checked}}]})
 
     Route53.get_health_check_status = get_health_check_status  # type: ignore[method-assign]  # patched in place
+    Route53.create_health_check = create_health_check  # type: ignore[method-assign]
+
+
+def _install_arc() -> None:
+    """Requests signed for ARC's two services go to the running sandbox's ArcWorld; the moto
+    server's dispatcher is patched in place (the server may already be running)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    from mlfleet.dr.sandbox import arc
+    from mlfleet.dr.sandbox.faults import signing_scope
+
+    original_call = DomainDispatcherApplication.__call__
+    if getattr(original_call, "_mlfleet", False):
+        return
+
+    def call(self, environ, start_response):
+        _, service = signing_scope(environ.get("HTTP_AUTHORIZATION", ""))
+        if service in arc.SERVICES and _ACTIVE:
+            return _ACTIVE[0].arc.wsgi(service, environ, start_response)
+        return original_call(self, environ, start_response)
+
+    call._mlfleet = True  # type: ignore[attr-defined]
+    DomainDispatcherApplication.__call__ = call  # type: ignore[method-assign]
 
 
 def seed_image(region: str, repository: str, digest: str, account_id: str = DEFAULT_ACCOUNT) -> None:

@@ -17,6 +17,8 @@ The manifest signing keys: an asymmetric KMS key is billed by the month, the mul
 and each replica alike (in the replica's region); a Cloud KMS key by its active key version and
 protection level. Their requests are not priced: a signature per approval and a public key read
 per serving apply stay far below any KMS bill (and within AWS's free 20,000 requests a month).
+
+Routing controls: the Route 53 ARC cluster that holds them, per cluster-hour (`ARC_CLUSTER_HOURLY_USD`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ NOMINAL_IMAGE_GB = 10
 # One NLCU covers, for TLS listeners, 50 new connections per second, 3,000 active connections or
 # 1 GB processed per hour (whichever is highest is billed): nominal light traffic, not a forecast.
 NOMINAL_NLCU = 1
+# Route 53 Application Recovery Controller: 2.50 USD per cluster-hour, whatever the number of
+# routing controls and state changes (Amazon Route 53 pricing page, "Application Recovery
+# Controller"; transcribed by hand on 2026-12-01). ARC is global: one price everywhere.
+ARC_CLUSTER_HOURLY_USD = 2.50
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ def estimate(stacks: dict[str, dict], prices: Prices | None = None) -> CostEstim
         lines += _gcp_services(prices.table("gcp"), region, tf)
         lines += _serving(prices, region, tf)
         lines += _signing_keys(prices, region, tf)
+        lines += _recovery_clusters(region, tf)
     return CostEstimate(prices, lines)
 
 
@@ -188,6 +195,14 @@ def _signing_keys(prices: Prices, region: str, tf: dict) -> list[CostLine]:
             lines.append(CostLine(region, "Cloud KMS manifest signing key", f"EC P-256 {level} key version, per month",
                                   None, 1, 1, "gcp", per_month=price))
     return lines
+
+
+def _recovery_clusters(region: str, tf: dict) -> list[CostLine]:
+    """The ARC cluster that holds the routing controls, billed per hour (shown in the stack's region)."""
+    count = len(resources(tf, "aws_route53recoverycontrolconfig_cluster"))
+    return [CostLine(region, "Route 53 ARC cluster (routing controls)",
+                     "per cluster-hour, global list price of 2026-12-01", ARC_CLUSTER_HOURLY_USD, count, count)
+            ] if count else []
 
 
 def _key_line(table: PriceTable, region: str, cloud: str, *, replica: bool = False) -> CostLine:

@@ -289,9 +289,11 @@ def _routing(tf: dict, route53) -> list[Drift]:
     for page in route53.get_paginator("list_health_checks").paginate():
         for check in page["HealthChecks"]:
             live_checks[check["Id"]] = check["HealthCheckConfig"]
-    by_fqdn = {_fqdn(c.get("FullyQualifiedDomainName")): c for c in live_checks.values()}
+    by_fqdn = {_fqdn(c.get("FullyQualifiedDomainName")): c for c in live_checks.values()
+               if c.get("FullyQualifiedDomainName")}
     for _, body in sorted(checks.items()):
-        drifts += _health_check(body, by_fqdn.get(_fqdn(body.get("fqdn"))))
+        if body.get("fqdn"):  # an endpoint's check (the calculated and routing-control ones probe nothing)
+            drifts += _health_check(body, by_fqdn.get(_fqdn(body.get("fqdn"))))
     for zone_id in sorted({body.get("zone_id") for _, body in records}):
         try:
             live = [r for page in route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
@@ -319,6 +321,24 @@ def _health_check(code: dict, live: dict | None) -> list[Drift]:
     ])
 
 
+def _code_endpoint(name: str, checks: dict) -> str | None:
+    """The endpoint a record's check probes: its own FQDN, or (a calculated check guarding it
+    with a routing control) that of the child that probes one."""
+    check = checks.get(name, {})
+    if check.get("fqdn"):
+        return check["fqdn"]
+    children = [_HEALTH_CHECK_REF.fullmatch(c) for c in check.get("child_healthchecks") or []]
+    return next((found for c in children if c for found in [_code_endpoint(c.group(1), checks)] if found), None)
+
+
+def _live_endpoint(check_id: str | None, live_checks: dict) -> str | None:
+    check = live_checks.get(check_id or "", {})
+    if check.get("FullyQualifiedDomainName"):
+        return check["FullyQualifiedDomainName"]
+    return next((found for child in check.get("ChildHealthChecks") or []
+                 for found in [_live_endpoint(child, live_checks)] if found), None)
+
+
 def _records(zone_id: str, code_records: list[dict], live: list[dict], checks: dict, live_checks: dict) -> list[Drift]:
     def key(name, rtype, identifier) -> tuple:
         return (_fqdn(name), rtype, identifier or "")
@@ -338,9 +358,8 @@ def _records(zone_id: str, code_records: list[dict], live: list[dict], checks: d
         alias = (blocks(body.get("alias")) or [None])[0]
         live_alias = record.get("AliasTarget")
         check_ref = _HEALTH_CHECK_REF.fullmatch(body.get("health_check_id") or "")
-        code_check = checks.get(check_ref.group(1), {}).get("fqdn") if check_ref else body.get("health_check_id")
-        live_check = live_checks.get(record.get("HealthCheckId"), {}).get("FullyQualifiedDomainName") \
-            if record.get("HealthCheckId") else None
+        code_check = _code_endpoint(check_ref.group(1), checks) if check_ref else body.get("health_check_id")
+        live_check = _live_endpoint(record.get("HealthCheckId"), live_checks)
         drifts += compare("global", resource, [
             ("TTL", record.get("TTL"), body.get("ttl")),
             ("values", sorted(_fqdn(v["Value"]) for v in record.get("ResourceRecords") or []),

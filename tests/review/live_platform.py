@@ -102,12 +102,22 @@ def _apply_routing(tf: dict, route53) -> None:
     moto_id_manager.set_custom_id(HostedZoneIdentifier(MOTO_ACCOUNT, zone_name, None), zone_id)
     route53.create_hosted_zone(Name=zone_name, CallerReference="mlfleet-test")
     check_ids = {}
-    for logical, check in sorted_resources(tf, "aws_route53_health_check"):
-        check_ids[logical] = route53.create_health_check(CallerReference=logical, HealthCheckConfig={
-            "Type": check["type"], "FullyQualifiedDomainName": check["fqdn"], "Port": check["port"],
-            "ResourcePath": check["resource_path"], "SearchString": check["search_string"],
-            "RequestInterval": check["request_interval"],
-            "FailureThreshold": check["failure_threshold"]})["HealthCheck"]["Id"]
+    reference = re.compile(r"^\$\{aws_route53_health_check\.([^.]+)\.id\}$")
+    # Endpoint and routing-control checks first: the calculated ones name them as children.
+    for logical, check in sorted(sorted_resources(tf, "aws_route53_health_check"),
+                                 key=lambda item: item[1]["type"] == "CALCULATED"):
+        if check["type"] == "CALCULATED":
+            config = {"Type": "CALCULATED", "HealthThreshold": check["child_health_threshold"],
+                      "ChildHealthChecks": [check_ids[reference.match(c).group(1)]
+                                            for c in check["child_healthchecks"]]}
+        elif check["type"] == "RECOVERY_CONTROL":
+            config = {"Type": "RECOVERY_CONTROL", "RoutingControlArn": check["routing_control_arn"]}
+        else:
+            config = {"Type": check["type"], "FullyQualifiedDomainName": check["fqdn"], "Port": check["port"],
+                      "ResourcePath": check["resource_path"], "SearchString": check["search_string"],
+                      "RequestInterval": check["request_interval"], "FailureThreshold": check["failure_threshold"]}
+        check_ids[logical] = route53.create_health_check(CallerReference=logical,
+                                                         HealthCheckConfig=config)["HealthCheck"]["Id"]
     changes = []
     for _, body in records:
         record = {"Name": body["name"], "Type": body["type"], "SetIdentifier": body["set_identifier"]}
