@@ -3,7 +3,7 @@ drill in another process injects a region fault, tunes the simulation and reads 
 
     GET  /state                       faults, settings
     POST /faults   {"region", "service": "*", "mode": "503"|"timeout"|"drop", "hang_s"}
-    DELETE /faults?region=R           clear one region's faults (all without region)
+    DELETE /faults?region=R           clear one region's faults (all without region); says which were
     POST /settings {"replication_lag_s", "db_replay_delay_s", "promotion_s", "probe_interval_s",
                     "pod_ready_s", "held_prefixes"}
     GET  /ledger?since=N              requests seen by the proxies
@@ -92,8 +92,8 @@ class ControlServer:
             self.faults.add(fault)
             return 200, asdict(fault)
         if (method, path) == ("DELETE", "/faults"):
-            self.faults.clear(query.get("region"))
-            return 200, {"faults": self.faults.as_list()}
+            cleared = self.faults.clear(query.get("region"))
+            return 200, {"faults": self.faults.as_list(), "cleared": [asdict(f) for f in cleared]}
         if (method, path) == ("POST", "/settings"):
             self.settings.update(body)
             return 200, asdict(self.settings)
@@ -156,10 +156,16 @@ class ControlClient:
     def inject(self, region: str, *, service: str = "*", mode: str = "503", hang_s: float = 3.0) -> dict:
         return self._call("POST", "/faults", {"region": region, "service": service, "mode": mode, "hang_s": hang_s})
 
-    def clear(self, region: str | None = None) -> None:
+    def clear(self, region: str | None = None) -> list[dict]:
+        """Clear one region's faults (all without one); return the faults that were active."""
         # Clearing a region fault starts its registry server again, rewound or re-copied when
         # another region took over meanwhile: that can take more than a plain call's 10 s.
-        self._call("DELETE", "/faults" + (f"?region={region}" if region else ""), timeout_s=150)
+        answer = self._call("DELETE", "/faults" + (f"?region={region}" if region else ""), timeout_s=150)
+        return list(answer.get("cleared", []))
+
+    def faults(self) -> list[dict]:
+        """The active faults: region, service, mode, hang_s and `since` (when injected, epoch s)."""
+        return list(self.state()["faults"])
 
     def settings(self, **values) -> dict:
         return self._call("POST", "/settings", values)

@@ -16,7 +16,7 @@ import http.client
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +35,8 @@ class Fault:
     service: str = "*"
     mode: str = "503"
     hang_s: float = 3.0
+    since: float = field(default_factory=time.time, compare=False)
+    """When it was injected: what `mlfleet faults list` and a refused drill show."""
 
     def matches(self, region: str, service: str) -> bool:
         if self.service == "*":
@@ -64,12 +66,15 @@ class FaultBook:
             after = self._down()
         self._notify(before, after)
 
-    def clear(self, region: str | None = None) -> None:
+    def clear(self, region: str | None = None) -> list[Fault]:
+        """Clear one region's faults (every region's without one); return those cleared."""
         with self._lock:
             before = self._down()
-            self._faults = [f for f in self._faults if region is not None and f.region != region]
+            cleared = [f for f in self._faults if region is None or f.region == region]
+            self._faults = [f for f in self._faults if not (region is None or f.region == region)]
             after = self._down()
         self._notify(before, after)
+        return cleared
 
     def _down(self) -> set[str]:
         return {f.region for f in self._faults if f.service == "*"}
