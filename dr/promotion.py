@@ -734,11 +734,11 @@ def _plan(session: _Session, model: str, version: str, objects: dict[str, _Objec
 
 
 def _finish(session: _Session, result: PromotionResult, started: float, *, refused: bool) -> PromotionResult:
-    from mlfleet.dr.audit import AuditLog
+    from mlfleet.dr.audit import target_log
 
     result.timings_s["total"] = time.monotonic() - started
     if not result.dry_run:
-        audit = AuditLog(session.target.audit_path, actor=session.approver)
+        audit = target_log(session.target, actor=session.approver)
         record = audit.append(
             run_id=uuid.uuid4().hex, action=result.action, target=f"{result.model}/v{result.version}",
             result="refused" if refused else "ok",

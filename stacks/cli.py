@@ -134,7 +134,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("== 1. synthesize every example environment\n")
     result = synthesize([load_environment(n) for n in environment_names()], Path(args.outdir))
     print(render_summary(result))
-    print(f"== 2. region-outage drill on the {args.env} example, in the local sandbox\n")
+    print(f"== 2. region-outage drills on the {', '.join(args.env or ['prod', 'hybrid'])} examples, "
+          "in the local sandbox\n")
     sys.stdout.flush()
     return run_demo(args.env)
 
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.set_defaults(handler=_cmd_capacity_refresh)
 
     demo = sub.add_parser("demo", help="synthesize the examples, then run a region-outage drill in the sandbox")
-    demo.add_argument("--env", default="prod", help="environment to drill (default: prod)")
+    demo.add_argument("--env", action="append", help="an environment to drill; repeat for several "
+                                                     "(default: prod, then hybrid)")
     demo.add_argument("--outdir", default="cdktf.out")
     demo.set_defaults(handler=_cmd_demo)
 

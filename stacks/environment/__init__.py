@@ -3,7 +3,7 @@ stacks, runbooks, the runtime's deployment and the review all read.
 
 It imports nothing of mlfleet but itself and the shared leaf modules (`mlfleet.constructs.validation`,
 `mlfleet.constructs.service_limits`), so every layer may depend on it. Beside the model (`model`,
-`regions`, `pools`, `fields`), its cross-field `checks`, the `recovery` and `placement` it derives
+`regions`, `pools`, `fields`), its cross-field `checks`, the `recovery`, `recovery_time` and `placement` it derives
 and the `load`ing of files: the deterministic names (`naming`), the GPU offering tables
 (`offerings`, `gcp_offerings`), the shipped example environments (`examples/`) and their JSON
 Schema (`environment.schema.json`).

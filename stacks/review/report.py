@@ -199,9 +199,11 @@ def _recovery_section(review: Review) -> list[str]:
                 f"(target {_duration(budget.target)}).", ""]
     else:
         total = NOT_RECOVERABLE if budget.total is None else _duration(budget.total)
-        out += _table(["RTO component", "time", "basis"],
-                      [[p.name, NOT_RECOVERABLE if p.missing else _duration(p.seconds), p.basis] for p in budget.parts]
-                      + [["**total**", f"**{total}**", f"target {_duration(budget.target)}"]])
+        out += _table(["RTO component", "time", "on the longest path", "basis"],
+                      [[p.name, NOT_RECOVERABLE if p.missing else _duration(p.seconds),
+                        "yes" if p.on_critical_path else "no: runs beside it", p.basis] for p in budget.parts]
+                      + [["**total** (the plan's longest path)", f"**{total}**", "",
+                          f"target {_duration(budget.target)}"]])
         missing = [p.name for p in budget.parts if p.missing]
         why = (f"{', '.join(missing)} not recoverable; the other parts add up to "
                f"{_duration(budget.recoverable_total)}" if missing else _duration(budget.total))
@@ -312,7 +314,8 @@ def to_json(review: Review, diagram: str | None = None) -> dict:
         "unused_acknowledgements": review.unused_acknowledgements,
         "rto": {"target_s": review.rto.target, "budget_s": review.rto.total if review.rto.parts else None,
                 "verdict": review.rto.verdict,
-                "parts": [{"name": p.name, "seconds": p.seconds, "basis": p.basis, "missing": p.missing}
+                "parts": [{"name": p.name, "seconds": p.seconds, "basis": p.basis, "missing": p.missing,
+                           "on_critical_path": p.on_critical_path}
                           for p in review.rto.parts]},
         "rpo": {"target_s": review.rpo.target, "deliverable_s": review.rpo.deliverable, "verdict": review.rpo.verdict,
                 "acknowledgement": review.rpo.acknowledgement,

@@ -1,16 +1,18 @@
 """The recovery budget a configuration buys, against its targets.
 
-RTO budget of losing the primary = health-check detection (interval × failure threshold) +
-DNS TTL (resolvers keep the old answer that long) + registry promotion (of the replica the
-standby holds: Aurora global failover, Cloud SQL replica promotion, or promotion of the DMS job
-that keeps Cloud SQL in step with Aurora) + standby scale-up (zero when every pool's warm size
-already is its minimum) + model load on the new nodes. Where every standby's serving stack keeps
-warm runtime pods (champion loaded; Route 53 fails over only to a region that passes failover
-health), those pods serve first: no model load is in the budget, and the runtime's scale-up to
-its failover replicas runs while they serve, off the critical path. The parts are added, not overlapped: a
-budget, not a forecast. With several standbys each part is the worst of them, so the budget
-holds wherever the failover goes. A standby without a registry replica cannot take registry
-writes at all: that part, and so the total, is not recoverable.
+RTO budget of losing the primary: the longest path through the plan the failover runbook executes
+(`recovery_time.projected_phases`, the same graph of blocks): health-check detection (interval ×
+failure threshold), then, side by side, registry promotion (of the replica the standby holds:
+Aurora global failover, Cloud SQL replica promotion, or promotion of the DMS job that keeps Cloud
+SQL in step with Aurora) and routing followed by the DNS TTL (resolvers keep the old answer that
+long). Standby scale-up runs beside them; where every standby's serving pools keep warm runtime
+pods (champion loaded; traffic moves only to a region that passes failover health), routing does
+not wait for it, so it is off the critical path, and so is the runtime's scale-up to its failover
+replicas. Otherwise routing waits for the nodes and the model load on them. The table lists every
+part with its time and whether it is on the path; the total is the path. With several standbys the
+worst plan counts, so the budget holds wherever the failover goes. A standby without a registry
+replica cannot take registry writes at all: that part, and so the total, is not recoverable. A
+person's approval, where the environment asks for one, is the person's time: not in the budget.
 
 RPO, per kind of data, from the replication the stacks configure (`replication`):
 - model artifacts: S3 Replication Time Control between AWS regions (15 minutes for 99.99 % of
@@ -24,7 +26,7 @@ The environment's RPO is the worst of them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlfleet.constructs.service_limits import (
     AURORA_MIN_GLOBAL_DB_RPO_SECONDS,
@@ -33,7 +35,19 @@ from mlfleet.constructs.service_limits import (
     S3_RTC_RPO_SECONDS,
 )
 from mlfleet.constructs.terraform_json import blocks, first_block, resources
-from mlfleet.stacks.environment import Environment, naming
+from mlfleet.stacks.environment import Environment, naming, routing_control
+from mlfleet.stacks.environment.recovery_time import (  # noqa: F401 - the review's figures, re-exported
+    AURORA_GLOBAL_FAILOVER_SECONDS,
+    CLOUD_SQL_PROMOTION_SECONDS,
+    DMS_PROMOTION_SECONDS,
+    GKE_SCALE_STEP_SECONDS,
+    GPU_SCALE_STEP_SECONDS,
+    MODEL_LOAD_SECONDS,
+    REGISTRY_PROMOTION,
+    SCALE_STEP,
+    critical_path_s,
+    projected_phases,
+)
 from mlfleet.stacks.review.inventory import pool_capacity
 from mlfleet.stacks.review.replication import (
     RegistryReplica,
@@ -45,35 +59,9 @@ from mlfleet.stacks.review.replication import (
 )
 from mlfleet.stacks.review.serving import serving_endpoints
 
-# Aurora global database managed failover: "typically completes in about a minute" (Amazon
-# Aurora User Guide, "Using failover in an Amazon Aurora global database").
-AURORA_GLOBAL_FAILOVER_SECONDS = 60
-# Promoting a Cloud SQL cross-region replica (instances.promoteReplica), or the DMS migration job
-# that keeps a Cloud SQL instance in step with Aurora (migrationJobs.promote): Google states no
-# duration, and the instance may restart as it becomes a primary. Planning figure: 5 minutes.
-CLOUD_SQL_PROMOTION_SECONDS = 300
-DMS_PROMOTION_SECONDS = 300
-# A scale-up step of an EKS managed node group: EC2 GPU instance launch, NVIDIA AMI boot and
-# kubelet join, and the serving image pull (several GB of CUDA layers). The managed node group
-# launches the missing nodes of a step in parallel. Measured figures vary from 3 to 8 minutes;
-# 5 minutes is the planning figure.
-GPU_SCALE_STEP_SECONDS = 300
-# The same step of a GKE node pool (cluster autoscaler): Compute Engine VM creation, COS boot,
-# the NVIDIA driver GKE installs at boot, and the image pull. Not measured here: the EKS figure.
-GKE_SCALE_STEP_SECONDS = 300
-# Fetching the champion from the regional artifact bucket, verifying its checksum, loading
-# it onto the GPU and passing the golden canary: planning figure for models up to ~10 GB.
-MODEL_LOAD_SECONDS = 120
-
-_PROMOTION = {
-    "aurora": (AURORA_GLOBAL_FAILOVER_SECONDS, "Aurora global database managed failover"),
-    "cloud_sql": (CLOUD_SQL_PROMOTION_SECONDS,
-                  "Cloud SQL cross-region replica promotion (planning figure: Google states no duration)"),
-    "dms": (DMS_PROMOTION_SECONDS, "promotion of the DMS migration job, which makes its Cloud SQL instance the "
-                                   "primary (planning figure: Google states no duration)"),
-}
-_SCALE_STEP = {"aws": (GPU_SCALE_STEP_SECONDS, "launch, join and image pull step"),
-               "gcp": (GKE_SCALE_STEP_SECONDS, "GKE scale-up step (VM, NVIDIA driver, image pull)")}
+# The planning figures live in the environment core, which the runbooks' plans read too.
+_PROMOTION = REGISTRY_PROMOTION
+_SCALE_STEP = SCALE_STEP
 
 
 @dataclass(frozen=True)
@@ -82,18 +70,29 @@ class BudgetPart:
     seconds: int | None     # None with `missing`: nothing to recover from
     basis: str
     missing: bool = False
+    on_critical_path: bool = True
+    """On the plan's longest path; False: runs beside it (scale-up while warm pods serve)."""
+
+
+# Budget part -> the plan's phases it stands for.
+_PHASES_OF = {"health-check detection": ("detection",), "DNS TTL": ("dns-ttl",), "registry promotion":
+              ("promote-registry",), "standby scale-up": ("scale-nodes",), "model load": ("model-load",),
+              "runtime scale-up to failover replicas": ("scale-runtime",)}
 
 
 @dataclass(frozen=True)
 class RtoBudget:
     target: int
     parts: list[BudgetPart]     # empty: no standby region to fail over to
+    critical_path_s: int | None = None
+    """The plan's longest path (None: not recoverable); what the budget is."""
 
     @property
     def total(self) -> int | None:
-        """The sum of the parts; None when a part is not recoverable."""
-        known = [p.seconds for p in self.parts if p.seconds is not None]
-        return sum(known) if len(known) == len(self.parts) else None
+        """The longest path through the failover plan; None when a part is not recoverable."""
+        if any(p.missing for p in self.parts):
+            return None
+        return self.critical_path_s
 
     @property
     def recoverable_total(self) -> int:
@@ -151,14 +150,29 @@ def rto_budget(env: Environment, stacks: dict[str, dict]) -> RtoBudget:
     scale_basis = (f"{', '.join(sorted({f'{p.region} {p.pool} {p.nodes_warm}→{p.nodes_min}' for p in short}))}: "
                    f"one {step // 60}-minute {kind}"
                    if short else "every standby pool already runs its minimum")
-    return RtoBudget(env.targets.rto, [
+    parts = [
         BudgetPart("health-check detection", serving.health_check_interval * serving.health_check_failure_threshold,
                    f"{serving.health_check_interval} s interval × {serving.health_check_failure_threshold} failures"),
-        BudgetPart("DNS TTL", serving.record_ttl, "record_ttl of the failover records"),
+        BudgetPart("DNS TTL", serving.record_ttl, "record_ttl of the failover records; " + (
+            "traffic moves by ARC routing controls (data plane)" if routing_control.enabled(env) else
+            "the runbook moves traffic by a record change, which needs Route 53's control plane in us-east-1 "
+            "(serving.routing_control: false)")),
         _registry_promotion(env, stacks),
         BudgetPart("standby scale-up", step, scale_basis),
         _runtime_part(env, stacks, bool(short)),
-    ])
+    ]
+    # The worst standby's plan: its longest path is the budget, its phases mark the parts on it.
+    plans = [projected_phases(env, r.name, planned=False) for r in env.standbys]
+    paths = [critical_path_s(plan) for plan in plans]
+    worst = max(range(len(plans)), key=lambda i: _longest(paths[i][0]))
+    on_path = {p.phase for p in plans[worst] if p.on_critical_path}
+    parts = [replace(part, on_critical_path=bool(set(_PHASES_OF.get(part.name, ())) & on_path)) for part in parts]
+    return RtoBudget(env.targets.rto, parts, paths[worst][0])
+
+
+def _longest(seconds: int | None) -> float:
+    """A path's length for comparing plans: a plan that cannot complete is the worst."""
+    return float("inf") if seconds is None else float(seconds)
 
 
 def _runtime_part(env: Environment, stacks: dict[str, dict], short: bool) -> BudgetPart:

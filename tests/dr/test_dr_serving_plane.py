@@ -16,8 +16,9 @@ from mlfleet.dr import kube
 from mlfleet.dr.audit import AuditLog
 from mlfleet.dr.engine import RunContext
 from mlfleet.dr.errors import RunbookAborted
+from mlfleet.dr.readiness import readiness
 from mlfleet.dr.retry import PERMANENT, TRANSIENT, classify
-from mlfleet.dr.runbooks import failback, failover, readiness
+from mlfleet.dr.runbooks import failback, failover
 from mlfleet.stacks.environment import load_environment, naming
 
 PRIMARY, STANDBY = "us-east-1", "us-west-2"
@@ -33,13 +34,13 @@ def _ctx(target):
     return RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s)
 
 
-def _execute(target, runbook, lock_region=STANDBY, **kw):
-    return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=target.lock(lock_region),
+def _execute(target, runbook, lock_region=STANDBY, *, lock=None, **kw):
+    return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=lock or target.lock(lock_region),
                            audit=AuditLog(target.audit_path), **kw)
 
 
 def _checks(target) -> dict[tuple[str, str], tuple[bool, str]]:
-    return {(region, check): (ok, detail) for region, check, ok, detail in readiness(target, _ctx(target))}
+    return {(x.region, x.check): (x.ok, x.detail) for x in readiness(target, _ctx(target))}
 
 
 # -- the EKS token and configuration (no network) --------------------------------------------
@@ -192,7 +193,7 @@ def test_failover_scales_the_target_runtime_to_on_failover_and_failback_returns_
     assert replicas.on_failover != replicas.standby, "the test needs a scale to observe"
     result = _execute(target, failover(target, STANDBY, planned=True))
     names = [s.name for s in result.steps]
-    assert names.index("scale-runtime") == names.index("scale-standby") + 1
+    assert names.index("scale-runtime") == names.index("scale-nodes") + 1
     assert _runtime(target, STANDBY) == kube.Replicas(desired=replicas.on_failover, ready=replicas.on_failover)
     assert _runtime(target, PRIMARY).desired == replicas.primary, "the old primary keeps its replicas"
 
@@ -236,9 +237,11 @@ def test_resume_after_a_crash_does_not_repeat_the_scale(sandbox, target):
         if (step, event) == ("scale-runtime", "applied"):
             raise Crash()
 
+    crashed = target.lock(STANDBY)
     with pytest.raises(Crash):
-        _execute(target, failover(target, STANDBY, planned=True), on_event=crash)
-    result = _execute(target, failover(target, STANDBY, planned=True))
+        _execute(target, failover(target, STANDBY, planned=True), lock=crashed, on_event=crash)
+    crashed.abandon()  # the process died
+    result = _execute(target, failover(target, STANDBY, planned=True), take_over_lock=True)
     assert result.resumed and result.status == "completed"
     patches = [e for e in sandbox.ledger.since(since) if e["method"] == "PATCH" and e["path"].endswith("/scale")]
     assert len(patches) == 1 and patches[0]["region"] == STANDBY

@@ -14,8 +14,9 @@ from mlfleet.dr.audit import AuditLog, verify
 from mlfleet.dr.drill import run_drill
 from mlfleet.dr.engine import RunContext
 from mlfleet.dr.errors import LockHeld, Refused, RunbookAborted
+from mlfleet.dr.readiness import readiness
 from mlfleet.dr.retry import NOT_IMPLEMENTED, GaveUp, RetryPolicy, call_with_retry
-from mlfleet.dr.runbooks import failback, failover, readiness
+from mlfleet.dr.runbooks import failback, failover
 from mlfleet.stacks.environment import naming
 
 pytestmark = pytest.mark.sandbox  # runs runbooks against the local sandbox (moto server, fault proxy, runtimes)
@@ -31,9 +32,9 @@ def _ctx(target):
     return RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s)
 
 
-def _execute(target, runbook, **kw):
+def _execute(target, runbook, *, lock=None, **kw):
     target.warm()  # as the CLI and the drill do before a run
-    return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=target.lock(STANDBY),
+    return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=lock or target.lock(STANDBY),
                            audit=AuditLog(target.audit_path), **kw)
 
 
@@ -105,14 +106,15 @@ def _effects(sandbox, since: int) -> dict:
         "scale": sum(e["action"].endswith("/update-config") for e in entries),
         "switchover": sum(e["action"] == "SwitchoverGlobalCluster" for e in entries),
         "flip": sum(e["method"] == "POST" and "/rrset" in e["path"] for e in entries),
+        "route": sum("UpdateRoutingControlState" in e["action"] for e in entries),
         "pin": sum(e["method"] == "POST" and e["path"].endswith("/pin") for e in entries),
         "runtime": sum(e["method"] == "PATCH" and e["path"].endswith("/scale") for e in entries),
     }
 
 
 @pytest.mark.parametrize("crash_step", ["declare", "replication-gate", "champion-in-replica", "drain-replication",
-                                        "scale-standby", "scale-runtime", "promote-registry", "pin-champion",
-                                        "flip-routing", "first-inference", "slo-check"])
+                                        "scale-nodes", "scale-runtime", "promote-registry", "pin-champion",
+                                        "route", "reconcile-records", "first-inference", "slo-check"])
 def test_crash_at_every_step_then_resume_repeats_no_side_effect(sandbox, target, crash_step):
     since = len(sandbox.ledger.since())
 
@@ -120,12 +122,16 @@ def test_crash_at_every_step_then_resume_repeats_no_side_effect(sandbox, target,
         if (step, event) == (crash_step, "applied"):  # the side effect happened, the journal says so last
             raise Crash()
 
+    crashed = target.lock(STANDBY)
     with pytest.raises(Crash):
-        _execute(target, failover(target, STANDBY, planned=True), on_event=crash)
-    result = _execute(target, failover(target, STANDBY, planned=True))
+        _execute(target, failover(target, STANDBY, planned=True), lock=crashed, on_event=crash)
+    crashed.abandon()  # the process died
+    result = _execute(target, failover(target, STANDBY, planned=True), take_over_lock=True)
     assert result.resumed and result.status == "completed"
-    assert _effects(sandbox, since) == {"scale": 1, "switchover": 1, "flip": 1, "pin": 0, "runtime": 1}, \
-        "the champion was already pinned in the standby: no pin call at all"
+    # Routing moves on the data plane (one routing-control change), the records follow once
+    # (reconcile), and reconcile turns every control on again: nothing twice.
+    assert _effects(sandbox, since) == {"scale": 1, "switchover": 1, "flip": 1, "route": 2, "pin": 0,
+                                        "runtime": 1}, "the champion was already pinned in the standby: no pin call"
     assert _writer(target) == STANDBY
 
 
@@ -134,7 +140,7 @@ def test_two_concurrent_runs_one_is_refused(sandbox, target):
     outcome = {}
 
     def hold(step, event):
-        if (step, event) == ("scale-standby", "applied"):
+        if (step, event) == ("scale-nodes", "applied"):
             inside.set()
             release.wait(30)
 
@@ -155,7 +161,7 @@ def test_transient_503s_mid_runbook_are_retried(sandbox, target):
     from mlfleet.dr.sandbox.faults import Fault
 
     def flap(step, event):
-        if (step, event) == ("scale-standby", "done"):
+        if (step, event) == ("scale-nodes", "done"):
             sandbox.faults.add(Fault(region=STANDBY, service="rds", mode="503"))
             threading.Timer(0.12, lambda: sandbox.faults.clear(STANDBY)).start()
 
@@ -169,14 +175,14 @@ def test_a_region_that_times_out_aborts_and_compensates(sandbox, target):
     from mlfleet.dr.sandbox.faults import Fault
 
     def fail(step, event):
-        if (step, event) == ("scale-standby", "done"):
+        if (step, event) == ("scale-nodes", "done"):
             sandbox.faults.add(Fault(region=STANDBY, service="rds", mode="timeout", hang_s=2.5))
 
     with pytest.raises(RunbookAborted) as caught:
         _execute(target, failover(target, STANDBY, planned=True), on_event=fail)
     sandbox.faults.clear()
     assert caught.value.step == "promote-registry"
-    assert "scale-standby" in caught.value.compensated
+    assert "scale-nodes" in caught.value.compensated
     assert aws.node_group_sizes(target, _ctx(target), STANDBY)["inference"]["desiredSize"] == \
         sandbox.env.gpu_pools[0].warm_standby
     assert _writer(target) == PRIMARY
@@ -200,7 +206,7 @@ def test_champion_missing_in_the_replica_pins_the_newest_replicated_version(sand
         assert time.monotonic() < deadline, "the new manifest did not replicate"
         time.sleep(0.05)
 
-    checks = {(r, c): (ok, d) for r, c, ok, d in readiness(target, _ctx(target))}
+    checks = {(x.region, x.check): (x.ok, x.detail) for x in readiness(target, _ctx(target))}
     assert checks[(STANDBY, "champion in replica")][0] is False
     result = _execute(target, failover(target, STANDBY, planned=False))
     assert result.facts["pins"] == {"mlp": "2"}
@@ -223,9 +229,9 @@ def test_an_unimplemented_action_is_not_retried(target):
 
 def test_readiness_passes_on_a_fresh_sandbox(target):
     results = readiness(target, _ctx(target))
-    assert {c for _, c, _, _ in results} == {"replica lag", "champion in replica", "standby capacity",
-                                            "runtime failover health", "runtime image", "serving replicas ready"}
-    assert all(ok for *_, ok, _ in results), results
+    assert {x.check for x in results} >= {"replica lag", "champion in replica", "standby capacity",
+                                          "runtime failover health", "runtime image", "serving replicas ready"}
+    assert all(x.ok for x in results), results
 
 
 def test_region_outage_drill_meets_the_sandbox_figures(sandbox, target):
@@ -261,20 +267,46 @@ def test_a_drill_measures_what_the_registry_lost_within_the_lag_at_the_gate(sand
     assert report["verdict"] == "pass"  # within staging's 15-minute budget
 
 
-def test_dynamodb_lock_refuses_another_run_and_lets_the_owner_resume(sandbox, target):
+def test_dynamodb_lock_refuses_a_live_owner_and_takes_a_dead_one_over_only_when_asked(sandbox, target):
+    from mlfleet.dr.errors import LockAbandoned
     from mlfleet.dr.locks import DynamoDbLock
     from mlfleet.stacks.environment import naming
 
     def lock():
         return DynamoDbLock(target.client("dynamodb", STANDBY), naming.dr_lock_table(sandbox.env.name), "staging/dr")
 
-    lock().acquire("run-a")
+    first = lock()
+    first.acquire("run-a")
     with pytest.raises(LockHeld) as caught:
-        lock().acquire("run-b")
+        lock().acquire("run-a")  # the same command started again joins no live run
     assert caught.value.holder["run_id"] == "run-a"
-    lock().acquire("run-a")  # the same run, resumed after a crash
-    lock().release("run-b")  # not the owner: no effect
-    with pytest.raises(LockHeld):
+    first.abandon()  # its process died
+    with pytest.raises(LockAbandoned):
         lock().acquire("run-b")
-    lock().release("run-a")
-    lock().acquire("run-b")
+    second = lock()
+    previous = second.acquire("run-b", take_over=True)
+    assert previous is not None and previous["run_id"] == "run-a"
+    second.release()
+    third = lock()
+    assert third.acquire("run-c") is None
+    third.release()
+
+
+def test_a_drill_with_us_east_1_down_including_route53s_api_passes(sandbox, target):
+    """Route 53's control plane is served from us-east-1: the failover moves traffic on the data
+    plane (routing controls) and the records follow once the API answers again."""
+    from mlfleet.dr import routing
+    from mlfleet.dr.drill import WITH_ROUTE53
+    from mlfleet.dr.report import drill_report
+
+    assert PRIMARY == "us-east-1"
+    outcome = run_drill(target, PRIMARY, scenario=WITH_ROUTE53, do_failback=False)
+    report = drill_report(target, PRIMARY, outcome)
+    assert report["verdict"] == "pass", report["notes"]
+    steps = {s.name: s for s in outcome["result"].steps}
+    assert steps["route"].status == "done" and "routing controls" in steps["route"].detail
+    assert steps["reconcile-records"].detail.startswith("pending"), "Route 53's API was down: reconcile waits"
+    ctx = _ctx(target)
+    assert routing.served_region(target, ctx) == STANDBY
+    assert routing.reconcile_records(target, ctx, STANDBY).startswith("records:")  # the API answers again
+    assert aws.routed_region(target, ctx) == STANDBY

@@ -1,0 +1,145 @@
+"""The runbooks on Google Cloud and across clouds, against the sandbox's `research` (all Google
+Cloud: Cloud SQL primary and replica, GKE, a dual-region bucket) and `hybrid` (Aurora in us-east-1,
+a Cloud SQL standby fed by DMS in us-central1) worlds: readiness, planned and unplanned failover,
+failback, a crash at every block then a resume, and the drill."""
+from __future__ import annotations
+
+import pytest
+
+from mlfleet.dr import gcp, routing
+from mlfleet.dr.audit import AuditLog
+from mlfleet.dr.blocks.registry import registry_writer
+from mlfleet.dr.engine import RunContext
+from mlfleet.dr.errors import Refused
+from mlfleet.dr.readiness import blocking, readiness
+from mlfleet.dr.runbooks import failback, failover
+from mlfleet.dr.target import Target
+
+pytestmark = pytest.mark.sandbox
+
+RESEARCH_PRIMARY, RESEARCH_STANDBY = "us-central1", "us-east4"
+HYBRID_PRIMARY, HYBRID_STANDBY = "us-east-1", "us-central1"
+
+
+class Crash(BaseException):
+    pass
+
+
+def _target(box, tmp_path) -> Target:
+    box.reset()
+    target = Target.sandbox(box.env, box.state_dir)
+    target.state_dir = tmp_path
+    return target
+
+
+def _ctx(target):
+    return RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s)
+
+
+def _execute(target, runbook, *, lock=None, **kw):
+    target.warm()
+    return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=lock or target.lock(runbook.lock_region),
+                           audit=AuditLog(target.audit_path), **kw)
+
+
+@pytest.fixture
+def research(research_sandbox, tmp_path):
+    return _target(research_sandbox, tmp_path)
+
+
+@pytest.fixture
+def hybrid(hybrid_sandbox, tmp_path):
+    return _target(hybrid_sandbox, tmp_path)
+
+
+def test_research_readiness_checks_each_google_region(research):
+    results = readiness(research, _ctx(research))
+    by_region = {(r.region, r.check): r for r in results}
+    assert {c for (region, c) in by_region if region == RESEARCH_STANDBY} >= {
+        "registry", "replica lag", "champion in replica", "standby capacity", "runtime failover health"}
+    assert not blocking(results), [r.line() for r in results if not r.ok]
+
+
+def test_research_unplanned_failover_promotes_cloud_sql_and_routes_on_the_data_plane_then_fails_back(research):
+    result = _execute(research, failover(research, RESEARCH_STANDBY, planned=False))
+    assert result.status == "completed", result.error
+    ctx = _ctx(research)
+    assert registry_writer(research, ctx, via=RESEARCH_STANDBY) == RESEARCH_STANDBY
+    assert gcp.registry_writable(research, ctx, RESEARCH_STANDBY)[0]
+    assert routing.served_region(research, ctx) == RESEARCH_STANDBY
+    sizes = gcp.pool_sizes(research, ctx, RESEARCH_STANDBY)
+    assert all(sizes[p.name]["minSize"] >= p.min_size for p in research.env.gpu_pools)
+    assert result.orchestration_s < 1.0, result.orchestration_s
+
+    back = _execute(research, failback(research))
+    assert back.status == "completed", back.error
+    assert registry_writer(research, ctx, via=RESEARCH_PRIMARY) == RESEARCH_PRIMARY
+    assert routing.served_region(research, ctx) == RESEARCH_PRIMARY
+    sizes = gcp.pool_sizes(research, ctx, RESEARCH_STANDBY)
+    assert all(sizes[p.name]["minSize"] == p.warm_standby for p in research.env.gpu_pools), sizes
+
+
+def test_research_planned_failover_refuses_when_the_primary_does_not_answer(research):
+    research.control.inject(RESEARCH_PRIMARY)
+    try:
+        with pytest.raises(Refused, match="use --unplanned"):
+            _execute(research, failover(research, RESEARCH_STANDBY, planned=True))
+    finally:
+        research.control.clear(RESEARCH_PRIMARY)
+
+
+def test_hybrid_failover_promotes_the_dms_job_hardens_and_refuses_the_failback(hybrid):
+    result = _execute(hybrid, failover(hybrid, HYBRID_STANDBY, planned=False))
+    assert result.status == "completed", result.error
+    ctx = _ctx(hybrid)
+    assert registry_writer(hybrid, ctx, via=HYBRID_STANDBY) == HYBRID_STANDBY
+    settings = gcp.sql_instance(hybrid, ctx, HYBRID_STANDBY).get("settings", {})
+    assert settings.get("availabilityType") == "REGIONAL" and settings.get("deletionProtectionEnabled") is True
+    assert routing.served_region(hybrid, ctx) == HYBRID_STANDBY
+    with pytest.raises(Refused, match="no longer follows"):
+        _execute(hybrid, failback(hybrid))
+
+
+@pytest.mark.parametrize("crash_block", ["declare", "replication-gate", "champion-in-replica", "promote-registry",
+                                         "harden-registry", "scale-nodes", "scale-runtime", "pin-champion", "route",
+                                         "reconcile-records", "first-inference", "slo-check"])
+def test_hybrid_crash_at_every_block_then_resume_repeats_no_side_effect(hybrid_sandbox, hybrid, crash_block):
+    since = len(hybrid_sandbox.ledger.since())
+
+    def crash(block, event):
+        if (block, event) == (crash_block, "applied"):
+            raise Crash()
+
+    crashed = hybrid.lock(HYBRID_STANDBY)
+    with pytest.raises(Crash):
+        _execute(hybrid, failover(hybrid, HYBRID_STANDBY, planned=False), lock=crashed, on_event=crash)
+    crashed.abandon()
+    result = _execute(hybrid, failover(hybrid, HYBRID_STANDBY, planned=False), take_over_lock=True)
+    assert result.resumed and result.status == "completed", result.error
+    entries = hybrid_sandbox.ledger.since(since)
+    effects = {
+        "promote": sum(e["method"] == "POST" and e["path"].endswith(":promote") for e in entries),
+        "harden": sum(e["method"] == "PATCH" and "/instances/" in e["path"] for e in entries),
+        "pool": sum(e["method"] == "POST" and e["path"].endswith(":setAutoscaling") for e in entries),
+        "route": sum("UpdateRoutingControlState" in e["action"] for e in entries),
+    }
+    pools = len([p for p in hybrid.env.gpu_pools if p.warm_standby < p.min_size])
+    assert effects == {"promote": 1, "harden": 1, "pool": pools, "route": 2}, effects
+
+
+@pytest.mark.parametrize("world", ["research", "hybrid"])
+def test_a_region_outage_drill_of_the_google_and_cross_cloud_worlds_passes(request, world):
+    from mlfleet.dr.drill import run_drill
+    from mlfleet.dr.report import drill_report
+
+    target = request.getfixturevalue(world)
+    primary = target.env.primary.name
+    outcome = run_drill(target, primary)
+    report = drill_report(target, primary, outcome)
+    assert report["verdict"] == "pass", report["notes"]
+    assert report["measured"]["rto_s"] <= 10 and report["measured"]["orchestration_s"] <= 1.0, report["measured"]
+    assert outcome["new_region"] == target.env.standbys[0].name
+    if world == "hybrid":  # Aurora no longer follows the promoted Cloud SQL: no failback, and it says so
+        assert "failback" not in outcome and any("no failback" in note for note in report["notes"])
+    else:
+        assert outcome["failback"].status == "completed"
