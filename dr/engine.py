@@ -407,17 +407,20 @@ class Runbook:
                              error, attempt_started)
 
         try:
+            moved = []  # every block whose effect no longer holds, so the refusal says all that moved
             for name, data in done.items():
                 if name not in by_name:
                     continue
                 block = by_name[name]
                 facts = block.facts_type.from_dict(data)
-                moved = block.still_holds(ctx, facts)
-                if not moved.ok:
-                    raise WorldMoved(f"{name}: {moved.detail}")
+                check = block.still_holds(ctx, facts)
+                if not check.ok:
+                    moved.append(f"{name}: {check.detail}")
                 ctx.results[name] = facts
                 records[name].status, records[name].facts = "done", data
                 records[name].detail = "done in an earlier attempt, still holds"
+            if moved:
+                raise WorldMoved("; ".join(moved))
             self._run_graph(ctx, state, done)
         except WorldMoved as exc:
             message = (f"run {run_id} was interrupted and the world has moved since: {exc}; nothing was changed. "

@@ -230,6 +230,7 @@ class Sandbox:
         the champion pinned in every region. Used between tests sharing one sandbox."""
         self.faults.clear()
         self.settings.update(self._defaults)
+        self.extensions.install()  # this sandbox's extensions answer moto's patched calls again
         request = urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
         self.extensions.reset()  # after any promotion still pending, so that none runs after this

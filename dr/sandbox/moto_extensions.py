@@ -265,7 +265,9 @@ def _region_of_arn(arn: str) -> str:
 
 
 _ACTIVE: list[Extensions] = []
-"""The Extensions of the running sandbox: moto's classes are patched once per process."""
+"""The Extensions of the active sandbox: moto's classes are patched once per process, and its
+backends are the process's. Several sandboxes in one process (tests) take turns: the one reset
+last is active (`Sandbox.reset` re-installs its extensions)."""
 
 
 def _install_rds_endpoints(ext: Extensions) -> None:
@@ -400,7 +402,7 @@ def _install_s3(ext: Extensions) -> None:
                         if key_name.startswith(_rule_prefix(r))]
         if destinations:
             key.mlfleet_replication_status = "PENDING"  # type: ignore[attr-defined]  # the sandbox's own mark
-            _schedule(ext, self, bucket, key, destinations)
+            _schedule(_ACTIVE[0] if _ACTIVE else ext, self, bucket, key, destinations)
         return key
 
     # Patched in place: the sandbox's moto server serves these very classes.

@@ -26,6 +26,8 @@ def _ctx() -> RunContext:
 
 
 def _target(box) -> Target:
+    """A target on the sandbox as `up` left it (other modules' runbooks may have moved it)."""
+    box.reset()
     return Target.sandbox(box.env, box.state_dir)
 
 
