@@ -34,14 +34,16 @@ def _google_sandbox(tmp_path_factory, env_name: str):
     return Sandbox(load_environment(env_name), state_dir=state_dir, model_registry=False, transfer_interval_s=0.5)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: an idle sandbox's servers and threads load the machine (and its
+# moto world is the process's) while the other modules run.
+@pytest.fixture(scope="module")
 def research_sandbox(tmp_path_factory):
     """`research` (all Google Cloud: a Cloud SQL primary and its cross-region replica)."""
     with _google_sandbox(tmp_path_factory, "research") as box:
         yield box
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hybrid_sandbox(tmp_path_factory):
     """`hybrid` (AWS primary us-east-1, a Google Cloud standby fed by DMS and Storage Transfer)."""
     with _google_sandbox(tmp_path_factory, "hybrid") as box:

@@ -143,3 +143,42 @@ def test_a_region_outage_drill_of_the_google_and_cross_cloud_worlds_passes(reque
         assert "failback" not in outcome and any("no failback" in note for note in report["notes"])
     else:
         assert outcome["failback"].status == "completed"
+
+
+def crash_through_every_block(target, make_runbook) -> list[str]:
+    """Kill the run right after the side effect (`applied`) of the first block it applies, then
+    resume it (the dead run's lock taken over), again and again: each attempt gets one block
+    further, so the run is killed once after every block. Return the blocks killed at, in order."""
+    crashed_at: list[str] = []
+    for _ in range(3 * len(make_runbook().steps)):
+        lock = target.lock(make_runbook().lock_region)
+        applied: list[str] = []
+
+        def crash(block, event, applied=applied):
+            if event == "applied":
+                applied.append(block)
+                raise Crash()
+
+        try:
+            result = _execute(target, make_runbook(), lock=lock, on_event=crash, take_over_lock=True)
+        except Crash:
+            crashed_at.append(applied[0])
+            lock.abandon()
+            continue
+        assert result.status == "completed", result.error
+        return crashed_at
+    raise AssertionError(f"the run never completed; killed at {crashed_at}")
+
+
+def test_research_failover_and_failback_crash_at_every_block_and_repeat_no_side_effect(research_sandbox, research):
+    since = len(research_sandbox.ledger.since())
+    crashed = crash_through_every_block(research, lambda: failover(research, RESEARCH_STANDBY, planned=False))
+    assert {"promote-registry", "scale-nodes", "route", "slo-check"} <= set(crashed)
+    crashed = crash_through_every_block(research, lambda: failback(research))
+    assert {"promote-registry", "route", "restore-standby-runtime", "restore-standby-size"} <= set(crashed)
+    entries = research_sandbox.ledger.since(since)
+    promotions = sum(e["method"] == "POST" and e["path"].endswith("/promoteReplica") for e in entries)
+    assert promotions == 2, "one promotion each way, however often the runs were killed"
+    ctx = _ctx(research)
+    assert registry_writer(research, ctx, via=RESEARCH_PRIMARY) == RESEARCH_PRIMARY
+    assert routing.served_region(research, ctx) == RESEARCH_PRIMARY

@@ -310,3 +310,15 @@ def test_a_drill_with_us_east_1_down_including_route53s_api_passes(sandbox, targ
     assert routing.served_region(target, ctx) == STANDBY
     assert routing.reconcile_records(target, ctx, STANDBY).startswith("records:")  # the API answers again
     assert aws.routed_region(target, ctx) == STANDBY
+
+
+def test_failback_crashed_at_every_block_repeats_no_side_effect(sandbox, target):
+    from tests.dr.test_gcp_runbooks import crash_through_every_block
+
+    assert _execute(target, failover(target, STANDBY, planned=True)).status == "completed"
+    since = len(sandbox.ledger.since())
+    crashed = crash_through_every_block(target, lambda: failback(target))
+    assert {"promote-registry", "route", "restore-standby-runtime", "restore-standby-size"} <= set(crashed)
+    effects = _effects(sandbox, since)
+    assert effects["switchover"] == 1 and effects["flip"] == 1, effects
+    assert _writer(target) == PRIMARY and aws.routed_region(target, _ctx(target)) == PRIMARY
