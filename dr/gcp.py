@@ -126,9 +126,11 @@ def _operation_started(operation: dict, what: str) -> str:
 def promote_sql_replica(clients: "GcpClients | Target", ctx: RunContext, project: str, instance: str) -> str:
     clients = _clients(clients)
     url = f"{clients.sql_base}/v1/projects/{project}/instances/{instance}"
-    if ctx.call(f"get Cloud SQL instance {instance}", rest, clients, "GET", url).get("instanceType") \
-            != "READ_REPLICA_INSTANCE":
+    found = ctx.call(f"get Cloud SQL instance {instance}", rest, clients, "GET", url)
+    if found.get("instanceType") != "READ_REPLICA_INSTANCE":
         return f"{instance} is already a primary"
+    if found.get("state") != "RUNNABLE":  # a promotion asked for earlier (a run that died) is under way
+        return f"{instance} is {found.get('state')}: its promotion is already under way"
     operation = ctx.call(f"promote Cloud SQL replica {instance}", rest, clients, "POST", f"{url}/promoteReplica")
     return f"{instance} promoted ({_operation_started(operation, f'promoteReplica of {instance}')})"
 
