@@ -128,9 +128,7 @@ def registry_writable(target: Target, ctx: RunContext, region: str) -> tuple[boo
     """Whether the region's registry cluster takes writes: through the endpoint RDS gives for it,
     one probe row into `naming.registry_probe_table()` (created if missing) in one transaction.
     (False, why) when the server is a standby (read-only, in recovery) or cannot be reached."""
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
+    from mlfleet.dr.registry_probe import write_probe
 
     rds = target.client("rds", region)
     cluster_id = naming.db_cluster_id(target.env.name, region)
@@ -139,23 +137,7 @@ def registry_writable(target: Target, ctx: RunContext, region: str) -> tuple[boo
     if not clusters or not clusters[0].get("Endpoint"):
         return False, f"{cluster_id} has no endpoint"
     host, port = clusters[0]["Endpoint"], int(clusters[0].get("Port") or 5432)
-    table = sql.Identifier(naming.registry_probe_table())
-    try:
-        conninfo = make_conninfo(host=host, port=port, connect_timeout=max(2, int(target.connect_timeout_s)),
-                                 application_name="mlfleet-dr", **target.registry_credentials(region, host, port))
-        with ctx.clock.waiting(), psycopg.connect(conninfo) as connection:
-            with connection.transaction():
-                connection.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, region text NOT NULL, "
-                    "run_id text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())").format(table))
-                connection.execute(sql.SQL("INSERT INTO {} (region, run_id) VALUES (%s, %s)").format(table),
-                                   (region, ctx.run_id))
-    except psycopg.errors.ReadOnlySqlTransaction:
-        return False, f"{host}:{port} is read-only (a standby in recovery)"
-    except psycopg.Error as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return False, f"{host}:{port} is unreachable or refused the probe: {detail}"
-    return True, f"wrote a probe row through {host}:{port}"
+    return write_probe(target, ctx, region, host, port, target.registry_credentials(region, host, port))
 
 
 # -- model artifacts ---------------------------------------------------------------------

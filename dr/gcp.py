@@ -283,28 +283,10 @@ def _registry_endpoint(target: Target, ctx: RunContext, region: str) -> tuple[st
 def registry_writable(target: Target, ctx: RunContext, region: str) -> tuple[bool, str]:
     """Whether the region's Cloud SQL registry takes writes: one probe row into
     `naming.registry_probe_table()` in one transaction through its PostgreSQL server."""
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
+    from mlfleet.dr.registry_probe import write_probe
 
     host, port, login = _registry_endpoint(target, ctx, region)
-    table = sql.Identifier(naming.registry_probe_table())
-    try:
-        conninfo = make_conninfo(host=host, port=port, connect_timeout=max(2, int(target.connect_timeout_s)),
-                                 application_name="mlfleet-dr", **login)
-        with ctx.clock.waiting(), psycopg.connect(conninfo) as connection:
-            with connection.transaction():
-                connection.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, region text NOT NULL, "
-                    "run_id text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())").format(table))
-                connection.execute(sql.SQL("INSERT INTO {} (region, run_id) VALUES (%s, %s)").format(table),
-                                   (region, ctx.run_id))
-    except psycopg.errors.ReadOnlySqlTransaction:
-        return False, f"{host}:{port} is read-only (a replica)"
-    except psycopg.Error as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return False, f"{host}:{port} is unreachable or refused the probe: {detail}"
-    return True, f"{host}:{port} took a probe write"
+    return write_probe(target, ctx, region, host, port, login)
 
 
 # -- GPU capacity (GKE node pools) ------------------------------------------------------------

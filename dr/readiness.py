@@ -128,12 +128,7 @@ def _standby_checks(target: Target, ctx: RunContext, name: str, writer: str | No
         return measured.seconds <= env.targets.rpo, f"{measured.detail} (budget {env.targets.rpo} s)"
 
     def champion() -> tuple[bool, str]:
-        choice = aws.choose_versions(target, ctx, name, source=writer)
-        if choice.ready:
-            return True, ", ".join(f"{m} v{v}" for m, v in choice.pins.items())
-        return False, "; ".join(
-            f"{m}: champion v{c.champion} held from replication (missing {', '.join(c.missing)}); "
-            f"a failover now would pin v{c.pin}" for m, c in choice.models.items() if c.held)
+        return _champion(aws.choose_versions(target, ctx, name, source=writer))
 
     def capacity() -> tuple[bool, str]:
         sizes = aws.node_group_sizes(target, ctx, name)
@@ -142,15 +137,26 @@ def _standby_checks(target: Target, ctx: RunContext, name: str, writer: str | No
                  if sizes[p.name]["maxSize"] < p.min_size or sizes[p.name]["status"] != "ACTIVE"]
         return not short, "; ".join(short) or ", ".join(f"{k} {v['desiredSize']} warm" for k, v in sizes.items())
 
-    def health() -> tuple[bool, str]:
-        return serving.failover_health(target.serving_urls[name], env.serving.failover_health_path)
-
     checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
         ("registry", lambda: _registry(target, ctx, name, writer)), ("replica lag", lag),
-        ("champion in replica", champion), ("standby capacity", capacity), ("runtime failover health", health),
+        ("champion in replica", champion), ("standby capacity", capacity),
+        ("runtime failover health", lambda: _health(target, name)),
         ("runtime image", lambda: aws.image_present(target, ctx, name)),
         ("serving replicas ready", lambda: _replicas_ready(target, ctx, name))]
     return [_guarded(name, check, measure) for check, measure in checks]
+
+
+def _champion(choice: aws.ChampionChoice) -> tuple[bool, str]:
+    """Ready when every model's current champion would be pinned; else what is held and why."""
+    if choice.ready:
+        return True, ", ".join(f"{m} v{v}" for m, v in choice.pins.items())
+    return False, "; ".join(
+        f"{m}: champion v{c.champion} held from replication (missing {', '.join(c.missing)}); "
+        f"a failover now would pin v{c.pin}" for m, c in choice.models.items() if c.held)
+
+
+def _health(target: Target, region: str) -> tuple[bool, str]:
+    return serving.failover_health(target.serving_urls[region], target.env.serving.failover_health_path)
 
 
 def aws_region_checks(target: Target, ctx: RunContext, region: str, writer: str | None) -> list[ReadinessCheck]:
@@ -181,12 +187,7 @@ def _gcp_standby_checks(target: Target, ctx: RunContext, name: str, writer: str 
         return measured.seconds <= env.targets.rpo, f"{measured.detail} (budget {env.targets.rpo} s)"
 
     def champion() -> tuple[bool, str]:
-        choice = gcp.choose_versions(target, ctx, name)
-        if choice.ready:
-            return True, ", ".join(f"{m} v{v}" for m, v in choice.pins.items())
-        return False, "; ".join(
-            f"{m}: champion v{c.champion} held from replication (missing {', '.join(c.missing)}); "
-            f"a failover now would pin v{c.pin}" for m, c in choice.models.items() if c.held)
+        return _champion(gcp.choose_versions(target, ctx, name))
 
     def capacity() -> tuple[bool, str]:
         sizes = gcp.pool_sizes(target, ctx, name)
@@ -195,12 +196,10 @@ def _gcp_standby_checks(target: Target, ctx: RunContext, name: str, writer: str 
                  if sizes[p.name]["maxSize"] < p.min_size or sizes[p.name]["status"] != "RUNNING"]
         return not short, "; ".join(short) or ", ".join(f"{k} min {v['minSize']}" for k, v in sizes.items())
 
-    def health() -> tuple[bool, str]:
-        return serving.failover_health(target.serving_urls[name], env.serving.failover_health_path)
-
     checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
         ("registry", lambda: _gcp_registry(target, ctx, name)), ("replica lag", lag),
-        ("champion in replica", champion), ("standby capacity", capacity), ("runtime failover health", health),
+        ("champion in replica", champion), ("standby capacity", capacity),
+        ("runtime failover health", lambda: _health(target, name)),
         ("serving replicas ready", lambda: _replicas_ready(target, ctx, name))]
     return [_guarded(name, check, measure) for check, measure in checks]
 
