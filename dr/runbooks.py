@@ -76,6 +76,9 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
             blocks += made
         through[phase.phase] = (made[0].name,) if made else after
     blocks.append(ReconcileRecords(target, to_region, after=("route",)))
+    # Routing went ahead on the warm pods; the pods the scale-up brought get the same pin.
+    blocks.append(PinChampion(target, to_region, planned=planned, after=("scale-runtime", "pin-champion"),
+                              name="pin-scaled-runtime"))
     if restore_previous:
         blocks += _restore_source(target)
 

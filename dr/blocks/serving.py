@@ -29,8 +29,9 @@ class PinChampion(Block):
     facts_type = Pinned
     verify_timeout_s = 120.0
 
-    def __init__(self, target: Target, region: str, *, planned: bool, after: tuple[str, ...] | None = None):
-        super().__init__("pin-champion", f"pin the chosen versions in {region}'s runtime", after=after)
+    def __init__(self, target: Target, region: str, *, planned: bool, after: tuple[str, ...] | None = None,
+                 name: str = "pin-champion"):
+        super().__init__(name, f"pin the chosen versions in {region}'s runtime", after=after)
         self.target, self.region, self.planned = target, region, planned
 
     def precondition(self, ctx: RunContext) -> Check:
@@ -46,6 +47,10 @@ class PinChampion(Block):
                 + (" on every ready runtime pod (port-forward)" if self.target.pin_through_port_forward else ""))
 
     def _pins(self, ctx: RunContext) -> dict[str, str]:
+        if self.name != "pin-champion":  # the pods that came later get what the first pin chose
+            first = ctx.find(Pinned)
+            if first is not None:
+                return dict(first.pins)
         chosen = ctx.need(ChampionChosen)
         if chosen.held and self.planned:  # the drain waited for the champion: choose again
             from mlfleet.dr.blocks.checks import Declared

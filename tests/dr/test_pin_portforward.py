@@ -152,7 +152,9 @@ def test_failover_pins_through_port_forward(sandbox, pf_target):
         _ctx(pf_target), state_dir=pf_target.runs_dir, lock=pf_target.lock(STANDBY),
         audit=AuditLog(pf_target.audit_path))
     assert result.status == "completed"
-    pin_step = next(s for s in result.steps if s.name == "pin-champion")
+    # The first pin reaches the warm pods (routing goes ahead on them); the second, every pod the
+    # scale-up brought.
+    pin_step = next(s for s in result.steps if s.name == "pin-scaled-runtime")
     pods = pin_step.facts["pinned_pods"][EXAMPLE_MODEL]
     assert len(pods) == _replicas(sandbox.env, STANDBY, serving=True), "every pod of the scaled-up runtime"
     assert _forwards(sandbox, seq, STANDBY), "the pin went through port-forward"

@@ -38,7 +38,7 @@ def test_the_runbook_is_the_plan(env_name, standby, planned):
     phases = {p.phase for p in plan}
     # Every phase that is work is a block; the others are time (detection, TTL, a model load).
     assert phases - set(blocks) <= {"detection", "dns-ttl", "model-load"}
-    assert set(blocks) - phases <= {"harden-registry", "reconcile-records"}
+    assert set(blocks) - phases <= {"harden-registry", "reconcile-records", "pin-scaled-runtime"}
     reach = _reach(plan)
     block_reach: dict[str, set[str]] = {}
     for block in runbook.steps:  # topological: a block's dependencies are placed before it
