@@ -34,9 +34,10 @@ def _google_sandbox(tmp_path_factory, env_name: str):
     return Sandbox(load_environment(env_name), state_dir=state_dir, model_registry=False, transfer_interval_s=0.5)
 
 
-# Per module, not per session: an idle sandbox's servers and threads load the machine (and its
-# moto world is the process's) while the other modules run.
-@pytest.fixture(scope="module")
+# hybrid per module (an idle sandbox's servers load the machine while other modules run); research
+# for the session: two modules use it, and its registry servers do not start a second time in one
+# process once the first sandbox's promotions ran (left in the issue note).
+@pytest.fixture(scope="session")
 def research_sandbox(tmp_path_factory):
     """`research` (all Google Cloud: a Cloud SQL primary and its cross-region replica)."""
     with _google_sandbox(tmp_path_factory, "research") as box:
