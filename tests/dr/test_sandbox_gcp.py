@@ -21,6 +21,14 @@ from mlfleet.stacks.environment import naming
 pytestmark = pytest.mark.sandbox
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _research_down_after_this_module(research_sandbox):
+    """The last module that uses the session's research sandbox stops it: its servers would load
+    the machine for the rest of the run."""
+    yield
+    research_sandbox.down()
+
+
 def _ctx() -> RunContext:
     return RunContext(retry=RetryPolicy(attempts=1), poll_interval_s=0.05)
 
@@ -106,6 +114,8 @@ def test_a_region_fault_fails_that_regions_google_calls_and_runtime_only(researc
 
     target, ctx, box = _target(research_sandbox), _ctx(), research_sandbox
     box.control.faults.clear()
+    gcp.write_marker(target, "us-central1", "drill/marker-1.json", {"seq": 1})  # an object in both copies
+    _until(lambda: gcp.marker_present(target, "us-east4", "drill/marker-1.json"))
     target.control.inject("us-east4")
     try:
         with pytest.raises(Exception) as sql:
