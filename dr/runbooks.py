@@ -83,8 +83,16 @@ def failover(target: Target, to_region: str, *, planned: bool, allow_data_loss: 
         blocks += _restore_source(target)
 
     def target_unhealthy(ctx: RunContext) -> str | None:
-        ok, detail = failover_healthy(target, to_region)
-        return None if ok else f"{to_region}'s runtime fails failover health: {detail}"
+        # As Route 53 judges an endpoint: failing only after FailureThreshold reads in a row, so
+        # that one slow answer does not abort a failover the target can take.
+        for attempt in range(env.serving.health_check_failure_threshold):
+            if attempt:
+                ctx.clock.sleep(ctx.poll_interval_s)
+            ok, detail = failover_healthy(target, to_region)
+            if ok:
+                return None
+        return (f"{to_region}'s runtime fails failover health ({env.serving.health_check_failure_threshold} "
+                f"reads in a row): {detail}")
 
     key = f"{name}:{env.name}:{to_region}:{'planned' if planned else 'unplanned'}"
     return Runbook(name, blocks, key=key, stop_conditions=[("target-failover-health", target_unhealthy)],

@@ -100,11 +100,15 @@ class Extensions:
 
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
+        """Patch moto's classes to answer with this instance (again after another sandbox in the
+        same process patched them); the prober and the lag publisher start on the first call only."""
         _install_rds(self)
         _install_s3(self)
         _install_route53(self)
         _install_arc()
         _install_kms()
+        if self._threads:
+            return
         for target, name in ((self._probe_loop, "health-prober"), (self._lag_loop, "db-lag")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

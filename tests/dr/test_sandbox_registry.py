@@ -38,3 +38,12 @@ def test_sandbox_status_shows_each_regions_mlflow_and_the_registry_writer(sandbo
     for region in sandbox.env.regions:
         assert f"  MLflow {region.name}: {sandbox.state.mlflow[region.name]}" in out
     assert f'"writer": "{sandbox.env.primary.name}"' in out
+
+
+def test_a_reset_starts_no_second_prober_or_lag_publisher(sandbox, target):
+    """Each reset re-patches moto for this sandbox; its background loops stay one each (a prober
+    per reset once piled up, loading the runtimes' health endpoints until probes timed out)."""
+    for _ in range(3):
+        sandbox.reset()
+    assert sorted(t.name for t in sandbox.extensions._threads) == ["db-lag", "health-prober"]
+    assert all(t.is_alive() for t in sandbox.extensions._threads)
