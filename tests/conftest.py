@@ -2,7 +2,11 @@
 session shares one import and synthesizes stacks in-process (no subprocess per test)."""
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING, Callable
 
 import pytest
@@ -10,6 +14,26 @@ import pytest
 from mlfleet.stacks.node_runtime import use_project_node
 
 use_project_node()  # before anything imports cdktn
+
+
+def _start_jsii_kernel_in_a_session_folder() -> None:
+    """`Testing.app()` without an outdir leaves a `cdktf.outdir.*` folder per app in the jsii
+    kernel's temp folder: the kernel (started by the first `import cdktn`) gets one of the
+    session's own, removed at exit. Only the kernel's environment changes."""
+    folder = tempfile.mkdtemp(prefix="mlfleet-tests-jsii-")
+    atexit.register(shutil.rmtree, folder, True)
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = folder
+    try:
+        import cdktn  # noqa: F401 - starts the kernel with TMPDIR set
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
+
+
+_start_jsii_kernel_in_a_session_folder()
 
 if TYPE_CHECKING:
     from helpers.runtime_signing import ManifestKeyPair

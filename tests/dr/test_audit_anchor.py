@@ -14,28 +14,11 @@ import boto3
 import pytest
 
 from mlfleet.dr.audit import AnchorUnavailable, AuditLog, S3Anchor, _digest, anchor_for, chain_id, verify
-from mlfleet.dr.cli import register
 from mlfleet.dr.errors import AuditTampered, DrUsageError
-from mlfleet.stacks.environment.errors import MlfleetError
+
+from helpers.cli import dr_command as mlfleet
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
-
-
-def mlfleet(argv: list[str], capsys) -> tuple[int, str, str]:
-    """What `mlfleet` does with a handler: its exit code, or the error's, without a traceback."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="mlfleet")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code = args.handler(args)
-    except MlfleetError as exc:
-        print(f"mlfleet: error: {exc}", file=sys.stderr)
-        code = exc.exit_code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -2,33 +2,18 @@
 Google clients against the sandbox's fake endpoint."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from mlfleet.dr.audit import AuditLog
-from mlfleet.dr.cli import register
 from mlfleet.dr.engine import RunContext, StepFailed
 from mlfleet.dr.retry import RetryPolicy
 from mlfleet.stacks.clients.google_cloud import GcpClients, node_pool_path
-from mlfleet.stacks.environment.errors import MlfleetError
+
+from helpers.cli import dr_command as mlfleet
 
 pytestmark = pytest.mark.sandbox  # talks to the fake Google endpoint on loopback
-
-
-def mlfleet(argv: list[str], capsys) -> tuple[int, str, str]:
-    """What `mlfleet` does with a handler: its exit code, or the error's, without a traceback."""
-    parser = argparse.ArgumentParser(prog="mlfleet")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code = args.handler(args)
-    except MlfleetError as exc:
-        print(f"mlfleet: error: {exc}", file=__import__("sys").stderr)
-        code = exc.exit_code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_unknown_environment_is_a_usage_error(capsys, tmp_path):

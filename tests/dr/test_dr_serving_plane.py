@@ -21,13 +21,11 @@ from mlfleet.dr.retry import PERMANENT, TRANSIENT, classify
 from mlfleet.dr.runbooks import failback, failover
 from mlfleet.stacks.environment import load_environment, naming
 
+from helpers.runbooks import Crash
+
 PRIMARY, STANDBY = "us-east-1", "us-west-2"
 NAMESPACE = naming.serving_namespace()
 DEPLOYMENT = naming.runtime_deployment("inference")
-
-
-class Crash(BaseException):
-    pass
 
 
 def _ctx(target):

@@ -6,7 +6,6 @@ and the report's audit heads say what they let a reader check.
 Unit tests first (no servers), then the shared staging sandbox (tests/dr/conftest.py)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,7 +21,6 @@ import pytest
 
 from mlfleet.dr import drill as drills
 from mlfleet.dr.audit import AuditLog, verify
-from mlfleet.dr.cli import register
 from mlfleet.dr.engine import RunResult
 from mlfleet.dr.errors import DrUsageError
 from mlfleet.dr.fault_cleanup import FaultCleanup, FaultRecords, finish_abandoned_cleanups, owner_alive
@@ -30,24 +28,11 @@ from mlfleet.dr.report import drill_report
 from mlfleet.dr.retry import PERMANENT, GaveUp
 from mlfleet.dr.sandbox import SandboxState
 from mlfleet.stacks.environment import load_environment
-from mlfleet.stacks.environment.errors import MlfleetError
+
+from helpers.cli import dr_command as mlfleet
 
 PRIMARY, STANDBY = "us-east-1", "us-west-2"
 ENV = load_environment("staging")
-
-
-def mlfleet(argv: list[str], capsys) -> tuple[int, str, str]:
-    """What `mlfleet` does with a handler: its exit code, or the error's, without a traceback."""
-    parser = argparse.ArgumentParser(prog="mlfleet")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code = args.handler(args)
-    except MlfleetError as exc:
-        print(f"mlfleet: error: {exc}", file=sys.stderr)
-        code = exc.exit_code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _dead_pid() -> int:
@@ -276,6 +261,7 @@ def test_a_standby_outage_drill_measures_serving_unaffected_and_passes(sandbox, 
     state_dir = _own_state_dir(sandbox, tmp_path)
     code, out, err = mlfleet(["drill", "--env", "staging", "--region", STANDBY, "--state-dir", str(state_dir),
                               "--report", str(tmp_path / "standby")], capsys)
+    assert (tmp_path / "standby.json").exists(), f"exit {code}: {err[-2000:]}"
     report = json.loads((tmp_path / "standby.json").read_text())
     assert code == 0 and report["verdict"] == "pass", report["verdict_reasons"]
     standby = report["standby_outage"]

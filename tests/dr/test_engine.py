@@ -14,9 +14,7 @@ from mlfleet.dr.errors import AuditTampered, LockAbandoned, LockHeld, Refused, R
 from mlfleet.dr.locks import FileLock
 from mlfleet.dr.retry import NOT_IMPLEMENTED, PERMANENT, TRANSIENT, GaveUp, RetryPolicy, call_with_retry, classify
 
-
-class Crash(BaseException):
-    """A process dying mid-run: not an error the engine may handle."""
+from helpers.runbooks import Crash
 
 
 def _world_runbook(world: dict, *, fail_at: str | None = None) -> Runbook:

@@ -15,9 +15,7 @@ from mlfleet.dr.errors import Refused, RunbookAborted
 from mlfleet.dr.locks import FileLock
 from mlfleet.dr.retry import RetryPolicy
 
-
-class Crash(BaseException):
-    """A process dying mid-run."""
+from helpers.runbooks import Crash
 
 
 def _run(runbook, tmp_path, *, lock=None, **kw):

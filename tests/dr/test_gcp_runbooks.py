@@ -7,13 +7,15 @@ from __future__ import annotations
 import pytest
 
 from mlfleet.dr import gcp, routing
-from mlfleet.dr.audit import AuditLog
 from mlfleet.dr.blocks.registry import registry_writer
-from mlfleet.dr.engine import RunContext
 from mlfleet.dr.errors import Refused
 from mlfleet.dr.readiness import blocking, readiness
 from mlfleet.dr.runbooks import failback, failover
 from mlfleet.dr.target import Target
+
+from helpers.runbooks import context as _ctx
+from helpers.runbooks import crash_through_every_block
+from helpers.runbooks import execute as _execute
 
 pytestmark = pytest.mark.sandbox
 
@@ -21,25 +23,11 @@ RESEARCH_PRIMARY, RESEARCH_STANDBY = "us-central1", "us-east4"
 HYBRID_PRIMARY, HYBRID_STANDBY = "us-east-1", "us-central1"
 
 
-class Crash(BaseException):
-    pass
-
-
 def _target(box, tmp_path) -> Target:
     box.reset()
     target = Target.sandbox(box.env, box.state_dir)
     target.state_dir = tmp_path
     return target
-
-
-def _ctx(target):
-    return RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s)
-
-
-def _execute(target, runbook, *, lock=None, **kw):
-    target.warm()
-    return runbook.execute(_ctx(target), state_dir=target.runs_dir, lock=lock or target.lock(runbook.lock_region),
-                           audit=AuditLog(target.audit_path), **kw)
 
 
 @pytest.fixture
@@ -100,22 +88,12 @@ def test_hybrid_failover_promotes_the_dms_job_hardens_and_refuses_the_failback(h
         _execute(hybrid, failback(hybrid))
 
 
-@pytest.mark.parametrize("crash_block", ["declare", "replication-gate", "champion-in-replica", "promote-registry",
-                                         "harden-registry", "scale-nodes", "scale-runtime", "pin-champion", "route",
-                                         "reconcile-records", "first-inference", "slo-check"])
-def test_hybrid_crash_at_every_block_then_resume_repeats_no_side_effect(hybrid_sandbox, hybrid, crash_block):
+def test_hybrid_failover_killed_after_every_block_then_resumed_repeats_no_side_effect(hybrid_sandbox, hybrid):
     since = len(hybrid_sandbox.ledger.since())
-
-    def crash(block, event):
-        if (block, event) == (crash_block, "applied"):
-            raise Crash()
-
-    crashed = hybrid.lock(HYBRID_STANDBY)
-    with pytest.raises(Crash):
-        _execute(hybrid, failover(hybrid, HYBRID_STANDBY, planned=False), lock=crashed, on_event=crash)
-    crashed.abandon()
-    result = _execute(hybrid, failover(hybrid, HYBRID_STANDBY, planned=False), take_over_lock=True)
-    assert result.resumed and result.status == "completed", result.error
+    crashed = crash_through_every_block(hybrid, lambda: failover(hybrid, HYBRID_STANDBY, planned=False))
+    assert {"declare", "replication-gate", "champion-in-replica", "promote-registry", "harden-registry",
+            "scale-nodes", "scale-runtime", "pin-champion", "route", "reconcile-records", "first-inference",
+            "slo-check"} <= set(crashed)
     entries = hybrid_sandbox.ledger.since(since)
     effects = {
         "promote": sum(e["method"] == "POST" and e["path"].endswith(":promote") for e in entries),
@@ -143,31 +121,6 @@ def test_a_region_outage_drill_of_the_google_and_cross_cloud_worlds_passes(reque
         assert "failback" not in outcome and any("no failback" in note for note in report["notes"])
     else:
         assert outcome["failback"].status == "completed"
-
-
-def crash_through_every_block(target, make_runbook) -> list[str]:
-    """Kill the run right after the side effect (`applied`) of the first block it applies, then
-    resume it (the dead run's lock taken over), again and again: each attempt gets one block
-    further, so the run is killed once after every block. Return the blocks killed at, in order."""
-    crashed_at: list[str] = []
-    for _ in range(3 * len(make_runbook().steps)):
-        lock = target.lock(make_runbook().lock_region)
-        applied: list[str] = []
-
-        def crash(block, event, applied=applied):
-            if event == "applied" and block not in crashed_at:  # killed once after each block
-                applied.append(block)
-                raise Crash()
-
-        try:
-            result = _execute(target, make_runbook(), lock=lock, on_event=crash, take_over_lock=True)
-        except Crash:
-            crashed_at.append(applied[0])
-            lock.abandon()
-            continue
-        assert result.status == "completed", result.error
-        return crashed_at
-    raise AssertionError(f"the run never completed; killed at {crashed_at}")
 
 
 def test_research_failover_and_failback_crash_at_every_block_and_repeat_no_side_effect(research_sandbox, research):

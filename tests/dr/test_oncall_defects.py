@@ -14,15 +14,13 @@ from mlfleet.dr.journal import Journal
 from mlfleet.dr.runbooks import failback, failover
 from mlfleet.dr.sandbox.faults import Fault
 from mlfleet.dr.target import Target
-from tests.dr.test_cli_and_gcp import mlfleet
+
+from helpers.cli import dr_command as mlfleet
+from helpers.runbooks import Crash
 
 pytestmark = pytest.mark.sandbox
 
 PRIMARY, STANDBY = "us-east-1", "us-west-2"
-
-
-class Crash(BaseException):
-    pass
 
 
 @pytest.fixture

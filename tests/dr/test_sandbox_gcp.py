@@ -159,7 +159,7 @@ def test_research_promotion_makes_the_replica_the_writer(research_sandbox):
 
 
 def test_the_cli_lists_the_google_regions(research_sandbox, capsys):
-    from tests.dr.test_cli_and_gcp import mlfleet
+    from helpers.cli import dr_command as mlfleet
 
     code, out, _ = mlfleet(["sandbox", "status", "--env", "research", "--state-dir",
                             str(research_sandbox.state_dir)], capsys)
