@@ -78,6 +78,8 @@ RDS_IDENTIFIER = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 RDS_INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
 AURORA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 """An Aurora PostgreSQL database or master user name (starts with a letter)."""
+DYNAMODB_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+DYNAMODB_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 CLOUDWATCH_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}$")
 """What mlfleet puts in alarm and topic names: a prefix, a pool's name."""
 SQS_QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:\S+$")

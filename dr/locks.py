@@ -32,6 +32,7 @@ from typing import Protocol
 
 from mlfleet.dr.aws_credentials import FIX, credentials_problem
 from mlfleet.dr.errors import DrUsageError, LockAbandoned, LockHeld
+from mlfleet.stacks.environment.naming import DR_LOCK_KEY
 
 DEFAULT_LEASE_S = 30.0
 
@@ -298,7 +299,7 @@ class DynamoDbLock(_LeasedLock):
             return
         with self._aws("release"):
             try:
-                self.dynamodb.delete_item(TableName=self.table, Key={"lock": {"S": self.key}},
+                self.dynamodb.delete_item(TableName=self.table, Key={DR_LOCK_KEY: {"S": self.key}},
                                           ConditionExpression="holder_id = :me",
                                           ExpressionAttributeValues={":me": {"S": holder["holder_id"]}})
             except self.dynamodb.exceptions.ConditionalCheckFailedException:
@@ -311,7 +312,7 @@ class DynamoDbLock(_LeasedLock):
         now = time.time()
         try:
             self.dynamodb.update_item(
-                TableName=self.table, Key={"lock": {"S": self.key}},
+                TableName=self.table, Key={DR_LOCK_KEY: {"S": self.key}},
                 UpdateExpression="SET expires_at = :exp, renewed_at = :now",
                 ConditionExpression="holder_id = :me",
                 ExpressionAttributeValues={":me": {"S": holder["holder_id"]},
@@ -321,9 +322,9 @@ class DynamoDbLock(_LeasedLock):
         return True
 
     def _put(self, holder: dict, condition: str, values: dict) -> bool:
-        item = {"lock": {"S": self.key}, **{k: ({"N": _number(v)} if isinstance(v, (int, float)) else {"S": str(v)})
-                                            for k, v in holder.items()}}
-        names = {"#k": "lock"} if "#k" in condition else {}
+        item = {DR_LOCK_KEY: {"S": self.key},
+                **{k: ({"N": _number(v)} if isinstance(v, (int, float)) else {"S": str(v)}) for k, v in holder.items()}}
+        names = {"#k": DR_LOCK_KEY} if "#k" in condition else {}
         try:
             self.dynamodb.put_item(TableName=self.table, Item=item, ConditionExpression=condition,
                                    **({"ExpressionAttributeNames": names} if names else {}),
@@ -333,11 +334,11 @@ class DynamoDbLock(_LeasedLock):
         return True
 
     def _get(self) -> dict | None:
-        item = self.dynamodb.get_item(TableName=self.table, Key={"lock": {"S": self.key}},
+        item = self.dynamodb.get_item(TableName=self.table, Key={DR_LOCK_KEY: {"S": self.key}},
                                       ConsistentRead=True).get("Item")
         if not item:
             return None
-        return {k: _decode(v) for k, v in item.items() if k != "lock"}
+        return {k: _decode(v) for k, v in item.items() if k != DR_LOCK_KEY}
 
     @contextlib.contextmanager
     def _aws(self, what: str) -> Iterator[None]:

@@ -9,6 +9,7 @@ from constructs import Construct
 from mlfleet.constructs.acknowledgements import acknowledge
 from mlfleet.constructs.aws.artifact_audit_trail import ArtifactAuditTrail, ArtifactAuditTrailProps
 from mlfleet.constructs.aws.aurora_registry import AuroraRegistryDatabase, AuroraRegistryDatabaseProps
+from mlfleet.constructs.aws.dr_lock_table import DrLockTable, DrLockTableProps
 from mlfleet.constructs.aws.eks_cluster import AccessEntry, EksCluster, EksClusterProps
 from mlfleet.constructs.aws.eks_gpu_node_pool import EksGpuPoolOptions, Reservation
 from mlfleet.constructs.aws.gcs_transfer_role import S3ToGcsTransferRole, S3ToGcsTransferRoleProps
@@ -110,6 +111,17 @@ class RegionalStack(TerraformStack):
         self.signing_key = _signing_key(self, env, region)
 
         self.image_repository = _image_repository(self, env, region)
+
+        # The DR runbooks' run lock, in every region a runbook may move traffic to (a single-region
+        # environment has no runbook to lock).
+        self.dr_lock: DrLockTable | None = None
+        if len(env.regions) > 1:
+            lock_key = KmsKey(self, "dr-lock-key", KmsKeyProps(
+                alias=naming.dr_lock_key_alias(env.name), account_id=account,
+                description=f"mlfleet {env.name} DR run locks"))
+            self.dr_lock = DrLockTable(self, "dr-lock", DrLockTableProps(
+                table_name=naming.dr_lock_table(env.name), kms_key_arn=lock_key.key_arn,
+                key_attribute=naming.DR_LOCK_KEY))
 
         db = env.registry_database
         gcp = env.gcp

@@ -84,8 +84,8 @@ def _image_repository(env: Environment, ecr) -> None:
 
 def _lock_table(env: Environment, dynamodb) -> None:
     dynamodb.create_table(TableName=naming.dr_lock_table(env.name), BillingMode="PAY_PER_REQUEST",
-                          KeySchema=[{"AttributeName": "lock", "KeyType": "HASH"}],
-                          AttributeDefinitions=[{"AttributeName": "lock", "AttributeType": "S"}])
+                          KeySchema=[{"AttributeName": naming.DR_LOCK_KEY, "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": naming.DR_LOCK_KEY, "AttributeType": "S"}])
 
 
 def _registry(env: Environment, client) -> None:

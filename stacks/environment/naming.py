@@ -68,6 +68,15 @@ def db_cluster_id(env: str, region: str) -> str:
 
 
 def dr_lock_table(env: str) -> str:
+    """The runbooks' lock table, the same name in every AWS region (each region has its own)."""
+    return f"mlfleet-{env}-dr-locks"
+
+
+DR_LOCK_KEY = "lock"
+"""The lock table's partition key: the locked runbook's key."""
+
+
+def dr_lock_key_alias(env: str) -> str:
     return f"mlfleet-{env}-dr-locks"
 
 

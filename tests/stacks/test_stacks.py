@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlfleet.stacks.app import synthesize
-from mlfleet.stacks.environment import environment_names, load_environment
+from mlfleet.stacks.environment import environment_names, load_environment, naming
 
 from helpers.template import resources
 
@@ -99,6 +99,23 @@ def test_every_database_protected(synthesized):
     for tf in synthesized.stacks.values():
         for instance in resources(tf, "aws_rds_cluster_instance").values():
             assert instance["publicly_accessible"] is False
+
+
+def test_every_aws_region_has_the_lock_table_the_runbooks_lock_in(synthesized):
+    """The runbooks lock in the region they move traffic to (`Target.lock`), by the table's name
+    and partition key: the stacks, the lock (dr/locks.py) and the sandbox take both from naming."""
+    for env in (load_environment(n) for n in environment_names()):
+        for region in env.regions_on("aws"):
+            tables = list(resources(synthesized.stacks[f"{env.name}-{region.name}"], "aws_dynamodb_table").values())
+            if len(env.regions) == 1:  # no runbook to lock
+                assert tables == [], env.name
+                continue
+            assert [t["name"] for t in tables] == [naming.dr_lock_table(env.name)], (env.name, region.name)
+            table = tables[0]
+            assert table["hash_key"] == naming.DR_LOCK_KEY and table["billing_mode"] == "PAY_PER_REQUEST"
+            assert table["attribute"] == [{"name": naming.DR_LOCK_KEY, "type": "S"}]
+            assert table["server_side_encryption"]["enabled"] is True and table["server_side_encryption"]["kms_key_arn"]
+            assert table["point_in_time_recovery"]["enabled"] is True and table["deletion_protection_enabled"] is True
 
 
 def test_every_gpu_pool_tainted_and_standbys_warm(synthesized):
