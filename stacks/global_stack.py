@@ -3,10 +3,11 @@ every region's endpoint (on either cloud), and the Aurora global cluster the AWS
 registry databases join. (Google Cloud's global resources are in `<env>-gcp-global`.)"""
 from __future__ import annotations
 
-from cdktn import TerraformStack
+from cdktn import TerraformOutput, TerraformStack
 from constructs import Construct
 
 from mlfleet.constructs.aws.aurora_registry import AuroraGlobalCluster, AuroraGlobalClusterProps
+from mlfleet.constructs.aws.dr_runbook_policy import DrRunbookPolicy, DrRunbookPolicyProps, RunbookRegion
 from mlfleet.constructs.aws.failover_routing import (
     RegionalEndpoint,
     Route53FailoverRouting,
@@ -46,6 +47,33 @@ class GlobalStack(TerraformStack):
             request_interval=serving.health_check_interval,
             failure_threshold=serving.health_check_failure_threshold,
             routing_controls=_routing_control_names(env) if routing_control.enabled(env) else None))
+        # What the DR runbooks may do, for the operators (a single-region environment has no runbook).
+        self.dr_runbooks = _dr_runbook_policy(self, env, self.routing) if aws_regions and len(env.regions) > 1 \
+            else None
+
+
+def _dr_runbook_policy(stack: TerraformStack, env: Environment, routing: Route53FailoverRouting) -> DrRunbookPolicy:
+    account = env.aws.account_id
+    policy = DrRunbookPolicy(stack, "dr-runbooks", DrRunbookPolicyProps(
+        policy_name=naming.dr_runbook_policy(env.name), account_id=account,
+        global_cluster_identifier=naming.global_cluster_id(env.name),
+        regions=tuple(RunbookRegion(
+            region=r.name, db_cluster_identifier=naming.db_cluster_id(env.name, r.name),
+            eks_cluster_name=naming.cluster_name(env.name, r.name),
+            node_group_names=tuple(naming.node_group_name(p.name) for p in env.gpu_pools),
+            artifact_bucket=naming.artifact_bucket(env.name, account, r.name),
+            lock_table_name=naming.dr_lock_table(env.name)) for r in env.regions_on("aws")),
+        models_prefix=env.artifact_store.models_prefix, artifact_key_alias=naming.artifact_key_alias(env.name),
+        lock_key_alias=naming.dr_lock_key_alias(env.name),
+        signing_key_alias=naming.manifest_signing_key_alias(env.name),
+        hosted_zone_id=env.serving.hosted_zone_id,
+        routing_control_arns=tuple(routing.routing_control_arns.values()),
+        recovery_cluster_arn=routing.recovery_cluster_arn,
+        attach_to_role_arns=tuple(a for a in env.identities.operator_principals if f"::{account}:" in a)))
+    TerraformOutput(stack, "dr-runbook-policy-arn", value=policy.policy_arn,
+                    description="The DR runbooks' IAM policy: attach it to operator roles of other accounts' "
+                                "trust").override_logical_id("dr_runbook_policy_arn")
+    return policy
 
 
 def _routing_control_names(env: Environment) -> RoutingControlNames:

@@ -129,6 +129,9 @@ class Route53FailoverRouting(Construct):
         self.health_check_ids: dict[str, str] = {r: c.id for r, c in self.health_checks.items()}
         self.record_checks: dict[str, str] = dict(self.health_check_ids)
         """Region -> the health check its records carry: its endpoint check, or the calculated one."""
+        self.routing_control_arns: dict[str, str] = {}
+        """Region -> its ARC routing control (none without routing controls)."""
+        self.recovery_cluster_arn: str | None = None
         if props.routing_controls is not None:
             self._routing_controls(props, props.routing_controls)
 
@@ -141,7 +144,7 @@ class Route53FailoverRouting(Construct):
         cluster = Route53RecoverycontrolconfigCluster(self, "recovery-cluster", name=names.cluster)
         panel = Route53RecoverycontrolconfigControlPanel(self, "control-panel", cluster_arn=cluster.arn,
                                                          name=names.control_panel)
-        self.routing_control_arns: dict[str, str] = {}
+        self.recovery_cluster_arn = cluster.arn
         for endpoint in props.endpoints:
             control = Route53RecoverycontrolconfigRoutingControl(
                 self, f"control-{endpoint.region}", cluster_arn=cluster.arn, control_panel_arn=panel.arn,

@@ -153,7 +153,8 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
         region, service = proxy.identify(self.headers)
         split = urlsplit(self.path)
         proxy.ledger.record(proxy=proxy.name, region=region, service=service, method=self.command,
-                            path=split.path, action=_action(self.command, split.path, split.query, body, self.headers))
+                            path=split.path, query=split.query,
+                            action=_action(self.command, split.path, split.query, body, self.headers))
         fault = proxy.faults.match(region, service) if region else None
         if fault is not None:
             self._fail(fault, service)

@@ -293,7 +293,8 @@ class Identities(Model):
     operator_principals: list[_AWS_ROLE] = Field(
         default_factory=list,
         description="IAM roles of the on-call and the DR runbooks: edit access to the runtime's namespace, to scale "
-                    "its Deployments and reach its management port through port-forward")
+                    "its Deployments and reach its management port through port-forward; those of the "
+                    "environment's account also get the DR runbooks' IAM policy")
 
     def of_cloud(self, kind: str, cloud: str) -> list[str]:
         principals = self.training_principals if kind == "training" else self.review_principals

@@ -80,6 +80,11 @@ def dr_lock_key_alias(env: str) -> str:
     return f"mlfleet-{env}-dr-locks"
 
 
+def dr_runbook_policy(env: str) -> str:
+    """The DR runbooks' IAM policy (IAM is global: one per environment)."""
+    return f"mlfleet-{env}-dr-runbooks"
+
+
 def role_name(env: str, region: str, purpose: str) -> str:
     """IAM is global: role names carry the region so regional stacks never collide."""
     return f"mlfleet-{env}-{region}-{purpose}"
