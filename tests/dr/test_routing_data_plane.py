@@ -121,3 +121,28 @@ def test_with_us_east_1_and_route53s_api_down_traffic_moves_and_the_records_foll
     assert routing.routing_state(target, ctx) == {PRIMARY: True, STANDBY: True}
     assert routing.served_region(target, ctx) == STANDBY  # PRIMARY record now names the standby
     assert "already" in routing.reconcile_records(target, ctx, STANDBY)
+
+
+@pytest.mark.sandbox
+def test_after_the_first_deploy_every_control_is_off_and_reconcile_turns_them_on(sandbox, target, tmp_path, capsys):
+    """ARC creates routing controls OFF: every record's calculated check fails, so Route 53
+    answers the PRIMARY record. `mlfleet reconcile` turns every control ON (and says so)."""
+    import shutil
+
+    from mlfleet.dr.sandbox import SandboxState
+
+    from helpers.cli import dr_command
+
+    arc = sandbox.extensions.arc
+    arc.update_states([{"RoutingControlArn": arn, "RoutingControlState": "Off"} for arn in arc.controls],
+                      overrides=list(arc.rules))  # as a deployment leaves them, past the safety rule
+    ctx = _ctx()
+    assert routing.routing_state(target, ctx) == {PRIMARY: False, STANDBY: False}
+    assert routing.served_region(target, ctx) == PRIMARY
+    state = SandboxState.path(tmp_path, sandbox.env.name)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sandbox.state_path, state)
+    code, out, err = dr_command(["reconcile", "--env", "staging", "--state-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert f"resolves to {PRIMARY}; records: PRIMARY already {PRIMARY}; every routing control ON" in out
+    assert routing.routing_state(target, ctx) == {PRIMARY: True, STANDBY: True}
