@@ -71,8 +71,8 @@ def _dr_runbook_policy(stack: TerraformStack, env: Environment, routing: Route53
         recovery_cluster_arn=routing.recovery_cluster_arn,
         attach_to_role_arns=tuple(a for a in env.identities.operator_principals if f"::{account}:" in a)))
     TerraformOutput(stack, "dr-runbook-policy-arn", value=policy.policy_arn,
-                    description="The DR runbooks' IAM policy: attach it to operator roles of other accounts' "
-                                "trust").override_logical_id("dr_runbook_policy_arn")
+                    description="The DR runbooks' IAM policy, attached to this account's operator roles"
+                    ).override_logical_id("dr_runbook_policy_arn")
     return policy
 
 

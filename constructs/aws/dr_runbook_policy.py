@@ -15,8 +15,8 @@ The runbooks (readiness, failover, failback, reconcile, the audit anchor, the ru
 - KMS: the manifest signing key's public key (the champion's signature is checked, never made).
 
 Kubernetes rights (scale the runtime, port-forward to pin) come from the operators' EKS access
-entries, not from IAM. A role in another account cannot be attached here: `policy_arn` is output
-for that account's own policy.
+entries, not from IAM. A managed policy attaches only to roles of its own account: an operator role
+elsewhere needs the same document (`statements(props)`) as a policy of its account.
 """
 from __future__ import annotations
 
