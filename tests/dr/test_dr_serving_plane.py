@@ -21,7 +21,7 @@ from mlfleet.dr.retry import PERMANENT, TRANSIENT, classify
 from mlfleet.dr.runbooks import failback, failover
 from mlfleet.stacks.environment import load_environment, naming
 
-from helpers.runbooks import Crash
+from helpers.runbooks import Crash, crash_at
 
 PRIMARY, STANDBY = "us-east-1", "us-west-2"
 NAMESPACE = naming.serving_namespace()
@@ -231,13 +231,10 @@ def test_a_later_failure_scales_the_runtime_back_to_standby(sandbox, target):
 def test_resume_after_a_crash_does_not_repeat_the_scale(sandbox, target):
     since = len(sandbox.ledger.since())
 
-    def crash(step, event):
-        if (step, event) == ("scale-runtime", "applied"):
-            raise Crash()
-
     crashed = target.lock(STANDBY)
     with pytest.raises(Crash):
-        _execute(target, failover(target, STANDBY, planned=True), lock=crashed, on_event=crash)
+        _execute(target, failover(target, STANDBY, planned=True), lock=crashed,
+                 on_event=crash_at("scale-runtime", "applied"))
     crashed.abandon()  # the process died
     result = _execute(target, failover(target, STANDBY, planned=True), take_over_lock=True)
     assert result.resumed and result.status == "completed"

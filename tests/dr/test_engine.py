@@ -14,7 +14,7 @@ from mlfleet.dr.errors import AuditTampered, LockAbandoned, LockHeld, Refused, R
 from mlfleet.dr.locks import FileLock
 from mlfleet.dr.retry import NOT_IMPLEMENTED, PERMANENT, TRANSIENT, GaveUp, RetryPolicy, call_with_retry, classify
 
-from helpers.runbooks import Crash
+from helpers.runbooks import Crash, crash_at
 
 
 def _world_runbook(world: dict, *, fail_at: str | None = None) -> Runbook:
@@ -47,13 +47,9 @@ def _run(runbook, tmp_path, *, lock=None, **kw):
 def test_resume_after_a_crash_repeats_no_side_effect(tmp_path, crash_step, crash_event):
     world = {"state": {}, "effects": [], "undone": []}
 
-    def crash(step, event):
-        if (step, event) == (crash_step, crash_event):
-            raise Crash()
-
     crashed = FileLock(tmp_path / "lock")
     with pytest.raises(Crash):
-        _run(_world_runbook(world), tmp_path, lock=crashed, on_event=crash)
+        _run(_world_runbook(world), tmp_path, lock=crashed, on_event=crash_at(crash_step, crash_event))
     crashed.abandon()  # the process died: its lock's heartbeat stopped
     with pytest.raises(LockAbandoned):
         _run(_world_runbook(world), tmp_path)  # a dead run's lock is taken over only when asked

@@ -15,7 +15,7 @@ from mlfleet.dr.errors import Refused, RunbookAborted
 from mlfleet.dr.locks import FileLock
 from mlfleet.dr.retry import RetryPolicy
 
-from helpers.runbooks import Crash
+from helpers.runbooks import Crash, crash_at
 
 
 def _run(runbook, tmp_path, *, lock=None, **kw):
@@ -132,14 +132,10 @@ def test_typed_facts_come_back_typed_after_a_crash(tmp_path):
             seen.append(ctx.need(Set))
             return Facts(summary="read")
 
-    def crash(step, event):
-        if (step, event) == ("read", "started"):
-            raise Crash()
-
     lock = FileLock(tmp_path / "lock")
     with pytest.raises(Crash):
         _run(Runbook("typed", [SetKey(world, "a", 7), Reader("read", "read")], key="typed"), tmp_path, lock=lock,
-             on_event=crash)
+             on_event=crash_at("read", "started"))
     lock.abandon()
     _run(Runbook("typed", [SetKey(world, "a", 7), Reader("read", "read")], key="typed"), tmp_path,
          take_over_lock=True)
@@ -150,16 +146,12 @@ def test_a_resume_refuses_when_the_world_moved_and_closes_the_interrupted_run(tm
     """The on-call defect: an interrupted failover, a failback meanwhile, then the first command again."""
     world: dict = {}
 
-    def crash(step, event):
-        if (step, event) == ("set-b", "started"):
-            raise Crash()
-
     def runbook():
         return Runbook("moved", [SetKey(world, "a"), SetKey(world, "b")], key="moved")
 
     lock = FileLock(tmp_path / "lock")
     with pytest.raises(Crash):
-        _run(runbook(), tmp_path, lock=lock, on_event=crash)
+        _run(runbook(), tmp_path, lock=lock, on_event=crash_at("set-b", "started"))
     lock.abandon()
     world["a"] = 0  # someone else moved it back
     with pytest.raises(Refused, match="set-a: a is 0, not 1") as caught:

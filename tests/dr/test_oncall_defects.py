@@ -16,7 +16,7 @@ from mlfleet.dr.sandbox.faults import Fault
 from mlfleet.dr.target import Target
 
 from helpers.cli import dr_command as mlfleet
-from helpers.runbooks import Crash
+from helpers.runbooks import Crash, crash_at
 
 pytestmark = pytest.mark.sandbox
 
@@ -90,13 +90,10 @@ def test_a_completed_run_exits_by_its_verdict_and_its_report_keeps_the_timeline_
     target.warm()
     crashed = target.lock(STANDBY)
 
-    def crash(block, event):
-        if (block, event) == ("route", "applied"):
-            raise Crash()
-
     with pytest.raises(Crash):
         failover(target, STANDBY, planned=True).execute(_ctx(target), state_dir=target.runs_dir, lock=crashed,
-                                                       audit=AuditLog(target.audit_path), on_event=crash)
+                                                       audit=AuditLog(target.audit_path),
+                                                       on_event=crash_at("route", "applied"))
     crashed.abandon()
     code, out, err = _cli(box, capsys, "failover", "--to", STANDBY, "--report", str(tmp_path / "r"))
     assert code == 3 and "--take-over-lock" in err, "a dead run's lock is not taken over silently"
@@ -116,13 +113,10 @@ def test_a_resume_after_a_failback_refuses_and_says_what_moved(box, capsys):
     target.warm()
     crashed = target.lock(STANDBY)
 
-    def crash(block, event):
-        if (block, event) == ("promote-registry", "done"):
-            raise Crash()
-
     with pytest.raises(Crash):
         failover(target, STANDBY, planned=False).execute(_ctx(target), state_dir=target.runs_dir, lock=crashed,
-                                                        audit=AuditLog(target.audit_path), on_event=crash)
+                                                        audit=AuditLog(target.audit_path),
+                                                        on_event=crash_at("promote-registry", "done"))
     crashed.abandon()
     ctx = _ctx(target)
     with pytest.raises(LockAbandoned):

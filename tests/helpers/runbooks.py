@@ -14,6 +14,15 @@ class Crash(BaseException):
     in the engine catches it."""
 
 
+def crash_at(block: str, event: str) -> Callable[[str, str], None]:
+    """An `on_event` that kills the run at that journal event of that block."""
+    def crash(at_block: str, at_event: str) -> None:
+        if (at_block, at_event) == (block, event):
+            raise Crash()
+
+    return crash
+
+
 def context(target: Target) -> RunContext:
     return RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s)
 
