@@ -21,13 +21,14 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from mlfleet.dr.errors import DrUsageError
 from mlfleet.dr.sandbox.fake_kubernetes import FakeKubernetes
 from mlfleet.dr.sandbox.faults import Fault, FaultBook, Ledger
+from mlfleet.dr.sandbox.http_server import LoopbackServer
 from mlfleet.dr.sandbox.moto_extensions import Settings
 from mlfleet.dr.sandbox.registry_db import RegistryDatabaseError
 
@@ -78,8 +79,7 @@ class ControlServer:
         self.faults, self.settings, self.ledger = faults, settings, ledger
         self.kubernetes, self.remove_image = kubernetes, remove_image
         self.registry, self.registry_errors = registry, registry_errors or (lambda: [])
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-control", daemon=True)
 

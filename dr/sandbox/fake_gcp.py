@@ -52,11 +52,12 @@ import time
 from datetime import datetime, timezone
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mlfleet.dr.sandbox.faults import FaultBook, Ledger
+from mlfleet.dr.sandbox.http_server import LoopbackServer
 
 _PROJECT = r"^/v1/projects/(?P<p>[^/]+)"
 _LOCATION = _PROJECT + r"/locations/(?P<l>[^/]+)"
@@ -183,8 +184,7 @@ class FakeGcp:
 
             do_GET = do_POST = do_PATCH = do_DELETE = _route
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-gcp", daemon=True)
         self._replicator = threading.Thread(target=self._replicate_loop, name="fake-gcs-replication", daemon=True)

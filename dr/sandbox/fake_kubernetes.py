@@ -42,10 +42,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 from mlfleet.dr.sandbox.faults import FaultBook, Ledger
+from mlfleet.dr.sandbox.http_server import LoopbackServer
 
 SERVICE = "kubernetes"
 PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
@@ -99,8 +100,7 @@ class FakeKubernetes:
 
             do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-kubernetes", daemon=True)
 

@@ -17,9 +17,11 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
+
+from mlfleet.dr.sandbox.http_server import LoopbackServer
 
 FAULT_MODES = ("503", "timeout", "drop")
 GLOBAL_SERVICES = frozenset({"route53", "sts", "iam", "cloudfront", "organizations"})
@@ -197,8 +199,7 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _ProxyServer(LoopbackServer):
     allow_reuse_address = True
 
     def __init__(self, proxy: "ForwardingProxy"):
