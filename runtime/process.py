@@ -3,22 +3,68 @@ benchmark: `with RuntimeProcess(repo) as runtime: runtime.http_url ...`."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Sequence
 
+# Linux's default source-port range; macOS and IANA use 49152-65535, above it as well
+_DEFAULT_EPHEMERAL = (32768, 60999)
+_LOWEST = 10000  # below this lie well-known services a developer may run
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections and bind(0)."""
+    try:
+        low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return _DEFAULT_EPHEMERAL
+
 
 def free_port() -> int:
+    """A loopback port that is free now and stays ours while its server restarts.
+
+    A server that stops and starts again on its port (a registry database or MLflow through a
+    region fault, a runtime) must not find the port taken meanwhile: the kernel hands ports of its
+    ephemeral range to every outgoing connection, so the port comes from outside that range, and
+    is never handed out twice in one process."""
+    low, high = ephemeral_port_range()
+    ranges = [r for r in ((_LOWEST, low - 1), (high + 1, 65535)) if r[1] - r[0] >= 1000]
+    with _handed_out_lock:
+        for _ in range(200 if ranges else 0):
+            first, last = random.choice(ranges)
+            port = random.randint(first, last)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+        # an unusual range configuration leaves no room outside it: fall back to the kernel's choice
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class RuntimeProcess:
