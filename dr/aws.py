@@ -98,13 +98,14 @@ def request_promotion(target: Target, ctx: RunContext, to_region: str, *, planne
     """Switchover (planned, no data loss) or failover with AllowDataLoss (unplanned)."""
     rds = target.client("rds", to_region)
     cluster = describe_global_cluster(target, ctx, to_region)
-    if writer_region(cluster) == to_region:
-        return "already the writer"
+    # a promotion under way comes first: the writer it is leaving is not yet the writer it is toward
     if cluster.get("Status") in ("switching-over", "failing-over"):
         state = cluster.get("FailoverState") or {}
         if region_of(state.get("ToDbClusterArn", "::::")) == to_region:
             return "promotion already in progress"
         raise StepFailed(f"global cluster is {cluster['Status']} toward {state.get('ToDbClusterArn')}")
+    if writer_region(cluster) == to_region:
+        return "already the writer"
     arn = next(m["DBClusterArn"] for m in cluster["GlobalClusterMembers"] if region_of(m["DBClusterArn"]) == to_region)
     global_id = cluster["GlobalClusterIdentifier"]
     if planned:
@@ -114,6 +115,13 @@ def request_promotion(target: Target, ctx: RunContext, to_region: str, *, planne
     ctx.call("failover global cluster", rds.failover_global_cluster,
              GlobalClusterIdentifier=global_id, TargetDbClusterIdentifier=arn, AllowDataLoss=True)
     return "failover (AllowDataLoss) requested"
+
+
+def promotion_settled(target: Target, ctx: RunContext, via: str) -> bool | str:
+    """True once no switchover or failover of the global cluster is under way (read through `via`)."""
+    cluster = describe_global_cluster(target, ctx, via)
+    status = cluster.get("Status")
+    return True if status == "available" else f"status {status}, writer {writer_region(cluster)}"
 
 
 def promotion_done(target: Target, ctx: RunContext, to_region: str) -> bool | str:

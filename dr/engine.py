@@ -176,51 +176,6 @@ class Block:
         return type(self).compensate is not Block.compensate
 
 
-@dataclass(frozen=True)
-class DictFacts(Facts):
-    values: dict = field(default_factory=dict)
-
-    def get(self, key: str, default=None):
-        return self.values.get(key, default)
-
-
-class Step(Block):
-    """A block made of functions, for small runbooks and tests: its facts are a dict."""
-
-    facts_type = DictFacts
-
-    def __init__(self, name: str, summary: str, action: Callable[[RunContext], dict | None],
-                 preview: Callable[[RunContext], str], precondition: Callable[[RunContext], Check] | None = None,
-                 verify: Callable[[RunContext], bool | str] | None = None, verify_timeout_s: float = 60.0,
-                 compensate: Callable[[RunContext], None] | None = None, after: tuple[str, ...] | None = None,
-                 phase: str | None = None):
-        super().__init__(name, summary, after=after, phase=phase)
-        self._action, self._preview, self._precondition = action, preview, precondition
-        self._verify, self._compensate = verify, compensate
-        self.verify_timeout_s = verify_timeout_s
-
-    def precondition(self, ctx):
-        return self._precondition(ctx) if self._precondition else Check.passed()
-
-    def preview(self, ctx):
-        return self._preview(ctx)
-
-    def action(self, ctx):
-        values = self._action(ctx) or {}
-        return DictFacts(summary=str(values.get("summary", "")), values=values)
-
-    def verify(self, ctx, facts):
-        return self._verify(ctx) if self._verify else True
-
-    def compensate(self, ctx, facts):
-        if self._compensate:
-            self._compensate(ctx)
-
-    @property
-    def compensable(self) -> bool:
-        return self._compensate is not None
-
-
 @dataclass
 class StepRecord:
     name: str
@@ -293,8 +248,7 @@ class RunContext:
         """Every block's facts merged into one dict (the reports' view)."""
         merged: dict = {}
         for facts in self.results.values():
-            values = facts.values if isinstance(facts, DictFacts) else facts.as_dict()
-            merged.update({k: v for k, v in values.items() if k != "summary"})
+            merged.update({k: v for k, v in facts.as_dict().items() if k != "summary"})
         return merged
 
     def find(self, kind: type[F]) -> F | None:
@@ -432,7 +386,7 @@ class Runbook:
             raise refusal from None
         except Refused as exc:
             ctx.audit(action="gate", target=self.key, result="refused", detail={"reason": str(exc)})
-            compensated = self._compensate(ctx, journal, applied, records)
+            compensated, _ = self._compensate(ctx, journal, applied, records)
             result = finish("refused", str(exc))
             exc.result = result  # type: ignore[attr-defined]
             exc.compensated = compensated  # type: ignore[attr-defined]
@@ -450,11 +404,12 @@ class Runbook:
             journal.write(FAILED, name, error=_reason(exc))
             ctx.audit(action=name, target=self.key, result="failed", detail={"error": _reason(exc)})
             ctx.progress(f"{name}: FAILED: {_reason(exc)}; compensating")
-            compensated = self._compensate(ctx, journal, applied, records)
+            compensated, not_undone = self._compensate(ctx, journal, applied, records)
             result = finish("aborted", _reason(exc))
             raise RunbookAborted(f"{self.name} aborted at {name}: {_reason(exc)}"
-                                 + (f"; compensated: {', '.join(compensated)}" if compensated else ""),
-                                 step=name, compensated=compensated, report=result) from exc
+                                 + (f"; compensated: {', '.join(compensated)}" if compensated else "")
+                                 + "".join(f"; NOT undone: {step} ({why})" for step, why in not_undone.items()),
+                                 step=name, compensated=compensated, not_undone=not_undone, report=result) from exc
         return finish("completed", None)
 
     def _run_graph(self, ctx: RunContext, state: _RunState, done: dict[str, dict]) -> None:
@@ -520,7 +475,7 @@ class Runbook:
         """The action and its verification, in the block's own thread (branches overlap), then DONE."""
         record = state.records[block.name]
         facts = block.action(ctx)
-        data = facts.as_dict() if not isinstance(facts, DictFacts) else facts.values
+        data = facts.as_dict()
         ctx.results[block.name] = facts
         record.facts = data
         state.journal.write(APPLIED, block.name, facts=data)
@@ -545,8 +500,10 @@ class Runbook:
                 raise StepFailed(f"stop condition {name}: {reason}")
 
     def _compensate(self, ctx: RunContext, journal: Journal, applied: list[str],
-                    records: dict[str, StepRecord]) -> list[str]:
-        compensated = []
+                    records: dict[str, StepRecord]) -> tuple[list[str], dict[str, str]]:
+        """Undo the applied blocks, last first: (those undone, block -> why its undo failed)."""
+        compensated: list[str] = []
+        not_undone: dict[str, str] = {}
         by_name = {b.name: b for b in self.steps}
         for name in reversed(list(dict.fromkeys(applied))):
             block = by_name.get(name)
@@ -560,13 +517,14 @@ class Runbook:
                 ctx.audit(action=f"{name}.compensate", target=self.key, result="failed",
                           detail={"error": _reason(exc)})
                 ctx.progress(f"{name}: compensation FAILED: {_reason(exc)}")
+                not_undone[name] = _reason(exc)
                 continue
             journal.write(COMPENSATED, name)
             ctx.audit(action=f"{name}.compensate", target=self.key, result="ok")
             records[name].status = "compensated"
             compensated.append(name)
             ctx.progress(f"{name}: compensated")
-        return compensated
+        return compensated, not_undone
 
 
 class _RunState:

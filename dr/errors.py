@@ -48,9 +48,12 @@ class RunbookAborted(MlfleetError):
     """A step failed or a stop condition fired; completed steps were compensated."""
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str, *, step: str, compensated: list[str], report=None):
+    def __init__(self, message: str, *, step: str, compensated: list[str], not_undone: dict[str, str] | None = None,
+                 report=None):
         self.step = step
         self.compensated = compensated
+        self.not_undone = not_undone or {}
+        """Block -> why its compensation failed: what the operator must still put right."""
         self.report = report
         super().__init__(message)
 

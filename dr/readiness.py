@@ -7,8 +7,8 @@ champion a failover would pin (one answer with the runbook: `aws.choose_versions
 capacity, the runtime's failover health, the runtime image and its serving replicas; the registry's
 writer reports its registry and serving replicas. Only a standby's failures block a failover to it.
 
-The checks of one region come from a function per cloud (`CHECKS_BY_CLOUD`), so a cloud's checks
-plug in beside the others."""
+The checks are the same on every cloud; what they read in a region comes from that cloud's
+`CloudReads` (`READS_BY_CLOUD`), so another cloud plugs in beside the others."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,16 +34,12 @@ class ReadinessCheck:
         return f"  [{'ok ' if self.ok else 'FAIL'}] {self.region:<14} {self.check:<24} {self.detail}"
 
 
-RegionChecks = Callable[[Target, RunContext, str, "str | None"], list[ReadinessCheck]]
-"""(target, ctx, region, the registry's writer or None when no region could say) -> that region's checks."""
-
-
 def readiness(target: Target, ctx: RunContext) -> list[ReadinessCheck]:
     """Every region's checks, in the environment's order of regions."""
     writer = find_writer(target, ctx)
     results: list[ReadinessCheck] = []
     for region in target.env.regions:
-        results += CHECKS_BY_CLOUD[region.cloud](target, ctx, region.name, writer)
+        results += region_checks(target, ctx, region.name, writer)
     return results
 
 
@@ -103,7 +99,7 @@ def _replicas_ready(target: Target, ctx: RunContext, region: str) -> tuple[bool,
     return ok, ", ".join(f"{pool} {r.ready}/{r.desired}" for pool, r in found.items())
 
 
-def _registry(target: Target, ctx: RunContext, region: str, writer: str | None) -> tuple[bool, str]:
+def _aws_registry(target: Target, ctx: RunContext, region: str, writer: str | None) -> tuple[bool, str]:
     """The global cluster read through the region's own RDS endpoint, and the region's member in it."""
     cluster = aws.describe_global_cluster(target, ctx, region)
     member = next((m for m in cluster.get("GlobalClusterMembers", []) if aws.region_of(m["DBClusterArn"]) == region),
@@ -117,33 +113,77 @@ def _registry(target: Target, ctx: RunContext, region: str, writer: str | None) 
     return True, f"replica of the writer {seen_writer or writer}, reachable (global cluster {status})"
 
 
-def _standby_checks(target: Target, ctx: RunContext, name: str, writer: str | None) -> list[ReadinessCheck]:
-    """The checks of one AWS standby; each reports its own failure."""
+def _gcp_registry(target: Target, ctx: RunContext, region: str, writer: str | None) -> tuple[bool, str]:
+    """The region's Cloud SQL instance, read through its own SQL Admin endpoint."""
+    instance = gcp.sql_instance(target, ctx, region)
+    kind = {"CLOUD_SQL_INSTANCE": "a primary", "READ_REPLICA_INSTANCE": "a read replica"}.get(
+        str(instance.get("instanceType")), str(instance.get("instanceType")))
+    state = instance.get("state", "unknown")
+    return state == "RUNNABLE", f"{instance.get('name')}: {kind}, {state}"
+
+
+@dataclass(frozen=True)
+class CloudReads:
+    """What readiness reads in a region of one cloud; the checks made of them are the same on
+    every cloud."""
+    registry: Callable[[Target, RunContext, str, "str | None"], tuple[bool, str]]
+    replica_lag: Callable[[Target, RunContext, str], aws.Lag]
+    choose_versions: Callable[[Target, RunContext, str, "str | None"], aws.ChampionChoice]
+    pool_sizes: Callable[[Target, RunContext, str], dict[str, dict]]
+    """pool -> {maxSize, status, ...} of the region's GPU pools."""
+    pool_running: str
+    """The status of a pool that can scale (EKS: ACTIVE, GKE: RUNNING)."""
+    pool_size: Callable[[dict], str]
+    """How a pool's size reads when it is ready."""
+    runtime_image: Callable[[Target, RunContext, str], tuple[bool, str]] | None = None
+    """None where the platform itself holds the image (GKE: Artifact Registry by digest, which
+    Binary Authorization holds the cluster to)."""
+
+
+READS_BY_CLOUD: dict[str, CloudReads] = {
+    "aws": CloudReads(
+        registry=_aws_registry, replica_lag=aws.replication_lag,
+        choose_versions=lambda target, ctx, region, writer: aws.choose_versions(target, ctx, region, source=writer),
+        pool_sizes=aws.node_group_sizes, pool_running="ACTIVE", pool_size=lambda size: f"{size['desiredSize']} warm",
+        runtime_image=aws.image_present),
+    "gcp": CloudReads(
+        registry=_gcp_registry, replica_lag=gcp.sql_replica_lag,
+        choose_versions=lambda target, ctx, region, writer: gcp.choose_versions(target, ctx, region),
+        pool_sizes=gcp.pool_sizes, pool_running="RUNNING", pool_size=lambda size: f"min {size['minSize']}"),
+}
+
+
+def region_checks(target: Target, ctx: RunContext, region: str, writer: str | None) -> list[ReadinessCheck]:
+    """A region's checks: a standby's all of them; the writer's registry and serving replicas."""
+    reads = READS_BY_CLOUD[target.env.region(region).cloud]
+    if role_of(target, region, writer) == WRITER:
+        return [_guarded(region, "registry", lambda: reads.registry(target, ctx, region, writer), WRITER),
+                _guarded(region, "serving replicas ready", lambda: _replicas_ready(target, ctx, region), WRITER)]
     env = target.env
 
     def lag() -> tuple[bool, str]:
-        measured = aws.replication_lag(target, ctx, name)
+        measured = reads.replica_lag(target, ctx, region)
         if measured.seconds is None:
             return False, measured.detail
         return measured.seconds <= env.targets.rpo, f"{measured.detail} (budget {env.targets.rpo} s)"
 
-    def champion() -> tuple[bool, str]:
-        return _champion(aws.choose_versions(target, ctx, name, source=writer))
-
     def capacity() -> tuple[bool, str]:
-        sizes = aws.node_group_sizes(target, ctx, name)
+        sizes = reads.pool_sizes(target, ctx, region)
         short = [f"{p.name}: max {sizes[p.name]['maxSize']} < {p.min_size}" if sizes[p.name]["maxSize"] < p.min_size
                  else f"{p.name}: {sizes[p.name]['status']}" for p in env.gpu_pools
-                 if sizes[p.name]["maxSize"] < p.min_size or sizes[p.name]["status"] != "ACTIVE"]
-        return not short, "; ".join(short) or ", ".join(f"{k} {v['desiredSize']} warm" for k, v in sizes.items())
+                 if sizes[p.name]["maxSize"] < p.min_size or sizes[p.name]["status"] != reads.pool_running]
+        return not short, "; ".join(short) or ", ".join(f"{k} {reads.pool_size(v)}" for k, v in sizes.items())
 
     checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
-        ("registry", lambda: _registry(target, ctx, name, writer)), ("replica lag", lag),
-        ("champion in replica", champion), ("standby capacity", capacity),
-        ("runtime failover health", lambda: _health(target, name)),
-        ("runtime image", lambda: aws.image_present(target, ctx, name)),
-        ("serving replicas ready", lambda: _replicas_ready(target, ctx, name))]
-    return [_guarded(name, check, measure) for check, measure in checks]
+        ("registry", lambda: reads.registry(target, ctx, region, writer)), ("replica lag", lag),
+        ("champion in replica", lambda: _champion(reads.choose_versions(target, ctx, region, writer))),
+        ("standby capacity", capacity),
+        ("runtime failover health", lambda: _health(target, region))]
+    if reads.runtime_image is not None:
+        image = reads.runtime_image
+        checks.append(("runtime image", lambda: image(target, ctx, region)))
+    checks.append(("serving replicas ready", lambda: _replicas_ready(target, ctx, region)))
+    return [_guarded(region, check, measure) for check, measure in checks]
 
 
 def _champion(choice: aws.ChampionChoice) -> tuple[bool, str]:
@@ -157,61 +197,3 @@ def _champion(choice: aws.ChampionChoice) -> tuple[bool, str]:
 
 def _health(target: Target, region: str) -> tuple[bool, str]:
     return serving.failover_health(target.serving_urls[region], target.env.serving.failover_health_path)
-
-
-def aws_region_checks(target: Target, ctx: RunContext, region: str, writer: str | None) -> list[ReadinessCheck]:
-    """An AWS region's checks: a standby's all of them; the writer's registry and serving replicas."""
-    if role_of(target, region, writer) == STANDBY:
-        return _standby_checks(target, ctx, region, writer)
-    return [_guarded(region, "registry", lambda: _registry(target, ctx, region, writer), WRITER),
-            _guarded(region, "serving replicas ready", lambda: _replicas_ready(target, ctx, region), WRITER)]
-
-
-def _gcp_registry(target: Target, ctx: RunContext, region: str) -> tuple[bool, str]:
-    """The region's Cloud SQL instance, read through its own SQL Admin endpoint."""
-    instance = gcp.sql_instance(target, ctx, region)
-    kind = {"CLOUD_SQL_INSTANCE": "a primary", "READ_REPLICA_INSTANCE": "a read replica"}.get(
-        str(instance.get("instanceType")), str(instance.get("instanceType")))
-    state = instance.get("state", "unknown")
-    return state == "RUNNABLE", f"{instance.get('name')}: {kind}, {state}"
-
-
-def _gcp_standby_checks(target: Target, ctx: RunContext, name: str, writer: str | None) -> list[ReadinessCheck]:
-    """The checks of one Google Cloud standby; each reports its own failure."""
-    env = target.env
-
-    def lag() -> tuple[bool, str]:
-        measured = gcp.sql_replica_lag(target, ctx, name)
-        if measured.seconds is None:
-            return False, measured.detail
-        return measured.seconds <= env.targets.rpo, f"{measured.detail} (budget {env.targets.rpo} s)"
-
-    def champion() -> tuple[bool, str]:
-        return _champion(gcp.choose_versions(target, ctx, name))
-
-    def capacity() -> tuple[bool, str]:
-        sizes = gcp.pool_sizes(target, ctx, name)
-        short = [f"{p.name}: max {sizes[p.name]['maxSize']} < {p.min_size}" if sizes[p.name]["maxSize"] < p.min_size
-                 else f"{p.name}: {sizes[p.name]['status']}" for p in env.gpu_pools
-                 if sizes[p.name]["maxSize"] < p.min_size or sizes[p.name]["status"] != "RUNNING"]
-        return not short, "; ".join(short) or ", ".join(f"{k} min {v['minSize']}" for k, v in sizes.items())
-
-    checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
-        ("registry", lambda: _gcp_registry(target, ctx, name)), ("replica lag", lag),
-        ("champion in replica", champion), ("standby capacity", capacity),
-        ("runtime failover health", lambda: _health(target, name)),
-        ("serving replicas ready", lambda: _replicas_ready(target, ctx, name))]
-    return [_guarded(name, check, measure) for check, measure in checks]
-
-
-def gcp_region_checks(target: Target, ctx: RunContext, region: str, writer: str | None) -> list[ReadinessCheck]:
-    """A Google Cloud region's checks: a standby's all of them; the writer's registry and replicas.
-    (The runtime image comes from the region's Artifact Registry, by digest, which Binary
-    Authorization holds the cluster to.)"""
-    if role_of(target, region, writer) == STANDBY:
-        return _gcp_standby_checks(target, ctx, region, writer)
-    return [_guarded(region, "registry", lambda: _gcp_registry(target, ctx, region), WRITER),
-            _guarded(region, "serving replicas ready", lambda: _replicas_ready(target, ctx, region), WRITER)]
-
-
-CHECKS_BY_CLOUD: dict[str, RegionChecks] = {"aws": aws_region_checks, "gcp": gcp_region_checks}

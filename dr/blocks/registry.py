@@ -102,6 +102,9 @@ class AuroraPromotion(Block):
         from mlfleet.dr.blocks.checks import Declared
 
         source = ctx.need(Declared).source
+        # the switchover this block asked for may still be under way: another cannot start before it ends
+        ctx.wait_until("the switchover under way to end", lambda: aws.promotion_settled(self.target, ctx, source),
+                       self.verify_timeout_s)
         aws.request_promotion(self.target, ctx, source, planned=True)
         ctx.wait_until("registry back to the source", lambda: aws.promotion_done(self.target, ctx, source), 120)
 

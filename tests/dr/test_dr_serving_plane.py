@@ -14,6 +14,7 @@ import pytest
 
 from mlfleet.dr import kube
 from mlfleet.dr.audit import AuditLog
+from mlfleet.dr.blocks.registry import registry_writer
 from mlfleet.dr.engine import RunContext
 from mlfleet.dr.errors import RunbookAborted
 from mlfleet.dr.readiness import readiness
@@ -225,6 +226,11 @@ def test_a_later_failure_scales_the_runtime_back_to_standby(sandbox, target):
     sandbox.faults.clear()
     assert "scale-runtime" in caught.value.compensated
     assert _runtime(target, STANDBY).desired == sandbox.env.serving.replicas.standby
+    # the switchover may still have been under way at the abort: the compensation waits for it to
+    # end and switches back (it had asked for the way back too early and waited out its timeout,
+    # leaving the writer in the standby)
+    assert "promote-registry" in caught.value.compensated
+    assert registry_writer(target, _ctx(target), via=PRIMARY) == PRIMARY
 
 
 @pytest.mark.sandbox

@@ -9,11 +9,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mlfleet.dr.audit import AuditLog, verify
-from mlfleet.dr.engine import Check, Gate, Runbook, RunContext, Step
+from mlfleet.dr.engine import Check, Gate, Runbook, RunContext
 from mlfleet.dr.errors import AuditTampered, LockAbandoned, LockHeld, Refused, RunbookAborted
 from mlfleet.dr.locks import FileLock
 from mlfleet.dr.retry import NOT_IMPLEMENTED, PERMANENT, TRANSIENT, GaveUp, RetryPolicy, call_with_retry, classify
 
+from helpers.blocks import Step
 from helpers.runbooks import Crash, crash_at
 
 
@@ -66,6 +67,25 @@ def test_failure_compensates_applied_steps_newest_first(tmp_path):
     assert world["undone"] == ["b", "a"]
     assert caught.value.step == "c" and caught.value.exit_code == 1
     assert not (tmp_path / "lock").exists(), "an aborted run releases its lock"
+
+
+def test_an_undo_that_fails_is_named_in_the_abort_and_the_others_still_run(tmp_path):
+    undone = []
+
+    def stuck(ctx):
+        raise RuntimeError("the region to switch back from does not answer")
+
+    runbook = Runbook("test", [
+        Step("a", "a", lambda ctx: None, lambda ctx: "", compensate=lambda ctx: undone.append("a")),
+        Step("b", "b", lambda ctx: None, lambda ctx: "", compensate=stuck),
+        Step("c", "c", lambda ctx: (_ for _ in ()).throw(RuntimeError("c broke")), lambda ctx: "")], key="test:undo")
+    with pytest.raises(RunbookAborted) as caught:
+        _run(runbook, tmp_path)
+    assert undone == ["a"] and caught.value.compensated == ["a"]
+    assert caught.value.not_undone == {"b": "the region to switch back from does not answer"}
+    assert "NOT undone: b (the region to switch back from does not answer)" in str(caught.value)
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert any(r["action"] == "b.compensate" and r["result"] == "failed" for r in records)
 
 
 def test_a_gate_refuses_with_exit_code_3_and_changes_nothing(tmp_path):
