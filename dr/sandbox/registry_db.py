@@ -123,6 +123,9 @@ def _quote(value: str) -> str:
 
 
 class RegistryDatabases:
+    stop_timeout_s = 30
+    """How long one `pg_ctl stop` may take before the stop is escalated."""
+
     def __init__(self, regions: Sequence[str], work_dir: Path, *, writer: str | None = None,
                  database: str | None = None, heartbeat_s: float = 0.2, log: Callable[[str], None] = lambda _: None):
         if not regions:
@@ -597,36 +600,63 @@ class RegistryDatabases:
         with open(server.data_dir / "postgresql.conf", "a") as conf:
             conf.write(_SERVER_CONF.format(host=HOST, sockets=str(sockets)))
 
-    def _pg_start(self, server: _Server) -> None:
-        result = self._run([self._tool("pg_ctl"), "start", "-D", str(server.data_dir), "-w", "-t", "60",
-                            "-l", str(server.data_dir.parent / f"{server.region}.log"), "-o", f"-p {server.port}"],
-                           check=False)
-        if result.returncode != 0:
-            log = server.data_dir.parent / f"{server.region}.log"
-            reasons = [line for line in (log.read_text(errors="replace") if log.exists() else "").splitlines()
-                       if "FATAL" in line or "PANIC" in line]
-            raise RegistryDatabaseError(f"the {server.region} registry server did not start: "
-                                        f"{reasons[-1] if reasons else _last_line(result)}")
-        server.running = True
+    def _pg_start(self, server: _Server, *, bind_attempts: int = 5) -> None:
+        log = server.data_dir.parent / f"{server.region}.log"
+        for attempt in range(1, bind_attempts + 1):
+            seen = log.stat().st_size if log.exists() else 0
+            result = self._run([self._tool("pg_ctl"), "start", "-D", str(server.data_dir), "-w", "-t", "60",
+                                "-l", str(log), "-o", f"-p {server.port}"], check=False)
+            if result.returncode == 0:
+                server.running = True
+                return
+            lines = (log.read_bytes()[seen:] if log.exists() else b"").decode(errors="replace").splitlines()
+            # the fatal line says what failed; a bind failure's cause is on the line before it
+            reasons = [re.sub(r"^(LOG|FATAL|PANIC):\s*", "", line.split("] ", 1)[-1].strip()) for line in lines
+                       if "FATAL" in line or "PANIC" in line or "could not bind" in line]
+            detail = "; ".join(reasons[-2:]) if reasons else _last_line(result)
+            if "TCP/IP sockets" not in detail or attempt == bind_attempts:
+                raise RegistryDatabaseError(f"the {server.region} registry server did not start on port "
+                                            f"{server.port}: {detail}")
+            # the port is ours (free_port); whatever held it a moment ago is on its way out
+            self.log(f"{server.region}: port {server.port} not free yet ({detail}); starting again")
+            time.sleep(attempt * 0.5)
 
     def _pg_ctl_stop(self, server: _Server, mode: str) -> None:
-        self._run([self._tool("pg_ctl"), "stop", "-D", str(server.data_dir), "-m", mode, "-w", "-t", "30"],
-                  check=False)
+        """Stopped, whatever it takes: a stop that does not finish in time is made immediate, then
+        the postmaster is killed. One left running would hold its port and data directory against
+        the rewind, clone or start that follows (a clone replaces the directory, pid file and all)."""
+        result = self._run([self._tool("pg_ctl"), "stop", "-D", str(server.data_dir), "-m", mode, "-w",
+                            "-t", str(self.stop_timeout_s)], check=False)
+        if result.returncode != 0 and self._postmaster_pid(server) is not None:
+            self.log(f"{server.region}: pg_ctl stop -m {mode} did not finish ({_last_line(result)}); "
+                     "stopping it at once")
+            if mode != "immediate":
+                self._run([self._tool("pg_ctl"), "stop", "-D", str(server.data_dir), "-m", "immediate", "-w",
+                           "-t", str(self.stop_timeout_s)], check=False)
+            pid = self._postmaster_pid(server)
+            if pid is not None:
+                # its backends first (they hold its shared memory), then itself; its lock files go
+                # too, since a killed process that nobody reaps still answers to its pid
+                _kill_and_wait([*_children(pid), pid])
+                sockets = server.data_dir.parent / "sockets"
+                for lock in (server.data_dir / "postmaster.pid", sockets / f".s.PGSQL.{server.port}",
+                             sockets / f".s.PGSQL.{server.port}.lock"):
+                    lock.unlink(missing_ok=True)
         server.running = False
 
     def _pg_stop_hard(self, server: _Server) -> None:
-        pid_file = server.data_dir / "postmaster.pid"
-        if not pid_file.exists():
-            server.running = False
-            return
-        for mode in ("fast", "immediate"):
-            self._pg_ctl_stop(server, mode)
-            if not pid_file.exists():
-                return
+        if self._postmaster_pid(server) is not None:
+            self._pg_ctl_stop(server, "fast")
+        server.running = False
+
+    @staticmethod
+    def _postmaster_pid(server: _Server) -> int | None:
+        """The pid of the server's postmaster while it is alive, else None."""
         try:
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
-            pass
+            return None
+        return pid if _alive(pid) else None
 
     def _connect(self, port: int, dbname: str = "postgres"):
         import psycopg
@@ -722,3 +752,40 @@ def _reachable(path: Path, uid: int, gid: int) -> bool:
         if not info.st_mode & bit:
             return False
     return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return children
+
+
+def _kill_and_wait(pids: list[int], timeout_s: float = 10.0) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -189,6 +189,58 @@ def test_stop_leaves_no_server_running_even_after_a_start_that_failed_half_way(m
     assert len(seen) == 2 and not any(_alive(p) for p in seen)
 
 
+@pytest.mark.sandbox
+def test_a_server_that_does_not_stop_in_time_is_stopped_at_once_and_frees_its_port(registry, table, monkeypatch):
+    # a postmaster left running after a timed-out stop had held its port against the restart that
+    # followed a switchover ("could not create any TCP/IP sockets")
+    import signal
+    import socket
+
+    old = registry.writer()
+    server = registry._server(old)
+    pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    monkeypatch.setattr(registry, "stop_timeout_s", 1)
+    os.kill(pid, signal.SIGSTOP)  # deaf to every stop pg_ctl can ask for
+    try:
+        registry._pg_ctl_stop(server, "fast")
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert not _alive(pid)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL binds
+        sock.bind(("127.0.0.1", server.port))
+    registry.bring_up(old)  # starts again on its port, as the writer it still is
+    write(registry, old, table, [1])
+    assert count(registry, old, table) == 1
+
+
+@pytest.mark.sandbox
+def test_a_port_held_a_moment_longer_is_waited_for_and_one_held_on_is_named(registry, table, monkeypatch):
+    import socket
+    import threading
+
+    writer = registry.writer()
+    server = registry._server(writer)
+    said: list[str] = []
+    monkeypatch.setattr(registry, "log", said.append)
+    registry.take_down(writer)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", server.port))
+    holder.listen()
+    try:
+        with pytest.raises(RegistryDatabaseError, match=f"did not start on port {server.port}: could not bind"):
+            registry._pg_start(server, bind_attempts=1)
+        threading.Timer(0.3, holder.close).start()
+        registry.bring_up(writer)
+    finally:
+        holder.close()
+    assert any(f"port {server.port} not free yet" in line for line in said)
+    write(registry, writer, table, [1])
+    assert count(registry, writer, table) == 1
+
+
 def test_without_postgresql_server_binaries_start_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(registry_db, "_DEBIAN_ROOT", tmp_path / "none")
