@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from mlfleet.dr.engine import RunContext, StepFailed
+from mlfleet.dr.retry import GaveUp
 from mlfleet.dr.target import Target
 from mlfleet.stacks.environment import naming
 
@@ -56,8 +57,6 @@ _MAX_DATAPOINTS = 1440  # GetMetricStatistics answers at most this many datapoin
 
 def replication_lag(target: Target, ctx: RunContext, region: str) -> Lag:
     """The freshest `AuroraGlobalDBRPOLag` datapoint of the region's secondary cluster, with its age."""
-    from mlfleet.dr.retry import GaveUp
-
     max_age = float(target.env.dr.lag_max_age)
     cloudwatch = target.client("cloudwatch", region)
     cluster = naming.db_cluster_id(target.env.name, region)
@@ -190,55 +189,110 @@ class ChampionChoice:
         return sorted({key for keys in self.held.values() for key in keys})
 
 
+def _not_found(exc: BaseException) -> bool:
+    """Whether an S3 call (as ctx.call raises it) failed because the key is not there."""
+    cause = exc.cause if isinstance(exc, GaveUp) else exc
+    return getattr(cause, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 def _exists(s3, bucket: str, key: str, ctx: RunContext) -> bool:
     try:
         ctx.call(f"head s3://{bucket}/{key}", s3.head_object, Bucket=bucket, Key=key)
         return True
-    except Exception as exc:  # a 404 means "not replicated", anything else is raised
-        cause = getattr(exc, "cause", exc)
-        code = getattr(cause, "response", {}).get("Error", {}).get("Code")
-        if code in ("404", "NoSuchKey", "NotFound"):
+    except GaveUp as exc:  # a 404 means "not replicated", anything else is raised
+        if _not_found(exc):
             return False
         raise
 
 
-def _verify_signature(target: Target, ctx: RunContext, region: str, manifest: bytes, where: str) -> None:
-    from botocore.exceptions import ClientError
-
+def _verify_signature(target: Target, ctx: RunContext, region: str, manifest: bytes, signature: bytes | None,
+                      where: str) -> None:
+    """StepFailed unless `signature` (None: absent) verifies `manifest` against the region's replica
+    of the signing key, as the region's runtime checks it."""
     from mlfleet.dr.kms_signer import KmsManifestSigner, SigningFailed
     from mlfleet.runtime.signing import SignatureError
 
-    s3 = target.client("s3", region)
-    try:
-        signature = ctx.call(f"read the manifest's signature in {region}", s3.get_object, Bucket=target.bucket(region),
-                             Key=naming.approved_prefix(target.env.artifact_store.models_prefix)
-                             + naming.MANIFEST_SIGNATURE_FILE)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-            raise
+    if signature is None:
         raise StepFailed(f"{where}{naming.MANIFEST_SIGNATURE_FILE} is missing: the runtime refuses an unsigned "
-                         "manifest (not replicated yet?)") from None
+                         "manifest (not replicated yet?)")
     signer = KmsManifestSigner(target.client("kms", region), naming.manifest_signing_key_alias(target.env.name),
                                region)
     try:
         ctx.call(f"verify the manifest's signature in {region}", signer.verify, manifest, signature)
-    except (SignatureError, SigningFailed) as exc:
-        raise StepFailed(f"the manifest in {where} does not verify: {exc}") from None
+    except GaveUp as exc:
+        if not isinstance(exc.cause, (SignatureError, SigningFailed)):
+            raise
+        raise StepFailed(f"the manifest in {where} does not verify: {exc.cause}") from None
+
+
+def _approved_pair(target: Target, ctx: RunContext, region: str) -> tuple[bytes | None, bytes | None]:
+    """The raw manifest and its signature (None: absent) in the approved area of the region's bucket."""
+    s3 = target.client("s3", region)
+    prefix = naming.approved_prefix(target.env.artifact_store.models_prefix)
+    bodies: list[bytes | None] = []
+    for name in (naming.MANIFEST_FILE, naming.MANIFEST_SIGNATURE_FILE):
+        try:
+            bodies.append(ctx.call(f"read {name} in {region}", s3.get_object, Bucket=target.bucket(region),
+                                   Key=prefix + name)["Body"].read())
+        except GaveUp as exc:
+            if not _not_found(exc):
+                raise
+            bodies.append(None)
+    return bodies[0], bodies[1]
+
+
+def _read_verified_manifest(target: Target, ctx: RunContext, region: str, source: str | None):
+    """(raw, Manifest) of the region's replica once its manifest verifies against its signature.
+
+    Replication carries the manifest and its signature one object at a time, so for a moment after
+    a promotion a replica holds the new manifest beside the old signature (or the other way round).
+    While the writer's pair differs from the replica's, a pair that does not verify is on its way:
+    it is read again until it verifies, at most `dr.drain_timeout`. A pair that does not verify
+    though it is the writer's, or with no writer to compare, fails at once."""
+    where = f"s3://{target.bucket(region)}/{naming.approved_prefix(target.env.artifact_store.models_prefix)}"
+    verified: list = []
+
+    def pair_verifies() -> bool | str:
+        raw, signature = _approved_pair(target, ctx, region)
+        try:
+            if raw is None:
+                raise StepFailed(f"{where}{naming.MANIFEST_FILE} is missing (not replicated yet?)")
+            _verify_signature(target, ctx, region, raw, signature, where)
+        except StepFailed as exc:
+            if not source or source == region:
+                raise
+            try:  # compared with the very bytes that did not verify: a pair read half-way is in flight too
+                in_flight = _approved_pair(target, ctx, source) != (raw, signature)
+            except Exception:  # noqa: BLE001 - a writer that cannot be read cannot vouch for a pair in flight
+                in_flight = False
+            if not in_flight:
+                raise
+            return f"{exc}; {source}'s manifest and signature are still replicating"
+        verified.append((raw, _parse_manifest(raw, where)))
+        return True
+
+    ctx.wait_until(f"the manifest and its signature in {region} to verify together (dr.drain_timeout)",
+                   pair_verifies, float(target.env.dr.drain_timeout))
+    return verified[-1]
+
+
+def _parse_manifest(raw: bytes, where: str):
+    from mlfleet.runtime.manifest import Manifest, ManifestError
+
+    try:
+        return Manifest.load(raw)
+    except ManifestError as exc:
+        raise StepFailed(f"manifest in {where}: {exc}") from None
 
 
 def _read_manifest(target: Target, ctx: RunContext, region: str):
     """(raw bytes, parsed Manifest) of the approved area of the region's bucket."""
-    from mlfleet.runtime.manifest import Manifest, ManifestError
-
     s3 = target.client("s3", region)
     bucket = target.bucket(region)
     prefix = naming.approved_prefix(target.env.artifact_store.models_prefix)
     raw = ctx.call(f"read manifest in {region}", s3.get_object, Bucket=bucket,
                    Key=prefix + naming.MANIFEST_FILE)["Body"].read()
-    try:
-        return raw, Manifest.load(raw)
-    except ManifestError as exc:
-        raise StepFailed(f"manifest in s3://{bucket}/{prefix}: {exc}") from None
+    return raw, _parse_manifest(raw, f"s3://{bucket}/{prefix}")
 
 
 def _short_key(key: str, prefix: str) -> str:
@@ -258,8 +312,7 @@ def choose_versions(target: Target, ctx: RunContext, region: str, *, source: str
     s3 = target.client("s3", region)
     bucket = target.bucket(region)
     prefix = naming.approved_prefix(target.env.artifact_store.models_prefix)
-    raw, manifest = _read_manifest(target, ctx, region)
-    _verify_signature(target, ctx, region, raw, f"s3://{bucket}/{prefix}")
+    raw, manifest = _read_verified_manifest(target, ctx, region, source)
     choice = ChampionChoice(region=region)
     current = manifest
     manifest_keys: list[str] = []

@@ -4,6 +4,7 @@ Unit tests drive the real functions through fake boto3 clients (a target's clien
 them); the sandbox tests hold replication in the staging sandbox and read it through real clients."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -301,20 +302,26 @@ def _sandbox_ctx(target):
     return RunContext(retry=target.retry, poll_interval_s=target.poll_interval_s)
 
 
-@pytest.mark.sandbox
-def test_a_champion_held_from_replication_fails_readiness_with_its_keys_and_the_runbook_agrees(sandbox, target):
+def _publish_champion_3(sandbox) -> None:
+    """v3 (v2's files) as mlp's champion, its manifest and signature published in the primary."""
     s3 = sandbox.client("s3", PRIMARY, direct=True)
     bucket = sandbox.bucket(PRIMARY)
-    sandbox.settings.update({"held_prefixes": [f"{PREFIX}mlp/3/"]})
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{PREFIX}manifest.json")["Body"].read())
-    files = sorted(manifest["models"]["mlp"]["versions"]["2"]["files"])
-    for name in files:
+    for name in manifest["models"]["mlp"]["versions"]["2"]["files"]:
         body = s3.get_object(Bucket=bucket, Key=f"{PREFIX}mlp/2/{name}")["Body"].read()
         s3.put_object(Bucket=bucket, Key=f"{PREFIX}mlp/3/{name}", Body=body)
     manifest["models"]["mlp"]["versions"]["3"] = manifest["models"]["mlp"]["versions"]["2"]
     manifest["models"]["mlp"]["champion"] = "3"
     sandbox.publish_manifest(json.dumps(manifest).encode())
-    held = sorted(f"{PREFIX}mlp/3/{name}" for name in files)
+
+
+@pytest.mark.sandbox
+def test_a_champion_held_from_replication_fails_readiness_with_its_keys_and_the_runbook_agrees(sandbox, target):
+    s3 = sandbox.client("s3", PRIMARY, direct=True)
+    sandbox.settings.update({"held_prefixes": [f"{PREFIX}mlp/3/"]})
+    _publish_champion_3(sandbox)
+    manifest = json.loads(s3.get_object(Bucket=sandbox.bucket(PRIMARY), Key=f"{PREFIX}manifest.json")["Body"].read())
+    held = sorted(f"{PREFIX}mlp/3/{name}" for name in manifest["models"]["mlp"]["versions"]["3"]["files"])
     ctx = _sandbox_ctx(target)
 
     # While the manifest is on its way the replica is held for it; then for the champion's files.
@@ -339,6 +346,52 @@ def test_a_champion_held_from_replication_fails_readiness_with_its_keys_and_the_
     after = aws.choose_versions(target, ctx, STANDBY, source=PRIMARY)
     assert after.ready and after.pins == {"mlp": "3"}
     assert next(r for r in readiness(target, ctx) if r.check == "champion in replica").ok
+
+
+@pytest.mark.sandbox
+def test_a_manifest_whose_signature_is_still_replicating_is_waited_for_not_refused(sandbox, target):
+    # replication carries manifest.json and manifest.json.sig one at a time: a standby read between
+    # them saw the new manifest beside the old signature and failed "does not verify"
+    import threading
+
+    signature = PREFIX + naming.MANIFEST_SIGNATURE_FILE
+    sandbox.settings.update({"held_prefixes": [signature]})
+    _publish_champion_3(sandbox)
+    ctx = _sandbox_ctx(target)
+    s3 = sandbox.client("s3", STANDBY, direct=True)
+    deadline = time.monotonic() + 10
+    while b'"3"' not in s3.get_object(Bucket=sandbox.bucket(STANDBY), Key=f"{PREFIX}manifest.json")["Body"].read():
+        assert time.monotonic() < deadline, "the new manifest did not replicate"
+        time.sleep(0.05)
+
+    short = target.env.model_copy(update={"dr": target.env.dr.model_copy(update={"drain_timeout": 0.3})})
+    with pytest.raises(StepFailed) as caught:  # held on: the bound is named, and why it waited
+        aws.choose_versions(dataclasses.replace(target, env=short), ctx, STANDBY, source=PRIMARY)
+    message = str(caught.value)
+    assert "verify together (dr.drain_timeout): not reached within 0.3s" in message, message
+    assert "does not verify" in message and f"{PRIMARY}'s manifest and signature are still replicating" in message
+
+    threading.Timer(0.5, lambda: sandbox.settings.update({"held_prefixes": []})).start()
+    choice = aws.choose_versions(target, ctx, STANDBY, source=PRIMARY)  # waits for the signature
+    assert choice.ready and choice.pins == {"mlp": "3"}, choice
+
+
+@pytest.mark.sandbox
+def test_a_manifest_that_does_not_verify_though_replicated_fails_at_once(sandbox, target):
+    signature = PREFIX + naming.MANIFEST_SIGNATURE_FILE
+    s3 = sandbox.client("s3", PRIMARY, direct=True)
+    bucket = sandbox.bucket(PRIMARY)
+    good = s3.get_object(Bucket=bucket, Key=signature)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}manifest.json",
+                  Body=s3.get_object(Bucket=bucket, Key=f"{PREFIX}manifest.json")["Body"].read() + b" ")
+    ctx = _sandbox_ctx(target)
+    aws.drain_until_replicated(target, ctx, PRIMARY, STANDBY, [f"{PREFIX}manifest.json", signature], timeout_s=10)
+    started = time.monotonic()
+    with pytest.raises(StepFailed, match="does not verify"):
+        aws.choose_versions(target, ctx, STANDBY, source=PRIMARY)
+    assert time.monotonic() - started < 2, "the writer's pair is the same: nothing is on its way"
+    assert good == sandbox.client("s3", STANDBY, direct=True).get_object(
+        Bucket=sandbox.bucket(STANDBY), Key=signature)["Body"].read()
 
 
 def _cli_readiness(state_dir, capsys) -> tuple[int, str]:
