@@ -492,11 +492,57 @@ def _records(target: Target, ctx: RunContext) -> list[dict]:
 
 
 def routed_region(target: Target, ctx: RunContext) -> str | None:
-    """The region the PRIMARY failover record points at."""
+    """The region the records send traffic to: the PRIMARY failover record's; under weighted
+    routing the one region whose record has a weight (None while several share the traffic)."""
+    if target.env.serving.routing == "weighted":
+        carrying = [r["SetIdentifier"] for r in _weighted_records(target, ctx) if int(r["Weight"]) > 0]
+        return carrying[0] if len(carrying) == 1 else None
     for record in _records(target, ctx):
         if record.get("Failover") == "PRIMARY":
             return record["SetIdentifier"]
     return None
+
+
+def _weighted_records(target: Target, ctx: RunContext) -> list[dict]:
+    name = target.env.serving.dns_name + "."
+    return [r for r in _records(target, ctx) if r["Name"] == name and "Weight" in r]
+
+
+def route_records_to(target: Target, ctx: RunContext, to_region: str) -> str:
+    """Make the records send traffic to `to_region` (Route 53's control plane): the failover
+    records' PRIMARY, or under weighted routing the weights (`weigh_routing`). Idempotent."""
+    if target.env.serving.routing == "weighted":
+        return weigh_routing(target, ctx, to_region)
+    routed = routed_region(target, ctx)
+    if routed is None:
+        raise StepFailed(f"no PRIMARY record for {target.env.serving.dns_name} in zone {target.hosted_zone_id}")
+    return flip_routing(target, ctx, routed, to_region)
+
+
+def weigh_routing(target: Target, ctx: RunContext, to_region: str) -> str:
+    """Weighted routing, in one atomic change batch: to the environment's primary (a failback),
+    every region's deployed weight again (`routing_control.WEIGHT`); to any other region, its
+    record takes that weight and every other record 0. Route 53 answers a 0-weight record only
+    when every weighted record is unhealthy, so the others stay as the last resort."""
+    from mlfleet.stacks.environment import routing_control
+
+    records = {r["SetIdentifier"]: r for r in _weighted_records(target, ctx)}
+    if to_region not in records:
+        raise StepFailed(f"no weighted record for {to_region} ({target.env.serving.dns_name}) in zone "
+                         f"{target.hosted_zone_id}")
+    home = to_region == target.env.primary.name
+    want = {region: routing_control.WEIGHT if home or region == to_region else 0 for region in records}
+    changes = [{"Action": "UPSERT", "ResourceRecordSet": {**record, "Weight": want[region]}}
+               for region, record in sorted(records.items()) if int(record["Weight"]) != want[region]]
+    shown = ", ".join(f"{region} {weight}" for region, weight in sorted(want.items(), key=lambda kv: -kv[1]))
+    if not changes:
+        return f"weights already {shown}"
+    route53 = target.client("route53", "us-east-1")
+    ctx.call("set the weighted records' weights", route53.change_resource_record_sets,
+             HostedZoneId=target.hosted_zone_id,
+             ChangeBatch={"Comment": f"mlfleet: route {target.env.serving.dns_name} to {to_region}",
+                          "Changes": changes})
+    return f"weights {shown}"
 
 
 def health_check_id(target: Target, ctx: RunContext, region: str) -> str | None:
@@ -516,8 +562,8 @@ def flip_routing(target: Target, ctx: RunContext, from_region: str, to_region: s
     """Swap the two regions' places in the failover records, in one atomic change batch: the
     PRIMARY record names `to_region`, and `from_region` takes `to_region`'s standby place."""
     if target.env.serving.routing != "failover":
-        raise StepFailed("routing is 'weighted': every healthy region already takes traffic; "
-                         "nothing to flip (set weights with your own change)")
+        raise StepFailed("routing is 'weighted': there are no failover records to flip (route_records_to "
+                         "sets the weights)")
     records = _records(target, ctx)
     if next((r["SetIdentifier"] for r in records if r.get("Failover") == "PRIMARY"), None) == to_region:
         return f"PRIMARY already routes to {to_region}"
@@ -537,14 +583,6 @@ def flip_routing(target: Target, ctx: RunContext, from_region: str, to_region: s
              ChangeBatch={"Comment": f"mlfleet: route {target.env.serving.dns_name} to {to_region}",
                           "Changes": changes})
     return f"PRIMARY {from_region} -> {to_region}"
-
-
-def resolve(target: Target, ctx: RunContext) -> tuple[str, str]:
-    """(region, url) the service name routes to, read from the records (the sandbox has no DNS)."""
-    region = routed_region(target, ctx)
-    if region is None:
-        raise StepFailed(f"no PRIMARY record for {target.env.serving.dns_name}")
-    return region, target.serving_urls[region]
 
 
 def write_marker(target: Target, region: str, key: str, body: dict) -> None:

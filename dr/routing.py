@@ -138,10 +138,7 @@ def route_to(target: Target, ctx: RunContext, to_region: str, *, avoid: Iterable
     if not uses_routing_controls(target):
         from mlfleet.dr import aws
 
-        routed = aws.routed_region(target, ctx)
-        if routed is None:
-            raise StepFailed(f"no PRIMARY record for {target.env.serving.dns_name}")
-        return aws.flip_routing(target, ctx, routed, to_region)
+        return aws.route_records_to(target, ctx, to_region)
     avoid = tuple(avoid)
     controls = routing_controls(target, ctx, avoid=avoid)
     want = {region: region == to_region for region in controls}
@@ -153,6 +150,16 @@ def route_to(target: Target, ctx: RunContext, to_region: str, *, avoid: Iterable
                 lambda c: c.update_routing_control_states(UpdateRoutingControlStateEntries=entries), avoid)
     others = ", ".join(sorted(r for r in controls if r != to_region))
     return f"routing controls: {to_region} ON, {others} OFF"
+
+
+def expected_answers(target: Target, to_region: str) -> set[str]:
+    """The regions a resolver may answer once traffic is routed to `to_region`: that region alone,
+    except weighted routing back to the environment's primary, whose deployed weights share the
+    traffic among every region again."""
+    env = target.env
+    if env.serving.routing == "weighted" and to_region == env.primary.name:
+        return {r.name for r in env.regions}
+    return {to_region}
 
 
 def served_region(target: Target, ctx: RunContext) -> str | None:
@@ -212,18 +219,16 @@ def region_healthy(target: Target, ctx: RunContext, region: str) -> tuple[bool, 
 
 
 def reconcile_records(target: Target, ctx: RunContext, region: str) -> str:
-    """Make the records agree with where traffic goes (PRIMARY = `region`), then turn every
-    routing control ON again. When Route 53's API does not answer: `PENDING`, nothing failed."""
+    """Make the records agree with where traffic goes (PRIMARY = `region`, or under weighted
+    routing the weights: `aws.weigh_routing`), then turn every routing control ON again. When
+    Route 53's API does not answer: `PENDING`, nothing failed."""
     target.region(region)
     if not uses_routing_controls(target):
         return "no routing controls: the failover changed the records themselves"
     from mlfleet.dr import aws
 
     try:
-        routed = aws.routed_region(target, ctx)
-        if routed is None:
-            raise StepFailed(f"no PRIMARY record for {target.env.serving.dns_name}")
-        flipped = aws.flip_routing(target, ctx, routed, region) if routed != region else f"PRIMARY already {region}"
+        flipped = aws.route_records_to(target, ctx, region)
     except GaveUp as exc:
         if exc.kind != TRANSIENT:
             raise

@@ -41,8 +41,8 @@ class GlobalStack(TerraformStack):
         serving = env.serving
         self.routing = Route53FailoverRouting(self, "routing", Route53FailoverRoutingProps(
             hosted_zone_id=serving.hosted_zone_id, record_name=serving.dns_name,
-            endpoints=tuple(RegionalEndpoint(region=r.name, hostname=env.endpoint(r), role=r.role)
-                            for r in env.regions),
+            endpoints=tuple(RegionalEndpoint(region=r.name, hostname=env.endpoint(r), role=r.role,
+                                             weight=routing_control.WEIGHT) for r in env.regions),
             policy=serving.routing, ttl=serving.record_ttl, health_path=serving.failover_health_path,
             request_interval=serving.health_check_interval,
             failure_threshold=serving.health_check_failure_threshold,

@@ -29,7 +29,7 @@ class RouteTraffic(Block):
         if routing.uses_routing_controls(self.target):
             return (f"routing controls (Route 53 ARC data plane): {self.region} ON, every other region OFF; "
                     "no record change")
-        return f"failover records: PRIMARY -> {self.region} (a Route 53 control-plane change)"
+        return f"{_records_change(self.target, self.region)} (a Route 53 control-plane change)"
 
     def action(self, ctx: RunContext) -> Routed:
         previous = routing.served_region(self.target, ctx) or ""
@@ -38,17 +38,26 @@ class RouteTraffic(Block):
 
     def verify(self, ctx: RunContext, facts: Routed) -> bool | str:
         served = routing.served_region(self.target, ctx)
-        return True if served == self.region else f"{self.target.env.serving.dns_name} resolves to {served}"
+        return (True if served in routing.expected_answers(self.target, self.region) else
+                f"{self.target.env.serving.dns_name} resolves to {served}")
 
     def still_holds(self, ctx: RunContext, facts: Routed) -> Check:
         served = routing.served_region(self.target, ctx)
-        return (Check.passed() if served == self.region else
+        return (Check.passed() if served in routing.expected_answers(self.target, self.region) else
                 Check.failed(f"{self.target.env.serving.dns_name} resolves to {served}, not {self.region} "
                              "as this run left it"))
 
     def compensate(self, ctx: RunContext, facts: Routed) -> None:
         if facts.previous and facts.previous != self.region:
             routing.route_to(self.target, ctx, facts.previous)
+
+
+def _records_change(target: Target, region: str) -> str:
+    if target.env.serving.routing == "failover":
+        return f"failover records: PRIMARY -> {region}"
+    if region == target.env.primary.name:
+        return "weighted records: every region's deployed weight again"
+    return f"weighted records: {region} takes the weight, every other region 0"
 
 
 def _left(ctx: RunContext) -> tuple[str, ...]:
@@ -67,7 +76,8 @@ class ReconcileRecords(Block):
         self.target, self.region = target, region
 
     def preview(self, ctx: RunContext) -> str:
-        return f"records name {self.region} as PRIMARY once Route 53's API answers (never blocks the recovery)"
+        return (f"{_records_change(self.target, self.region)} and every routing control ON, once Route 53's API "
+                "answers (never blocks the recovery)")
 
     def action(self, ctx: RunContext) -> Facts:
         return Facts(summary=routing.reconcile_records(self.target, ctx, self.region))

@@ -1,13 +1,13 @@
 """Creates an environment's resources in the sandbox through boto3, as if its stacks were
 deployed: the names come from `mlfleet.stacks.environment.naming`, the shapes from the constructs (a
 replicated artifact bucket per region, an Aurora global registry, an EKS cluster with one node
-group per GPU pool, failover records with a health check per region, a DR lock table, the
+group per GPU pool, failover (or weighted) records with a health check per region, a DR lock table, the
 runtime image's ECR repository, the multi-region key that signs the champion manifest). Only the
 AWS regions get AWS resources; the failover records and health checks cover every region (Route 53
 routes Google Cloud regions too). Google Cloud regions are gcp_world.py's."""
 from __future__ import annotations
 
-from mlfleet.stacks.environment import Environment, naming
+from mlfleet.stacks.environment import Environment, naming, routing_control
 
 FAILOVER_OK_TOKEN = "MLFLEET_FAILOVER_OK"
 ROLE_ARN = "arn:aws:iam::{account}:role/{name}"
@@ -140,6 +140,10 @@ def _routing(env: Environment, route53, serving_ports: dict[str, int]) -> tuple[
             "Name": name, "Type": "CNAME", "TTL": serving.record_ttl, "SetIdentifier": region.name,
             "ResourceRecords": [{"Value": env.endpoint(region)}], "HealthCheckId": checks[region.name], **routing}}
 
+    if serving.routing == "weighted":  # every region an equal share, as the global stack deploys them
+        changes = [cname(serving.dns_name, r, Weight=routing_control.WEIGHT) for r in env.regions]
+        route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
+        return zone_id, checks
     changes = [cname(serving.dns_name, env.primary, Failover="PRIMARY")]
     if len(env.standbys) == 1:
         changes.append(cname(serving.dns_name, env.standbys[0], Failover="SECONDARY"))

@@ -143,7 +143,7 @@ class Serving(Model):
     health_check_interval: Literal[10, 30] = 10
     health_check_failure_threshold: int = Field(default=3, ge=1, le=10)
     routing_control: bool = Field(
-        default=True, description="With failover routing over two or more regions: move traffic with Route 53 ARC "
+        default=True, description="With two or more regions (failover or weighted): move traffic with Route 53 ARC "
                                   "routing controls (data plane, billed per cluster-hour); false flips the records "
                                   "instead, which needs Route 53's control plane in us-east-1; default true")
     image: ServingImage = Field(description="The runtime image every region deploys, by digest")

@@ -24,11 +24,17 @@ CALCULATED_CHILDREN = 2
 and its routing control."""
 
 
+WEIGHT = 100
+"""The weight the global stack gives each region's record under weighted routing (every region
+takes an equal share); a failover moves it all to the target (weights 0 elsewhere) and a failback
+restores it."""
+
+
 def enabled(env: Environment) -> bool:
-    """Whether the environment's traffic moves by routing controls: failover routing over at least
-    two regions with `serving.routing_control` on. Otherwise a failover changes the records (Route
-    53's control plane)."""
-    return env.serving.routing == "failover" and env.serving.routing_control and len(env.regions) >= 2
+    """Whether the environment's traffic moves by routing controls: two or more regions (failover
+    or weighted records) with `serving.routing_control` on. Otherwise a failover changes the
+    records (Route 53's control plane)."""
+    return env.serving.routing_control and len(env.regions) >= 2
 
 
 def cluster_name(env: str) -> str:

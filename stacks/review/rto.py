@@ -153,7 +153,7 @@ def rto_budget(env: Environment, stacks: dict[str, dict]) -> RtoBudget:
     parts = [
         BudgetPart("health-check detection", serving.health_check_interval * serving.health_check_failure_threshold,
                    f"{serving.health_check_interval} s interval × {serving.health_check_failure_threshold} failures"),
-        BudgetPart("DNS TTL", serving.record_ttl, "record_ttl of the failover records; " + (
+        BudgetPart("DNS TTL", serving.record_ttl, f"record_ttl of the {serving.routing} records; " + (
             "traffic moves by ARC routing controls (data plane)" if routing_control.enabled(env) else
             "the runbook moves traffic by a record change, which needs Route 53's control plane in us-east-1 "
             "(serving.routing_control: false)")),

@@ -108,6 +108,21 @@ def test_outputs_name_each_control_and_the_cluster(prod):
     assert all(f"health_check_{r.name.replace('-', '_')}" in outputs for r in env.regions)
 
 
+def test_weighted_records_are_guarded_by_routing_controls_too(tmp_path):
+    env = load_environment("prod")
+    env = env.model_copy(update={"serving": env.serving.model_copy(update={"routing": "weighted"})})
+    assert routing_control.enabled(env)
+    tf = _global_stack(tmp_path, env)
+    calculated = {_ref("aws_route53_health_check", a, "id")
+                  for a, c in resources(tf, "aws_route53_health_check").items() if c["type"] == "CALCULATED"}
+    records = list(resources(tf, "aws_route53_record").values())
+    assert len(records) == len(env.regions) and len(calculated) == len(env.regions)
+    assert {r["set_identifier"] for r in records} == {r.name for r in env.regions}
+    for record in records:
+        assert record["weighted_routing_policy"] == {"weight": routing_control.WEIGHT}
+        assert record["health_check_id"] in calculated and "failover_routing_policy" not in record
+
+
 def test_routing_control_false_keeps_the_record_flip(tmp_path):
     env = load_environment("prod")
     env = env.model_copy(update={"serving": env.serving.model_copy(update={"routing_control": False})})

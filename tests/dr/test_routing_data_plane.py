@@ -55,12 +55,11 @@ def test_a_safety_rule_can_be_overridden_by_name():
     assert world.state(controls["a"]) == "OFF"
 
 
-def test_routing_controls_are_used_for_failover_routing_over_two_regions_only():
+def test_routing_controls_are_used_over_two_regions_unless_turned_off():
     staging = load_environment("staging")
     assert routing_control.enabled(staging)
     off = staging.model_copy(update={"serving": staging.serving.model_copy(update={"routing_control": False})})
-    weighted = staging.model_copy(update={"serving": staging.serving.model_copy(update={"routing": "weighted"})})
-    assert not routing_control.enabled(off) and not routing_control.enabled(weighted)
+    assert not routing_control.enabled(off)
 
 
 # -- in the sandbox ---------------------------------------------------------------------------
@@ -144,5 +143,5 @@ def test_after_the_first_deploy_every_control_is_off_and_reconcile_turns_them_on
     shutil.copy(sandbox.state_path, state)
     code, out, err = dr_command(["reconcile", "--env", "staging", "--state-dir", str(tmp_path)], capsys)
     assert code == 0, err
-    assert f"resolves to {PRIMARY}; records: PRIMARY already {PRIMARY}; every routing control ON" in out
+    assert f"resolves to {PRIMARY}; records: PRIMARY already routes to {PRIMARY}; every routing control ON" in out
     assert routing.routing_state(target, ctx) == {PRIMARY: True, STANDBY: True}
