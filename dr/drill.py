@@ -141,6 +141,8 @@ def _run(target: Target, region: str, *, fault_mode: str, do_failback: bool, pro
     if routed is None:
         raise DrUsageError(f"{env.serving.dns_name} resolves to no region: nothing serves to drill against")
     writer_region = find_writer(target, ctx, via=routed)
+    if env.serving.routing == "weighted":  # every region answers in turn: the writer's is the one to lose
+        routed = writer_region
     standby_outage = routed != region
     models = _models(target, ctx, routed) if standby_outage else []
     ctx.clock.waiting_s = 0.0  # preparation is not part of the measured recovery

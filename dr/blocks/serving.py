@@ -108,22 +108,22 @@ class FirstInference(Block):
 
     def action(self, ctx: RunContext) -> Inferred:
         served = routing.served_region(self.target, ctx)
-        if served != self.region:
+        if served is None or served not in routing.expected_answers(self.target, self.region):
             raise StepFailed(f"{self.target.env.serving.dns_name} resolves to {served}, not {self.region}")
-        url = self.target.serving_urls[self.region]
+        url = self.target.serving_urls[served]  # where a client lands (weighted back home: any region)
         pins = ctx.need(Pinned).pins
         results, deadline = {}, time.monotonic() + self.verify_timeout_s
         for model in pins:
             while True:
                 try:
-                    results[model] = ctx.call(f"infer {model} in {self.region}", serving.infer, url, model)
+                    results[model] = ctx.call(f"infer {model} in {served}", serving.infer, url, model)
                     break
                 except Exception:
                     if time.monotonic() > deadline:
                         raise
                     ctx.clock.sleep(ctx.poll_interval_s)
         ctx.timeline.mark("first_inference")
-        return Inferred(summary=f"{', '.join(results)} answered in {self.region}", region=self.region,
+        return Inferred(summary=f"{', '.join(results)} answered in {served}", region=served,
                         inference=results)
 
 

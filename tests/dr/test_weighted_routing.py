@@ -99,10 +99,19 @@ def test_weighted_routing_over_two_regions_uses_routing_controls():
 # -- a failover and its failback in a weighted sandbox --------------------------------------------
 @pytest.fixture(scope="module")
 def weighted_sandbox(tmp_path_factory):
+    """With routing controls (the default); the weights alone are the unit tests' above. One
+    sandbox: a second whose registry is promoted in the same process does not come up reliably."""
     from mlfleet.dr.sandbox import Sandbox
 
     with Sandbox(_weighted(), state_dir=tmp_path_factory.mktemp("sandbox-weighted"), model_registry=False) as box:
         yield box
+
+
+def _fresh_target(box, state_dir) -> Target:
+    box.reset()  # this sandbox's turn: others in the process may have installed their extensions
+    target = Target.sandbox(box.env, box.state_dir)
+    target.state_dir = state_dir
+    return target
 
 
 def _answers(target, draws: int = 40) -> set[str | None]:
@@ -117,22 +126,41 @@ def _run(target, runbook, lock_region: str):
 
 @pytest.mark.sandbox
 def test_a_weighted_environment_fails_over_and_back(weighted_sandbox, tmp_path):
-    target = Target.sandbox(weighted_sandbox.env, weighted_sandbox.state_dir)
-    target.state_dir = tmp_path
+    target = _fresh_target(weighted_sandbox, tmp_path)
     assert _answers(target) == {PRIMARY, STANDBY}, "deployed: every region takes a share"
 
     result = _run(target, failover(target, STANDBY, planned=True), STANDBY)
     assert result.status == "completed", result
-    steps = {s.name: s for s in result.steps}
-    assert steps["route"].detail == f"routing controls: {STANDBY} ON, {PRIMARY} OFF"
-    assert steps["reconcile-records"].detail == f"records: weights {STANDBY} 100, {PRIMARY} 0; every routing control ON"
-    assert aws.routed_region(target, _ctx(target)) == STANDBY
+    steps = {s.name: s.detail for s in result.steps}
+    assert steps["route"] == f"routing controls: {STANDBY} ON, {PRIMARY} OFF"
+    assert steps["reconcile-records"] == f"records: weights {STANDBY} 100, {PRIMARY} 0; every routing control ON"
     assert routing.routing_state(target, _ctx(target)) == {PRIMARY: True, STANDBY: True}
+    assert aws.routed_region(target, _ctx(target)) == STANDBY
     assert _answers(target) == {STANDBY}, "the old primary's record has weight 0: a last resort only"
 
     back = _run(target, failback(target), PRIMARY)
     assert back.status == "completed", back
-    assert {s.name: s for s in back.steps}["reconcile-records"].detail == \
+    assert {s.name: s.detail for s in back.steps}["reconcile-records"] == \
         f"records: weights {PRIMARY} 100, {STANDBY} 100; every routing control ON"
     assert aws.routed_region(target, _ctx(target)) is None
     assert _answers(target) == {PRIMARY, STANDBY}, "every region its deployed share again"
+
+
+@pytest.mark.sandbox
+def test_a_weighted_environment_passes_its_region_outage_drills(weighted_sandbox, tmp_path):
+    from mlfleet.dr.drill import run_drill
+    from mlfleet.dr.report import drill_report
+
+    target = _fresh_target(weighted_sandbox, tmp_path)
+    # the registry's writer lost: a failover, though every region was taking traffic
+    report = drill_report(target, PRIMARY, run_drill(target, PRIMARY))
+    assert report["verdict"] == "pass", report
+    assert report["measured"]["rto_s"] <= 10
+    assert "routing_flipped" in [p["phase"] for p in report["timeline"]]
+    assert aws.routed_region(target, _ctx(target)) is None, "the drill's failback shares the traffic again"
+
+    target = _fresh_target(weighted_sandbox, tmp_path / "standby")
+    # another region lost: its health check takes it out of the answers; nothing to fail over
+    report = drill_report(target, STANDBY, run_drill(target, STANDBY))
+    assert report["verdict"] == "pass", report
+    assert any("no failover needed" in note for note in report["notes"]), report["notes"]
