@@ -577,10 +577,20 @@ class RegistryDatabases:
         if password:
             env["PGPASSWORD"] = self._admin_password
         user = self._as_user if as_user else None
+        drop: tuple[int, int] | None = None
+        if user is not None:
+            # setpriv drops to the account after exec. Asking subprocess to (user=, group=) makes it
+            # fork() instead of vfork(), and gRPC's fork handlers in the child of a process with gRPC
+            # threads (the Google clients) crash about one child in five before it execs.
+            setpriv = shutil.which("setpriv")
+            if setpriv:
+                argv = [setpriv, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *argv]
+            else:
+                drop = user
         result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120,
                                 cwd=str(self._root or self._work_dir) if as_user and self._root else None,
-                                user=user[0] if user else None, group=user[1] if user else None,
-                                extra_groups=[] if user else None)
+                                user=drop[0] if drop else None, group=drop[1] if drop else None,
+                                extra_groups=[] if drop else None)
         if check and result.returncode != 0:
             raise RegistryDatabaseError(f"{Path(argv[0]).name} failed ({result.returncode}): {_last_line(result)}")
         return result
@@ -739,9 +749,18 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+_GRPC_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+"""A line gRPC's core logs (glog format) from a forked child: noise, never the tool's own answer."""
+
+
 def _last_line(result: subprocess.CompletedProcess) -> str:
-    text = (result.stderr or result.stdout or "").strip().splitlines()
-    return text[-1] if text else f"exit status {result.returncode}"
+    text = [line for line in (result.stderr or result.stdout or "").strip().splitlines()
+            if not _GRPC_LOG_LINE.match(line)]
+    if text:
+        return text[-1]
+    if result.returncode < 0:
+        return f"killed by signal {-result.returncode}"
+    return f"exit status {result.returncode}"
 
 
 def _reachable(path: Path, uid: int, gid: int) -> bool:

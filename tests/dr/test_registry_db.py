@@ -296,3 +296,44 @@ def test_a_region_fault_takes_its_database_down_until_cleared(sandbox, target):
     sandbox.faults.clear(standby)
     with psycopg.connect(target.registry_dsns[standby], connect_timeout=2) as connection:
         assert connection.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root process runs the servers under an account of their own")
+def test_commands_under_the_server_account_survive_grpc_threads(tmp_path):
+    # a child forked (not vforked) to drop privileges ran gRPC's fork handlers while the Google
+    # clients' threads were busy and crashed before exec: a switchover's restart then failed
+    import threading
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    done = threading.Event()
+
+    call = channel.unary_unary("/mlfleet.Test/Nothing")
+
+    def busy() -> None:
+        while not done.is_set():
+            try:
+                call(b"", timeout=0.1)
+            except grpc.RpcError:
+                pass  # UNIMPLEMENTED: the point is the traffic
+
+    threads = [threading.Thread(target=busy) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    registry = RegistryDatabases(["us-east-1"], tmp_path)
+    registry._as_user = registry._unprivileged_user()
+    try:
+        results = [registry._run(["/bin/true"], check=False) for _ in range(100)]
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        channel.close()
+        server.stop(0)
+    assert [r.returncode for r in results] == [0] * 100
