@@ -520,18 +520,16 @@ def route_records_to(target: Target, ctx: RunContext, to_region: str) -> str:
 
 
 def weigh_routing(target: Target, ctx: RunContext, to_region: str) -> str:
-    """Weighted routing, in one atomic change batch: to the environment's primary (a failback),
-    every region's deployed weight again (`routing_control.WEIGHT`); to any other region, its
-    record takes that weight and every other record 0. Route 53 answers a 0-weight record only
-    when every weighted record is unhealthy, so the others stay as the last resort."""
+    """Weighted routing: the records' weights set to `routing_control.routed_weights` (back at the
+    primary every region's deployed share, elsewhere the target's alone), in one atomic change batch."""
     from mlfleet.stacks.environment import routing_control
 
     records = {r["SetIdentifier"]: r for r in _weighted_records(target, ctx)}
     if to_region not in records:
         raise StepFailed(f"no weighted record for {to_region} ({target.env.serving.dns_name}) in zone "
                          f"{target.hosted_zone_id}")
-    home = to_region == target.env.primary.name
-    want = {region: routing_control.WEIGHT if home or region == to_region else 0 for region in records}
+    weights = routing_control.routed_weights(target.env, to_region)
+    want = {region: weights.get(region, 0) for region in records}
     changes = [{"Action": "UPSERT", "ResourceRecordSet": {**record, "Weight": want[region]}}
                for region, record in sorted(records.items()) if int(record["Weight"]) != want[region]]
     shown = ", ".join(f"{region} {weight}" for region, weight in sorted(want.items(), key=lambda kv: -kv[1]))

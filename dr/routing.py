@@ -154,11 +154,9 @@ def route_to(target: Target, ctx: RunContext, to_region: str, *, avoid: Iterable
 
 def expected_answers(target: Target, to_region: str) -> set[str]:
     """The regions a resolver may answer once traffic is routed to `to_region`: that region alone,
-    except weighted routing back to the environment's primary, whose deployed weights share the
-    traffic among every region again."""
-    env = target.env
-    if env.serving.routing == "weighted" and to_region == env.primary.name:
-        return {r.name for r in env.regions}
+    or under weighted routing each region with a weight (`routing_control.routed_weights`)."""
+    if target.env.serving.routing == "weighted":
+        return {region for region, weight in routing_control.routed_weights(target.env, to_region).items() if weight}
     return {to_region}
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mlfleet.dr import routing
 from mlfleet.dr.engine import Block, Check, Facts, RunContext
 from mlfleet.dr.target import Target
+from mlfleet.stacks.environment import routing_control
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,8 @@ class RouteTraffic(Block):
 def _records_change(target: Target, region: str) -> str:
     if target.env.serving.routing == "failover":
         return f"failover records: PRIMARY -> {region}"
-    if region == target.env.primary.name:
-        return "weighted records: every region's deployed weight again"
-    return f"weighted records: {region} takes the weight, every other region 0"
+    weights = routing_control.routed_weights(target.env, region)
+    return "weighted records: " + ", ".join(f"{r} {w}" for r, w in sorted(weights.items(), key=lambda kv: -kv[1]))
 
 
 def _left(ctx: RunContext) -> tuple[str, ...]:

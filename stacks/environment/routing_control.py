@@ -30,6 +30,14 @@ takes an equal share); a failover moves it all to the target (weights 0 elsewher
 restores it."""
 
 
+def routed_weights(env: Environment, to_region: str) -> dict[str, int]:
+    """Under weighted routing, each region's record weight once traffic is routed to `to_region`:
+    back at the primary (a failback) every region's deployed `WEIGHT`; elsewhere that region's
+    alone, the others 0 (Route 53 answers a 0-weight record only when every other is unhealthy)."""
+    home = to_region == env.primary.name
+    return {r.name: WEIGHT if home or r.name == to_region else 0 for r in env.regions}
+
+
 def enabled(env: Environment) -> bool:
     """Whether the environment's traffic moves by routing controls: two or more regions (failover
     or weighted records) with `serving.routing_control` on. Otherwise a failover changes the
