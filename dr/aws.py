@@ -220,9 +220,11 @@ def _verify_signature(target: Target, ctx: RunContext, region: str, manifest: by
     try:
         ctx.call(f"verify the manifest's signature in {region}", signer.verify, manifest, signature)
     except GaveUp as exc:
-        if not isinstance(exc.cause, (SignatureError, SigningFailed)):
-            raise
-        raise StepFailed(f"the manifest in {where} does not verify: {exc.cause}") from None
+        if isinstance(exc.cause, SignatureError):
+            raise StepFailed(f"the manifest in {where} does not verify: {exc.cause}") from None
+        if isinstance(exc.cause, SigningFailed):
+            raise StepFailed(f"the manifest in {where} cannot be checked: {exc}") from None
+        raise
 
 
 def _approved_pair(target: Target, ctx: RunContext, region: str) -> tuple[bytes | None, bytes | None]:

@@ -26,8 +26,13 @@ KMS_RAW_MESSAGE_LIMIT = 4096
 
 
 class SigningFailed(MlfleetError):
-    """The signing key is missing, of the wrong kind, or its signature did not verify."""
+    """The signing key is missing, of the wrong kind, or its signature did not verify; `transient`
+    when KMS did not answer (a timeout, throttling), which retries may get past."""
     exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -50,6 +55,8 @@ class KmsManifestSigner:
         if self._public_key is None:
             from botocore.exceptions import BotoCoreError, ClientError
 
+            from mlfleet.dr.retry import TRANSIENT, classify
+
             try:
                 answer = self.kms.get_public_key(KeyId=self.key_ref)  # type: ignore[attr-defined]
             except ClientError as exc:
@@ -58,9 +65,10 @@ class KmsManifestSigner:
                     raise SigningFailed(f"the manifest signing key {self.key_ref} does not exist in {self.region} "
                                         "(the environment's multi-region signing key and its replica there)") from None
                 raise SigningFailed(f"cannot read the public key of {self.key_ref} in {self.region}: "
-                                    f"{code or exc}") from None
+                                    f"{code or exc}", transient=classify(exc) == TRANSIENT) from None
             except BotoCoreError as exc:  # no credentials, no connection: one line, not a traceback
-                raise SigningFailed(f"cannot read the public key of {self.key_ref} in {self.region}: {exc}") from None
+                raise SigningFailed(f"cannot read the public key of {self.key_ref} in {self.region}: {exc}",
+                                    transient=classify(exc) == TRANSIENT) from None
             key = serialization.load_der_public_key(answer["PublicKey"])
             if (answer.get("KeyUsage", "SIGN_VERIFY") != "SIGN_VERIFY" or not isinstance(key, ec.EllipticCurvePublicKey)
                     or not isinstance(key.curve, ec.SECP256R1)):

@@ -40,6 +40,8 @@ def classify(exc: BaseException) -> str:
 
     if isinstance(exc, NotImplementedByProvider):
         return NOT_IMPLEMENTED
+    if getattr(exc, "transient", False):  # an error of ours that wraps one worth retrying
+        return TRANSIENT
     if isinstance(exc, ResponseParserError):
         return NOT_IMPLEMENTED if "500" in str(exc) and "<html" in str(exc).lower() else TRANSIENT
     if isinstance(exc, ClientError):

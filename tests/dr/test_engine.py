@@ -165,6 +165,31 @@ def test_retry_classification():
     assert classify(ConnectionResetError()) == TRANSIENT
 
 
+def test_a_signing_key_kms_did_not_answer_for_is_retried_one_it_refused_is_not():
+    from botocore.exceptions import ReadTimeoutError
+
+    from mlfleet.dr.kms_signer import KmsManifestSigner
+
+    class Kms:
+        def __init__(self, error):
+            self.error, self.calls = error, 0
+
+        def get_public_key(self, **_):
+            self.calls += 1
+            raise self.error
+
+    timing_out = Kms(ReadTimeoutError(endpoint_url="http://kms"))
+    with pytest.raises(GaveUp) as caught:
+        call_with_retry("read the key", KmsManifestSigner(timing_out, "k", "us-east-1").public_key,
+                        RetryPolicy(attempts=3, base_s=0.001))
+    assert caught.value.kind == TRANSIENT and timing_out.calls == 3
+    refusing = Kms(_client_error("NotFoundException", 400))
+    with pytest.raises(GaveUp) as caught:
+        call_with_retry("read the key", KmsManifestSigner(refusing, "k", "us-east-1").public_key,
+                        RetryPolicy(attempts=3, base_s=0.001))
+    assert caught.value.kind == PERMANENT and refusing.calls == 1 and "does not exist" in str(caught.value)
+
+
 def test_retries_only_transient_failures():
     calls = []
 

@@ -15,7 +15,7 @@ from mlfleet.dr import aws
 from mlfleet.dr.engine import RunContext
 from mlfleet.dr.sandbox import registry_db
 from mlfleet.dr.sandbox.faults import Fault
-from mlfleet.dr.sandbox.registry_db import RegistryDatabaseError, RegistryDatabases
+from mlfleet.dr.sandbox.registry_db import RegistryDatabaseError, RegistryDatabases, _alive
 
 from helpers.polling import eventually
 
@@ -157,14 +157,6 @@ def test_a_region_taken_down_is_unreachable_and_comes_back_as_a_standby(registry
 
 def _postmaster_pids(root: Path) -> list[int]:
     return [int(p.read_text().split()[0]) for p in root.glob("*/postmaster.pid")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return not Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
 
 @pytest.mark.sandbox

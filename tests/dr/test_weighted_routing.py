@@ -85,6 +85,12 @@ def test_routing_to_a_standby_moves_the_weight_in_one_batch_and_back_home_restor
     assert routing.expected_answers(target, STANDBY) == {STANDBY}
 
 
+def test_over_three_regions_a_failover_leaves_the_target_alone_and_a_failback_every_share():
+    env = load_environment("prod")
+    assert routing_control.routed_weights(env, "us-west-2") == {"us-east-1": 0, "us-west-2": 100, "us-east-2": 0}
+    assert routing_control.routed_weights(env, "us-east-1") == {r.name: 100 for r in env.regions}
+
+
 def test_a_region_without_a_weighted_record_is_named():
     target = _target(FakeRoute53({PRIMARY: 100}))
     with pytest.raises(StepFailed, match=f"no weighted record for {STANDBY}"):
